@@ -1,0 +1,37 @@
+"""`deploy-agent`: start the device agent (also `python -m device_agent`)."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Optional, Sequence
+
+from .config import parse_args
+from .errors import DeployError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    settings = parse_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server import AgentServer  # after argument parsing, so `--help` stays fast
+
+    try:
+        server = AgentServer(settings)
+    except DeployError as exc:
+        print(f"deploy-agent: error: {exc}", file=sys.stderr)
+        return 2
+    server.start()
+    # One line on stdout that a parent process can wait for.
+    print(f"deploy-agent listening on {server.address}", flush=True)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        server.stop(grace=2.0)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

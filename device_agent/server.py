@@ -1,0 +1,253 @@
+"""The gRPC service `deploy.v1.DeviceAgent`: maps requests onto the store and the engine service.
+
+Every handler runs behind one edge that turns our exceptions into status codes; credentials and interceptors come
+from `auth` only, so security is configured in one place.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from concurrent import futures
+from typing import Any, Callable, Iterator, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos import agent_pb2, agent_pb2_grpc
+
+from . import auth
+from .config import AgentSettings
+from .errors import DeployError, InvalidInput, Unimplemented
+from .info import DeviceFacts, disk_free, probe_device
+from .store import Store
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["DeviceAgent"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class Activity:
+    """Counts calls in flight and the time of the last one, for the idle exit of the local agent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.last = time.monotonic()
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return 0.0 if self.in_flight else time.monotonic() - self.last
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, DeployError):
+        context.abort(exc.code, str(exc))
+    log.exception("unexpected error in handler")
+    context.abort(grpc.StatusCode.INTERNAL, f"agent error: {type(exc).__name__}: {exc}")
+
+
+def unary_edge(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(self: "DeviceAgentService", request: Any, context: grpc.ServicerContext) -> Any:
+        self.activity.enter()
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - the edge: everything becomes a status code
+            _abort(context, exc)
+        finally:
+            self.activity.leave()
+    return wrapper
+
+
+def stream_edge(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(self: "DeviceAgentService", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        self.activity.enter()
+        try:
+            yield from method(self, request, context)
+        except Exception as exc:  # noqa: BLE001
+            _abort(context, exc)
+        finally:
+            self.activity.leave()
+    return wrapper
+
+
+class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.activity = Activity()
+        self.store = Store(settings.store, settings.max_upload_bytes, 4 * settings.chunk_bytes)
+        self.facts: DeviceFacts = probe_device()
+        self.engines = self._engine_service()
+
+    def _engine_service(self) -> Optional[Any]:
+        try:
+            from .engine_service import EngineService
+        except ImportError:
+            return None
+        return EngineService(self.settings, self.store, self.facts)
+
+    def _engines(self) -> Any:
+        if self.engines is None:
+            raise Unimplemented("this agent has no engine service; upgrade the agent")
+        return self.engines
+
+    # ---------------------------------------------------------------- info
+    @unary_edge
+    def GetInfo(self, request: agent_pb2.GetInfoRequest, context: grpc.ServicerContext) -> agent_pb2.DeviceInfo:
+        facts = probe_device() if self.facts is None else self.facts
+        _total, available = _meminfo_now()
+        reply = agent_pb2.DeviceInfo(
+            hostname=facts.hostname, os=facts.os, arch=facts.arch, cpu_count=facts.cpu_count,
+            memory_total_bytes=facts.memory_total_bytes, memory_available_bytes=available,
+            store_free_bytes=disk_free(self.store.root), python_version=facts.python_version,
+            agent_version=facts.agent_version, store_dir=str(self.store.root),
+            max_upload_bytes=self.settings.max_upload_bytes, profile=self.settings.profile,
+            default_backend=self.settings.backend,
+        )
+        for name in ("jetson_model", "l4t_release", "cuda_version"):
+            value = getattr(facts, name)
+            if value:
+                setattr(reply, name, value)
+        for gpu in facts.gpus:
+            reply.gpus.add(name=gpu.name, compute_capability=gpu.compute_capability, memory_bytes=gpu.memory_bytes)
+        if self.engines is not None:
+            self.engines.describe(reply)
+        return reply
+
+    # ---------------------------------------------------------------- store
+    @unary_edge
+    def Upload(self, request_iterator: Iterator[agent_pb2.UploadRequest],
+               context: grpc.ServicerContext) -> agent_pb2.UploadReply:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "header":
+            raise InvalidInput("an upload must start with a header message carrying digest and size")
+        header = first.header
+
+        def chunks() -> Iterator[bytes]:
+            for msg in request_iterator:
+                if msg.WhichOneof("msg") != "chunk":
+                    raise InvalidInput("only chunk messages may follow the upload header")
+                yield msg.chunk
+
+        result = self.store.receive(header.digest, header.size, header.offset, chunks())
+        return agent_pb2.UploadReply(digest=result.digest, size=result.size, bytes_received=result.bytes_received,
+                                     already_present=result.already_present)
+
+    @unary_edge
+    def QueryUpload(self, request: agent_pb2.QueryUploadRequest,
+                    context: grpc.ServicerContext) -> agent_pb2.QueryUploadReply:
+        state = self.store.query(request.digest)
+        return agent_pb2.QueryUploadReply(digest=state.digest, complete=state.complete,
+                                          committed_offset=state.committed_offset, size=state.size)
+
+    # ---------------------------------------------------------------- engines (device_agent/engine_service.py)
+    @stream_edge
+    def Build(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield from self._engines().Build(request, context)
+
+    @unary_edge
+    def Run(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._engines().Run(request, context)
+
+    @stream_edge
+    def Benchmark(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield from self._engines().Benchmark(request, context)
+
+    @unary_edge
+    def ListEngines(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._engines().ListEngines(request, context)
+
+    @stream_edge
+    def FetchEngine(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield from self._engines().FetchEngine(request, context)
+
+    @unary_edge
+    def PutEngine(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        return self._engines().PutEngine(request_iterator, context)
+
+    @unary_edge
+    def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._engines().Prune(request, context)
+
+
+def _meminfo_now() -> tuple[int, int]:
+    from .info import _meminfo
+    return _meminfo()
+
+
+def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max(MAX_MESSAGE_BYTES, 8 * settings.chunk_bytes)),
+        ("grpc.max_send_message_length", max(MAX_MESSAGE_BYTES, 8 * settings.chunk_bytes)),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class AgentServer:
+    """A running agent: the gRPC server, health and reflection, and the idle watchdog."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        auth.check_listen_policy(settings)
+        self.settings = settings
+        self.service = DeviceAgentService(settings)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+                                  interceptors=auth.interceptors(settings), options=server_options(settings))
+        agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        credentials = auth.server_credentials(settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(settings.listen)
+        else:
+            self.port = self.server.add_secure_port(settings.listen, credentials)
+        if self.port == 0:
+            raise InvalidInput(f"cannot listen on {settings.listen}: address in use or not valid")
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        host = auth.listen_host(self.settings.listen)
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        self.server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.idle_exit_s > 0:
+            threading.Thread(target=self._idle_watch, name="idle-watch", daemon=True).start()
+
+    def _idle_watch(self) -> None:
+        while not self._stopped.wait(min(5.0, self.settings.idle_exit_s / 4)):
+            if self.service.activity.idle_for() >= self.settings.idle_exit_s:
+                log.info("idle for %.0f s, exiting", self.settings.idle_exit_s)
+                self.stop(grace=1.0)
+                return
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,181 @@
+"""Content-addressed artifact store: resumable, atomic, one copy per digest.
+
+Bytes land in `partial/<hex>` as they arrive; only a verified file is renamed into `blobs/<hex>`, so a reader never
+sees a partial or corrupt artifact. The size of the partial file is the committed offset an upload resumes from.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from .errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
+
+_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+DISK_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte
+
+
+def parse_digest(digest: str) -> str:
+    """Return the hex part of a `sha256:<hex>` digest; anything else is refused (it becomes a file name)."""
+    m = _DIGEST.match(digest or "")
+    if not m:
+        raise InvalidInput(f"bad digest {digest[:80]!r}: expected 'sha256:' followed by 64 lowercase hex digits")
+    return m.group(1)
+
+
+def file_digest(path: Path, bufsize: int = 4 * 1024 * 1024) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(bufsize)
+            if not block:
+                break
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class UploadResult:
+    digest: str
+    size: int
+    bytes_received: int
+    already_present: bool
+
+
+@dataclass
+class UploadState:
+    digest: str
+    complete: bool
+    committed_offset: int
+    size: int
+
+
+class Store:
+    """Artifacts by sha256 under one directory; safe for many concurrent uploads in one process."""
+
+    def __init__(self, root: Path, max_upload_bytes: int, max_chunk_bytes: int) -> None:
+        self.root = Path(root)
+        self.blobs = self.root / "blobs"
+        self.partial = self.root / "partial"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes = max_upload_bytes
+        self.max_chunk_bytes = max_chunk_bytes
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, hex_digest: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(hex_digest, threading.Lock())
+
+    def path_of(self, digest: str) -> Optional[Path]:
+        """Path of a complete, verified artifact, or None."""
+        path = self.blobs / parse_digest(digest)
+        return path if path.is_file() else None
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def query(self, digest: str) -> UploadState:
+        hex_digest = parse_digest(digest)
+        blob = self.blobs / hex_digest
+        if blob.is_file():
+            size = blob.stat().st_size
+            return UploadState(digest, True, size, size)
+        part = self.partial / hex_digest
+        committed = part.stat().st_size if part.is_file() else 0
+        return UploadState(digest, False, committed, 0)
+
+    def list(self) -> Iterator[tuple[str, int]]:
+        for p in sorted(self.blobs.iterdir()):
+            yield "sha256:" + p.name, p.stat().st_size
+
+    def receive(self, digest: str, size: int, offset: int, chunks: Iterable[bytes]) -> UploadResult:
+        """Append `chunks` at `offset` of the artifact's partial file, verify when complete, publish atomically.
+
+        Concurrent calls for one digest run one after another; a later one finds the artifact present and
+        consumes no payload.
+        """
+        hex_digest = parse_digest(digest)
+        if size <= 0:
+            raise InvalidInput(f"upload size must be positive, got {size}")
+        if size > self.max_upload_bytes:
+            raise ResourceExhausted(
+                f"artifact of {size} bytes exceeds this agent's upload limit of {self.max_upload_bytes} bytes; "
+                "raise --max-upload-bytes on the agent or send a smaller artifact")
+        if offset < 0 or offset > size:
+            raise InvalidInput(f"upload offset {offset} is outside the artifact's size {size}")
+        with self._lock(hex_digest):
+            blob = self.blobs / hex_digest
+            if blob.is_file():
+                return UploadResult(digest, blob.stat().st_size, 0, True)
+            part = self.partial / hex_digest
+            committed = part.stat().st_size if part.is_file() else 0
+            if offset > committed:
+                raise PreconditionFailed(
+                    f"upload of {digest} resumes at offset {offset} but only {committed} bytes are committed; "
+                    "ask QueryUpload for the offset and resume from there")
+            needed = size - offset
+            if needed + DISK_MARGIN_BYTES > self.free_bytes():
+                raise ResourceExhausted(
+                    f"not enough free disk for {needed} more bytes in {self.root} "
+                    f"({self.free_bytes()} free); prune the engine cache or free disk space")
+            received = self._append(part, offset, size, chunks)
+            if part.stat().st_size != size:
+                raise InvalidInput(
+                    f"upload of {digest} ended at {part.stat().st_size} of {size} bytes; "
+                    "resume from the committed offset")
+            actual = file_digest(part)
+            if actual != digest:
+                part.unlink(missing_ok=True)
+                raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
+                               "upload again")
+            os.replace(part, blob)
+            _fsync_dir(self.blobs)
+            return UploadResult(digest, size, received, False)
+
+    def _append(self, part: Path, offset: int, size: int, chunks: Iterable[bytes]) -> int:
+        received = 0
+        with open(part, "ab") as f:
+            f.truncate(offset)
+            f.seek(offset)
+            position = offset
+            try:
+                for chunk in chunks:
+                    if len(chunk) > self.max_chunk_bytes:
+                        raise InvalidInput(f"chunk of {len(chunk)} bytes exceeds the limit of "
+                                           f"{self.max_chunk_bytes} bytes")
+                    if position + len(chunk) > size:
+                        f.truncate(offset)
+                        raise InvalidInput(f"upload sends more than its declared size of {size} bytes")
+                    f.write(chunk)
+                    position += len(chunk)
+                    received += len(chunk)
+            finally:
+                # Whatever arrived intact is committed: a cut-off upload resumes from here.
+                f.flush()
+                os.fsync(f.fileno())
+        return received
+
+    def remove(self, digest: str) -> bool:
+        hex_digest = parse_digest(digest)
+        with self._lock(hex_digest):
+            removed = False
+            for p in (self.blobs / hex_digest, self.partial / hex_digest):
+                if p.exists():
+                    p.unlink()
+                    removed = True
+            return removed

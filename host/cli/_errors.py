@@ -1,0 +1,51 @@
+"""Every failure becomes one line and an exit code, through one ordered table (first match wins).
+
+Exit codes: 0 success, 1 failure on the device, 2 bad input or usage, 3 device unreachable.
+Set DEPLOY_DEBUG=1 to see the traceback as well.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+
+from device_agent.errors import DeployError, InvalidInput, NotFound, PreconditionFailed
+from host.client.errors import AgentError
+
+EXIT_OK, EXIT_DEVICE, EXIT_INPUT, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_INPUT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+
+
+@dataclass(frozen=True)
+class Rule:
+    matches: Callable[[BaseException], bool]
+    exit_code: int
+    message: Callable[[BaseException], str]
+
+
+ERROR_TABLE: list[Rule] = [
+    Rule(lambda e: isinstance(e, KeyboardInterrupt), EXIT_INTERRUPTED, lambda e: "interrupted"),
+    Rule(lambda e: isinstance(e, AgentError) and e.unreachable, EXIT_UNREACHABLE, str),
+    Rule(lambda e: isinstance(e, AgentError) and e.code in _INPUT_CODES, EXIT_INPUT, str),
+    Rule(lambda e: isinstance(e, AgentError), EXIT_DEVICE, str),
+    Rule(lambda e: isinstance(e, (InvalidInput, NotFound, PreconditionFailed)), EXIT_INPUT, str),
+    Rule(lambda e: isinstance(e, DeployError), EXIT_DEVICE, str),
+    Rule(lambda e: isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)), EXIT_INPUT,
+         lambda e: f"{getattr(e, 'filename', '') or ''}: {getattr(e, 'strerror', None) or e}"),
+    Rule(lambda e: True, EXIT_DEVICE, lambda e: f"unexpected {type(e).__name__}: {e} (set DEPLOY_DEBUG=1 for details)"),
+]
+
+
+def handle(exc: BaseException) -> int:
+    """Print the one-line message for `exc` on stderr and return its exit code."""
+    if os.environ.get("DEPLOY_DEBUG"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    for rule in ERROR_TABLE:
+        if rule.matches(exc):
+            print(f"error: {rule.message(exc)}", file=sys.stderr)
+            return rule.exit_code
+    return EXIT_DEVICE  # unreachable: the last rule matches everything

@@ -1,0 +1,133 @@
+"""The `local` device: an agent on loopback that the CLI starts on demand and reuses.
+
+Its state (pid, address) lives in the user cache dir; it exits by itself after 10 idle minutes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import grpc
+import platformdirs
+from filelock import FileLock
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from device_agent.errors import Unavailable
+
+IDLE_EXIT_S = 600.0
+START_TIMEOUT_S = 30.0
+
+
+def cache_dir() -> Path:
+    """Honours XDG_CACHE_HOME through platformdirs."""
+    return Path(platformdirs.user_cache_dir("deploy"))
+
+
+@dataclass
+class LocalAgent:
+    pid: int
+    address: str
+
+
+def _state_path() -> Path:
+    return cache_dir() / "local-agent.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie child of ours counts as gone
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def healthy(address: str, timeout: float = 2.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _read_state() -> Optional[LocalAgent]:
+    try:
+        data = json.loads(_state_path().read_text())
+        return LocalAgent(int(data["pid"]), str(data["address"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def running() -> Optional[LocalAgent]:
+    state = _read_state()
+    if state and _alive(state.pid) and healthy(state.address):
+        return state
+    return None
+
+
+def ensure_running() -> LocalAgent:
+    """Reuse the running local agent or start one; a file lock keeps two CLIs from starting two."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / "local-agent.lock"), timeout=START_TIMEOUT_S):
+        state = running()
+        if state:
+            return state
+        log = open(root / "local-agent.log", "ab")
+        cmd = [sys.executable, "-m", "device_agent", "--listen", "127.0.0.1:0", "--store", str(root / "agent" / "store"),
+               "--idle-exit-s", str(IDLE_EXIT_S)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        line = _first_line(proc, START_TIMEOUT_S)
+        if not line.startswith("deploy-agent listening on "):
+            proc.kill()
+            raise Unavailable(f"the local agent did not start ({line.strip() or 'no output'}); see {root / 'local-agent.log'}")
+        state = LocalAgent(proc.pid, line.rsplit(" ", 1)[-1].strip())
+        tmp = _state_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": state.pid, "address": state.address}))
+        os.replace(tmp, _state_path())
+        return state
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.2):
+            line = proc.stdout.readline().decode(errors="replace")
+            proc.stdout.close()
+            return line
+        if proc.poll() is not None:
+            return ""
+    return ""
+
+
+def stop() -> bool:
+    """Stop the local agent now; True when one was running."""
+    state = _read_state()
+    _state_path().unlink(missing_ok=True)
+    if not state or not _alive(state.pid):
+        return False
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(state.pid):
+        time.sleep(0.05)
+    if _alive(state.pid):
+        os.kill(state.pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,1 @@
+"""Inventory, device classes, fan-out and engine-cache warming."""

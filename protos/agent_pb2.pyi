@@ -1,0 +1,434 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackendInfo(_message.Message):
+    __slots__ = ("name", "available", "version", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    available: bool
+    version: str
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., version: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class GpuInfo(_message.Message):
+    __slots__ = ("name", "compute_capability", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    compute_capability: str
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., compute_capability: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class DeviceInfo(_message.Message):
+    __slots__ = ("hostname", "os", "arch", "cpu_count", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "python_version", "agent_version", "jetson_model", "l4t_release", "gpus", "cuda_version", "trt_version", "trt_module", "backends", "tvm_runtime", "default_backend", "store_dir", "max_upload_bytes", "profile")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORE_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    JETSON_MODEL_FIELD_NUMBER: _ClassVar[int]
+    L4T_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRT_MODULE_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    TVM_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    STORE_DIR_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    os: str
+    arch: str
+    cpu_count: int
+    memory_total_bytes: int
+    memory_available_bytes: int
+    store_free_bytes: int
+    python_version: str
+    agent_version: str
+    jetson_model: str
+    l4t_release: str
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
+    cuda_version: str
+    trt_version: str
+    trt_module: str
+    backends: _containers.RepeatedCompositeFieldContainer[BackendInfo]
+    tvm_runtime: bool
+    default_backend: str
+    store_dir: str
+    max_upload_bytes: int
+    profile: str
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., python_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., jetson_model: _Optional[str] = ..., l4t_release: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., cuda_version: _Optional[str] = ..., trt_version: _Optional[str] = ..., trt_module: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., tvm_runtime: _Optional[bool] = ..., default_backend: _Optional[str] = ..., store_dir: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class UploadRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("digest", "size", "offset", "kind")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    offset: int
+    kind: str
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("digest", "size", "bytes_received", "already_present")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    bytes_received: int
+    already_present: bool
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., bytes_received: _Optional[int] = ..., already_present: _Optional[bool] = ...) -> None: ...
+
+class QueryUploadRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class QueryUploadReply(_message.Message):
+    __slots__ = ("digest", "complete", "committed_offset", "size")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    complete: bool
+    committed_offset: int
+    size: int
+    def __init__(self, digest: _Optional[str] = ..., complete: _Optional[bool] = ..., committed_offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class BuildOptions(_message.Message):
+    __slots__ = ("backend", "fp16", "max_workspace_bytes", "multi_engine_mode", "batch", "force_rebuild")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    FP16_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKSPACE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MULTI_ENGINE_MODE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    FORCE_REBUILD_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    fp16: bool
+    max_workspace_bytes: int
+    multi_engine_mode: int
+    batch: int
+    force_rebuild: bool
+    def __init__(self, backend: _Optional[str] = ..., fp16: _Optional[bool] = ..., max_workspace_bytes: _Optional[int] = ..., multi_engine_mode: _Optional[int] = ..., batch: _Optional[int] = ..., force_rebuild: _Optional[bool] = ...) -> None: ...
+
+class BuildRequest(_message.Message):
+    __slots__ = ("bundle_digest", "options")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    options: BuildOptions
+    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ...) -> None: ...
+
+class SegmentEvent(_message.Message):
+    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total")
+    class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STAGE_UNSPECIFIED: _ClassVar[SegmentEvent.Stage]
+        STARTED: _ClassVar[SegmentEvent.Stage]
+        CACHE_HIT: _ClassVar[SegmentEvent.Stage]
+        CACHE_MISS: _ClassVar[SegmentEvent.Stage]
+        PARSED: _ClassVar[SegmentEvent.Stage]
+        BUILT: _ClassVar[SegmentEvent.Stage]
+        FAILED: _ClassVar[SegmentEvent.Stage]
+    STAGE_UNSPECIFIED: SegmentEvent.Stage
+    STARTED: SegmentEvent.Stage
+    CACHE_HIT: SegmentEvent.Stage
+    CACHE_MISS: SegmentEvent.Stage
+    PARSED: SegmentEvent.Stage
+    BUILT: SegmentEvent.Stage
+    FAILED: SegmentEvent.Stage
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PARSE_S_FIELD_NUMBER: _ClassVar[int]
+    BUILD_S_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_KEY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    segment_id: str
+    stage: SegmentEvent.Stage
+    parse_s: float
+    build_s: float
+    engine_bytes: int
+    cache_key: str
+    error: str
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    backend: str
+    index: int
+    total: int
+    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class BuildSummary(_message.Message):
+    __slots__ = ("bundle_digest", "segments", "cache_hits", "built", "failed", "total_s", "backend", "backend_version")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    BUILT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_S_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    segments: int
+    cache_hits: int
+    built: int
+    failed: int
+    total_s: float
+    backend: str
+    backend_version: str
+    def __init__(self, bundle_digest: _Optional[str] = ..., segments: _Optional[int] = ..., cache_hits: _Optional[int] = ..., built: _Optional[int] = ..., failed: _Optional[int] = ..., total_s: _Optional[float] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ...) -> None: ...
+
+class BuildEvent(_message.Message):
+    __slots__ = ("segment", "summary", "log")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    segment: SegmentEvent
+    summary: BuildSummary
+    log: str
+    def __init__(self, segment: _Optional[_Union[SegmentEvent, _Mapping]] = ..., summary: _Optional[_Union[BuildSummary, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("bundle_digest", "options", "inputs", "verify")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    options: BuildOptions
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    verify: bool
+    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., verify: _Optional[bool] = ...) -> None: ...
+
+class RunReply(_message.Message):
+    __slots__ = ("outputs", "latency_ms", "max_rel_err", "max_abs_err", "backend")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERR_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    latency_ms: float
+    max_rel_err: float
+    max_abs_err: float
+    backend: str
+    def __init__(self, outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ..., max_rel_err: _Optional[float] = ..., max_abs_err: _Optional[float] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class BenchmarkRequest(_message.Message):
+    __slots__ = ("bundle_digest", "options", "warmup", "iterations", "duration_s", "batch")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    options: BuildOptions
+    warmup: int
+    iterations: int
+    duration_s: float
+    batch: int
+    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., warmup: _Optional[int] = ..., iterations: _Optional[int] = ..., duration_s: _Optional[float] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class BenchmarkProgress(_message.Message):
+    __slots__ = ("done", "total", "elapsed_s", "last_ms")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_MS_FIELD_NUMBER: _ClassVar[int]
+    done: int
+    total: int
+    elapsed_s: float
+    last_ms: float
+    def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., last_ms: _Optional[float] = ...) -> None: ...
+
+class LatencyStats(_message.Message):
+    __slots__ = ("min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput", "iterations", "samples_ms")
+    MIN_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P90_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_MS_FIELD_NUMBER: _ClassVar[int]
+    min_ms: float
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    throughput: float
+    iterations: int
+    samples_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, min_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., max_ms: _Optional[float] = ..., throughput: _Optional[float] = ..., iterations: _Optional[int] = ..., samples_ms: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class BenchmarkResult(_message.Message):
+    __slots__ = ("latency", "backend_timings_ms", "backend", "batch")
+    class BackendTimingsMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    latency: LatencyStats
+    backend_timings_ms: _containers.ScalarMap[str, float]
+    backend: str
+    batch: int
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., backend_timings_ms: _Optional[_Mapping[str, float]] = ..., backend: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class BenchmarkEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: BenchmarkProgress
+    result: BenchmarkResult
+    def __init__(self, progress: _Optional[_Union[BenchmarkProgress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ...) -> None: ...
+
+class EngineEntry(_message.Message):
+    __slots__ = ("key", "segment_digest", "backend", "backend_version", "size", "digest", "created", "last_used", "device_class", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    segment_digest: str
+    backend: str
+    backend_version: str
+    size: int
+    digest: str
+    created: float
+    last_used: float
+    device_class: str
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, key: _Optional[str] = ..., segment_digest: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., created: _Optional[float] = ..., last_used: _Optional[float] = ..., device_class: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListEnginesRequest(_message.Message):
+    __slots__ = ("segment_digest",)
+    SEGMENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    segment_digest: str
+    def __init__(self, segment_digest: _Optional[str] = ...) -> None: ...
+
+class ListEnginesReply(_message.Message):
+    __slots__ = ("engines", "total_bytes", "limit_bytes")
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    engines: _containers.RepeatedCompositeFieldContainer[EngineEntry]
+    total_bytes: int
+    limit_bytes: int
+    def __init__(self, engines: _Optional[_Iterable[_Union[EngineEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ...) -> None: ...
+
+class FetchEngineRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class EngineChunk(_message.Message):
+    __slots__ = ("entry", "chunk")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    entry: EngineEntry
+    chunk: bytes
+    def __init__(self, entry: _Optional[_Union[EngineEntry, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class PutEngineReply(_message.Message):
+    __slots__ = ("key", "already_present", "bytes_received")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    already_present: bool
+    bytes_received: int
+    def __init__(self, key: _Optional[str] = ..., already_present: _Optional[bool] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+
+class PruneRequest(_message.Message):
+    __slots__ = ("max_bytes", "keys", "all")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, max_bytes: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class PruneReply(_message.Message):
+    __slots__ = ("removed", "freed_bytes", "total_bytes")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    freed_bytes: int
+    total_bytes: int
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
