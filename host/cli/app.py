@@ -13,6 +13,22 @@ from .upload import upload
 
 app = typer.Typer(name="deploy", help="Compile ONNX models for NVIDIA edge devices, ship, build, run, benchmark.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from host import __version__
+
+        print(f"deploy {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Compile ONNX models for NVIDIA edge devices, ship, build, run, benchmark."""
+
+
 app.add_typer(agent_app, name="agent")
 app.command("info")(info)
 app.command("upload")(upload)

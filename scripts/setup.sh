@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for development: system packages (when root), .venv/ with the project and every extra.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v aarch64-linux-gnu-g++ >/dev/null || need_apt+=(g++-aarch64-linux-gnu)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v tc >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${need_apt[*]} with apt-get" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: missing ${need_apt[*]} (install them as root); tests that need them will skip" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip uv >/dev/null
+.venv/bin/uv pip install -q --python .venv/bin/python -e ".[host,agent,dev,jetson-cross,report]"
+echo "setup: .venv ready ($(.venv/bin/deploy --version 2>/dev/null || echo deploy installed))" >&2

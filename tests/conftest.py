@@ -1,0 +1,166 @@
+"""Shared fixtures: real agent processes on loopback, the installed `deploy` entry point, isolated user dirs."""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test reads or writes the real user's config, cache or data (the local agent, the inventory)."""
+    root = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "DEPLOY_INVENTORY")}
+    for name in ("cache", "config", "data"):
+        (root / name).mkdir()
+        os.environ[f"XDG_{name.upper()}_HOME"] = str(root / name)
+    os.environ.pop("DEPLOY_INVENTORY", None)
+    yield root
+    subprocess.run([sys.executable, "-c", "from host.client import local; local.stop()"], check=False)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _read_address(proc: subprocess.Popen, timeout: float) -> str:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.1):
+            line = proc.stdout.readline().decode()
+            if line.startswith("deploy-agent listening on "):
+                return line.rsplit(" ", 1)[-1].strip()
+            if not line:
+                break
+        if proc.poll() is not None:
+            break
+    raise RuntimeError(f"agent did not start (exit {proc.poll()})")
+
+
+@dataclass
+class AgentHandle:
+    """A real `deploy-agent` process; `address` is HOST:PORT on loopback."""
+
+    store_dir: Path
+    args: list[str]
+    log_path: Path
+    env: dict[str, str]
+    python: str = sys.executable
+    address: str = ""
+    proc: Optional[subprocess.Popen] = None
+    port: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def start(self) -> "AgentHandle":
+        listen = f"127.0.0.1:{self.port}"
+        cmd = [self.python, "-m", "device_agent", "--listen", listen, "--store", str(self.store_dir), *self.args]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=str(REPO))
+        log.close()
+        self.address = _read_address(self.proc, timeout=60)
+        self.port = int(self.address.rsplit(":", 1)[1])
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as a power cut or OOM kill would do."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> "AgentHandle":
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def agent_flags(**settings: object) -> list[str]:
+    args: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value not in (None, False):
+            args += [flag, str(value)]
+    return args
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator:
+    """`agent_factory(**settings)` starts a real agent; every agent is stopped at the end of the test."""
+    handles: list[AgentHandle] = []
+
+    def make(python: Optional[str] = None, env: Optional[dict[str, str]] = None, **settings: object) -> AgentHandle:
+        n = len(handles)
+        root = tmp_path / f"agent{n}"
+        root.mkdir()
+        store = settings.pop("store", root / "store")
+        full_env = dict(os.environ)
+        full_env.setdefault("PYTHONPATH", str(REPO))
+        full_env.update(env or {})
+        handle = AgentHandle(store_dir=Path(store), args=agent_flags(**settings), log_path=root / "agent.log",
+                             env=full_env, python=python or sys.executable)
+        handles.append(handle)
+        return handle.start()
+
+    yield make
+    for handle in handles:
+        handle.stop()
+
+
+@pytest.fixture
+def agent(agent_factory) -> AgentHandle:
+    return agent_factory()
+
+
+def deploy_bin() -> str:
+    """The installed entry point, as a user would run it."""
+    path = BIN / "deploy"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: install the project (pip install -e .[host,dev])")
+    return str(path)
+
+
+@pytest.fixture
+def deploy_path() -> str:
+    return deploy_bin()
+
+
+@pytest.fixture
+def deploy():
+    """Run the installed `deploy` entry point as a subprocess; returns CompletedProcess."""
+
+    def run(*args: str, timeout: float = 300, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run([deploy_bin(), *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"deploy {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    return run
