@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from device_agent.errors import InvalidInput
+
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
 CLIENT_NAME = "client"
@@ -29,7 +31,7 @@ CA_DAYS = 3650
 LEAF_DAYS = 825
 
 
-class CertError(ValueError):
+class CertError(InvalidInput):
     """A certificate request cannot be satisfied; the message says what to change."""
 
 
