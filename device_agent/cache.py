@@ -1,0 +1,293 @@
+"""The engine cache: one directory per key, committed by an atomic rename, verified on every read.
+
+An entry is ``entries/<key>/{plan,meta.json}``; it is written whole under ``tmp/`` (each file
+fsynced) and then renamed into place, so an agent killed mid-write leaves only a ``tmp/`` leftover
+that no reader ever looks at. The meta file's mtime is the entry's last use (LRU pruning).
+No pickle: metadata is JSON, plans are the backend's own bytes.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from device_agent.errors import DataLoss, InvalidInput, NotFound, PreconditionFailed
+
+SCHEMA = 1
+#: Key parts that say which devices a plan is valid for; an imported entry must match this agent on each.
+DEVICE_CLASS_FIELDS = ("backend", "backend_version", "gpu", "cc", "l4t", "arch")
+KEY_FIELDS = ("schema", "segment", *DEVICE_CLASS_FIELDS, "precision", "workspace", "profiles", "flags")
+_TMP_MAX_AGE_S = 3600.0
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """sha256 over the canonical JSON of exactly the key fields; a missing field is an error, not a default."""
+    missing = [f for f in KEY_FIELDS if f not in parts]
+    if missing:
+        raise InvalidInput(f"engine key parts lack {missing}")
+    return hashlib.sha256(canonical_json({f: parts[f] for f in KEY_FIELDS})).hexdigest()
+
+
+def device_class(parts: Mapping[str, Any]) -> str:
+    return "|".join(f"{f}={parts.get(f, '')}" for f in DEVICE_CLASS_FIELDS)
+
+
+@dataclass
+class CacheEntry:
+    key: str
+    parts: Dict[str, Any]
+    size: int
+    digest: str
+    created: float
+    last_used: float
+    path: Path = field(repr=False)
+
+    @property
+    def device_class(self) -> str:
+        return device_class(self.parts)
+
+    @property
+    def segment_digest(self) -> str:
+        return str(self.parts.get("segment", ""))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class EngineCache:
+    """Content-keyed plans on disk, bounded in size, safe against concurrent builders and crashes."""
+
+    def __init__(self, root: Path, max_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)  # 0: unbounded
+        self.entries_dir = self.root / "entries"
+        self.tmp_dir = self.root / "tmp"
+        self.locks_dir = self.root / "locks"
+        for d in (self.entries_dir, self.tmp_dir, self.locks_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._mutex = threading.Lock()
+        self._clean_tmp()
+
+    # ---------------------------------------------------------------- reading
+    def _meta(self, key: str) -> Optional[CacheEntry]:
+        if not _is_key(key):
+            return None
+        d = self.entries_dir / key
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            st = (d / "meta.json").stat()
+            size = (d / "plan").stat().st_size
+        except (OSError, ValueError):
+            return None
+        if meta.get("key") != key or meta.get("size") != size:
+            return None
+        return CacheEntry(key, dict(meta["parts"]), size, meta["digest"], float(meta["created"]),
+                          st.st_mtime, d)
+
+    def get(self, key: str) -> Optional[CacheEntry]:
+        """The entry if it is complete on disk (the plan bytes are verified by ``read``)."""
+        return self._meta(key)
+
+    def read(self, key: str) -> Optional[Tuple[CacheEntry, bytes]]:
+        """Plan bytes whose digest matches the entry; a mismatching entry is removed and None returned."""
+        entry = self._meta(key)
+        if entry is None:
+            return None
+        try:
+            plan = (entry.path / "plan").read_bytes()
+        except OSError:
+            return None
+        if sha256_digest(plan) != entry.digest:
+            self.remove(key)
+            return None
+        self.touch(key)
+        return entry, plan
+
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self.entries_dir / key / "meta.json")
+
+    def list(self, segment_digest: str = "") -> List[CacheEntry]:
+        out = []
+        for d in self.entries_dir.iterdir():
+            e = self._meta(d.name)
+            if e is not None and (not segment_digest or e.segment_digest == segment_digest):
+                out.append(e)
+        return sorted(out, key=lambda e: e.last_used)
+
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.list())
+
+    # ---------------------------------------------------------------- writing
+    def put(self, parts: Mapping[str, Any], plan: bytes) -> CacheEntry:
+        """Write an entry atomically (temp dir, fsync, rename), then prune to the size bound."""
+        key = cache_key(parts)
+        tmp = self.tmp_dir / f"{key}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+        tmp.mkdir()
+        try:
+            now = time.time()
+            _write_synced(tmp / "plan", plan)
+            meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": len(plan),
+                    "digest": sha256_digest(plan), "created": now}
+            _write_synced(tmp / "meta.json", canonical_json(meta))
+            _fsync_dir(tmp)
+            with self._mutex:
+                final = self.entries_dir / key
+                if final.exists():
+                    shutil.rmtree(final, ignore_errors=True)
+                os.rename(tmp, final)
+                _fsync_dir(self.entries_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        entry = self._meta(key)
+        assert entry is not None
+        if self.max_bytes:
+            self.prune(max_bytes=self.max_bytes, keep=(key,))
+        return entry
+
+    def put_external(self, key: str, parts: Mapping[str, Any], plan: bytes, digest: str,
+                     expected: Mapping[str, Any]) -> Tuple[CacheEntry, bool]:
+        """Import a plan built elsewhere: refused unless its device class is this agent's and its bytes check."""
+        wrong = [f"{f}: entry {parts.get(f, '')!r}, this agent {expected.get(f, '')!r}"
+                 for f in DEVICE_CLASS_FIELDS if str(parts.get(f, "")) != str(expected.get(f, ""))]
+        if wrong:
+            raise PreconditionFailed("engine was built for another device class (" + "; ".join(wrong) +
+                                     "); build it on this device or on one of its class")
+        if cache_key(parts) != key:
+            raise InvalidInput(f"engine key {key[:16]}... does not match its parts; re-export it")
+        if sha256_digest(plan) != digest:
+            raise DataLoss(f"engine {key[:16]}... arrived with digest {sha256_digest(plan)}, expected {digest}; "
+                           f"send it again")
+        existing = self.read(key)
+        if existing is not None:
+            return existing[0], True
+        return self.put(parts, plan), False
+
+    def remove(self, key: str) -> int:
+        if not _is_key(key):
+            return 0
+        d = self.entries_dir / key
+        size = 0
+        with contextlib.suppress(OSError):
+            size = (d / "plan").stat().st_size
+        with self._mutex:
+            # rename first so a reader never sees half a directory
+            if not d.exists():
+                return 0
+            grave = self.tmp_dir / f"dead.{key}.{time.monotonic_ns()}"
+            try:
+                os.rename(d, grave)
+            except OSError:
+                return 0
+        shutil.rmtree(grave, ignore_errors=True)
+        return size
+
+    def prune(self, max_bytes: Optional[int] = None, keys: Sequence[str] = (), all: bool = False,
+              keep: Sequence[str] = ()) -> Tuple[List[str], int]:
+        """Remove the named entries, or all, or least-recently-used ones until the total fits ``max_bytes``."""
+        removed: List[str] = []
+        freed = 0
+        for k in keys:
+            if self._meta(k) is None:
+                raise NotFound(f"no engine with key {k!r} in this cache; list them with ListEngines")
+        targets = [e.key for e in self.list()] if all else list(keys)
+        for k in targets:
+            size = self.remove(k)
+            removed.append(k)
+            freed += size
+        if max_bytes is not None:
+            entries = self.list()  # oldest use first
+            total = sum(e.size for e in entries)
+            for e in entries:
+                if total <= max_bytes:
+                    break
+                if e.key in keep:
+                    continue
+                freed += self.remove(e.key)
+                total -= e.size
+                removed.append(e.key)
+        return removed, freed
+
+    # ---------------------------------------------------------------- building once
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Per-key lock across threads and processes (flock), so concurrent builds of one key build once."""
+        if not _is_key(key):
+            raise InvalidInput(f"bad engine key {key!r}")
+        with open(self.locks_dir / f"{key}.lock", "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def get_or_build(self, parts: Mapping[str, Any],
+                     build: Callable[[], bytes]) -> Tuple[CacheEntry, bytes, bool]:
+        """(entry, plan, hit): the cached plan if valid, else ``build()`` once under the key's lock."""
+        key = cache_key(parts)
+        with self.lock(key):
+            found = self.read(key)
+            if found is not None:
+                return found[0], found[1], True
+            plan = build()
+            return self.put(parts, plan), plan, False
+
+    def _clean_tmp(self) -> None:
+        """Drop leftovers of writers that died; a live writer's temp dir is recent and carries its pid."""
+        now = time.time()
+        for d in self.tmp_dir.iterdir():
+            pid = _pid_of(d.name)
+            alive = pid is not None and (pid == os.getpid() or _pid_alive(pid))
+            with contextlib.suppress(OSError):
+                if not alive or now - d.stat().st_mtime > _TMP_MAX_AGE_S:
+                    shutil.rmtree(d, ignore_errors=True)
+
+
+def _is_key(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+
+
+def _pid_of(name: str) -> Optional[int]:
+    bits = name.split(".")
+    if len(bits) >= 2 and bits[1].isdigit():
+        return int(bits[1])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

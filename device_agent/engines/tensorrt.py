@@ -1,0 +1,355 @@
+"""TensorRT through its Python API; also serves TensorRT-RTX (module ``tensorrt_rtx``, same API).
+
+Written to NVIDIA's documented Python API (Builder, OnnxParser, IBuilderConfig, Runtime,
+IExecutionContext). What ran on real hardware is recorded in docs/hardware.md: on this
+workplace's H100 only TensorRT-RTX's parser and builder ran (its runtime refuses compute
+capability 9.0); full TensorRT and a Jetson were not available, so the run path for TensorRT 8
+and 10 follows the documentation and has not been executed here.
+Device buffers use cuda-python (``cuda.bindings.runtime`` or the older ``cuda.cudart``), else pycuda.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
+                                       ProbeResult, TensorMeta)
+from device_agent.errors import BuildFailed, PreconditionFailed, Unavailable
+
+
+def import_trt() -> Tuple[Any, str]:
+    """(module, name): full TensorRT first, then TensorRT-RTX under either of its PyPI layouts."""
+    errors = []
+    try:
+        import tensorrt as trt  # noqa: F401
+
+        return trt, "tensorrt"
+    except Exception as exc:  # ImportError or a missing libnvinfer
+        errors.append(f"tensorrt: {exc}")
+    try:
+        import tensorrt_rtx as trt  # noqa: F401
+
+        return trt, "tensorrt_rtx"
+    except Exception as exc:
+        errors.append(f"tensorrt_rtx: {exc}")
+    try:
+        import tensorrt_rtx_libs  # noqa: F401  (loads the shared libraries the bindings need)
+        import tensorrt_rtx_bindings as trt  # noqa: F401
+
+        return trt, "tensorrt_rtx"
+    except Exception as exc:
+        errors.append(f"tensorrt_rtx_bindings: {exc}")
+    raise ImportError("; ".join(errors))
+
+
+def trt_major(trt: Any) -> int:
+    try:
+        return int(str(trt.__version__).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _logger(trt: Any):
+    """An ILogger that keeps warnings and errors, so parser and builder failures come back in their words."""
+
+    class Capture(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: List[str] = []
+
+        def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT's callback
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                self.messages.append(f"{str(severity).split('.')[-1]}: {msg}")
+
+    return Capture()
+
+
+_NP_BY_NAME = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+               "BOOL": np.bool_, "UINT8": np.uint8, "BF16": None, "FP8": None}
+
+
+def _np_dtype(trt: Any, dt: Any) -> str:
+    if hasattr(trt, "nptype"):
+        try:
+            return np.dtype(trt.nptype(dt)).name
+        except Exception:
+            pass
+    name = str(dt).split(".")[-1]
+    np_t = _NP_BY_NAME.get(name)
+    if np_t is None:
+        raise BuildFailed(f"TensorRT tensor type {name} has no numpy equivalent; export the model with float32 I/O")
+    return np.dtype(np_t).name
+
+
+class _CudaRt:
+    """The few CUDA runtime calls the engine needs, through cuda-python or pycuda."""
+
+    def __init__(self) -> None:
+        self.kind = ""
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        except ImportError:
+            try:
+                from cuda import cudart  # older cuda-python
+            except ImportError:
+                cudart = None
+        if cudart is not None:
+            self.kind, self.rt = "cuda-python", cudart
+            self.stream = self._ok(cudart.cudaStreamCreate())
+        else:
+            import pycuda.autoinit  # noqa: F401
+            import pycuda.driver as cuda
+
+            self.kind, self.drv = "pycuda", cuda
+            self.stream_obj = cuda.Stream()
+            self.stream = self.stream_obj.handle
+
+    def _ok(self, result):
+        err = result[0]
+        if int(err) != 0:
+            raise BuildFailed(f"CUDA call failed: {err}")
+        return result[1] if len(result) == 2 else result[1:]
+
+    def malloc(self, nbytes: int):
+        if self.kind == "pycuda":
+            mem = self.drv.mem_alloc(max(nbytes, 1))
+            return int(mem), mem
+        ptr = self._ok(self.rt.cudaMalloc(max(nbytes, 1)))
+        return int(ptr), ptr
+
+    def free(self, handle) -> None:
+        if self.kind == "pycuda":
+            handle.free()
+        else:
+            self.rt.cudaFree(handle)
+
+    def h2d(self, dst: int, src: np.ndarray) -> None:
+        if self.kind == "pycuda":
+            self.drv.memcpy_htod_async(dst, src, self.stream_obj)
+        else:
+            self._ok(self.rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes,
+                                             self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+
+    def d2h(self, dst: np.ndarray, src: int) -> None:
+        if self.kind == "pycuda":
+            self.drv.memcpy_dtoh_async(dst, src, self.stream_obj)
+        else:
+            self._ok(self.rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes,
+                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+
+    def event(self):
+        if self.kind == "pycuda":
+            return self.drv.Event()
+        return self._ok(self.rt.cudaEventCreate())
+
+    def record(self, ev) -> None:
+        if self.kind == "pycuda":
+            ev.record(self.stream_obj)
+        else:
+            self._ok(self.rt.cudaEventRecord(ev, self.stream))
+
+    def elapsed_ms(self, start, end) -> float:
+        if self.kind == "pycuda":
+            return float(end.time_since(start))
+        return float(self._ok(self.rt.cudaEventElapsedTime(start, end)))
+
+    def sync(self) -> None:
+        if self.kind == "pycuda":
+            self.stream_obj.synchronize()
+        else:
+            self._ok(self.rt.cudaStreamSynchronize(self.stream))
+
+
+class TrtEngine(Engine):
+    backend = "tensorrt"
+
+    def __init__(self, trt: Any, engine: Any, logger: Any) -> None:
+        self.trt, self.engine, self.logger = trt, engine, logger
+        self.v3 = hasattr(engine, "num_io_tensors")  # name-based I/O API, TensorRT >= 8.5
+        self.context = engine.create_execution_context()
+        ins, outs = [], []
+        for name, is_input, dtype, shape in self._io():
+            (ins if is_input else outs).append(TensorMeta(name, dtype, tuple(d if d >= 0 else None for d in shape)))
+        super().__init__(ins, outs)
+        self.cuda = _CudaRt()
+        self._buffers: Dict[str, Tuple[int, Any, int]] = {}
+        self._ev = [self.cuda.event() for _ in range(4)]
+        self._times: Dict[str, List[float]] = {"h2d": [], "gpu_compute": [], "d2h": []}
+
+    def _io(self):
+        trt, e = self.trt, self.engine
+        if self.v3:
+            for i in range(e.num_io_tensors):
+                name = e.get_tensor_name(i)
+                yield (name, e.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                       _np_dtype(trt, e.get_tensor_dtype(name)), tuple(e.get_tensor_shape(name)))
+        else:
+            for i in range(e.num_bindings):
+                yield (e.get_binding_name(i), e.binding_is_input(i), _np_dtype(trt, e.get_binding_dtype(i)),
+                       tuple(e.get_binding_shape(i)))
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        have = self._buffers.get(name)
+        if have is None or have[2] < nbytes:
+            if have is not None:
+                self.cuda.free(have[1])
+            ptr, handle = self.cuda.malloc(nbytes)
+            self._buffers[name] = (ptr, handle, nbytes)
+        return self._buffers[name][0]
+
+    def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        ctx, cuda = self.context, self.cuda
+        names = [m.name for m in self.inputs + self.outputs]
+        for name, arr in feeds.items():
+            if self.v3:
+                ctx.set_input_shape(name, arr.shape)
+            else:
+                ctx.set_binding_shape(names.index(name), arr.shape)
+        outputs: Dict[str, np.ndarray] = {}
+        for m in self.outputs:
+            shape = ctx.get_tensor_shape(m.name) if self.v3 else ctx.get_binding_shape(names.index(m.name))
+            outputs[m.name] = np.empty(tuple(shape), dtype=m.dtype)
+        ptrs = {}
+        for name, arr in list(feeds.items()) + list(outputs.items()):
+            ptrs[name] = self._buffer(name, arr.nbytes)
+            if self.v3:
+                ctx.set_tensor_address(name, ptrs[name])
+        ev = self._ev
+        cuda.record(ev[0])
+        for name, arr in feeds.items():
+            cuda.h2d(ptrs[name], arr)
+        cuda.record(ev[1])
+        if self.v3:
+            ok = ctx.execute_async_v3(cuda.stream)
+        else:
+            ok = ctx.execute_async_v2([ptrs[n] for n in names], cuda.stream)
+        cuda.record(ev[2])
+        for name, arr in outputs.items():
+            cuda.d2h(arr, ptrs[name])
+        cuda.record(ev[3])
+        cuda.sync()
+        if not ok:
+            raise BuildFailed("TensorRT execution failed: " + " | ".join(self.logger.messages[-5:]))
+        self._times["h2d"].append(cuda.elapsed_ms(ev[0], ev[1]))
+        self._times["gpu_compute"].append(cuda.elapsed_ms(ev[1], ev[2]))
+        self._times["d2h"].append(cuda.elapsed_ms(ev[2], ev[3]))
+        return outputs
+
+    def timings(self) -> Dict[str, float]:
+        return {k: float(np.mean(v)) for k, v in self._times.items() if v}
+
+    def reset_timings(self) -> None:
+        for v in self._times.values():
+            v.clear()
+
+    def close(self) -> None:
+        for _, handle, _ in self._buffers.values():
+            self.cuda.free(handle)
+        self._buffers.clear()
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def probe_impl(self) -> ProbeResult:
+        trt, module = import_trt()
+        return ProbeResult(self.name, True, str(trt.__version__), f"module: {module}")
+
+    @property
+    def module(self) -> str:
+        detail = self.probe().detail
+        return detail.split(": ", 1)[1] if detail.startswith("module: ") else ""
+
+    def build_impl(self, onnx_bytes: bytes, spec: BuildSpec) -> BuildOutput:
+        trt, _ = import_trt()
+        logger = _logger(trt)
+        builder = trt.Builder(logger)
+        flags = 0
+        if trt_major(trt) < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        t0 = time.perf_counter()
+        if not parser.parse(onnx_bytes):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise BuildFailedWithMessages(
+                f"TensorRT's ONNX parser refused the segment: {errors[0] if errors else 'no message'}",
+                errors + logger.messages)
+        parse_s = time.perf_counter() - t0
+        config = builder.create_builder_config()
+        messages: List[str] = []
+        if hasattr(config, "set_memory_pool_limit"):
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(spec.max_workspace_bytes))
+        else:  # TensorRT < 8.4
+            config.max_workspace_size = int(spec.max_workspace_bytes)
+        if spec.fp16:
+            if hasattr(trt.BuilderFlag, "FP16"):
+                config.set_flag(trt.BuilderFlag.FP16)
+            else:
+                messages.append(f"{trt.__name__} {trt.__version__} has no FP16 builder flag "
+                                "(strongly typed: precision comes from the model)")
+        for flag in spec.builder_flags:
+            if not hasattr(trt.BuilderFlag, flag):
+                raise BuildFailedWithMessages(f"unknown TensorRT builder flag {flag!r}", [flag])
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        for prof in spec.profiles:
+            profile = builder.create_optimization_profile()
+            for p in prof:
+                profile.set_shape(p.name, p.min, p.opt, p.max)
+            config.add_optimization_profile(profile)
+        timing_cache = self._timing_cache(config, spec.timing_cache_path)
+        t1 = time.perf_counter()
+        plan = builder.build_serialized_network(network, config)
+        build_s = time.perf_counter() - t1
+        if plan is None:
+            raise BuildFailedWithMessages("TensorRT's builder failed: " +
+                                          (logger.messages[-1] if logger.messages else "no message"),
+                                          logger.messages)
+        if timing_cache is not None and spec.timing_cache_path:
+            _atomic_write(spec.timing_cache_path, bytes(memoryview(timing_cache.serialize())))
+        return BuildOutput(bytes(memoryview(plan)), parse_s, build_s, messages + logger.messages[-20:])
+
+    @staticmethod
+    def _timing_cache(config: Any, path: Optional[str]):
+        if not path or not hasattr(config, "create_timing_cache"):
+            return None
+        data = b""
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                data = f.read()
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=True)
+        return config.get_timing_cache() if hasattr(config, "get_timing_cache") else cache
+
+    def load_impl(self, plan: bytes, spec: BuildSpec) -> Engine:
+        trt, module = import_trt()
+        logger = _logger(trt)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            said = " | ".join(logger.messages[-3:]) or "no message"
+            raise PreconditionFailed(f"{module} {trt.__version__} runtime refused the engine on this GPU: {said}")
+        return TrtEngine(trt, engine, logger)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+__all__ = ["TensorRTBackend", "TrtEngine", "import_trt", "Unavailable"]

@@ -1,0 +1,97 @@
+"""The onnxruntime backend through the shared interface: build a plan, load it, run it, refuse bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import device_agent.engines as engines
+from device_agent.engines.base import BuildFailedWithMessages, BuildSpec
+from device_agent.engines.onnxruntime import OnnxRuntimeBackend
+from device_agent.errors import InvalidInput, ResourceExhausted, Unavailable
+from tests.device_agent.onnx_models import conv_net, max_rel_err, reference_run
+
+
+def test_plan_runs_with_the_original_models_result(small_model):
+    backend = OnnxRuntimeBackend()
+    out = backend.build(small_model, BuildSpec())
+    assert out.plan and out.plan != small_model  # the optimised model, not a copy
+    engine = backend.load(out.plan, BuildSpec())
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    got = engine.run({"x": x})["y"]
+    want = reference_run(small_model, {"x": x})["y"]
+    assert max_rel_err(got, want) < 1e-5
+    assert engine.last_run_s > 0
+
+
+def test_dynamic_batch_plan_runs_every_batch(dynamic_model):
+    backend = OnnxRuntimeBackend()
+    engine = backend.load(backend.build(dynamic_model, BuildSpec()).plan, BuildSpec())
+    assert engine.inputs[0].shape[0] is None or isinstance(engine.inputs[0].shape[0], str)
+    for batch in (1, 3):
+        x = np.ones((batch, 3, 16, 16), np.float32)
+        assert engine.run({"x": x})["y"].shape == (batch, 10)
+
+
+@pytest.mark.parametrize("feeds, words", [
+    ({"x": np.ones((1, 3, 16, 16), np.float64)}, "dtype float64"),
+    ({"x": np.ones((1, 3, 8, 16), np.float32)}, "shape [1, 3, 8, 16]"),
+    ({"x": np.ones((3, 16, 16), np.float32)}, "rank 4"),
+    ({"input": np.ones((1, 3, 16, 16), np.float32)}, "missing ['x']"),
+])
+def test_bad_inputs_are_refused_with_what_was_wrong(small_model, feeds, words):
+    backend = OnnxRuntimeBackend()
+    engine = backend.load(backend.build(small_model, BuildSpec()).plan, BuildSpec())
+    with pytest.raises(InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")):
+        engine.run(feeds)
+
+
+def test_inputs_above_the_size_bound_are_refused(small_model):
+    backend = OnnxRuntimeBackend()
+    engine = backend.load(backend.build(small_model, BuildSpec()).plan, BuildSpec())
+    engine.max_run_bytes = 1000
+    with pytest.raises(ResourceExhausted, match="limit of 1000"):
+        engine.run({"x": np.ones((1, 3, 16, 16), np.float32)})
+
+
+def test_a_model_onnxruntime_cannot_load_fails_with_its_messages():
+    with pytest.raises(BuildFailedWithMessages) as err:
+        OnnxRuntimeBackend().build(b"this is not an onnx model", BuildSpec())
+    assert err.value.messages
+
+
+def test_auto_picks_an_available_backend_and_unknown_names_are_refused():
+    chosen = engines.select("auto")
+    assert chosen.probe().available
+    with pytest.raises(InvalidInput, match="unknown backend 'tensorrtx'"):
+        engines.select("tensorrtx")
+    with pytest.raises(InvalidInput, match="remainder"):
+        engines.select("tvm")
+
+
+def test_unavailable_backend_is_refused_with_its_probe_detail():
+    trt = engines.get("tensorrt")
+    if trt.probe().available:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(Unavailable, match="not available on this device"):
+        engines.select("tensorrt")
+
+
+def test_probe_all_reports_each_backend_with_a_reason():
+    results = {p.name: p for p in engines.probe_all()}
+    assert set(results) == {"tensorrt", "trtexec", "onnxruntime", "tvm"}
+    for p in results.values():
+        assert p.available or p.detail
+    import onnxruntime
+
+    assert results["onnxruntime"].version == onnxruntime.__version__
+
+
+def test_importing_the_engines_imports_no_optional_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, device_agent.engines, device_agent.cache, device_agent.bench;"
+            "bad=[m for m in ('onnxruntime','tvm','tensorrt','tensorrt_rtx','onnx','pycuda','cuda.bindings.runtime') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
