@@ -154,7 +154,7 @@ class BuildRequest(_message.Message):
     def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ...) -> None: ...
 
 class SegmentEvent(_message.Message):
-    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total")
+    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total", "lookup_s", "profile")
     class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STAGE_UNSPECIFIED: _ClassVar[SegmentEvent.Stage]
@@ -182,6 +182,8 @@ class SegmentEvent(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_S_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     stage: SegmentEvent.Stage
     parse_s: float
@@ -193,7 +195,9 @@ class SegmentEvent(_message.Message):
     backend: str
     index: int
     total: int
-    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+    lookup_s: float
+    profile: str
+    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., lookup_s: _Optional[float] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class BuildSummary(_message.Message):
     __slots__ = ("bundle_digest", "segments", "cache_hits", "built", "failed", "total_s", "backend", "backend_version")
@@ -264,20 +268,22 @@ class RunReply(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ..., max_rel_err: _Optional[float] = ..., max_abs_err: _Optional[float] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
-    __slots__ = ("bundle_digest", "options", "warmup", "iterations", "duration_s", "batch")
+    __slots__ = ("bundle_digest", "options", "warmup", "iterations", "duration_s", "batch", "inputs")
     BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     bundle_digest: str
     options: BuildOptions
     warmup: int
     iterations: int
     duration_s: float
     batch: int
-    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., warmup: _Optional[int] = ..., iterations: _Optional[int] = ..., duration_s: _Optional[float] = ..., batch: _Optional[int] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., warmup: _Optional[int] = ..., iterations: _Optional[int] = ..., duration_s: _Optional[float] = ..., batch: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
     __slots__ = ("done", "total", "elapsed_s", "last_ms")
