@@ -1,0 +1,223 @@
+"""``compile_model``: the one entry point the CLI and ``deploy push`` call.
+
+Deterministic and side-effect free except for writing ``out_dir`` (``out_dir/bundle/`` and
+``out_dir/bundle.tar``), which appears complete or not at all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from device_agent.bundle import (
+    REMAINDER_PATH, Bundle, Manifest, Remainder, Segment, Target, sha256_file, write_archive, write_manifest,
+)
+from device_agent.errors import InvalidInput
+from host.compiler import emit, frontend, lower, reference
+from host.compiler.partition import TRT, Partition, partition
+from host.compiler.patterns import Context
+from host.compiler.profiles import Profile, format_version, get_profile, max_parser_opset
+
+BUNDLE_DIRNAME = "bundle"
+ARCHIVE_NAME = "bundle.tar"
+
+
+@dataclass
+class CompileOptions:
+    profile: str = "x86-cpu"
+    trt_version: Optional[str] = None
+    fp16: bool = False
+    input_shapes: Dict[str, List[int]] = field(default_factory=dict)
+    batch: Optional[str] = None                 # "MIN:OPT:MAX"
+    use_implicit_batch: bool = False
+    remove_no_mac_subgraphs: bool = False
+    max_workspace_size: int = 1 << 30
+    exclude_ops: Sequence[str] = ()             # ops kept in TVM on request
+    remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
+    seed: int = 0
+
+
+@dataclass
+class CompileResult:
+    digest: str
+    bundle_dir: Path
+    archive: Path
+    manifest: Manifest
+    seconds: float
+    parts: List[Dict[str, Any]]
+
+    def to_json(self) -> Dict[str, Any]:
+        m = self.manifest
+        return {
+            "digest": self.digest,
+            "bundle_dir": str(self.bundle_dir),
+            "archive": str(self.archive),
+            "seconds": round(self.seconds, 3),
+            "profile": m.target.profile,
+            "trt_version": m.target.trt_version,
+            "segments": self.parts,
+            "not_offloaded": [{"op": e["op"], "node": e.get("node", ""), "reason": e["reason"]}
+                              for e in m.not_offloaded],
+            "remainder": None if m.remainder is None else {
+                "target": m.remainder.target, "host": m.remainder.host,
+                "why": m.options.get("remainder", {}).get("why", "")},
+        }
+
+
+def _versions() -> Dict[str, str]:
+    import onnx
+    import onnxruntime
+    import tvm
+
+    try:
+        from importlib.metadata import version
+        ours = version("jetson-deploy")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        ours = "0"
+    return {"jetson-deploy": ours, "tvm": tvm.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _partition_and_emit(loaded: frontend.LoadedModel, ctx: Context, opts: CompileOptions,
+                        seg_opset: int):
+    """Partition, then write each segment; a segment the parser's opset cannot hold goes to TVM."""
+    forced: Dict[str, str] = {}
+    for _ in range(50):
+        part = partition(loaded.model, ctx, exclude=opts.exclude_ops,
+                         remove_no_mac_subgraphs=opts.remove_no_mac_subgraphs, forced=forced)
+        emitted = {}
+        failed = False
+        fully = part.fully_offloaded
+        for seg in part.segments:
+            ins = [s.name for s in loaded.inputs] if fully else None
+            outs = [s.name for s in loaded.outputs] if fully else None
+            try:
+                emitted[seg.id] = emit.part_model(loaded.model, seg, loaded.value_types, inputs=ins, outputs=outs,
+                                                  opset=seg_opset)
+            except emit.EmitError as e:
+                culprits = [n for n in seg.nodes if n.name == e.node] or seg.nodes
+                for n in culprits:
+                    forced[n.name] = f"{e} (TensorRT {format_version(ctx.trt)} parses opset <= {seg_opset})"
+                failed = True
+        if not failed:
+            if fully:
+                part.segments[0].inputs = [s.name for s in loaded.inputs]
+                part.segments[0].outputs = [s.name for s in loaded.outputs]
+            return part, emitted
+    raise InvalidInput("could not partition the model (segment emission kept failing)")
+
+
+def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                  options: Optional[CompileOptions] = None, **overrides: Any) -> CompileResult:
+    """Compile an ONNX model into a bundle for one device profile."""
+    t0 = time.perf_counter()
+    opts = options or CompileOptions()
+    for k, v in overrides.items():
+        if not hasattr(opts, k):
+            raise TypeError(f"unknown compile option {k!r}")
+        setattr(opts, k, v)
+    profile = get_profile(opts.profile, opts.trt_version, opts.remainder_device)
+    trt = profile.trt
+    if opts.use_implicit_batch and trt >= (10, 0, 0):
+        raise InvalidInput(f"use_implicit_batch needs TensorRT < 10, target is {profile.trt_version}")
+    batch = frontend.BatchRange.parse(opts.batch) if opts.batch else None
+    model, digest = frontend.load_model(model_path)
+    loaded = frontend.prepare(model, digest, input_shapes=opts.input_shapes, batch=batch)
+    parser_opset = max_parser_opset(trt)
+    seg_opset = min(loaded.opset, parser_opset)
+    ctx = Context(types=loaded.value_types, constants={i.name for i in loaded.model.graph.initializer},
+                  trt=trt, parser_opset=parser_opset, model_opset=loaded.opset,
+                  use_implicit_batch=opts.use_implicit_batch)
+    part, emitted = _partition_and_emit(loaded, ctx, opts, seg_opset)
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not (out / BUNDLE_DIRNAME / "manifest.json").is_file():
+        raise InvalidInput(f"output directory {out} is not empty and holds no bundle; choose another -o")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        bdir = work / BUNDLE_DIRNAME
+        (bdir / "segments").mkdir(parents=True)
+        segments: List[Segment] = []
+        for seg in part.segments:
+            rel = f"segments/{seg.id}.onnx"
+            (bdir / rel).write_bytes(emit.serialize(emitted[seg.id]))
+            segments.append(Segment(
+                id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
+                inputs=[emit.spec_of(t, loaded.value_types) for t in seg.inputs],
+                outputs=[emit.spec_of(t, loaded.value_types) for t in seg.outputs],
+                opset=seg_opset))
+        remainder = None
+        if not part.fully_offloaded:
+            mod = lower.build_module(loaded.model, part, loaded.value_types,
+                                     [s.name for s in loaded.inputs], [s.name for s in loaded.outputs],
+                                     loaded.opset)
+            tgt, host = lower.compile_module(mod, profile, bdir / REMAINDER_PATH)
+            remainder = Remainder(path=REMAINDER_PATH, digest=sha256_file(bdir / REMAINDER_PATH),
+                                  target=tgt, host=host)
+        ref = _write_reference(bdir, loaded, opts)
+        manifest = Manifest(
+            name=Path(model_path).stem, source_digest=digest, inputs=loaded.inputs, outputs=loaded.outputs,
+            target=Target(profile=profile.name, trt_version=profile.trt_version,
+                          compute_capability=profile.compute_capability, device=profile.device, arch=profile.arch),
+            compiler=_versions(),
+            options={
+                "fp16": bool(opts.fp16), "use_implicit_batch": bool(opts.use_implicit_batch),
+                "remove_no_mac_subgraphs": bool(opts.remove_no_mac_subgraphs),
+                "max_workspace_size": int(opts.max_workspace_size),
+                "batch": None if batch is None else batch.to_list(),
+                "input_shapes": {k: list(v) for k, v in sorted(opts.input_shapes.items())},
+                "exclude_ops": sorted(opts.exclude_ops), "segment_opset": seg_opset,
+                "remainder": {"device": profile.device, "why": profile.remainder_note}
+                if remainder is not None else None,
+                "parts": [{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts],
+            },
+            segments=segments, remainder=remainder, not_offloaded=part.not_offloaded, reference=ref)
+        write_manifest(bdir, manifest)
+        Bundle.open(bdir).verify()
+        digest_out = write_archive(bdir, work / ARCHIVE_NAME)
+        _replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return CompileResult(digest=digest_out, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
+                         manifest=manifest, seconds=time.perf_counter() - t0,
+                         parts=[{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts])
+
+
+def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions) -> Dict[str, Any]:
+    inputs = reference.make_inputs(loaded.inputs, loaded.concrete_inputs, opts.seed)
+    outputs = reference.run_onnxruntime(loaded.model, inputs)
+    entries: Dict[str, Any] = {"seed": opts.seed, "rtol": 1e-2 if opts.fp16 else 1e-4,
+                               "atol": 1e-2 if opts.fp16 else 1e-5}
+    for key, arrays, order in (("inputs", inputs, loaded.inputs), ("outputs", outputs, loaded.outputs)):
+        (bdir / "reference" / key).mkdir(parents=True, exist_ok=True)
+        items = []
+        for i, spec in enumerate(order):
+            rel = f"reference/{key}/{i}.npy"
+            np.save(bdir / rel, np.ascontiguousarray(arrays[spec.name]), allow_pickle=False)
+            items.append({"name": spec.name, "path": rel, "digest": sha256_file(bdir / rel)})
+        entries[key] = items
+    return entries
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put ``new`` at ``dest``; an older bundle there is swapped out, then removed."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""Write a part of the graph as a standalone ONNX model (TensorRT segments and TVM parts alike)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+from onnx import helper, version_converter
+
+from device_agent.bundle import TensorSpec
+from host.compiler.partition import Part
+
+
+class EmitError(Exception):
+    """A part cannot be written at the requested opset (carries a one-line reason)."""
+
+    def __init__(self, message: str, node: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+_AXIS_SEMANTICS_CHANGED_AT_13 = {"Softmax", "LogSoftmax", "Hardmax"}
+
+
+def _signature(schema) -> tuple:
+    return (tuple(i.name for i in schema.inputs), tuple(o.name for o in schema.outputs),
+            tuple(sorted(schema.attributes)))
+
+
+def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, onnx.TensorProto],
+                    types: Dict[str, Tuple[str, list]]) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
+    """The node (and weights) rewritten for opset ``dst``; raises EmitError when it has no form there."""
+    try:
+        new = onnx.defs.get_schema(node.op_type, max_inclusive_version=dst)
+    except Exception:  # noqa: BLE001
+        raise EmitError(f"{node.op_type} does not exist at opset {dst}", node.name) from None
+    cur = onnx.defs.get_schema(node.op_type, max_inclusive_version=src)
+    if new.since_version == cur.since_version:
+        return [node], []
+    if node.op_type in _AXIS_SEMANTICS_CHANGED_AT_13 and dst < 13 <= src:
+        rank = len(types.get(node.input[0], ("", []))[1])
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+        if rank == 0 or axis not in (-1, rank - 1):
+            raise EmitError(f"{node.op_type} over axis {axis} has no equivalent before opset 13", node.name)
+        n = onnx.NodeProto()
+        n.CopyFrom(node)
+        del n.attribute[:]
+        n.attribute.extend([helper.make_attribute("axis", rank - 1)])
+        return [n], []
+    if _signature(new) == _signature(cur):
+        return [node], []  # only element types or documentation changed between the versions
+    # a real signature change (attribute <-> input): let ONNX's version converter do this node
+    ins = [t for t in node.input if t]
+    g = helper.make_graph([node], "one",
+                          [_value_info(t, types) for t in ins if t not in inits],
+                          [_value_info(t, types) for t in node.output if t],
+                          initializer=[inits[t] for t in ins if t in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", src)])
+    try:
+        conv = version_converter.convert_version(m, dst)
+    except Exception as e:  # noqa: BLE001
+        raise EmitError(f"{node.op_type} cannot be written at opset {dst}: "
+                        f"{str(e).splitlines()[0].split(': ')[-1][:120]}", node.name) from None
+    return list(conv.graph.node), list(conv.graph.initializer)
+
+
+def downgrade(model: onnx.ModelProto, dst: int) -> onnx.ModelProto:
+    """Rewrite a model for an older opset node by node (ONNX's converter refuses whole graphs that
+    hold any op without an adapter, even when only types changed)."""
+    src = next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    types: Dict[str, Tuple[str, list]] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        types[vi.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name,
+                          [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim])
+    inits = {i.name: i for i in model.graph.initializer}
+    for i in model.graph.initializer:
+        types[i.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).name, list(i.dims))
+    nodes: List[onnx.NodeProto] = []
+    new_inits: Dict[str, onnx.TensorProto] = {}
+    for node in model.graph.node:
+        ns, extra = _downgrade_node(node, src, dst, inits, types)
+        nodes.extend(ns)
+        for t in extra:
+            new_inits[t.name] = t
+    used = {t for n in nodes for t in n.input if t}
+    keep = [i for i in model.graph.initializer if i.name in used and i.name not in new_inits]
+    keep += [t for name, t in sorted(new_inits.items()) if name in used]
+    g = helper.make_graph(nodes, model.graph.name, list(model.graph.input), list(model.graph.output),
+                          initializer=keep, value_info=list(model.graph.value_info))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", dst)], producer_name=model.producer_name)
+    m.ir_version = max(helper.find_min_ir_version_for([helper.make_opsetid("", dst)]), 7)
+    return m
+
+
+def _value_info(name: str, types: Dict[str, Tuple[str, list]]) -> onnx.ValueInfoProto:
+    dtype, shape = types[name]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return helper.make_tensor_value_info(name, elem, list(shape))
+
+
+def spec_of(name: str, types: Dict[str, Tuple[str, list]]) -> TensorSpec:
+    dtype, shape = types[name]
+    return TensorSpec(name, dtype, [d if isinstance(d, int) else str(d) for d in shape])
+
+
+def part_model(model: onnx.ModelProto, part: Part, types: Dict[str, Tuple[str, list]], *,
+               inputs: Optional[Sequence[str]] = None, outputs: Optional[Sequence[str]] = None,
+               opset: Optional[int] = None, name: Optional[str] = None) -> onnx.ModelProto:
+    """The part's nodes with their weights, as a checked ONNX model at ``opset`` (converted if lower)."""
+    inputs = list(part.inputs if inputs is None else inputs)
+    outputs = list(part.outputs if outputs is None else outputs)
+    used = {t for n in part.nodes for t in n.input if t}
+    inits = [i for i in model.graph.initializer if i.name in used]
+    produced_inside = {t for n in part.nodes for t in n.output}
+    value_info = [_value_info(t, types) for t in sorted(produced_inside - set(outputs)) if t in types]
+    graph = helper.make_graph(
+        [n for n in part.nodes], name or part.id,
+        [_value_info(t, types) for t in inputs],
+        [_value_info(t, types) for t in outputs],
+        initializer=inits, value_info=value_info,
+    )
+    src_opset = next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    ir = helper.find_min_ir_version_for([helper.make_opsetid("", src_opset)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", src_opset)],
+                          producer_name="jetson-deploy", ir_version=max(ir, 7))
+    if opset is not None and opset < src_opset:
+        m = downgrade(m, opset)
+    try:
+        onnx.checker.check_model(m)
+    except Exception as e:  # noqa: BLE001
+        raise EmitError(f"the emitted ONNX does not check: {str(e).splitlines()[0][:160]}") from None
+    return m
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    """Deterministic bytes (protobuf deterministic serialization)."""
+    return model.SerializeToString(deterministic=True)

@@ -1,0 +1,243 @@
+"""Load, check and shape-infer an ONNX model; resolve symbolic input dims.
+
+Every failure a user can cause becomes one ``InvalidInput`` line naming the fix.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from device_agent.bundle import TensorSpec
+from device_agent.errors import InvalidInput
+from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
+
+
+class ModelError(InvalidInput):
+    """The model file itself is unusable."""
+
+
+class ShapeError(InvalidInput):
+    """Input shapes cannot be resolved to something compilable."""
+
+
+@dataclass
+class BatchRange:
+    min: int
+    opt: int
+    max: int
+
+    @classmethod
+    def parse(cls, text: str) -> "BatchRange":
+        m = re.fullmatch(r"(\d+):(\d+):(\d+)", text.strip())
+        if not m:
+            raise ShapeError(f"--batch {text!r} must be MIN:OPT:MAX, e.g. 1:8:32")
+        lo, opt, hi = (int(g) for g in m.groups())
+        if not 1 <= lo <= opt <= hi:
+            raise ShapeError(f"--batch {text!r} needs 1 <= MIN <= OPT <= MAX")
+        return cls(lo, opt, hi)
+
+    def to_list(self) -> List[int]:
+        return [self.min, self.opt, self.max]
+
+
+def parse_input_shape(text: str) -> Tuple[str, List[int]]:
+    """'data=1x3x224x224' -> ('data', [1, 3, 224, 224])."""
+    m = re.fullmatch(r"([^=]+)=(\d+(?:[x,]\d+)*)", text.strip())
+    if not m:
+        raise ShapeError(f"--input-shape {text!r} must be NAME=DxDx..., e.g. input=1x3x224x224")
+    return m.group(1), [int(d) for d in re.split(r"[x,]", m.group(2))]
+
+
+@dataclass
+class LoadedModel:
+    model: onnx.ModelProto           # shape-inferred, symbolic dims resolved, Constant nodes folded
+    source_digest: str
+    opset: int
+    inputs: List[TensorSpec]         # as the bundle declares them (symbolic batch kept when --batch)
+    outputs: List[TensorSpec]
+    concrete_inputs: Dict[str, List[int]]  # shapes used for reference data and for TVM
+    batch: Optional[BatchRange] = None
+    value_types: Dict[str, Tuple[str, List]] = field(default_factory=dict)  # every tensor: (dtype, shape)
+
+    @property
+    def name(self) -> str:
+        return self.model.graph.name or "model"
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except Exception:  # noqa: BLE001 - unknown/complex element types
+        return f"onnx:{TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else elem_type}"
+
+
+def _shape_of(vi: onnx.ValueInfoProto) -> Optional[List[Union[int, str]]]:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    dims: List[Union[int, str]] = []
+    for i, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(f"?{vi.name}:{i}")
+    return dims
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def load_model(path: Union[str, os.PathLike]) -> Tuple[onnx.ModelProto, str]:
+    """Read and check a model file (with external data) -> (model, sha256 of the file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such model file")
+    digest = file_digest(p)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types
+        raise ModelError(f"{p} is not an ONNX model (or is truncated): {str(e).splitlines()[0][:200]}") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{p} is not an ONNX model (or is truncated): it has no graph")
+    for init in model.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            loc = {e.key: e.value for e in init.external_data}.get("location", "")
+            ext = p.parent / loc
+            if not loc or not ext.is_file():
+                raise ModelError(f"{p}: external data file {loc!r} for initializer {init.name!r} is missing; "
+                                 "put it next to the model")
+    try:
+        onnx.load_external_data_for_model(model, str(p.parent))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{p}: cannot read external data: {str(e).splitlines()[0][:200]}") from None
+    return model, digest
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ModelError("the model imports no default-domain ONNX opset")
+
+
+def _fold_constants(model: onnx.ModelProto) -> None:
+    """Turn Constant nodes into initializers, so partitioning sees them as weights."""
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 \
+                and node.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(node.attribute[0].t)
+            t.name = node.output[0]
+            model.graph.initializer.append(t)
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optional[Dict[str, Sequence[int]]] = None,
+            batch: Optional[BatchRange] = None) -> LoadedModel:
+    """Check opset and graph, resolve input dims, infer every tensor's shape."""
+    opset = model_opset(model)
+    if not MIN_SOURCE_OPSET <= opset <= MAX_SOURCE_OPSET:
+        raise ModelError(f"model opset {opset} is outside the supported range {MIN_SOURCE_OPSET}..{MAX_SOURCE_OPSET}; "
+                         "convert it with onnx.version_converter")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - ValidationError and friends
+        raise ModelError(f"the ONNX checker refuses the model: {str(e).splitlines()[0][:200]}") from None
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    _fold_constants(model)
+    init_names = {i.name for i in model.graph.initializer}
+    input_shapes = dict(input_shapes or {})
+    graph_inputs = [vi for vi in model.graph.input if vi.name not in init_names]
+    for name in input_shapes:
+        if name not in {vi.name for vi in graph_inputs}:
+            raise ShapeError(f"--input-shape names {name!r}, but the model's inputs are "
+                             f"{[vi.name for vi in graph_inputs]}")
+    declared: List[TensorSpec] = []
+    concrete: Dict[str, List[int]] = {}
+    for vi in graph_inputs:
+        dtype = _dtype_name(vi.type.tensor_type.elem_type)
+        shape = _shape_of(vi)
+        if shape is None:
+            raise ShapeError(f"input {vi.name!r} has no shape; pass --input-shape {vi.name}=Dx...")
+        if vi.name in input_shapes:
+            given = list(input_shapes[vi.name])
+            if len(given) != len(shape) or any(isinstance(d, int) and d != g for d, g in zip(shape, given)):
+                raise ShapeError(f"--input-shape {vi.name}={'x'.join(map(str, given))} does not fit the model's "
+                                 f"shape {shape}")
+            shape_decl: List[Union[int, str]] = list(given)
+            conc = list(given)
+        else:
+            shape_decl, conc = [], []
+            for i, d in enumerate(shape):
+                if isinstance(d, int) and d > 0:
+                    shape_decl.append(d)
+                    conc.append(d)
+                elif i == 0 and batch is not None:
+                    shape_decl.append("batch")
+                    conc.append(batch.opt)
+                else:
+                    raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}); pass --input-shape "
+                                     f"{vi.name}=Dx... or, for the batch dim, --batch MIN:OPT:MAX")
+        declared.append(TensorSpec(vi.name, dtype, shape_decl))
+        concrete[vi.name] = conc
+        # write the resolved dims back so shape inference can propagate them
+        dims = vi.type.tensor_type.shape.dim
+        for i, d in enumerate(shape_decl):
+            dims[i].Clear()
+            if isinstance(d, int):
+                dims[i].dim_value = d
+            else:
+                dims[i].dim_param = d
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:  # noqa: BLE001
+        raise ShapeError(f"shape inference failed: {str(e).splitlines()[0][:200]}") from None
+    types: Dict[str, Tuple[str, List]] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), _shape_of(vi) or [])
+    for init in model.graph.initializer:
+        types[init.name] = (_dtype_name(init.data_type), list(init.dims))
+    outputs: List[TensorSpec] = []
+    for vi in model.graph.output:
+        dtype, shape = types.get(vi.name, ("", []))
+        if not dtype or dtype.startswith("onnx:"):
+            raise ShapeError(f"output {vi.name!r} has an unknown or unsupported element type")
+        if _shape_of(vi) is None:
+            raise ShapeError(f"the shape of output {vi.name!r} cannot be inferred; pass --input-shape")
+        unresolved = [d for d in shape if isinstance(d, str) and d != "batch"]
+        if unresolved:
+            raise ShapeError(f"output {vi.name!r} has unresolved dims {unresolved}; pass --input-shape with "
+                             "concrete sizes")
+        outputs.append(TensorSpec(vi.name, dtype, shape))
+    for s in declared:
+        if s.dtype.startswith("onnx:"):
+            raise ModelError(f"input {s.name!r} has unsupported element type {s.dtype[5:]}")
+    return LoadedModel(model=model, source_digest=source_digest, opset=opset, inputs=declared, outputs=outputs,
+                       concrete_inputs=concrete, batch=batch, value_types=types)
+
+
+def initializer_array(model: onnx.ModelProto, name: str) -> Optional[np.ndarray]:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    return None

@@ -1,0 +1,131 @@
+"""Lower the TVM parts and the glue between segments to one Relax VM library.
+
+Each TVM part is imported on its own by TVM's ONNX frontend; a hand-built ``main`` calls the parts
+as Relax functions and each TensorRT segment through ``R.call_dps_packed("<segment id>", ...)``.
+The device registers that name, backed by the built engine.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+import onnx
+
+from device_agent.errors import InvalidInput, Unavailable
+from host.compiler.emit import part_model
+from host.compiler.partition import TRT, Partition
+from host.compiler.profiles import Profile
+
+CROSS_CXX = {"aarch64": "aarch64-linux-gnu-g++"}
+
+
+class TvmImportError(InvalidInput):
+    """TVM's ONNX frontend cannot import part of the model."""
+
+
+def _tensor_type(rx, tirx, dtype: str, shape: list, symbols: Dict[str, object]):
+    dims = []
+    for d in shape:
+        if isinstance(d, int):
+            dims.append(d)
+        else:
+            if d not in symbols:
+                symbols[d] = tirx.Var(str(d), "int64")
+            dims.append(symbols[d])
+    return rx.TensorType(dims, dtype)
+
+
+def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, Tuple[str, list]],
+                 model_inputs: List[str], model_outputs: List[str], opset: int):
+    """The Relax IRModule: one function per TVM part plus the ``main`` glue."""
+    import tvm
+    from tvm import relax as rx
+    from tvm import tirx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    symbols: Dict[str, object] = {}
+    bb = rx.BlockBuilder()
+    part_fns = {}
+    for part in part_list.parts:
+        if part.kind == TRT:
+            continue
+        sub = part_model(model, part, types)
+        try:
+            imported = from_onnx(sub, keep_params_in_input=False)
+        except Exception as e:  # noqa: BLE001 - the frontend raises many kinds
+            ops = sorted(set(part.ops))
+            raise TvmImportError(f"TVM cannot import {ops} ({str(e).splitlines()[-1][:160]}); "
+                                 "this model cannot be compiled for this target") from None
+        fn = imported["main"].with_attr("global_symbol", part.id)
+        part_fns[part.id] = bb.add_func(fn, part.id)
+    params = [rx.Var(_sanitize(n), _tensor_type(rx, tirx, types[n][0], types[n][1], symbols)) for n in model_inputs]
+    env: Dict[str, object] = dict(zip(model_inputs, params))
+    with bb.function("main", params):
+        with bb.dataflow():
+            for part in part_list.parts:
+                args = [env[t] for t in part.inputs]
+                out_types = [_tensor_type(rx, tirx, types[t][0], types[t][1], symbols) for t in part.outputs]
+                if part.kind == TRT:
+                    call = rx.call_dps_packed(part.id, args, out_types if len(out_types) > 1 else out_types[0])
+                else:
+                    call = rx.Call(part_fns[part.id], args)
+                res = bb.emit(call)
+                if len(part.outputs) == 1:
+                    env[part.outputs[0]] = res
+                else:
+                    for i, t in enumerate(part.outputs):
+                        env[t] = bb.emit(rx.TupleGetItem(res, i))
+            out = bb.emit_output(rx.Tuple([env[t] for t in model_outputs]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _sanitize(name: str) -> str:
+    s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return s if s and not s[0].isdigit() else "v_" + s
+
+
+def tvm_targets(profile: Profile):
+    import tvm
+
+    target, host = profile.tvm_target()
+    return tvm.target.Target(target, host=host)
+
+
+def compile_module(mod, profile: Profile, out_path: Union[str, os.PathLike]) -> Tuple[str, str]:
+    """tvm.compile for the profile, export (cross-linked when needed); returns (target json, host json)."""
+    import json
+
+    import tvm
+    import tvm.support.nvcc  # noqa: F401 - registers the NVRTC compile callback
+    from tvm.support import cc
+
+    target = tvm_targets(profile)
+    ex = tvm.compile(mod, target=target)
+    fcompile = None
+    if profile.cross:
+        cxx = CROSS_CXX.get(profile.arch)
+        if cxx is None or shutil.which(cxx) is None:
+            raise Unavailable(f"cross-compiling for {profile.arch} needs {cxx or 'a cross compiler'} on PATH "
+                              "(Debian: apt-get install g++-aarch64-linux-gnu)")
+        fcompile = cc.cross_compiler(cxx)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if fcompile is None:
+        ex.export_library(str(out_path))
+    else:
+        ex.export_library(str(out_path), fcompile=fcompile)
+    t, h = profile.tvm_target()
+    return json.dumps(t, sort_keys=True), json.dumps(h, sort_keys=True)
+
+
+def plain_compile(model: onnx.ModelProto, profile: Profile, shape_dict: Dict[str, List[int]]):
+    """Plain ``tvm.compile`` of the whole model (the benchmark's reference)."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
+    return tvm.compile(mod, target=tvm_targets(profile))
