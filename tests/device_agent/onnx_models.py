@@ -46,3 +46,59 @@ def reference_run(onnx_bytes: bytes, feeds: dict) -> dict:
 def max_rel_err(got: np.ndarray, want: np.ndarray) -> float:
     """Largest absolute difference over the reference's largest magnitude (the agent's definition)."""
     return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
+
+
+def single_segment_bundle(root, onnx_bytes: bytes, name: str = "convnet", profile: str = "x86-cpu",
+                          trt_version: str = "10.3.0", compute_capability=None, batch: int = 1, seed: int = 0):
+    """A bundle as the compiler writes one when every op is offloaded: one segment, reference samples.
+
+    Returns (archive path, reference inputs, reference outputs). Built with device_agent.bundle itself.
+    """
+    import platform
+    from pathlib import Path
+
+    import onnx
+
+    from device_agent.bundle import Manifest, Segment, Target, TensorSpec, sha256_bytes, sha256_file
+    from device_agent.bundle import write_archive, write_manifest
+
+    root = Path(root)
+    d = root / name
+    (d / "segments").mkdir(parents=True)
+    (d / "reference" / "inputs").mkdir(parents=True)
+    (d / "reference" / "outputs").mkdir(parents=True)
+    (d / "segments" / "seg0.onnx").write_bytes(onnx_bytes)
+    model = onnx.load_from_string(onnx_bytes)
+    elem = {1: "float32", 7: "int64", 10: "float16", 6: "int32"}
+
+    def specs(values):
+        out = []
+        for v in values:
+            dims = [dd.dim_param if dd.dim_param else dd.dim_value for dd in v.type.tensor_type.shape.dim]
+            out.append(TensorSpec(v.name, elem[v.type.tensor_type.elem_type], dims))
+        return out
+
+    inputs, outputs = specs(model.graph.input), specs(model.graph.output)
+    rng = np.random.default_rng(seed)
+    feeds = {t.name: rng.standard_normal([batch if isinstance(x, str) else x for x in t.shape]).astype(t.dtype)
+             for t in inputs}
+    want = reference_run(onnx_bytes, feeds)
+    ref = {"seed": seed, "inputs": [], "outputs": [], "rtol": 1e-4, "atol": 1e-5}
+    for key, arrays in (("inputs", feeds), ("outputs", want)):
+        for i, (tname, arr) in enumerate(arrays.items()):
+            rel = f"reference/{key}/{i}.npy"
+            np.save(d / rel, arr)
+            ref[key].append({"name": tname, "path": rel, "digest": sha256_file(d / rel)})
+    manifest = Manifest(
+        name=name, source_digest=sha256_bytes(onnx_bytes), inputs=inputs, outputs=outputs,
+        target=Target(profile=profile, trt_version=trt_version, compute_capability=compute_capability,
+                      device="cpu" if compute_capability is None else "cuda", arch=platform.machine()),
+        compiler={"tests": "single_segment_bundle"}, options={},
+        segments=[Segment(id="seg0", path="segments/seg0.onnx", digest=sha256_bytes(onnx_bytes),
+                          ops=[n.op_type for n in model.graph.node], inputs=inputs, outputs=outputs,
+                          opset=model.opset_import[0].version)],
+        remainder=None, reference=ref)
+    write_manifest(d, manifest)
+    archive = root / f"{name}.bundle.tar"
+    write_archive(d, archive)
+    return archive, feeds, want

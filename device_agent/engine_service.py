@@ -1,0 +1,533 @@
+"""The engine RPCs: Build, Run, Benchmark and the engine-cache calls, behind the lead's servicer.
+
+Each method takes ``(request_or_iterator, context)`` and raises ``device_agent.errors`` classes;
+the servicer's edge turns them into status codes.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from protos import agent_pb2
+
+from . import engines
+from .bench import LatencyStats, Progress, run_loop
+from .bundle import Bundle, Segment, extract_archive
+from .cache import DEVICE_CLASS_FIELDS, SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
+from .engines.base import Backend, BuildFailedWithMessages, BuildSpec, Engine, TensorMeta
+from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
+                            profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
+from .errors import (BuildFailed, DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed,
+                     ResourceExhausted)
+
+log = logging.getLogger(__name__)
+MAX_RUN_BYTES = 256 * 1024 * 1024
+MAX_ENGINE_BYTES = 8 * 1024 ** 3
+CHUNK = 1024 * 1024
+MAX_BATCH = 4096
+LOADED_ENGINES = 16
+#: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
+RTX_PARTITION_MAJOR = "10"
+
+
+@dataclass
+class Options:
+    backend: Backend
+    fp16: bool
+    workspace: int
+    mode: int
+    batch: int
+    force: bool
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _cc_tuple(cc: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in cc.split(".") if x.isdigit())
+
+
+def check_target(bundle: Bundle, backend: Backend, gpu_cc: Optional[str]) -> None:
+    """Refuse a bundle partitioned for another TensorRT, or compiled for another GPU, naming both sides."""
+    target = bundle.manifest.target
+    if backend.name in engines.TENSORRT_FAMILY:
+        probe = backend.probe()
+        module = "trtexec" if backend.name == "trtexec" else getattr(backend, "module", "tensorrt")
+        if module == "tensorrt_rtx":
+            ok = target.trt_version.split(".")[0] == RTX_PARTITION_MAJOR
+            wants = f"TensorRT {RTX_PARTITION_MAJOR}.x (the line TensorRT-RTX {probe.version} reads)"
+        else:
+            ok = _major_minor(target.trt_version) == _major_minor(probe.version)
+            wants = f"TensorRT {_major_minor(probe.version)}"
+        if not ok:
+            raise PreconditionFailed(
+                f"bundle was partitioned for TensorRT {target.trt_version} (profile {target.profile}); this device "
+                f"has {module} {probe.version}; recompile for {wants}")
+    needs_gpu_code = backend.name in engines.TENSORRT_FAMILY or (
+        bundle.manifest.remainder is not None and target.device == "cuda")
+    if target.compute_capability and gpu_cc and needs_gpu_code:
+        # generic-cuda names the lowest compute capability it supports; device profiles name exactly one
+        if target.profile == "generic-cuda":
+            ok = _cc_tuple(gpu_cc) >= _cc_tuple(target.compute_capability)
+        else:
+            ok = gpu_cc == target.compute_capability
+        if not ok:
+            raise PreconditionFailed(
+                f"bundle was compiled for compute capability {target.compute_capability} (profile "
+                f"{target.profile}); this device's GPU has compute capability {gpu_cc}; recompile for this device")
+
+
+class EngineService:
+    def __init__(self, settings: Any, store: Any, facts: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.facts = facts
+        self.cache = EngineCache(Path(settings.cache_dir), int(settings.cache_max_bytes))
+        self.bundles_dir = Path(settings.data_dir) / "bundles"
+        self.timing_cache = Path(settings.cache_dir) / "timing.cache"
+        self._bundles: Dict[str, Bundle] = {}
+        self._loaded: "collections.OrderedDict[str, Engine]" = collections.OrderedDict()
+        self._models: "collections.OrderedDict[tuple, ModelRunner]" = collections.OrderedDict()
+        self._lock = threading.RLock()
+        self._key_locks: Dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def gpu(self) -> Tuple[str, str]:
+        gpus = getattr(self.facts, "gpus", None) or []
+        return (gpus[0].name, gpus[0].compute_capability) if gpus else ("", "")
+
+    def device_parts(self, backend_name: str) -> Dict[str, str]:
+        probe = engines.get(backend_name).probe() if backend_name in engines.BACKENDS else None
+        gpu, cc = self.gpu
+        import platform
+
+        return {"backend": backend_name, "backend_version": probe.version if probe and probe.available else "",
+                "gpu": gpu, "cc": cc, "l4t": getattr(self.facts, "l4t_release", None) or "",
+                "arch": getattr(self.facts, "arch", None) or platform.machine()}
+
+    def describe(self, reply: agent_pb2.DeviceInfo) -> None:
+        """GetInfo's backend facts: each backend's availability, the TensorRT this device has, TVM."""
+        for p in engines.probe_all():
+            reply.backends.add(name=p.name, available=p.available, version=p.version, detail=p.detail)
+            if p.name == "tvm":
+                reply.tvm_runtime = p.available
+        trt = engines.get("tensorrt").probe()
+        trtexec = engines.get("trtexec").probe()
+        if trt.available:
+            reply.trt_version, reply.trt_module = trt.version, engines.get("tensorrt").module
+        elif trtexec.available:
+            reply.trt_version, reply.trt_module = trtexec.version, "trtexec"
+
+    # ---------------------------------------------------------------- requests
+    def _bundle(self, digest: str) -> Bundle:
+        with self._lock:
+            if digest in self._bundles:
+                return self._bundles[digest]
+        path = self.store.path_of(digest)
+        if path is None:
+            raise NotFound(f"bundle {digest} is not on this agent; upload it first (deploy push)")
+        dest = self.bundles_dir / digest.split(":", 1)[-1]
+        if not (dest / "manifest.json").is_file():
+            extract_archive(path, dest)  # atomic: complete and verified, or absent
+        bundle = Bundle.open(dest)
+        with self._lock:
+            self._bundles[digest] = bundle
+        return bundle
+
+    def _options(self, o: agent_pb2.BuildOptions) -> Options:
+        s = self.settings
+        backend = engines.select(o.backend, s.backend)
+        mode = o.multi_engine_mode if o.HasField("multi_engine_mode") else s.multi_engine_mode
+        if mode not in (0, 1):
+            raise InvalidInput(f"multi_engine_mode {mode} is not 0 (one engine, rebuilt for a larger batch) "
+                               "or 1 (one engine per batch size)")
+        workspace = o.max_workspace_bytes if o.HasField("max_workspace_bytes") else s.max_workspace_bytes
+        batch = o.batch if o.HasField("batch") else 0
+        if batch > MAX_BATCH:
+            raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
+        return Options(backend, o.fp16 if o.HasField("fp16") else bool(s.fp16), int(workspace), int(mode),
+                       int(batch), bool(o.force_rebuild))
+
+    def _spec(self, seg: Segment, opts: Options, batch: int) -> BuildSpec:
+        strict = opts.backend.name in engines.TENSORRT_FAMILY
+        profiles = profiles_for(seg.inputs, batch, opts.mode, strict)
+        if profiles and opts.mode == 0:
+            profiles = self._mode0_profiles(seg, opts, batch, strict) or profiles
+        meta = lambda ts: [TensorMeta(t.name, t.dtype, tuple(d if isinstance(d, int) else None for d in t.shape))
+                           for t in ts]
+        return BuildSpec(fp16=opts.fp16, max_workspace_bytes=opts.workspace, profiles=profiles,
+                         timing_cache_path=str(self.timing_cache) if strict else None,
+                         inputs=meta(seg.inputs), outputs=meta(seg.outputs))
+
+    def _mode0_profiles(self, seg: Segment, opts: Options, batch: int, strict: bool):
+        """Mode 0: reuse the cached engine whose batch range covers ``batch`` (the largest built so far)."""
+        base = self._parts(seg, opts, BuildSpec(fp16=opts.fp16, max_workspace_bytes=opts.workspace))
+        best = None
+        for e in self.cache.list(seg.digest):
+            rng = profile_max_batch(e.parts.get("profiles", []))
+            same = all(e.parts.get(k) == v for k, v in base.items() if k != "profiles")
+            if same and rng and rng[0] == 1 and rng[1] >= batch and (best is None or rng[1] > best):
+                best = rng[1]
+        return profiles_for(seg.inputs, best, 0, strict) if best else None
+
+    def _parts(self, seg: Segment, opts: Options, spec: BuildSpec) -> Dict[str, Any]:
+        parts: Dict[str, Any] = {"schema": SCHEMA, "segment": seg.digest}
+        parts.update(self.device_parts(opts.backend.name))
+        parts.update(spec.key_parts())
+        return parts
+
+    def _segment_batch(self, bundle: Bundle, opts: Options) -> int:
+        if opts.batch:
+            return opts.batch
+        if has_dynamic_batch(bundle.manifest.inputs):
+            ref_in, _ = bundle.read_reference()
+            return batch_of(bundle.manifest.inputs, ref_in) if ref_in else 1
+        return 1
+
+    def _plan_for(self, seg: Segment, opts: Options, batch: int) -> Tuple[BuildSpec, Dict[str, Any], str]:
+        spec = self._spec(seg, opts, batch)
+        parts = self._parts(seg, opts, spec)
+        return spec, parts, cache_key(parts)
+
+    def _build_put(self, bundle: Bundle, seg: Segment, opts: Options, spec: BuildSpec,
+                   parts: Dict[str, Any], batch: int):
+        """Build with the backend and commit to the cache (caller holds the key's lock)."""
+        result = opts.backend.build(bundle.segment_path(seg.id).read_bytes(), spec)
+        entry = self.cache.put(parts, result.plan)
+        if opts.mode == 0 and spec.profiles:  # one engine: drop the smaller ones this one supersedes
+            for e in self.cache.list(seg.digest):
+                rng = profile_max_batch(e.parts.get("profiles", []))
+                if e.key != entry.key and rng and rng[0] == 1 and rng[1] < batch and all(
+                        e.parts.get(k) == parts[k] for k in parts if k != "profiles"):
+                    self.cache.remove(e.key)
+                    self._forget(e.key)
+        return entry, result
+
+    def _ensure(self, bundle: Bundle, seg: Segment, opts: Options,
+                batch: int) -> Tuple[CacheEntry, bytes, bool, BuildSpec]:
+        spec, parts, key = self._plan_for(seg, opts, batch)
+        with self.cache.lock(key):
+            found = None if opts.force else self.cache.read(key)
+            if found is not None:
+                return found[0], found[1], True, spec
+            entry, result = self._build_put(bundle, seg, opts, spec, parts, batch)
+            return entry, result.plan, False, spec
+
+    # ---------------------------------------------------------------- Build
+    def Build(self, request: agent_pb2.BuildRequest, context: Any) -> Iterator[agent_pb2.BuildEvent]:
+        bundle = self._bundle(request.bundle_digest)
+        opts = self._options(request.options)
+        check_target(bundle, opts.backend, self.gpu[1] or None)
+        batch = self._segment_batch(bundle, opts)
+        segs = bundle.manifest.segments
+        summary = agent_pb2.BuildSummary(bundle_digest=request.bundle_digest, segments=len(segs),
+                                         backend=opts.backend.name, backend_version=opts.backend.probe().version)
+        start = time.perf_counter()
+        for i, seg in enumerate(segs):
+            if context is not None and not context.is_active():
+                return
+
+            def event(stage: str, key: str = "", messages=(), **fields: Any) -> agent_pb2.BuildEvent:
+                ev = agent_pb2.SegmentEvent(segment_id=seg.id, stage=getattr(agent_pb2.SegmentEvent, stage),
+                                            cache_key=key, backend=opts.backend.name, index=i, total=len(segs),
+                                            **fields)
+                ev.messages.extend(str(m)[:2000] for m in list(messages)[:50])
+                return agent_pb2.BuildEvent(segment=ev)
+
+            yield event("STARTED")
+            t0 = time.perf_counter()
+            spec, parts, key = self._plan_for(seg, opts, batch)
+            prof = profile_text(spec.profiles)
+            with self.cache.lock(key):
+                found = None if opts.force else self.cache.get(key) and self.cache.read(key)
+                lookup_s = time.perf_counter() - t0
+                if found:
+                    summary.cache_hits += 1
+                    yield event("CACHE_HIT", key, lookup_s=lookup_s, engine_bytes=found[0].size, profile=prof)
+                    continue
+                yield event("CACHE_MISS", key, lookup_s=lookup_s, profile=prof)
+                try:
+                    entry, r = self._build_put(bundle, seg, opts, spec, parts, batch)
+                except DeployError as exc:
+                    if not isinstance(exc, BuildFailed):
+                        raise
+                    summary.failed += 1
+                    yield event("FAILED", key, error=str(exc), messages=getattr(exc, "messages", [str(exc)]))
+                    continue
+            summary.built += 1
+            yield event("PARSED", key, parse_s=r.parse_s)
+            yield event("BUILT", key, parse_s=r.parse_s, build_s=r.build_s, engine_bytes=entry.size,
+                        messages=r.messages, profile=prof)
+        summary.total_s = time.perf_counter() - start
+        yield agent_pb2.BuildEvent(summary=summary)
+
+    # ---------------------------------------------------------------- loading and running
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            eng = self._loaded.pop(key, None)
+            for mk in [mk for mk in self._models if key in mk]:
+                self._models.pop(mk)
+        if eng is not None:
+            eng.close()
+
+    def _engine(self, entry: CacheEntry, plan: bytes, spec: BuildSpec, backend: Backend) -> Engine:
+        with self._lock:
+            if entry.key in self._loaded:
+                self._loaded.move_to_end(entry.key)
+                return self._loaded[entry.key]
+        with self._key_locks[entry.key]:
+            with self._lock:
+                if entry.key in self._loaded:
+                    return self._loaded[entry.key]
+            eng = backend.load(plan, spec)
+            eng.max_run_bytes = MAX_RUN_BYTES
+            with self._lock:
+                self._loaded[entry.key] = eng
+                while len(self._loaded) > LOADED_ENGINES:
+                    self._loaded.popitem(last=False)[1].close()
+            return eng
+
+    def _model(self, bundle: Bundle, opts: Options, batch: int) -> ModelRunner:
+        check_target(bundle, opts.backend, self.gpu[1] or None)
+        seg_engines: Dict[str, Engine] = {}
+        keys = []
+        for seg in bundle.manifest.segments:
+            entry, plan, _, spec = self._ensure(bundle, seg, opts, batch)
+            seg_engines[seg.id] = self._engine(entry, plan, spec, opts.backend)
+            keys.append(entry.key)
+        mkey = (bundle.manifest.source_digest, str(bundle.root), *keys)
+        with self._lock:
+            if mkey in self._models:
+                return self._models[mkey]
+        import platform
+
+        runner = compose(bundle, seg_engines, opts.backend.name, getattr(self.facts, "arch", None) or
+                         platform.machine(), bool(self.gpu[0]))
+        with self._lock:
+            self._models[mkey] = runner
+            while len(self._models) > LOADED_ENGINES:
+                self._models.popitem(last=False)
+        return runner
+
+    def _feeds(self, tensors, bundle: Bundle) -> Dict[str, np.ndarray]:
+        if len(tensors) > MAX_TENSORS:
+            raise InvalidInput(f"{len(tensors)} tensors is above the limit of {MAX_TENSORS}")
+        feeds, total = {}, 0
+        for t in tensors:
+            if t.name in feeds:
+                raise InvalidInput(f"input {t.name!r} given twice")
+            feeds[t.name] = tensor_to_numpy(t.name, t.dtype, list(t.shape), t.data, MAX_RUN_BYTES)
+            total += feeds[t.name].nbytes
+        if total > MAX_RUN_BYTES:
+            raise ResourceExhausted(f"inputs total {total} bytes, above the limit of {MAX_RUN_BYTES}")
+        return feeds
+
+    def Run(self, request: agent_pb2.RunRequest, context: Any) -> agent_pb2.RunReply:
+        bundle = self._bundle(request.bundle_digest)
+        opts = self._options(request.options)
+        if request.verify:
+            if len(request.inputs):
+                raise InvalidInput("verify mode runs the bundle's reference inputs; send no inputs with it")
+            feeds, want = bundle.read_reference()
+            if not feeds or not want:
+                raise PreconditionFailed("this bundle carries no reference samples to verify against; "
+                                         "recompile it with reference samples")
+        else:
+            feeds, want = self._feeds(request.inputs, bundle), {}
+        batch = batch_of(bundle.manifest.inputs, feeds)
+        if batch > MAX_BATCH:
+            raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
+        runner = self._model(bundle, opts, batch)
+        t0 = time.perf_counter()
+        outputs = runner.run(feeds)
+        latency = time.perf_counter() - t0
+        reply = agent_pb2.RunReply(latency_ms=latency * 1e3, backend=opts.backend.name)
+        for name in [o.name for o in bundle.manifest.outputs]:
+            dtype, shape, data = numpy_to_wire(outputs[name])
+            reply.outputs.add(name=name, dtype=dtype, shape=shape, data=data)
+        if request.verify:
+            rel, abs_ = compare(outputs, want)
+            reply.max_rel_err, reply.max_abs_err = rel, abs_
+        return reply
+
+    # ---------------------------------------------------------------- Benchmark
+    def _bench_feeds(self, request: agent_pb2.BenchmarkRequest, bundle: Bundle) -> Dict[str, np.ndarray]:
+        if len(request.inputs):
+            return self._feeds(request.inputs, bundle)
+        ref, _ = bundle.read_reference()
+        want = request.batch or request.options.batch or 0
+        feeds = {}
+        rng = np.random.default_rng(0)
+        for spec in bundle.manifest.inputs:
+            arr = ref.get(spec.name)
+            dynamic = bool(spec.shape) and isinstance(spec.shape[0], str)
+            if arr is not None and (not want or not dynamic or arr.shape[0] == want):
+                feeds[spec.name] = arr
+                continue
+            if arr is not None:
+                reps = (want + arr.shape[0] - 1) // arr.shape[0]
+                feeds[spec.name] = np.concatenate([arr] * reps)[:want]
+                continue
+            shape = [want or 1 if isinstance(d, str) and i == 0 else (d if isinstance(d, int) else 1)
+                     for i, d in enumerate(spec.shape)]
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        return feeds
+
+    def Benchmark(self, request: agent_pb2.BenchmarkRequest, context: Any) -> Iterator[agent_pb2.BenchmarkEvent]:
+        bundle = self._bundle(request.bundle_digest)
+        opts = self._options(request.options)
+        feeds = self._bench_feeds(request, bundle)
+        batch = batch_of(bundle.manifest.inputs, feeds)
+        runner = self._model(bundle, opts, batch)
+        iterations, duration = int(request.iterations), float(request.duration_s)
+        if iterations == 0 and duration == 0:
+            iterations = 100
+        warmup = int(request.warmup)
+        native = getattr(runner.engine, "native_benchmark", None)
+        if native is not None:  # trtexec times itself, with its H2D / GPU compute / D2H split
+            stats, timings = native(feeds, warmup, iterations, duration, batch)
+            yield self._bench_result(stats, timings, opts, batch)
+            return
+        runner.run(feeds)  # first run outside the timing: allocations, lazy initialisation
+        runner.reset_timings()
+        events: "queue.Queue[Any]" = queue.Queue()
+        stop = threading.Event()
+        done: Dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                done["stats"] = run_loop(lambda: runner.run(feeds), warmup=warmup, iterations=iterations,
+                                         duration_s=duration, batch=batch, on_progress=events.put,
+                                         should_stop=stop.is_set)
+            except BaseException as exc:  # handed to the RPC thread, raised there
+                done["error"] = exc
+            finally:
+                events.put(None)
+
+        worker = threading.Thread(target=work, name="benchmark", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = events.get()
+                if item is None:
+                    break
+                if context is not None and not context.is_active():
+                    stop.set()
+                    continue
+                p: Progress = item
+                yield agent_pb2.BenchmarkEvent(progress=agent_pb2.BenchmarkProgress(
+                    done=p.done, total=p.total, elapsed_s=p.elapsed_s, last_ms=p.last_ms))
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in done:
+            raise done["error"]
+        yield self._bench_result(done["stats"], runner.timings(), opts, batch)
+
+    @staticmethod
+    def _bench_result(stats: LatencyStats, timings: Dict[str, float], opts: Options,
+                      batch: int) -> agent_pb2.BenchmarkEvent:
+        lat = agent_pb2.LatencyStats(min_ms=stats.min_ms, mean_ms=stats.mean_ms, p50_ms=stats.p50_ms,
+                                     p90_ms=stats.p90_ms, p95_ms=stats.p95_ms, p99_ms=stats.p99_ms,
+                                     max_ms=stats.max_ms, throughput=stats.throughput, iterations=stats.iterations)
+        lat.samples_ms.extend(stats.samples_ms[:100_000])
+        result = agent_pb2.BenchmarkResult(latency=lat, backend=opts.backend.name, batch=batch)
+        for k, v in timings.items():
+            result.backend_timings_ms[k] = float(v)
+        return agent_pb2.BenchmarkEvent(result=result)
+
+    # ---------------------------------------------------------------- engine cache RPCs
+    @staticmethod
+    def _entry_pb(e: CacheEntry) -> agent_pb2.EngineEntry:
+        pb = agent_pb2.EngineEntry(key=e.key, segment_digest=e.segment_digest, backend=e.parts.get("backend", ""),
+                                   backend_version=e.parts.get("backend_version", ""), size=e.size,
+                                   digest=e.digest, created=e.created, last_used=e.last_used,
+                                   device_class=e.device_class)
+        for k in ("precision", "workspace", "gpu", "cc", "l4t", "arch"):
+            pb.attributes[k] = str(e.parts.get(k, ""))
+        pb.attributes["profiles"] = json.dumps(e.parts.get("profiles", []), sort_keys=True)
+        pb.attributes["parts"] = canonical_json(e.parts).decode()
+        return pb
+
+    def ListEngines(self, request: agent_pb2.ListEnginesRequest, context: Any) -> agent_pb2.ListEnginesReply:
+        entries = self.cache.list(request.segment_digest)
+        reply = agent_pb2.ListEnginesReply(total_bytes=self.cache.total_bytes(), limit_bytes=self.cache.max_bytes)
+        reply.engines.extend(self._entry_pb(e) for e in entries)
+        return reply
+
+    def FetchEngine(self, request: agent_pb2.FetchEngineRequest, context: Any) -> Iterator[agent_pb2.EngineChunk]:
+        found = self.cache.read(request.key)
+        if found is None:
+            raise NotFound(f"no valid engine with key {request.key!r} here; list them with ListEngines")
+        entry, plan = found
+        yield agent_pb2.EngineChunk(entry=self._entry_pb(entry))
+        for off in range(0, len(plan), CHUNK):
+            yield agent_pb2.EngineChunk(chunk=plan[off:off + CHUNK])
+
+    def PutEngine(self, request_iterator: Iterator[agent_pb2.EngineChunk], context: Any) -> agent_pb2.PutEngineReply:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "entry":
+            raise InvalidInput("PutEngine must start with the engine's entry (as FetchEngine sends it)")
+        e = first.entry
+        limit = min(MAX_ENGINE_BYTES, self.cache.max_bytes or MAX_ENGINE_BYTES)
+        if e.size > limit:
+            raise ResourceExhausted(f"engine of {e.size} bytes is above this cache's limit of {limit}")
+        raw = e.attributes.get("parts", "")
+        if not raw or len(raw) > 1 << 20:
+            raise InvalidInput("engine entry lacks its key parts (attributes['parts']); export it with FetchEngine")
+        try:
+            parts = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"engine entry's key parts are not JSON: {exc}") from None
+        if not isinstance(parts, dict):
+            raise InvalidInput("engine entry's key parts must be a JSON object")
+        expected = self.device_parts(str(parts.get("backend", "")))
+        data = bytearray()
+        for msg in request_iterator:
+            if msg.WhichOneof("msg") != "chunk":
+                raise InvalidInput("only chunk messages may follow the engine entry")
+            data += msg.chunk
+            if len(data) > e.size:
+                raise InvalidInput(f"engine data runs past its declared size of {e.size} bytes")
+        if len(data) != e.size:
+            raise DataLoss(f"engine data ended at {len(data)} of {e.size} bytes; send it again")
+        entry, present = self.cache.put_external(e.key, parts, bytes(data), e.digest, expected)
+        return agent_pb2.PutEngineReply(key=entry.key, already_present=present,
+                                        bytes_received=0 if present else len(data))
+
+    def Prune(self, request: agent_pb2.PruneRequest, context: Any) -> agent_pb2.PruneReply:
+        max_bytes = request.max_bytes if request.HasField("max_bytes") else None
+        if max_bytes is None and not request.keys and not request.all:
+            raise InvalidInput("say what to prune: max_bytes, keys, or all")
+        removed, freed = self.cache.prune(max_bytes=max_bytes, keys=list(request.keys), all=request.all)
+        for k in removed:
+            self._forget(k)
+        return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes())
+
+
+def compare(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]) -> Tuple[float, float]:
+    """(max relative, max absolute) error over the outputs; relative = max|diff| / max|reference| per output."""
+    rel = abs_ = 0.0
+    for name, ref in want.items():
+        if name not in got:
+            raise BuildFailed(f"the model returned no output {name!r} to compare with the reference")
+        out = np.asarray(got[name], dtype=np.float64)
+        r = np.asarray(ref, dtype=np.float64)
+        if out.shape != r.shape:
+            raise BuildFailed(f"output {name!r} has shape {list(out.shape)}, the reference {list(r.shape)}")
+        diff = float(np.max(np.abs(out - r))) if r.size else 0.0
+        scale = float(np.max(np.abs(r))) if r.size else 0.0
+        abs_ = max(abs_, diff)
+        rel = max(rel, diff / scale if scale > 0 else diff)
+    return rel, abs_

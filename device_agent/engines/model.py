@@ -1,0 +1,133 @@
+"""From a bundle's segments to something that runs the whole model; wire tensors to numpy and back.
+
+A bundle without a TVM remainder is one segment whose I/O are the model's, so its engine *is*
+the model. A hybrid bundle runs through the TVM runtime (``engines/tvm.py``) with each segment's
+engine behind a packed function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from device_agent.bundle import Bundle, TensorSpec
+from device_agent.engines.base import Engine, ProfileShape
+from device_agent.errors import InvalidInput, PreconditionFailed, ResourceExhausted
+
+MAX_TENSORS = 256
+DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+          "uint64", "bool")
+
+
+def tensor_to_numpy(name: str, dtype: str, shape: Sequence[int], data: bytes, max_bytes: int) -> np.ndarray:
+    """A wire tensor as a numpy array, after checking that dtype, shape and byte count agree."""
+    if dtype not in DTYPES:
+        raise InvalidInput(f"tensor {name!r} has dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if len(shape) > 16 or any(d < 0 for d in shape):
+        raise InvalidInput(f"tensor {name!r} has shape {list(shape)}: at most 16 non-negative dims")
+    itemsize = np.dtype(dtype).itemsize
+    expected = int(np.prod(shape, dtype=np.int64)) * itemsize if shape else itemsize
+    if expected > max_bytes:
+        raise ResourceExhausted(f"tensor {name!r} would take {expected} bytes, above the limit of {max_bytes}")
+    if len(data) != expected:
+        raise InvalidInput(f"tensor {name!r} carries {len(data)} bytes but {dtype}{list(shape)} needs {expected}")
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+
+
+def numpy_to_wire(arr: np.ndarray) -> Tuple[str, List[int], bytes]:
+    arr = np.ascontiguousarray(arr)
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return arr.dtype.name, [int(d) for d in arr.shape], little.tobytes()
+
+
+def batch_of(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
+    """The leading dim of the first input whose leading dim is symbolic; 1 for static models."""
+    for spec in specs:
+        if spec.shape and isinstance(spec.shape[0], str) and spec.name in feeds:
+            arr = feeds[spec.name]
+            if arr.ndim == 0:
+                raise InvalidInput(f"input {spec.name!r} needs a batch dimension")
+            return int(arr.shape[0])
+    return 1
+
+
+def has_dynamic_batch(specs: Sequence[TensorSpec]) -> bool:
+    return any(s.shape and isinstance(s.shape[0], str) for s in specs)
+
+
+def profiles_for(specs: Sequence[TensorSpec], max_batch: int, mode: int, strict: bool) -> List[List[ProfileShape]]:
+    """One optimization profile over the inputs with a symbolic batch dim (mode 0: 1..max, mode 1: exactly).
+
+    ``strict`` (TensorRT): any other symbolic dim is an error, since TensorRT needs its bounds.
+    """
+    prof = []
+    for s in specs:
+        symbolic = [i for i, d in enumerate(s.shape) if isinstance(d, str)]
+        if not symbolic:
+            continue
+        if symbolic != [0]:
+            if strict:
+                raise InvalidInput(f"segment input {s.name!r} has symbolic dims {s.shape} besides the batch; "
+                                   "recompile the model with static shapes for TensorRT")
+            return []
+        rest = tuple(int(d) for d in s.shape[1:])
+        low = 1 if mode == 0 else max_batch
+        prof.append(ProfileShape(s.name, (low,) + rest, (max_batch,) + rest, (max_batch,) + rest))
+    return [prof] if prof else []
+
+
+def profile_text(profiles: List[List[ProfileShape]]) -> str:
+    return ";".join(f"{p.name}:{p.min[0]}..{p.max[0]}" for prof in profiles for p in prof)
+
+
+def profile_max_batch(profiles_json: list) -> Optional[Tuple[int, int]]:
+    """(min batch, max batch) of a mode-0/1 profile stored in a cache key, or None."""
+    try:
+        prof = profiles_json[0]
+        return int(prof[0]["min"][0]), int(prof[0]["max"][0])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class ModelRunner:
+    """The whole model: the single segment's engine, or the TVM remainder calling segment engines."""
+
+    engine: Engine
+    backend: str
+    segments: Dict[str, Engine] = field(default_factory=dict)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.engine.run(feeds)
+
+    def timings(self) -> Dict[str, float]:
+        t = dict(self.engine.timings())
+        if not t and len(self.segments) >= 1 and self.engine not in self.segments.values():
+            for sid, eng in self.segments.items():  # hybrid: the segments' own timings, summed per kind
+                for k, v in eng.timings().items():
+                    t[k] = t.get(k, 0.0) + v
+        return t
+
+    def reset_timings(self) -> None:
+        self.engine.reset_timings()
+        for eng in self.segments.values():
+            eng.reset_timings()
+
+
+def compose(bundle: Bundle, segment_engines: Dict[str, Engine], backend: str, arch: str,
+            has_gpu: bool) -> ModelRunner:
+    m = bundle.manifest
+    if m.remainder is None:
+        (sid,) = list(segment_engines)
+        return ModelRunner(segment_engines[sid], backend, dict(segment_engines))
+    if m.target.arch != arch:
+        raise PreconditionFailed(f"the bundle's TVM remainder was compiled for {m.target.arch} "
+                                 f"(profile {m.target.profile}), this device is {arch}; "
+                                 f"recompile for this device's profile")
+    if m.target.device == "cuda" and not has_gpu:
+        raise PreconditionFailed(f"the bundle's TVM remainder runs on CUDA ({m.remainder.target}) and this "
+                                 f"device has no GPU; recompile with a CPU profile (e.g. x86-cpu)")
+    from device_agent.engines.tvm import TvmModel
+
+    return ModelRunner(TvmModel(bundle, segment_engines, backend), backend, dict(segment_engines))
