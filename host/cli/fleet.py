@@ -1,0 +1,135 @@
+"""`deploy fleet ls` and `deploy fleet warm`: the inventory grouped by device class, and engine-cache warming."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from device_agent.errors import InvalidInput
+from host.client.agent import AgentClient
+from host.fleet import inventory
+from host.fleet.classes import classify, group
+from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
+from host.fleet.inventory import Device
+from protos import agent_pb2
+
+from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
+from ._options import JsonOpt, TagOpt
+from .output import Output
+
+fleet_app = typer.Typer(help="The fleet: devices grouped by class, engine caches warmed once per class.",
+                        no_args_is_help=True)
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-j", min=1, max=256,
+                                             help="Devices worked on at once.")]
+
+
+def _devices(tags: Optional[list[str]]) -> list[Device]:
+    inv = inventory.load()
+    devices = inv.select(tags)
+    if not devices:
+        which = f" with tag(s) {', '.join(tags)}" if tags else ""
+        raise InvalidInput(f"no devices{which} in the inventory {inv.path}; add [devices.NAME] entries "
+                           "(address, profile, tags) to deploy.toml")
+    return devices
+
+
+def _info(device: Device) -> agent_pb2.DeviceInfo:
+    with AgentClient(device) as client:
+        return client.info()
+
+
+def fleet_listing(devices: list[Device], concurrency: int = DEFAULT_CONCURRENCY) -> dict[str, Any]:
+    """The documented JSON shape of `deploy fleet ls --json`."""
+    outcomes = fan_out(devices, _info, concurrency=concurrency)
+    reachable = [((o.item, o.value), classify(o.value, o.item)) for o in outcomes if o.ok]
+    classes = []
+    for cls, members in group(reachable).items():
+        classes.append({
+            "class": cls.label,
+            "facts": cls.to_dict(),
+            "devices": [{"name": d.name, "address": d.address, "tags": list(d.tags),
+                         "memory_available_bytes": info.memory_available_bytes,
+                         "store_free_bytes": info.store_free_bytes} for d, info in members],
+        })
+    unreachable = [{"device": o.item.name, "address": o.item.address, "reason": first_line(o.error),
+                    "unreachable": is_unreachable(o.error)} for o in outcomes if not o.ok]
+    return {"classes": classes, "unreachable": unreachable}
+
+
+def _render_listing(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{sum(len(c['devices']) for c in data['classes'])} device(s) in "
+                        f"{len(data['classes'])} class(es)")
+    for col in ("class", "devices", "free memory (GiB)"):
+        table.add_column(col)
+    for c in data["classes"]:
+        names = ", ".join(d["name"] for d in c["devices"])
+        free = ", ".join(f"{d['memory_available_bytes'] / 2**30:.1f}" for d in c["devices"])
+        table.add_row(c["class"], names, free)
+    for u in data["unreachable"]:
+        table.add_row("[red]unreachable[/red]", u["device"], u["reason"])
+    console.print(table)
+
+
+@fleet_app.command("ls")
+def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, json: JsonOpt = False) -> None:
+    """Ask every device for its facts and show the fleet grouped by device class."""
+    data = fleet_listing(_devices(tag), concurrency)
+    Output(json).result(data, lambda c: _render_listing(data, c))
+    if data["unreachable"]:
+        raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _render_warm(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{data['builds']} build(s), {data['wall_s']:.1f} s")
+    for col in ("class", "built on", "copied to", "already warm", "unreachable", "failed"):
+        table.add_column(col, overflow="fold")
+    reasons = []
+    for c in data["classes"]:
+        failed = [f["device"] for f in c["failed"] if not f["unreachable"]]
+        reasons += [f"{f['device']}: {f['reason']}" for f in c["failed"]]
+        table.add_row(c["class"], c["built_on"] or (f"(from {c['source']})" if c["source"] else "-"),
+                      ", ".join(c["copied_to"]) or "-", ", ".join(c["skipped"]) or "-",
+                      ", ".join(c["unreachable"]) or "-", ", ".join(failed) or "-")
+    for u in data["unreachable"]:
+        table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-")
+        reasons.append(f"{u['device']}: {u['reason']}")
+    console.print(table)
+    for line in reasons:
+        console.print(f"  {line}", markup=False)
+    if not data["ok"]:
+        console.print("Devices not warmed get their engines on the next `deploy fleet warm`.")
+
+
+@fleet_app.command("warm")
+def warm(
+    model_or_bundle: Annotated[Path, typer.Argument(help="ONNX model, bundle directory or bundle archive (.tar).")],
+    tag: TagOpt = [],
+    concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
+    json: JsonOpt = False,
+) -> None:
+    """Build engines once per device class and copy them to every other device of the class."""
+    from host.fleet.warm import WarmEvent, Warmer, model_plans
+
+    if not model_or_bundle.exists():
+        raise InvalidInput(f"{model_or_bundle}: no such file or directory; pass an ONNX model or a bundle")
+    out = Output(json)
+
+    def show(event: WarmEvent) -> None:
+        if event.kind in ("queried",):
+            return
+        detail = f": {event.detail}" if event.detail else ""
+        out.status(f"{event.kind:>13} {event.device}{detail}")
+
+    result = Warmer(_devices(tag), model_plans(model_or_bundle), concurrency=concurrency, on_event=show).run()
+    data = result.to_dict()
+    out.result(data, lambda c: _render_warm(data, c))
+    if not result.ok:
+        failures = [f for c in result.classes for f in c.failed] + result.unreachable
+        raise typer.Exit(EXIT_UNREACHABLE if all(f.unreachable for f in failures) else EXIT_DEVICE)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(fleet_app, name="fleet")

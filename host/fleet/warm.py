@@ -1,0 +1,476 @@
+"""Fleet engine-cache warming: build once per device class, copy the engines to the rest of the class.
+
+Building a TensorRT engine takes minutes on a Jetson; every device of one class (same backend version, GPU,
+L4T, profile) would build the same bytes. So per class one healthy device builds, the host fetches its
+engines once (digest checked) and puts them on every other device of the class, whose agent checks again
+that the engine's class is its own. Devices that already hold the engines are skipped after one listing;
+a device that cannot be reached is reported and simply gets its engines on the next run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
+from device_agent.errors import BuildFailed, DataLoss
+from host.client.agent import AgentClient
+from host.fleet.classes import DeviceClass, classify, group
+from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, RetryPolicy, fan_out, first_line, is_unreachable,
+                               retrying)
+from host.fleet.inventory import Device
+from protos import agent_pb2
+
+FETCH_CHUNK_BYTES = 1024 * 1024
+#: A Build stream may run for many minutes on a Jetson; this bounds a hung one.
+BUILD_DEADLINE_S = 3 * 3600.0
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Failure:
+    device: str
+    reason: str
+    unreachable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "reason": self.reason, "unreachable": self.unreachable}
+
+
+@dataclass
+class ClassResult:
+    """What happened to one device class."""
+
+    device_class: DeviceClass
+    devices: list[str]
+    bundle_digest: str = ""
+    built_on: Optional[str] = None
+    source: Optional[str] = None          # the device the engines were copied from
+    copied_to: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # already warm
+    failed: list[Failure] = field(default_factory=list)
+    builds: int = 0
+    build_s: float = 0.0                  # the builder's own parse + build seconds
+    engines: list[str] = field(default_factory=list)
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [f.device for f in self.failed if f.unreachable]
+
+    @property
+    def warm(self) -> list[str]:
+        done = set(self.copied_to) | set(self.skipped) | ({self.built_on} if self.built_on else set())
+        return [d for d in self.devices if d in done]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.device_class.label,
+            "facts": self.device_class.to_dict(),
+            "devices": list(self.devices),
+            "bundle_digest": self.bundle_digest,
+            "built_on": self.built_on,
+            "source": self.source,
+            "copied_to": list(self.copied_to),
+            "skipped": list(self.skipped),
+            "unreachable": self.unreachable,
+            "failed": [f.to_dict() for f in self.failed],
+            "builds": self.builds,
+            "build_s": round(self.build_s, 3),
+            "engines": list(self.engines),
+        }
+
+
+@dataclass
+class WarmResult:
+    classes: list[ClassResult] = field(default_factory=list)
+    unreachable: list[Failure] = field(default_factory=list)   # not even queried: class unknown
+    wall_s: float = 0.0
+
+    @property
+    def builds(self) -> int:
+        return sum(c.builds for c in self.classes)
+
+    @property
+    def build_s(self) -> float:
+        return sum(c.build_s for c in self.classes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable and all(not c.failed for c in self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": [c.to_dict() for c in self.classes],
+            "builds": self.builds,
+            "build_s": round(self.build_s, 3),
+            "unreachable": [f.to_dict() for f in self.unreachable],
+            "wall_s": round(self.wall_s, 3),
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class WarmEvent:
+    """Progress, for the CLI's status lines and for tests that act at a given moment."""
+
+    kind: str            # queried, unreachable, skipped, uploading, building, build_started, built,
+    device: str          # builder_lost, fetched, copied, failed
+    device_class: Optional[DeviceClass] = None
+    detail: str = ""
+
+
+@dataclass
+class ClassPlan:
+    """What to put on a class: the bundle archive and the build options (the same a `deploy push` would use)."""
+
+    archive: Path
+    options: agent_pb2.BuildOptions = field(default_factory=agent_pb2.BuildOptions)
+
+
+EventFn = Callable[[WarmEvent], None]
+#: The plan for a class, given one of its devices (compiling if need be); raises DeployError when it cannot.
+PlanFor = Callable[[DeviceClass, agent_pb2.DeviceInfo, Device], ClassPlan]
+
+
+# ---------------------------------------------------------------- the algorithm
+
+
+@dataclass
+class _Member:
+    device: Device
+    info: agent_pb2.DeviceInfo
+
+    @property
+    def name(self) -> str:
+        return self.device.name or self.device.address
+
+
+@dataclass
+class _Bundle:
+    path: Path
+    digest: str
+    manifest: Manifest
+    options: agent_pb2.BuildOptions
+
+    @property
+    def segment_digests(self) -> list[str]:
+        return [s.digest for s in self.manifest.segments]
+
+
+def _bare(digest: str) -> str:
+    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
+
+
+class Warmer:
+    """One `warm` run over a set of devices; `run()` returns the result, failures included."""
+
+    def __init__(self, devices: Sequence[Device], plan_for: PlanFor, *,
+                 concurrency: int = DEFAULT_CONCURRENCY, policy: Optional[RetryPolicy] = None,
+                 on_event: Optional[EventFn] = None, workdir: Optional[Path] = None) -> None:
+        names = [d.name or d.address for d in devices]
+        if len(set(names)) != len(names):
+            raise ValueError("device names must be unique")
+        self.devices = list(devices)
+        self.plan_for = plan_for
+        self.concurrency = max(1, int(concurrency))
+        self.limiter = Limiter(self.concurrency)
+        self.policy = policy or RetryPolicy()
+        self.on_event = on_event
+        self.workdir = workdir
+        self._clients: dict[str, AgentClient] = {}
+        self._lock = threading.Lock()
+        self._manifests: dict[Path, tuple[str, Manifest]] = {}
+
+    # -- plumbing
+    def _emit(self, kind: str, device: str, cls: Optional[DeviceClass] = None, detail: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(WarmEvent(kind, device, cls, detail))
+
+    def _client(self, device: Device) -> AgentClient:
+        name = device.name or device.address
+        with self._lock:
+            if name not in self._clients:
+                self._clients[name] = AgentClient(device)
+            return self._clients[name]
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def _bundle(self, cls: DeviceClass, first: _Member) -> _Bundle:
+        plan = self.plan_for(cls, first.info, first.device)
+        path = Path(plan.archive)
+        with self._lock:
+            if path not in self._manifests:
+                self._manifests[path] = (archive_digest(path), read_manifest_from_archive(path))
+            digest, manifest = self._manifests[path]
+        return _Bundle(path, digest, manifest, plan.options)
+
+    # -- the run
+    def run(self) -> WarmResult:
+        started = time.perf_counter()
+        result = WarmResult()
+        try:
+            queried = fan_out(self.devices, lambda d: self._client(d).info(), concurrency=self.concurrency,
+                              policy=self.policy)
+            members: list[tuple[_Member, DeviceClass]] = []
+            for out in queried:
+                name = out.item.name or out.item.address
+                if out.ok:
+                    member = _Member(out.item, out.value)
+                    members.append((member, classify(out.value, out.item)))
+                    self._emit("queried", name, members[-1][1])
+                else:
+                    result.unreachable.append(Failure(name, first_line(out.error), is_unreachable(out.error)))
+                    self._emit("unreachable", name, None, first_line(out.error))
+            grouped = group(members)
+            with ThreadPoolExecutor(max_workers=max(1, len(grouped)), thread_name_prefix="warm-class") as pool:
+                result.classes = list(pool.map(lambda kv: self._warm_class(kv[0], kv[1]), grouped.items()))
+        finally:
+            self.close()
+        result.wall_s = time.perf_counter() - started
+        return result
+
+    def _warm_class(self, cls: DeviceClass, members: list[_Member]) -> ClassResult:
+        res = ClassResult(cls, [m.name for m in members])
+        try:
+            bundle = self._bundle(cls, members[0])
+        except Exception as exc:  # noqa: BLE001 - a compile error fails this class, not the whole fleet
+            res.failed = [Failure(m.name, f"no bundle for this class: {first_line(exc)}") for m in members]
+            return res
+        res.bundle_digest = bundle.digest
+        # 1. one query per device: which engines it holds (and whether it has the bundle)
+        states = fan_out(members, lambda m: self._state(m, cls, bundle), limiter=self.limiter,
+                         concurrency=self.concurrency, policy=self.policy)
+        pending: list[_Member] = []
+        holders: dict[str, dict[str, agent_pb2.EngineEntry]] = {}
+        for out in states:
+            m = out.item
+            if not out.ok:
+                self._fail(res, m.name, out.error, "query")
+                continue
+            engines, has_bundle = out.value
+            if engines is not None:
+                holders[m.name] = engines
+            if engines is not None and has_bundle:
+                res.skipped.append(m.name)
+                self._emit("skipped", m.name, cls, "already warm")
+            else:
+                pending.append(m)
+        if not pending:
+            res.engines = sorted({e.key for engines in holders.values() for e in engines.values()})
+            return res
+        # 2. a source of engines: a device that holds them already, else one build on the best builder
+        source, entries = self._source(res, cls, bundle, holders, members, pending)
+        if source is None:
+            return res
+        res.source = source.name
+        res.engines = [e.key for e in entries]
+        done = {f.device for f in res.failed} | ({source.name} if source.name == res.built_on else set())
+        pending = [m for m in pending if m.name not in done]
+        # 3. fetch once, put everywhere else
+        with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
+            try:
+                plans = [self._fetch(source, entry, Path(tmp)) for entry in entries]
+            except Exception as exc:  # noqa: BLE001 - reported per device below
+                for m in pending:
+                    self._fail(res, m.name, exc, f"fetching engines from {source.name}")
+                return res
+            self._emit("fetched", source.name, cls, f"{len(plans)} engine(s)")
+            copies = fan_out(pending, lambda m: self._copy(m, bundle, plans, holders.get(m.name, {})),
+                             limiter=self.limiter, concurrency=self.concurrency, policy=self.policy)
+        for out in copies:
+            if out.ok:
+                res.copied_to.append(out.item.name)
+                self._emit("copied", out.item.name, cls)
+            else:
+                self._fail(res, out.item.name, out.error, "copy")
+        return res
+
+    def _fail(self, res: ClassResult, name: str, exc: BaseException, stage: str) -> None:
+        unreachable = is_unreachable(exc)
+        reason = f"{stage}: {'unreachable: ' if unreachable else ''}{first_line(exc)}"
+        res.failed.append(Failure(name, reason, unreachable))
+        self._emit("failed", name, res.device_class, reason)
+
+    # -- steps
+    def _state(self, m: _Member, cls: DeviceClass,
+               bundle: _Bundle) -> tuple[Optional[dict[str, agent_pb2.EngineEntry]], bool]:
+        """(engines by segment digest if it holds one for every segment, else None; has the bundle)."""
+        client = self._client(m.device)
+        listing = client.list_engines()
+        wanted = {_bare(d) for d in bundle.segment_digests}
+        found: dict[str, agent_pb2.EngineEntry] = {}
+        for entry in listing.engines:  # a later entry (more recently used) wins
+            seg = _bare(entry.segment_digest)
+            if seg in wanted and entry.backend == cls.backend and entry.backend_version == cls.backend_version:
+                found[seg] = entry
+        if set(found) != wanted:
+            return None, False
+        return found, client.query_upload(bundle.digest).complete
+
+    def _source(self, res: ClassResult, cls: DeviceClass, bundle: _Bundle,
+                holders: dict[str, dict[str, agent_pb2.EngineEntry]], members: list[_Member],
+                pending: list[_Member]) -> tuple[Optional[_Member], list[agent_pb2.EngineEntry]]:
+        by_name = {m.name: m for m in members}
+        for name in res.skipped + sorted(holders):
+            if name in holders:
+                entries = [holders[name][_bare(d)] for d in bundle.segment_digests]
+                return by_name[name], entries
+        failed = {f.device for f in res.failed}
+        candidates = sorted((m for m in pending if m.name not in failed),
+                            key=lambda m: (-m.info.memory_available_bytes, m.name))
+        for builder in candidates:
+            try:
+                entries = self._build(res, builder, bundle)
+            except Exception as exc:  # noqa: BLE001
+                if self._alive(builder):
+                    # the device is fine, the build is not: another device of the class would fail alike
+                    for m in candidates:
+                        if m.name not in {f.device for f in res.failed}:
+                            why = "" if m is builder else f" (on {builder.name})"
+                            self._fail(res, m.name, exc, "build" + why)
+                    return None, []
+                self._fail(res, builder.name, exc, "builder lost")
+                self._emit("builder_lost", builder.name, cls, first_line(exc))
+                continue
+            res.built_on = builder.name
+            return builder, entries
+        return None, []
+
+    def _alive(self, m: _Member) -> bool:
+        try:
+            self._client(m.device).info(timeout=5.0)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _build(self, res: ClassResult, builder: _Member, bundle: _Bundle) -> list[agent_pb2.EngineEntry]:
+        """Upload and build on `builder`; the entries of the engines it now holds for the bundle's segments."""
+        cls = res.device_class
+        client = self._client(builder.device)
+        with self.limiter:
+            self._emit("uploading", builder.name, cls, bundle.digest)
+            retrying(lambda: client.upload(bundle.path, digest=bundle.digest, kind="bundle"), self.policy)
+            self._emit("building", builder.name, cls, bundle.digest)
+            built = 0
+            build_s = 0.0
+            summary: Optional[agent_pb2.BuildSummary] = None
+            errors: list[str] = []
+            started = False
+            for event in client.build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
+                which = event.WhichOneof("event")
+                if which == "segment":
+                    seg = event.segment
+                    if not started:
+                        started = True
+                        self._emit("build_started", builder.name, cls, seg.segment_id)
+                    if seg.stage == agent_pb2.SegmentEvent.BUILT:
+                        built += 1
+                        build_s += seg.parse_s + seg.build_s
+                    elif seg.stage == agent_pb2.SegmentEvent.FAILED:
+                        errors.append(f"segment {seg.segment_id}: {seg.error}")
+                elif which == "summary":
+                    summary = event.summary
+        if errors or summary is None or summary.failed:
+            why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
+                                        else f"{summary.failed} segment(s) failed")
+            raise BuildFailed(f"build on {builder.name} failed: {why}")
+        if built:
+            res.builds += 1
+            res.build_s += build_s
+        self._emit("built", builder.name, cls, f"{built} segment(s) built in {build_s:.2f} s")
+        (found, _has), _attempts = retrying(lambda: self._state(builder, cls, bundle), self.policy)
+        if found is None:
+            raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
+                              "is its engine cache too small (cache_max_bytes)?")
+        return [found[_bare(d)] for d in bundle.segment_digests]
+
+    def _fetch(self, source: _Member, entry: agent_pb2.EngineEntry, tmp: Path) -> tuple[agent_pb2.EngineEntry, Path]:
+        """Stream one engine from `source` to a host file; its sha256 must match the entry's digest."""
+        client = self._client(source.device)
+
+        def once() -> tuple[agent_pb2.EngineEntry, Path]:
+            path = tmp / entry.key
+            h = hashlib.sha256()
+            head: Optional[agent_pb2.EngineEntry] = None
+            size = 0
+            with open(path, "wb") as f:
+                for msg in client.fetch_engine(entry.key):
+                    if msg.WhichOneof("msg") == "entry":
+                        head = msg.entry
+                    else:
+                        h.update(msg.chunk)
+                        f.write(msg.chunk)
+                        size += len(msg.chunk)
+            head = head or entry
+            digest = "sha256:" + h.hexdigest()
+            if _bare(digest) != _bare(head.digest) or (head.size and size != head.size):
+                os.unlink(path)
+                raise DataLoss(f"engine {entry.key[:16]}... from {source.name} arrived with {size} bytes, digest "
+                               f"{digest}; its entry says {head.size} bytes, {head.digest}")
+            return head, path
+
+        with self.limiter:
+            return retrying(once, self.policy)[0]
+
+    def _copy(self, m: _Member, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
+              held: dict[str, agent_pb2.EngineEntry]) -> int:
+        """Bundle and every missing engine onto one device; returns the engines sent."""
+        client = self._client(m.device)
+        client.upload(bundle.path, digest=bundle.digest, kind="bundle")
+        have = {e.key for e in held.values()}
+        sent = 0
+        for entry, path in plans:
+            if entry.key in have:
+                continue
+            client.put_engine(_chunks(entry, path))
+            sent += 1
+        return sent
+
+
+def _chunks(entry: agent_pb2.EngineEntry, path: Path) -> Iterator[agent_pb2.EngineChunk]:
+    yield agent_pb2.EngineChunk(entry=entry)
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(FETCH_CHUNK_BYTES)
+            if not block:
+                return
+            yield agent_pb2.EngineChunk(chunk=block)
+
+
+def warm(devices: Sequence[Device], plan_for: PlanFor, **kwargs: Any) -> WarmResult:
+    """Warm the engine caches of `devices` with the bundle `plan_for` gives each class."""
+    return Warmer(devices, plan_for, **kwargs).run()
+
+
+def model_plans(source: Path, options: Any = None) -> PlanFor:
+    """Plans that compile `source` (an ONNX model, bundle directory or archive) the way `deploy push` does.
+
+    The target comes from the class's own GetInfo (`choose_target`), so a class with TensorRT 8.5 gets a bundle
+    partitioned for 8.5; compiled bundles come from the host compile cache, so classes that share a target, and
+    later runs, compile nothing. Compiles run one at a time: TVM is heavy, the host has few cores.
+    """
+    from host.pipeline.push import PushOptions, prepare
+    from host.pipeline.target import choose_target
+
+    opts = options if options is not None else PushOptions()
+    lock = threading.Lock()
+
+    def plan(cls: DeviceClass, info: agent_pb2.DeviceInfo, device: Device) -> ClassPlan:
+        target = choose_target(info, device, opts.profile, opts.trt_version, opts.backend)
+        with lock:
+            prepared = prepare(Path(source), target, opts)
+        return ClassPlan(Path(prepared.archive), opts.build_options(target))
+
+    return plan
