@@ -1,0 +1,319 @@
+"""`deploy push`, `bench`, `run`, `devices` and `cache`: thin adapters over `host.pipeline`.
+
+Errors propagate to the CLI edge (`_errors.handle`), KeyboardInterrupt included, so Ctrl-C exits 130 after the
+pipeline's streams have cancelled the remote work.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from device_agent.errors import InvalidInput
+from host.client.agent import connect
+
+from ._options import DeviceOpt, DevicesOpt, JsonOpt, TagOpt, VerboseOpt
+from .output import Output
+from .push_view import latency_table, mib, observer_for, render_push
+
+SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
+Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build FP16 engines.")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="Segment backend on the device (default: "
+                                                   "its TensorRT, else onnxruntime).")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device profile to compile for (default: "
+                                                   "what the agent or the inventory says).")]
+TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
+                                               "of the device's.")]
+ShapeOpt = Annotated[list[str], typer.Option("--input-shape", help="NAME=DxDx... for inputs with symbolic dims.")]
+IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, help="Timed iterations (default 100).")]
+DurationOpt = Annotated[float, typer.Option("--duration", min=0.0, help="Benchmark for this many seconds instead.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=0, help="Batch size (dynamic-batch bundles).")]
+
+
+def _shapes(items: list[str]) -> dict[str, list[int]]:
+    if not items:
+        return {}
+    from host.compiler.frontend import parse_input_shape
+
+    return dict(parse_input_shape(s) for s in items)
+
+
+def _options(**kw: Any):
+    from host.pipeline.push import PushOptions
+
+    return PushOptions(**kw)
+
+
+def push(
+    source: SourceArg,
+    device: DeviceOpt = "local",
+    fp16: Fp16Opt = False,
+    bench: Annotated[bool, typer.Option("--bench", help="Benchmark after the build.")] = False,
+    iterations: IterOpt = 0,
+    duration: DurationOpt = 0.0,
+    warmup: WarmupOpt = 10,
+    batch: BatchOpt = 0,
+    backend: BackendOpt = None,
+    profile: ProfileOpt = None,
+    trt_version: TrtOpt = None,
+    input_shape: ShapeOpt = [],
+    force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
+    max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="Fail above this relative error "
+                                                         "(default 1e-3 for FP32, 5e-2 for FP16).")] = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compile MODEL for the device's TensorRT (or reuse), upload, build, verify and optionally benchmark."""
+    from host.pipeline.push import push as run_push
+
+    out = Output(json, verbose)
+    options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
+                       input_shapes=_shapes(input_shape), force_rebuild=force_rebuild, verify=not no_verify,
+                       max_rel_err=max_rel_err, bench=bench, warmup=warmup, iterations=iterations,
+                       duration_s=duration, batch=batch)
+    observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
+    with connect(device) as client, live:
+        result = run_push(client, source, options, observer)
+    data = result.to_json()
+    out.result(data, lambda c: render_push(data, c))
+
+
+def bench(
+    source: SourceArg,
+    device: DevicesOpt = ["local"],
+    iterations: IterOpt = 0,
+    duration: DurationOpt = 0.0,
+    warmup: WarmupOpt = 10,
+    batch: BatchOpt = 0,
+    fp16: Fp16Opt = False,
+    backend: BackendOpt = None,
+    profile: ProfileOpt = None,
+    trt_version: TrtOpt = None,
+    input_shape: ShapeOpt = [],
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
+                                                   "histogram and CDF (PNG) into this directory.")] = None,
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Benchmark on one or several devices (one after another, so they do not compete); a side-by-side table."""
+    from host.pipeline import push as pipeline
+    from host.pipeline.report import require_matplotlib, write_report
+
+    if report is not None:
+        require_matplotlib()
+    out = Output(json, verbose)
+    options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
+                       input_shapes=_shapes(input_shape), verify=False, bench=True, warmup=warmup,
+                       iterations=iterations, duration_s=duration, batch=batch)
+    runs: list[dict[str, Any]] = []
+    for name in dict.fromkeys(device):
+        observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
+        with connect(name) as client, live:
+            _info, target = pipeline.connect_and_target(client, options, observer)
+            prepared = pipeline.prepare(source, target, options, observer)
+            pipeline.upload(client, prepared, observer)
+            build_options = options.build_options(target)
+            built = pipeline.build(client, prepared.digest, build_options, observer)
+            result = pipeline.benchmark(client, prepared.digest, build_options, options, observer)
+        runs.append({"device": name, "address": client.address, "bundle_digest": prepared.digest,
+                     "cache_hits": built.cache_hits, "segments": len(built.segments),
+                     **result.to_json(samples=True)})
+    files = write_report(report, str(source), runs) if report is not None else None
+    data = {"source": str(source), "devices": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
+            "report": files}
+    out.result(data, lambda c: (c.print(latency_table({r["device"]: r for r in runs})),
+                                files and c.print(f"report: {files['report']}")))
+
+
+def run(
+    source: SourceArg,
+    device: DeviceOpt = "local",
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, once per model input.")] = [],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the outputs (.npz).")] = Path("out.npz"),
+    fp16: Fp16Opt = False,
+    backend: BackendOpt = None,
+    profile: ProfileOpt = None,
+    trt_version: TrtOpt = None,
+    input_shape: ShapeOpt = [],
+    json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the model once on the device with the given inputs; write its outputs to an .npz file."""
+    from host.pipeline import push as pipeline
+    from host.pipeline.tensors import read_inputs, to_arrays, to_tensors, write_npz
+
+    arrays = read_inputs(input)  # bad input fails before any device work
+    out = Output(json, verbose)
+    options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
+                       input_shapes=_shapes(input_shape), verify=False)
+    observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
+    with connect(device) as client, live:
+        _info, target = pipeline.connect_and_target(client, options, observer)
+        prepared = pipeline.prepare(source, target, options, observer)
+        _check_inputs(prepared.manifest, arrays)
+        pipeline.upload(client, prepared, observer)
+        build_options = options.build_options(target)
+        pipeline.build(client, prepared.digest, build_options, observer)
+        from protos import agent_pb2
+
+        observer.phase("run", f"{len(arrays)} input(s)")
+        reply = client.run(agent_pb2.RunRequest(bundle_digest=prepared.digest, options=build_options,
+                                                inputs=to_tensors(arrays)))
+        observer.phase_done("run", reply.latency_ms / 1e3, f"{reply.latency_ms:.2f} ms on {reply.backend}")
+    outputs = to_arrays(reply.outputs)
+    write_npz(output, outputs)
+    data = {"device": device, "address": client.address, "bundle_digest": prepared.digest, "output": str(output),
+            "latency_ms": reply.latency_ms, "backend": reply.backend,
+            "outputs": [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape)} for k, v in outputs.items()]}
+    out.result(data, lambda c: c.print(
+        f"wrote {output}: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in data["outputs"])
+        + f"  ({reply.latency_ms:.2f} ms on {reply.backend})"))
+
+
+def _check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
+    if manifest is None:
+        return
+    wanted = [t.name for t in manifest.inputs]
+    missing = [n for n in wanted if n not in arrays]
+    unknown = [n for n in arrays if n not in wanted]
+    if unknown or missing:
+        raise InvalidInput(f"the model's inputs are {wanted}; "
+                           + (f"unknown --input {unknown}" if unknown else f"missing --input for {missing}")
+                           + "; pass --input NAME=FILE.npy for each")
+
+
+# ---------------------------------------------------------------- devices and the engine cache
+
+def devices(
+    tag: TagOpt = [],
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Deadline per device, seconds.")] = 3.0,
+    json: JsonOpt = False,
+) -> None:
+    """The inventory with each device's live state, queried in parallel with a short deadline."""
+    from host.client import local
+    from host.fleet.inventory import LOCAL, Device, load
+
+    inventory = load()
+    chosen = inventory.select(tag)
+    if LOCAL not in inventory.devices and not tag:
+        running = local.running()
+        if running:  # the on-demand local agent is listed only while it runs; `devices` starts nothing
+            chosen.append(Device(name=LOCAL, address=running.address, profile=""))
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(chosen)))) as pool:
+        rows = list(pool.map(lambda d: _device_state(d, timeout), chosen))
+    data = {"inventory": str(inventory.path) if inventory.path else None, "devices": rows}
+    Output(json).result(data, lambda c: c.print(_devices_table(rows)) if rows else c.print(
+        f"no devices in {inventory.path}; add [devices.NAME] entries (see README) or use --device local"))
+
+
+def _device_state(device: Any, timeout: float) -> dict[str, Any]:
+    from host.client.agent import AgentClient
+    from host.client.errors import AgentError
+
+    row: dict[str, Any] = {"name": device.name, "address": device.address, "profile": device.profile or None,
+                           "tags": list(device.tags), "reachable": False, "error": None, "trt_version": None,
+                           "gpu": None, "store_free_bytes": None, "engines": None, "engine_bytes": None,
+                           "agent_version": None, "default_backend": None}
+    try:
+        with AgentClient(device) as client:
+            info = client.info(timeout=timeout)
+            row.update(reachable=True, agent_version=info.agent_version, store_free_bytes=info.store_free_bytes,
+                       trt_version=info.trt_version if info.HasField("trt_version") else None,
+                       gpu=(f"{info.gpus[0].name} (sm {info.gpus[0].compute_capability})" if info.gpus else None),
+                       default_backend=info.default_backend, profile=device.profile or info.profile or None)
+            try:
+                from protos import agent_pb2
+
+                engines = client._call(client.stub.ListEngines, agent_pb2.ListEnginesRequest(), timeout=timeout)
+                row.update(engines=len(engines.engines), engine_bytes=engines.total_bytes)
+            except AgentError as exc:
+                row["error"] = f"engine cache: {exc}"
+    except AgentError as exc:
+        row["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad entry must not hide the others
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _devices_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", padding=(0, 2))
+    for col in ("device", "address", "profile", "state", "TensorRT", "GPU", "free disk", "engines"):
+        table.add_column(col)
+    for r in rows:
+        state = "[green]up[/green]" if r["reachable"] else f"[red]down[/red] {r['error'] or ''}"
+        engines = "-" if r["engines"] is None else f"{r['engines']} ({mib(r['engine_bytes'] or 0)})"
+        free = "-" if r["store_free_bytes"] is None else f"{r['store_free_bytes'] / 2**30:.1f} GiB"
+        table.add_row(r["name"], r["address"], r["profile"] or "-", state, r["trt_version"] or "-", r["gpu"] or "-",
+                      free, engines)
+    return table
+
+
+cache_app = typer.Typer(help="The engine cache of a device: list and prune.", no_args_is_help=True)
+
+
+@cache_app.command("ls")
+def cache_ls(device: DeviceOpt = "local", json: JsonOpt = False) -> None:
+    """List the engines cached on the device."""
+    with connect(device) as client:
+        reply = client.list_engines()
+    rows = [{"key": e.key, "segment_digest": e.segment_digest, "backend": e.backend,
+             "backend_version": e.backend_version, "size": e.size, "digest": e.digest, "created": e.created,
+             "last_used": e.last_used, "device_class": e.device_class, "attributes": dict(e.attributes)}
+            for e in reply.engines]
+    data = {"device": device, "engines": rows, "total_bytes": reply.total_bytes, "limit_bytes": reply.limit_bytes}
+
+    def render(c: Any) -> None:
+        table = Table(box=None, header_style="bold", padding=(0, 2))
+        for col in ("key", "segment", "backend", "size", "last used"):
+            table.add_column(col)
+        import datetime as dt
+
+        for r in rows:
+            used = dt.datetime.fromtimestamp(r["last_used"]).strftime("%Y-%m-%d %H:%M") if r["last_used"] else "-"
+            table.add_row(r["key"][:16], r["segment_digest"][:19], f"{r['backend']} {r['backend_version']}",
+                          mib(r["size"]), used)
+        c.print(table)
+        c.print(f"{len(rows)} engine(s), {mib(reply.total_bytes)} of {mib(reply.limit_bytes)}")
+
+    Output(json).result(data, render)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    device: DeviceOpt = "local",
+    max_bytes: Annotated[Optional[int], typer.Option("--max-bytes", min=0, help="Prune least recently used "
+                                                     "engines down to this size.")] = None,
+    key: Annotated[list[str], typer.Option("--key", help="Remove this entry (repeat).")] = [],
+    all: Annotated[bool, typer.Option("--all", help="Remove every engine.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Remove engines from the device's cache: all, down to a size, or by key."""
+    from protos import agent_pb2
+
+    if sum([max_bytes is not None, bool(key), all]) != 1:
+        raise InvalidInput("say what to prune: exactly one of --all, --max-bytes N or --key KEY")
+    request = agent_pb2.PruneRequest(keys=key, all=all)
+    if max_bytes is not None:
+        request.max_bytes = max_bytes
+    with connect(device) as client:
+        reply = client.prune(request)
+    data = {"device": device, "removed": list(reply.removed), "freed_bytes": reply.freed_bytes,
+            "total_bytes": reply.total_bytes}
+    Output(json).result(data, lambda c: c.print(
+        f"removed {len(reply.removed)} engine(s), freed {mib(reply.freed_bytes)}; {mib(reply.total_bytes)} left"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)
+    app.command("bench")(bench)
+    app.command("run")(run)
+    app.command("devices")(devices)
+    app.add_typer(cache_app, name="cache")
+
+
+__all__ = ["register"]

@@ -1,0 +1,235 @@
+"""How push, bench and run show themselves: live per-segment status on a terminal, plain lines otherwise.
+
+`--json` uses the pipeline's silent base `Observer`; this module only renders.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from host.pipeline.observer import Observer, SegmentState
+
+from .output import Output
+
+_STAGE_STYLE = {"waiting": "dim", "started": "yellow", "miss": "yellow", "parsed": "yellow", "hit": "green",
+                "built": "green", "failed": "bold red"}
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _segment_line(s: SegmentState) -> str:
+    where = f"[{s.index + 1}/{s.total}] " if s.total else ""
+    if s.stage == "hit":
+        return f"build {where}{s.id}: cache hit"
+    if s.stage == "miss":
+        return f"build {where}{s.id}: cache miss, building"
+    if s.stage == "built":
+        return f"build {where}{s.id}: built in {s.build_s:.2f} s ({mib(s.engine_bytes)}, {s.backend or 'backend'})"
+    if s.stage == "failed":
+        return f"build {where}{s.id}: FAILED: {s.error}"
+    return f"build {where}{s.id}: {s.stage}"
+
+
+class PlainObserver(Observer):
+    """Without a terminal: one line per phase and per segment change, progress at most every 2 s."""
+
+    def __init__(self, console: Console, prefix: str = "") -> None:
+        self.err = console
+        self.prefix = prefix
+        self._last = 0.0
+        self._seen: dict[str, str] = {}
+
+    def _print(self, line: str) -> None:
+        self.err.print(f"{self.prefix}{line}", markup=False)
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self._print(f"{name}: {detail}" if detail else f"{name} ...")
+
+    def phase_done(self, name: str, seconds: float, detail: str = "") -> None:
+        self._print(f"{name}: done in {seconds:.2f} s" + (f" ({detail})" if detail else ""))
+
+    def _throttled(self, final: bool) -> bool:
+        now = time.monotonic()
+        if final or now - self._last >= 2.0:
+            self._last = now
+            return True
+        return False
+
+    def upload_progress(self, done: int, total: int) -> None:
+        if self._throttled(done >= total):
+            self._print(f"upload: {done}/{total} bytes ({100.0 * done / max(total, 1):.0f}%)")
+
+    def segment(self, state: SegmentState) -> None:
+        if self._seen.get(state.id) != state.stage and state.stage not in ("parsed",):
+            self._seen[state.id] = state.stage
+            self._print(_segment_line(state))
+
+    def bench_progress(self, done: int, total: int, elapsed_s: float, last_ms: Optional[float]) -> None:
+        if self._throttled(bool(total) and done >= total):
+            of = f"/{total}" if total else ""
+            self._print(f"bench: {done}{of} iterations, {elapsed_s:.1f} s")
+
+    def log(self, message: str) -> None:
+        self._print(f"agent: {message}")
+
+
+class LiveObserver(Observer):
+    """On a terminal: a live panel with the phases, each segment's state, and upload/benchmark progress."""
+
+    def __init__(self, console: Console, title: str = "") -> None:
+        self.err = console
+        self.title = title
+        self.phases: list[tuple[str, str, str]] = []  # (name, state, detail)
+        self.segments: dict[str, SegmentState] = {}
+        self.progress = ""
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> "LiveObserver":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress = ""
+        self.live.update(self._render())
+        self.live.__exit__(*exc)
+
+    def _render(self) -> Group:
+        phases = Table.grid(padding=(0, 1))
+        for name, state, detail in self.phases:
+            mark = "[green]done[/green]" if state == "done" else "[yellow]...[/yellow]"
+            phases.add_row(f"[bold]{name}[/bold]", mark, Text(detail, overflow="ellipsis", no_wrap=True))
+        parts: list[Any] = [Text(self.title, style="bold")] if self.title else []
+        parts.append(phases)
+        if self.segments:
+            seg = Table(box=None, show_header=True, header_style="dim", padding=(0, 2))
+            for col in ("segment", "state", "parse s", "build s", "engine", "backend"):
+                seg.add_column(col)
+            for s in self.segments.values():
+                style = _STAGE_STYLE.get(s.stage, "")
+                state = {"hit": "cache hit", "miss": "building", "started": "started", "parsed": "building",
+                         "built": "built", "failed": f"failed: {s.error}"}.get(s.stage, s.stage)
+                seg.add_row(s.id, Text(state, style=style), _fmt(s.parse_s), _fmt(s.build_s),
+                            mib(s.engine_bytes) if s.engine_bytes else "-", s.backend or "-")
+            parts.append(seg)
+        if self.progress:
+            parts.append(Text(self.progress, style="cyan"))
+        return Group(*parts)
+
+    def _refresh(self) -> None:
+        self.live.update(self._render())
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self.phases.append((name, "running", detail))
+        self._refresh()
+
+    def phase_done(self, name: str, seconds: float, detail: str = "") -> None:
+        for i, (n, _state, _d) in enumerate(self.phases):
+            if n == name:
+                self.phases[i] = (name, "done", f"{seconds:.2f} s  {detail}")
+        self.progress = ""
+        self._refresh()
+
+    def upload_progress(self, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        self.progress = f"upload [{'#' * filled}{'.' * (width - filled)}] {mib(done)} / {mib(total)}"
+        self._refresh()
+
+    def segment(self, state: SegmentState) -> None:
+        self.segments[state.id] = state
+        self._refresh()
+
+    def bench_progress(self, done: int, total: int, elapsed_s: float, last_ms: Optional[float]) -> None:
+        of = f"/{total}" if total else ""
+        last = f", last {last_ms:.2f} ms" if last_ms else ""
+        self.progress = f"bench {done}{of} iterations, {elapsed_s:.1f} s{last}"
+        self._refresh()
+
+    def log(self, message: str) -> None:
+        self.live.console.print(f"[dim]agent: {message}[/dim]")
+
+
+class _Null:
+    def __enter__(self) -> "_Null":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def observer_for(out: Output, title: str = "", prefix: str = "") -> tuple[Observer, Any]:
+    """(observer, context manager) for the output mode: silent for --json, live on a terminal, plain otherwise."""
+    if out.json_mode:
+        return Observer(), _Null()
+    if out.interactive:
+        live = LiveObserver(out.err, title)
+        return live, live
+    return PlainObserver(out.err, prefix), _Null()
+
+
+# ---------------------------------------------------------------- summaries
+
+def latency_table(rows: dict[str, Any]) -> Table:
+    """Metrics down, devices across: the side-by-side table of `deploy bench` (one column for push)."""
+    table = Table(box=None, header_style="bold", padding=(0, 2))
+    table.add_column("latency")
+    for name in rows:
+        table.add_column(name, justify="right")
+    metrics = [("min", "min_ms"), ("mean", "mean_ms"), ("p50", "p50_ms"), ("p90", "p90_ms"), ("p95", "p95_ms"),
+               ("p99", "p99_ms"), ("max", "max_ms")]
+    for label, key in metrics:
+        table.add_row(f"{label} ms", *[_fmt(b.get(key) if b else None, 3) for b in rows.values()])
+    table.add_row("throughput /s", *[_fmt(b.get("throughput") if b else None, 1) for b in rows.values()])
+    table.add_row("iterations", *[str(b.get("iterations", "-")) if b else "-" for b in rows.values()])
+    table.add_row("backend", *[str(b.get("backend", "-")) if b else "-" for b in rows.values()])
+    extra = sorted({k for b in rows.values() if b for k in b.get("backend_timings_ms", {})})
+    for key in extra:
+        table.add_row(f"{key} ms", *[_fmt((b or {}).get("backend_timings_ms", {}).get(key), 3) for b in rows.values()])
+    return table
+
+
+def render_push(data: dict[str, Any], console: Console) -> None:
+    target = data.get("target") or {}
+    console.print(f"[bold]pushed[/bold] to {data['device']} ({data['address']})  bundle {data['bundle_digest']}")
+    if target:
+        console.print(f"target: profile {target['profile']}, TensorRT {target['trt_version']}, "
+                      f"compute capability {target['compute_capability'] or '-'}; {target['why']}")
+    comp = data["compile"]
+    console.print(f"compile: {'host cache hit' if comp['cache'] == 'hit' else 'given bundle' if comp['cache'] == 'none' else 'compiled'}"
+                  f" in {comp['seconds']:.2f} s")
+    parts = Table(box=None, header_style="bold", padding=(0, 2))
+    for col in ("part", "kind", "ops", "runs on", "cache", "build s", "engine"):
+        parts.add_column(col)
+    segs = {s["id"]: s for s in data["build"]["segments"]}
+    for row in data.get("parts") or []:
+        s = segs.get(row["id"], {})
+        parts.add_row(row["id"], row["kind"], str(row["ops"]), row["runs_on"] or "-", row["cache"] or "-",
+                      _fmt(s.get("build_s")) if s else "-", mib(s["engine_bytes"]) if s.get("engine_bytes") else "-")
+    console.print(parts)
+    up = data["upload"]
+    rate = up["bytes_sent"] / up["seconds"] / 2**20 if up["seconds"] > 0 else 0.0
+    console.print(f"upload: {mib(up['bytes_sent'])} of {mib(up['size'])} sent in {up['seconds']:.2f} s"
+                  + (" (already on the device)" if up["already_present"] else f" ({rate:.0f} MiB/s)"))
+    b = data["build"]
+    console.print(f"build: {b['seconds']:.2f} s, {b['cache_hits']}/{len(b['segments'])} cache hits, "
+                  f"backend {b['backend']} {b['backend_version']}")
+    v = data.get("verify")
+    if v:
+        tol = f" (tolerance {v['tolerance']:g})" if v.get("tolerance") is not None else ""
+        err = "-" if v["max_rel_err"] is None else f"{v['max_rel_err']:.3g}"
+        console.print(f"verify: max relative error {err}{tol}")
+    if data.get("bench"):
+        console.print(latency_table({data["device"]: data["bench"]}))
+    t = data["timings"]
+    console.print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))

@@ -1,0 +1,460 @@
+"""`deploy push` as a library: GetInfo, choose the target, compile (or reuse), upload, build, verify, benchmark.
+
+Each phase is a function over one `AgentClient`, so `deploy bench` and `deploy run` reuse the first ones. Streams
+are closed on every exit path (`closing`), so Ctrl-C cancels the remote build or benchmark instead of leaving it
+running on the device.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from device_agent.errors import BuildFailed, DeployError, InvalidInput
+from host.client.agent import AgentClient
+from protos import agent_pb2
+
+from . import bundle_cache
+from .observer import Observer, SegmentState
+from .target import TargetChoice, choose_target
+
+MANIFEST = "manifest.json"
+_STAGES = {
+    agent_pb2.SegmentEvent.STARTED: "started",
+    agent_pb2.SegmentEvent.CACHE_HIT: "hit",
+    agent_pb2.SegmentEvent.CACHE_MISS: "miss",
+    agent_pb2.SegmentEvent.PARSED: "parsed",
+    agent_pb2.SegmentEvent.BUILT: "built",
+    agent_pb2.SegmentEvent.FAILED: "failed",
+}
+
+
+class VerifyFailed(DeployError):
+    """The device's outputs differ from the host's reference by more than the tolerance."""
+
+
+@dataclass
+class PushOptions:
+    """What the user asked for; everything that changes the bundle is part of the host compile-cache key."""
+
+    fp16: bool = False
+    profile: Optional[str] = None
+    trt_version: Optional[str] = None
+    backend: Optional[str] = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    batch_range: Optional[str] = None  # MIN:OPT:MAX, dynamic-batch bundles
+    force_rebuild: bool = False
+    verify: bool = True
+    max_rel_err: Optional[float] = None  # fail the push above this (default: none for fp16, 1e-3 for fp32)
+    bench: bool = False
+    warmup: int = 10
+    iterations: int = 0
+    duration_s: float = 0.0
+    batch: int = 0
+
+    def compile_options(self) -> dict[str, Any]:
+        return {"fp16": self.fp16, "input_shapes": {k: list(v) for k, v in sorted(self.input_shapes.items())},
+                "batch": self.batch_range}
+
+    def build_options(self, target: TargetChoice) -> agent_pb2.BuildOptions:
+        opts = agent_pb2.BuildOptions(backend=target.backend, force_rebuild=self.force_rebuild)
+        if self.fp16:
+            opts.fp16 = True
+        if self.batch:
+            opts.batch = self.batch
+        return opts
+
+
+@dataclass
+class CompileResult:
+    cache: str  # "hit" | "miss" | "none" (a bundle was given)
+    seconds: float
+    bundle_dir: Optional[str]
+    archive: str
+    key: Optional[str] = None
+
+
+@dataclass
+class UploadResult:
+    size: int
+    bytes_sent: int
+    seconds: float
+    already_present: bool
+    resumed_from: int
+
+
+@dataclass
+class SegmentResult:
+    id: str
+    cache: str
+    build_s: float
+    parse_s: float
+    engine_bytes: int
+    backend: str
+    error: str = ""
+
+
+@dataclass
+class BuildResult:
+    segments: list[SegmentResult]
+    cache_hits: int
+    built: int
+    failed: int
+    seconds: float
+    backend: str
+    backend_version: str
+
+
+@dataclass
+class VerifyResult:
+    max_rel_err: Optional[float]
+    max_abs_err: Optional[float]
+    latency_ms: float
+    backend: str
+    tolerance: Optional[float]
+    passed: bool
+
+
+@dataclass
+class BenchResult:
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float
+    iterations: int
+    batch: int
+    backend: str
+    backend_timings_ms: dict[str, float] = field(default_factory=dict)
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_json(self, samples: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not samples:
+            data.pop("samples_ms")
+        return data
+
+
+@dataclass
+class Prepared:
+    """A bundle on the host, ready for one device: its digest, archive and where it came from."""
+
+    digest: str
+    archive: Path
+    bundle_dir: Optional[Path]
+    target: Optional[TargetChoice]
+    compile: CompileResult
+    manifest: Optional[Any] = None  # device_agent.bundle.Manifest
+
+
+@dataclass
+class PushResult:
+    device: str
+    address: str
+    bundle_digest: str
+    target: Optional[TargetChoice]
+    compile: CompileResult
+    upload: UploadResult
+    build: BuildResult
+    verify: Optional[VerifyResult]
+    bench: Optional[BenchResult]
+    timings: dict[str, float]
+    segments_where: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "address": self.address,
+            "bundle_digest": self.bundle_digest,
+            "target": self.target.to_json() if self.target else None,
+            "compile": asdict(self.compile),
+            "upload": asdict(self.upload),
+            "build": asdict(self.build),
+            "verify": asdict(self.verify) if self.verify else None,
+            "bench": self.bench.to_json() if self.bench else None,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "parts": self.segments_where,
+        }
+
+
+# ---------------------------------------------------------------- phases
+
+def _bundle_source(source: Path) -> str:
+    if source.is_dir():
+        if not (source / MANIFEST).is_file():
+            raise InvalidInput(f"{source} is a directory without {MANIFEST}; pass an ONNX model or a bundle "
+                               "directory made by `deploy compile`")
+        return "dir"
+    if not source.exists():
+        raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle directory")
+    if source.suffix == ".tar":
+        return "archive"
+    return "model"
+
+
+def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
+    """The deterministic archive of a bundle directory, kept in the host cache by the manifest's digest."""
+    import hashlib
+    import os
+
+    from device_agent.bundle import write_archive
+
+    # the manifest names every file with its digest, so it fixes the archive, except stray extra files
+    h = hashlib.sha256((bundle_dir / MANIFEST).read_bytes())
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+        h.update(path.relative_to(bundle_dir).as_posix().encode() + b"\0")
+    archives = bundle_cache.root() / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    archive = archives / f"{h.hexdigest()[:32]}.tar"
+    if not archive.is_file():
+        tmp = archive.with_suffix(f".{os.getpid()}.tmp")
+        write_archive(bundle_dir, tmp)
+        os.replace(tmp, archive)
+    from host.client.digests import digest_of
+
+    return archive, digest_of(archive)
+
+
+def _compile_into(source: Path, target: TargetChoice, options: PushOptions):
+    """A `bundle_cache.CompileFn`: run the host compiler (TVM is imported only here)."""
+
+    def run(tmp: Path) -> tuple[Path, Path, str]:
+        from host.compiler.api import compile_model
+
+        result = compile_model(source, tmp / "out", profile=target.profile, trt_version=target.trt_version,
+                               fp16=options.fp16, input_shapes=dict(options.input_shapes),
+                               batch=options.batch_range)
+        return Path(result.bundle_dir), Path(result.archive), str(result.digest)
+
+    return run
+
+
+def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
+            observer: Optional[Observer] = None) -> Prepared:
+    """A bundle for `target`: the given bundle, or the model compiled for it (from the host cache when possible)."""
+    from device_agent.bundle import Bundle, read_manifest_from_archive
+
+    observer = observer or Observer()
+    source = Path(source)
+    kind = _bundle_source(source)
+    started = time.perf_counter()
+    if kind == "dir":
+        observer.phase("compile", f"bundle directory {source}")
+        manifest = Bundle.open(source).manifest
+        archive, digest = _archive_bundle_dir(source)
+        result = CompileResult("none", time.perf_counter() - started, str(source), str(archive))
+        observer.phase_done("compile", result.seconds, "given bundle")
+        return Prepared(digest, archive, source, target, result, manifest)
+    if kind == "archive":
+        from host.client.digests import digest_of
+
+        observer.phase("compile", f"bundle archive {source}")
+        manifest = read_manifest_from_archive(source)
+        result = CompileResult("none", time.perf_counter() - started, None, str(source))
+        observer.phase_done("compile", result.seconds, "given bundle")
+        return Prepared(digest_of(source), source, None, target, result, manifest)
+    if target is None:
+        raise InvalidInput("compiling a model needs a target device")
+    from host.client.digests import digest_of
+
+    if not source.is_file():
+        raise InvalidInput(f"{source}: not a file; pass an ONNX model")
+    model_digest = digest_of(source)
+    target_key = {"profile": target.profile, "trt_version": target.trt_version,
+                  "compute_capability": target.compute_capability}
+    key = bundle_cache.cache_key(model_digest, target_key, options.compile_options())
+    observer.phase("compile", f"{source.name} for {target.profile}, TensorRT {target.trt_version}")
+    cached = bundle_cache.get_or_compile(key, _compile_into(source, target, options),
+                                         meta={"model": str(source.resolve()), "model_digest": model_digest,
+                                               "target": target_key, "options": options.compile_options()})
+    manifest = Bundle.open(cached.bundle_dir).manifest
+    seconds = time.perf_counter() - started
+    result = CompileResult("hit" if cached.hit else "miss", seconds, str(cached.bundle_dir), str(cached.archive), key)
+    observer.phase_done("compile", seconds, "host cache hit" if cached.hit else "compiled")
+    return Prepared(cached.digest, cached.archive, cached.bundle_dir, target, result, manifest)
+
+
+def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer] = None) -> UploadResult:
+    observer = observer or Observer()
+    size = prepared.archive.stat().st_size
+    observer.phase("upload", f"{size} bytes")
+    summary = client.upload(prepared.archive, digest=prepared.digest, progress=observer.upload_progress,
+                            kind="bundle")
+    result = UploadResult(summary.size, summary.bytes_sent, summary.seconds, summary.already_present,
+                          summary.resumed_from)
+    observer.phase_done("upload", summary.seconds,
+                        "already on the device" if summary.already_present else f"sent {summary.bytes_sent} bytes")
+    return result
+
+
+def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
+          observer: Optional[Observer] = None) -> BuildResult:
+    """Stream the build; one state per segment; a failed segment raises `BuildFailed` with its messages."""
+    observer = observer or Observer()
+    observer.phase("build", digest)
+    started = time.perf_counter()
+    states: dict[str, SegmentState] = {}
+    summary: Optional[agent_pb2.BuildSummary] = None
+    with closing(client.build(digest, options)) as events:
+        for event in events:
+            which = event.WhichOneof("event")
+            if which == "log":
+                observer.log(event.log)
+            elif which == "summary":
+                summary = event.summary
+            elif which == "segment":
+                seg = event.segment
+                state = states.setdefault(seg.segment_id, SegmentState(seg.segment_id))
+                state.index, state.total = seg.index, seg.total
+                state.stage = _STAGES.get(seg.stage, state.stage)
+                if state.stage in ("hit", "miss"):
+                    state.cache = state.stage
+                state.parse_s = seg.parse_s or state.parse_s
+                state.build_s = seg.build_s or state.build_s
+                state.engine_bytes = seg.engine_bytes or state.engine_bytes
+                state.backend = seg.backend or state.backend
+                if seg.error:
+                    state.error = seg.error
+                state.messages.extend(seg.messages)
+                observer.segment(state)
+    seconds = time.perf_counter() - started
+    segments = [SegmentResult(s.id, s.cache or ("failed" if s.stage == "failed" else "miss"), s.build_s, s.parse_s,
+                              s.engine_bytes, s.backend, s.error) for s in states.values()]
+    failed = [s for s in states.values() if s.stage == "failed"]
+    if failed or (summary is not None and summary.failed):
+        first = failed[0] if failed else None
+        detail = f"segment {first.id}: {first.error or 'build failed'}" if first else "a segment failed"
+        if first and first.messages:
+            detail += f" ({first.messages[-1]})"
+        raise BuildFailed(f"the device could not build the bundle: {detail}")
+    if summary is None:
+        raise BuildFailed("the build stream ended without a summary; the agent may have stopped")
+    result = BuildResult(segments, summary.cache_hits, summary.built, summary.failed, seconds, summary.backend,
+                         summary.backend_version)
+    observer.phase_done("build", seconds, f"{summary.cache_hits}/{summary.segments} cache hits")
+    return result
+
+
+def default_tolerance(fp16: bool) -> float:
+    """Relative error is max|diff| / max|reference| (the agent's `compare`), so these bounds are meaningful."""
+    return 5e-2 if fp16 else 1e-3
+
+
+def verify(client: AgentClient, digest: str, options: agent_pb2.BuildOptions, tolerance: Optional[float],
+           observer: Optional[Observer] = None) -> VerifyResult:
+    """Run the bundle's reference inputs on the device and compare with the host's outputs."""
+    observer = observer or Observer()
+    observer.phase("verify", "reference inputs")
+    started = time.perf_counter()
+    reply = client.run(agent_pb2.RunRequest(bundle_digest=digest, options=options, verify=True))
+    rel = reply.max_rel_err if reply.HasField("max_rel_err") else None
+    abs_ = reply.max_abs_err if reply.HasField("max_abs_err") else None
+    passed = tolerance is None or (rel is not None and rel <= tolerance)
+    result = VerifyResult(rel, abs_, reply.latency_ms, reply.backend, tolerance, passed)
+    observer.phase_done("verify", time.perf_counter() - started,
+                        f"max relative error {rel:.3g}" if rel is not None else "no reference outputs")
+    if not passed:
+        raise VerifyFailed(f"the device's outputs differ from the host's reference: max relative error {rel:.3g} "
+                           f"> {tolerance:g}; rebuild with --force-rebuild or raise --max-rel-err")
+    return result
+
+
+def benchmark(client: AgentClient, digest: str, options: agent_pb2.BuildOptions, push: PushOptions,
+              observer: Optional[Observer] = None) -> BenchResult:
+    observer = observer or Observer()
+    iterations = push.iterations if push.iterations or push.duration_s else 100
+    observer.phase("bench", f"{iterations} iterations" if iterations else f"{push.duration_s:g} s")
+    started = time.perf_counter()
+    request = agent_pb2.BenchmarkRequest(bundle_digest=digest, options=options, warmup=push.warmup,
+                                         iterations=iterations, duration_s=push.duration_s, batch=push.batch)
+    result: Optional[agent_pb2.BenchmarkResult] = None
+    with closing(client.benchmark(request)) as events:
+        for event in events:
+            if event.WhichOneof("event") == "progress":
+                p = event.progress
+                observer.bench_progress(p.done, p.total, p.elapsed_s, p.last_ms or None)
+            elif event.WhichOneof("event") == "result":
+                result = event.result
+    if result is None:
+        raise BuildFailed("the benchmark stream ended without a result; the agent may have stopped")
+    lat = result.latency
+    bench = BenchResult(lat.p50_ms, lat.p90_ms, lat.p95_ms, lat.p99_ms, lat.mean_ms, lat.min_ms, lat.max_ms,
+                        lat.throughput, lat.iterations, result.batch, result.backend,
+                        dict(result.backend_timings_ms), list(lat.samples_ms))
+    observer.phase_done("bench", time.perf_counter() - started, f"p50 {lat.p50_ms:.2f} ms")
+    return bench
+
+
+def where_parts_run(prepared: Prepared, build_result: Optional[BuildResult]) -> list[dict[str, Any]]:
+    """One row per part of the model: each TensorRT segment and the TVM remainder, with where it runs."""
+    rows: list[dict[str, Any]] = []
+    manifest = prepared.manifest
+    if manifest is None:
+        return rows
+    built = {s.id: s for s in (build_result.segments if build_result else [])}
+    for seg in manifest.segments:
+        b = built.get(seg.id)
+        rows.append({"id": seg.id, "kind": "tensorrt", "ops": len(seg.ops),
+                     "runs_on": b.backend if b and b.backend else (build_result.backend if build_result else ""),
+                     "cache": b.cache if b else ""})
+    if manifest.remainder is not None:
+        rows.append({"id": "remainder", "kind": "tvm", "ops": len(manifest.not_offloaded),
+                     "runs_on": f"tvm ({manifest.remainder.target})", "cache": ""})
+    return rows
+
+
+# ---------------------------------------------------------------- the whole job
+
+def connect_and_target(client: AgentClient, options: PushOptions,
+                       observer: Optional[Observer] = None) -> tuple[agent_pb2.DeviceInfo, TargetChoice]:
+    observer = observer or Observer()
+    observer.phase("target", client.address)
+    started = time.perf_counter()
+    info = client.info()
+    target = choose_target(info, client.device, options.profile, options.trt_version, options.backend)
+    observer.phase_done("target", time.perf_counter() - started, target.why)
+    return info, target
+
+
+def push(client: AgentClient, source: Path, options: PushOptions, observer: Optional[Observer] = None) -> PushResult:
+    """The main job on one connected device; raises the project's errors or `AgentError`."""
+    observer = observer or Observer()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _info, target = connect_and_target(client, options, observer)
+    timings["target"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    prepared = prepare(source, target, options, observer)
+    timings["compile"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    uploaded = upload(client, prepared, observer)
+    timings["upload"] = time.perf_counter() - t
+
+    build_options = options.build_options(target)
+    t = time.perf_counter()
+    built = build(client, prepared.digest, build_options, observer)
+    timings["build"] = time.perf_counter() - t
+
+    verified = None
+    if options.verify:
+        t = time.perf_counter()
+        tolerance = options.max_rel_err if options.max_rel_err is not None else default_tolerance(options.fp16)
+        verified = verify(client, prepared.digest, build_options, tolerance, observer)
+        timings["verify"] = time.perf_counter() - t
+
+    benched = None
+    if options.bench:
+        t = time.perf_counter()
+        benched = benchmark(client, prepared.digest, build_options, options, observer)
+        timings["bench"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
+                      target=target, compile=prepared.compile, upload=uploaded, build=built, verify=verified,
+                      bench=benched, timings=timings, segments_where=where_parts_run(prepared, built))

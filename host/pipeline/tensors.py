@@ -1,0 +1,67 @@
+"""Tensors between .npy/.npz files and the wire (`Tensor`: dtype name, shape, C-order little-endian bytes).
+
+No pickle: .npy files are read with allow_pickle=False, outputs written with np.savez.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from device_agent.errors import InvalidInput
+from protos import agent_pb2
+
+
+def read_inputs(items: Iterable[str]) -> dict[str, np.ndarray]:
+    """`NAME=FILE.npy` pairs into arrays; a bad pair or file is one clear InvalidInput."""
+    arrays: dict[str, np.ndarray] = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise InvalidInput(f"--input {item!r} must be NAME=FILE.npy")
+        if name in arrays:
+            raise InvalidInput(f"--input {name} is given twice")
+        path = Path(file)
+        if not path.is_file():
+            raise InvalidInput(f"--input {name}: {path}: no such file")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInput(f"--input {name}: {path} is not a .npy array ({exc}); save it with numpy.save") from None
+        if not isinstance(arrays[name], np.ndarray):
+            raise InvalidInput(f"--input {name}: {path} holds several arrays; pass one .npy per input")
+    return arrays
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
+    out = []
+    for name, array in arrays.items():
+        a = np.ascontiguousarray(array)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        out.append(agent_pb2.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape), data=a.tobytes()))
+    return out
+
+
+def to_arrays(tensors: Iterable[agent_pb2.Tensor]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for t in tensors:
+        dtype = np.dtype(t.dtype).newbyteorder("<")
+        arrays[t.name] = np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape)).astype(dtype.newbyteorder("="))
+    return arrays
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically: the .npz appears complete or not at all."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise InvalidInput(f"-o {path}: the output file must end in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
