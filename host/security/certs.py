@@ -63,7 +63,7 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
@@ -128,8 +128,8 @@ def init_ca(directory: Path, *, common_name: str = "deploy fleet CA", days: int 
     )
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    _write_atomic(directory / CA_KEY, _key_pem(key), 0o600)
-    _write_atomic(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(directory / CA_KEY, _key_pem(key), 0o600)
+    write_atomic(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return CA(directory, cert, key)
 
 
@@ -214,8 +214,8 @@ def issue_leaf(
 
 
 def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> CertPair:
-    _write_atomic(key_path, _key_pem(key), 0o600)
-    _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return CertPair(cert_path, key_path)
 
 
