@@ -114,10 +114,15 @@ def compile_module(mod, profile: Profile, out_path: Union[str, os.PathLike]) -> 
         fcompile = cc.cross_compiler(cxx)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if fcompile is None:
-        ex.export_library(str(out_path))
-    else:
-        ex.export_library(str(out_path), fcompile=fcompile)
+    kwargs = {}
+    if fcompile is not None:
+        kwargs["fcompile"] = fcompile
+    if profile.device == "cuda":
+        from host.compiler.cuda_embed import pack_imports_with_cubin
+
+        assert profile.sm is not None
+        kwargs["fpack_imports"] = pack_imports_with_cubin(profile.sm)
+    ex.export_library(str(out_path), **kwargs)
     t, h = profile.tvm_target()
     return json.dumps(t, sort_keys=True), json.dumps(h, sort_keys=True)
 
