@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from .errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
 
@@ -39,12 +40,66 @@ def file_digest(path: Path, bufsize: int = 4 * 1024 * 1024) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _prefix_hash(path: Path, length: int, bufsize: int = 4 * 1024 * 1024) -> "hashlib._Hash":
+    """sha256 state over the first `length` bytes already committed, so a resumed upload hashes in one pass."""
+    h = hashlib.sha256()
+    if length == 0:
+        return h
+    with open(path, "rb") as f:
+        remaining = length
+        while remaining:
+            block = f.read(min(bufsize, remaining))
+            if not block:
+                break
+            h.update(block)
+            remaining -= len(block)
+    return h
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(str(path), os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _Writer:
+    """A bounded queue and one thread that writes and hashes chunks in order; errors surface on the next put."""
+
+    def __init__(self, f: BinaryIO, hasher: "hashlib._Hash", depth: int = 8) -> None:
+        self._f = f
+        self._hasher = hasher
+        self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is not None:
+                continue  # drain after a failure, so put() never blocks forever
+            try:
+                self._f.write(chunk)
+                self._hasher.update(chunk)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the receiving thread
+                self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 @dataclass
@@ -133,12 +188,13 @@ class Store:
                 raise ResourceExhausted(
                     f"not enough free disk for {needed} more bytes in {self.root} "
                     f"({self.free_bytes()} free); prune the engine cache or free disk space")
-            received = self._append(part, offset, size, chunks)
+            hasher = _prefix_hash(part, offset)
+            received = self._append(part, offset, size, chunks, hasher)
             if part.stat().st_size != size:
                 raise InvalidInput(
                     f"upload of {digest} ended at {part.stat().st_size} of {size} bytes; "
                     "resume from the committed offset")
-            actual = file_digest(part)
+            actual = "sha256:" + hasher.hexdigest()
             if actual != digest:
                 part.unlink(missing_ok=True)
                 raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
@@ -147,11 +203,13 @@ class Store:
             _fsync_dir(self.blobs)
             return UploadResult(digest, size, received, False)
 
-    def _append(self, part: Path, offset: int, size: int, chunks: Iterable[bytes]) -> int:
+    def _append(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], hasher: "hashlib._Hash") -> int:
+        """Receive on this thread, write and hash on another: the network and the disk overlap."""
         received = 0
         with open(part, "ab") as f:
             f.truncate(offset)
             f.seek(offset)
+            writer = _Writer(f, hasher)
             position = offset
             try:
                 for chunk in chunks:
@@ -159,13 +217,15 @@ class Store:
                         raise InvalidInput(f"chunk of {len(chunk)} bytes exceeds the limit of "
                                            f"{self.max_chunk_bytes} bytes")
                     if position + len(chunk) > size:
+                        writer.close()
                         f.truncate(offset)
                         raise InvalidInput(f"upload sends more than its declared size of {size} bytes")
-                    f.write(chunk)
+                    writer.put(chunk)
                     position += len(chunk)
                     received += len(chunk)
             finally:
                 # Whatever arrived intact is committed: a cut-off upload resumes from here.
+                writer.close()
                 f.flush()
                 os.fsync(f.fileno())
         return received

@@ -80,18 +80,20 @@ def load(path: Optional[Path] = None) -> Inventory:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"inventory {path} is not valid TOML: {exc}") from None
-    try:
-        devices = {name: Device(**{**entry, "name": name}) for name, entry in (data.get("devices") or {}).items()}
-        unknown = set(data) - {"devices"}
-        if unknown:
-            raise InvalidInput(f"inventory {path}: unknown table(s) {sorted(unknown)}; only [devices.NAME] is allowed")
-        return Inventory(devices=devices, path=path)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"inventory {path}: {where}: {first['msg']}") from None
-    except TypeError as exc:
-        raise InvalidInput(f"inventory {path}: each [devices.NAME] must be a table ({exc})") from None
+    unknown = set(data) - {"devices"}
+    if unknown:
+        raise InvalidInput(f"inventory {path}: unknown table(s) {sorted(unknown)}; only [devices.NAME] is allowed")
+    devices: dict[str, Device] = {}
+    for name, entry in (data.get("devices") or {}).items():
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"inventory {path}: devices.{name} must be a table [devices.{name}]")
+        try:
+            devices[name] = Device(**{**entry, "name": name})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidInput(f"inventory {path}: devices.{name}.{where}: {first['msg']}") from None
+    return Inventory(devices=devices, path=path)
 
 
 def save(inventory: Inventory, path: Optional[Path] = None) -> Path:

@@ -1,0 +1,51 @@
+"""Start and stop a real agent process for the benchmarks (the same way tests and users do)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_agent(store: Path, listen: str = "127.0.0.1:0", extra: Sequence[str] = (),
+                prefix: Sequence[str] = (), env: Optional[dict] = None) -> tuple[subprocess.Popen, str]:
+    cmd = [*prefix, sys.executable, "-m", "device_agent", "--listen", listen, "--store", str(store), *extra]
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=full_env, cwd=str(REPO))
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("deploy-agent listening on "):
+        proc.kill()
+        raise RuntimeError(f"agent did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0, prefix: Sequence[str] = ()) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{host}:{port} did not open")

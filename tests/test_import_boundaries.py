@@ -1,0 +1,63 @@
+"""Import boundaries, read from the source (as Polygraphy's test_no_cli_deps): the agent stays small."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_ALLOWED_TOP_LEVEL = {"grpc", "grpc_health", "grpc_reflection", "google", "numpy", "protos", "device_agent"}
+HEAVY = {"tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "tensorrt_rtx_libs", "pycuda", "cuda", "onnxruntime",
+         "tvm", "tvm_ffi", "onnx"}
+
+
+def _imports(path: Path, module_level_only: bool) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(a.name.split(".")[0], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], node.lineno))
+        elif isinstance(node, (ast.If, ast.Try)) and module_level_only:
+            for sub in ast.walk(node):  # guarded module-level imports still run at import time
+                if isinstance(sub, ast.Import):
+                    found += [(a.name.split(".")[0], sub.lineno) for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom) and sub.level == 0 and sub.module:
+                    found.append((sub.module.split(".")[0], sub.lineno))
+    return found
+
+
+def _stdlib() -> set[str]:
+    return set(sys.stdlib_module_names)
+
+
+def test_device_agent_never_imports_host_anywhere():
+    bad = [f"{p.relative_to(REPO)}:{line}" for p in (REPO / "device_agent").rglob("*.py")
+           for name, line in _imports(p, module_level_only=False) if name == "host"]
+    assert bad == []
+
+
+def test_device_agent_module_level_imports_are_stdlib_grpc_protobuf_numpy_only():
+    allowed = AGENT_ALLOWED_TOP_LEVEL | _stdlib() | {"__future__"}
+    bad = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in (REPO / "device_agent").rglob("*.py")
+           for name, line in _imports(p, module_level_only=True) if name not in allowed]
+    assert bad == [], "optional libraries must be imported lazily inside functions"
+
+
+def test_host_never_imports_tensorrt_or_pycuda():
+    bad = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in (REPO / "host").rglob("*.py")
+           for name, line in _imports(p, module_level_only=False)
+           if name in {"tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "pycuda"}]
+    assert bad == []
+
+
+def test_agent_starts_without_heavy_libraries_loaded():
+    """Importing the server must not pull in TVM, onnxruntime, TensorRT or CUDA bindings."""
+    code = ("import sys; before = set(sys.modules); import device_agent.server, device_agent.__main__; "
+            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules and m not in before))")
+    # (`before`: site .pth hooks of installed packages, e.g. cuda-bindings' redirector, are not ours)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
