@@ -57,6 +57,8 @@ _optional_groups()
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        if result == _errors.EXIT_INTERRUPTED:  # typer >= 0.16 turns Ctrl-C into a silent Exit(130)
+            print("error: interrupted", file=sys.stderr)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
