@@ -94,6 +94,8 @@ class EngineCache:
         for d in (self.entries_dir, self.tmp_dir, self.locks_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.Lock()
+        # key -> (inode, size, mtime_ns) of a plan whose digest this process has checked or written
+        self._verified: Dict[str, Tuple[int, int, int]] = {}
         self._clean_tmp()
 
     # ---------------------------------------------------------------- reading
@@ -116,6 +118,29 @@ class EngineCache:
         """The entry if it is complete on disk (the plan bytes are verified by ``read``)."""
         return self._meta(key)
 
+    def _stamp(self, entry: CacheEntry) -> Optional[Tuple[int, int, int]]:
+        try:
+            st = (entry.path / "plan").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def check(self, key: str) -> Optional[CacheEntry]:
+        """The entry if valid, without re-hashing a plan this process already checked and that has not changed.
+
+        For Build's cache hits (a 100 MB plan costs ~0.3 s to hash here); ``read``, which loading
+        uses, always hashes, so a plan that rotted in place is still never loaded.
+        """
+        entry = self._meta(key)
+        if entry is None:
+            return None
+        stamp = self._stamp(entry)
+        if stamp is not None and self._verified.get(key) == stamp:
+            self.touch(key)
+            return entry
+        found = self.read(key)
+        return None if found is None else found[0]
+
     def read(self, key: str) -> Optional[Tuple[CacheEntry, bytes]]:
         """Plan bytes whose digest matches the entry; a mismatching entry is removed and None returned."""
         entry = self._meta(key)
@@ -126,8 +151,12 @@ class EngineCache:
         except OSError:
             return None
         if sha256_digest(plan) != entry.digest:
+            self._verified.pop(key, None)
             self.remove(key)
             return None
+        stamp = self._stamp(entry)
+        if stamp is not None:
+            self._verified[key] = stamp
         self.touch(key)
         return entry, plan
 
@@ -170,6 +199,9 @@ class EngineCache:
                 shutil.rmtree(tmp, ignore_errors=True)
         entry = self._meta(key)
         assert entry is not None
+        stamp = self._stamp(entry)
+        if stamp is not None:
+            self._verified[key] = stamp
         if self.max_bytes:
             self.prune(max_bytes=self.max_bytes, keep=(key,))
         return entry
@@ -199,6 +231,7 @@ class EngineCache:
         size = 0
         with contextlib.suppress(OSError):
             size = (d / "plan").stat().st_size
+        self._verified.pop(key, None)
         with self._mutex:
             # rename first so a reader never sees half a directory
             if not d.exists():

@@ -250,11 +250,11 @@ class EngineService:
             spec, parts, key = self._plan_for(seg, opts, batch)
             prof = profile_text(spec.profiles)
             with self.cache.lock(key):
-                found = None if opts.force else self.cache.get(key) and self.cache.read(key)
+                found = None if opts.force else self.cache.check(key)
                 lookup_s = time.perf_counter() - t0
-                if found:
+                if found is not None:
                     summary.cache_hits += 1
-                    yield event("CACHE_HIT", key, lookup_s=lookup_s, engine_bytes=found[0].size, profile=prof)
+                    yield event("CACHE_HIT", key, lookup_s=lookup_s, engine_bytes=found.size, profile=prof)
                     continue
                 yield event("CACHE_MISS", key, lookup_s=lookup_s, profile=prof)
                 try:

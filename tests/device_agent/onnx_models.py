@@ -102,3 +102,24 @@ def single_segment_bundle(root, onnx_bytes: bytes, name: str = "convnet", profil
     archive = root / f"{name}.bundle.tar"
     write_archive(d, archive)
     return archive, feeds, want
+
+
+def wide_mlp(width: int = 4096, layers: int = 2, seed: int = 0) -> bytes:
+    """MatMul/Add/Relu layers of width x width float32 weights: large plans (64 MB per layer at 4096)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"h{i}"] if i < layers - 1 else ["y"])]
+        x = f"h{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()

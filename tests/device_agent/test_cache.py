@@ -160,3 +160,18 @@ def test_writer_killed_at_any_moment_leaves_only_valid_entries(tmp_path):
         assert found is not None and len(found[1]) == 40 << 20
     assert list((tmp_path / "tmp").iterdir()) == []  # the killed writer's temp files are gone
     print("temp dirs left by the kill:", leftovers)
+
+
+def test_check_skips_rehashing_only_an_unchanged_plan(tmp_path):
+    cache = EngineCache(tmp_path)
+    entry = cache.put(parts(), b"B" * 4096)
+    assert cache.check(entry.key) is not None  # written here: known good
+    plan = entry.path / "plan"
+    data = bytearray(plan.read_bytes())
+    data[0] ^= 1
+    time.sleep(0.01)
+    plan.write_bytes(bytes(data))  # rewritten in place: new mtime, so check hashes again
+    assert cache.check(entry.key) is None and cache.get(entry.key) is None
+    # a fresh process (new cache object) always hashes before its first hit
+    entry = cache.put(parts(), b"C" * 4096)
+    assert EngineCache(tmp_path).check(entry.key) is not None

@@ -13,7 +13,8 @@ from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from host.fleet.inventory import Device
 from protos import agent_pb2
-from tests.device_agent.onnx_models import conv_net, max_rel_err, reference_run, single_segment_bundle
+from tests.device_agent.onnx_models import (conv_net, max_rel_err, reference_run, single_segment_bundle,
+                                             wide_mlp)
 
 Stage = agent_pb2.SegmentEvent
 
@@ -244,20 +245,21 @@ def test_prune_rpc_and_size_bound_remove_least_recently_used_first(agent_factory
 
 
 def test_agent_killed_during_a_build_leaves_no_entry_a_restart_would_load(agent_factory, tmp_path):
+    from device_agent.cache import EngineCache
+
     agent = agent_factory()
-    big = conv_net(seed=20, channels=512)
-    archive, _, want = single_segment_bundle(tmp_path, big, "big")
+    archive, _, _ = single_segment_bundle(tmp_path, wide_mlp(2048, 3, seed=20), "big")  # a 48 MB plan
     with client_for(agent) as client:
         digest = client.upload(archive).digest
-        stream = client.build(digest)
-        for ev in stream:
+        for ev in client.build(digest):
             if ev.WhichOneof("event") == "segment" and ev.segment.stage == Stage.CACHE_MISS:
-                agent.kill()  # SIGKILL while the backend builds
+                time.sleep(0.05)
+                agent.kill()  # SIGKILL while the backend builds or the cache writes
                 break
     cache_root = agent.store_dir.parent / "engines"
-    for entry in (cache_root / "entries").iterdir():  # whatever is there must be whole
-        from device_agent.cache import EngineCache
-
+    entries = list((cache_root / "entries").iterdir())
+    print("entries after the kill:", len(entries), "temp dirs:", len(list((cache_root / "tmp").iterdir())))
+    for entry in entries:  # whatever is there must be whole
         assert EngineCache(cache_root).read(entry.name) is not None
     agent.start()
     with client_for(agent) as client:
