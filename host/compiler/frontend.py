@@ -207,6 +207,10 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                 dims[i].dim_value = d
             else:
                 dims[i].dim_param = d
+    # declared output/intermediate shapes may still carry the old symbols: infer them afresh
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001

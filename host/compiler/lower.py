@@ -59,8 +59,7 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
             ops = sorted(set(part.ops))
             raise TvmImportError(f"TVM cannot import {ops} ({str(e).splitlines()[-1][:160]}); "
                                  "this model cannot be compiled for this target") from None
-        fn = imported["main"].with_attr("global_symbol", part.id)
-        part_fns[part.id] = bb.add_func(fn, part.id)
+        part_fns[part.id] = _add_part(bb, imported, part.id)
     params = [rx.Var(_sanitize(n), _tensor_type(rx, tirx, types[n][0], types[n][1], symbols)) for n in model_inputs]
     env: Dict[str, object] = dict(zip(model_inputs, params))
     with bb.function("main", params):
@@ -81,6 +80,26 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
             out = bb.emit_output(rx.Tuple([env[t] for t in model_outputs]))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def _add_part(bb, imported, part_id: str):
+    """Add an imported module's ``main`` as ``part_id`` and its helpers under part-unique names."""
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    mapping = {}
+    for gv, func in imported.functions_items():
+        if gv.name_hint != "main":
+            mapping[gv.name_hint] = bb.add_func(func, f"{part_id}_{gv.name_hint}")
+
+    @mutator
+    class _Rename(PyExprMutator):
+        def visit_global_var_(self, op):  # noqa: N802 - TVM's visitor naming
+            return mapping.get(op.name_hint, op)
+
+    main = imported["main"]
+    if mapping:
+        main = _Rename().visit_expr(main)
+    return bb.add_func(main.with_attr("global_symbol", part_id), part_id)
 
 
 def _sanitize(name: str) -> str:

@@ -1,0 +1,80 @@
+"""`deploy compile` and `deploy inspect`: thin adapters over host.compiler."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._options import JsonOpt
+from .output import Output
+
+
+def compile_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (gets bundle/ and bundle.tar).")],
+    profile: Annotated[str, typer.Option("--profile", "-p", help="x86-cpu, generic-cuda, jetson-nano, "
+                                                                 "jetson-xavier-nx, jetson-orin.")] = "x86-cpu",
+    trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="Partition for this TensorRT "
+                                                                              "version instead of the profile's.")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Build engines in FP16 on the device.")] = False,
+    input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 for "
+                                                                                   "symbolic inputs (repeat).")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Dynamic batch MIN:OPT:MAX, e.g. 1:8:32.")] = None,
+    no_offload: Annotated[Optional[list[str]], typer.Option("--no-offload", help="Keep this ONNX op in TVM "
+                                                                                 "(repeat).")] = None,
+    remainder_device: Annotated[Optional[str], typer.Option("--remainder-device",
+                                                            help="Run the TVM remainder on cpu or cuda.")] = None,
+    implicit_batch: Annotated[bool, typer.Option("--use-implicit-batch", help="TensorRT < 10 implicit-batch "
+                                                                              "limits.")] = False,
+    remove_no_mac: Annotated[bool, typer.Option("--remove-no-mac-subgraphs", help="Keep segments without "
+                                                                                  "conv/matmul in TVM.")] = False,
+    workspace: Annotated[int, typer.Option("--max-workspace-size", help="Builder workspace bytes.")] = 1 << 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
+    from host.compiler.api import CompileOptions, compile_model
+    from host.compiler.frontend import parse_input_shape
+
+    out = Output(json_mode=json_out)
+    shapes = dict(parse_input_shape(s) for s in (input_shape or []))
+    opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
+                          use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
+                          max_workspace_size=workspace, exclude_ops=tuple(no_offload or ()),
+                          remainder_device=remainder_device, seed=seed)
+    out.status(f"compiling {model} for {profile} ...")
+    result = compile_model(model, output, opts)
+    data = result.to_json()
+
+    def render(console) -> None:
+        from host.compiler.inspect import describe, render_lines
+
+        for line in render_lines(describe(result.manifest, result.digest)):
+            console.print(line, markup=False)
+        console.print(f"bundle {result.bundle_dir}  archive {result.archive}  ({data['seconds']:.1f} s)", markup=False)
+
+    out.result(data, render)
+
+
+def inspect_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Compile output dir, bundle dir, or bundle .tar.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show each segment, where it runs, and every op that was not offloaded, with the reason."""
+    from host.compiler.inspect import describe, load_manifest, render_lines
+
+    out = Output(json_mode=json_out)
+    manifest, digest = load_manifest(bundle)
+    info = describe(manifest, digest)
+
+    def render(console) -> None:
+        for line in render_lines(info):
+            console.print(line, markup=False)
+
+    out.result(info, render)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile_cmd)
+    app.command("inspect")(inspect_cmd)
