@@ -58,33 +58,41 @@ def _cc_tuple(cc: str) -> Tuple[int, ...]:
 
 
 def check_target(bundle: Bundle, backend: Backend, gpu_cc: Optional[str]) -> None:
+    probe = backend.probe()
+    module = "trtexec" if backend.name == "trtexec" else getattr(backend, "module", "")
+    check_target_facts(bundle.manifest.target, bundle.manifest.remainder is not None, backend.name, module,
+                       probe.version, gpu_cc)
+
+
+def check_target_facts(target: Any, has_remainder: bool, backend: str, module: str, version: str,
+                       gpu_cc: Optional[str]) -> None:
     """Refuse a bundle partitioned for another TensorRT, or compiled for another GPU, naming both sides."""
-    target = bundle.manifest.target
-    if backend.name in engines.TENSORRT_FAMILY:
-        probe = backend.probe()
-        module = "trtexec" if backend.name == "trtexec" else getattr(backend, "module", "tensorrt")
+    if backend in engines.TENSORRT_FAMILY:
         if module == "tensorrt_rtx":
             ok = target.trt_version.split(".")[0] == RTX_PARTITION_MAJOR
-            wants = f"TensorRT {RTX_PARTITION_MAJOR}.x (the line TensorRT-RTX {probe.version} reads)"
+            wants = f"TensorRT {RTX_PARTITION_MAJOR}.x (the line TensorRT-RTX {version} reads)"
         else:
-            ok = _major_minor(target.trt_version) == _major_minor(probe.version)
-            wants = f"TensorRT {_major_minor(probe.version)}"
+            ok = _major_minor(target.trt_version) == _major_minor(version)
+            wants = f"TensorRT {_major_minor(version)}"
         if not ok:
             raise PreconditionFailed(
                 f"bundle was partitioned for TensorRT {target.trt_version} (profile {target.profile}); this device "
-                f"has {module} {probe.version}; recompile for {wants}")
-    needs_gpu_code = backend.name in engines.TENSORRT_FAMILY or (
-        bundle.manifest.remainder is not None and target.device == "cuda")
-    if target.compute_capability and gpu_cc and needs_gpu_code:
-        # generic-cuda names the lowest compute capability it supports; device profiles name exactly one
-        if target.profile == "generic-cuda":
-            ok = _cc_tuple(gpu_cc) >= _cc_tuple(target.compute_capability)
-        else:
-            ok = gpu_cc == target.compute_capability
-        if not ok:
-            raise PreconditionFailed(
-                f"bundle was compiled for compute capability {target.compute_capability} (profile "
-                f"{target.profile}); this device's GPU has compute capability {gpu_cc}; recompile for this device")
+                f"has {module or backend} {version}; recompile for {wants}")
+    cc = target.compute_capability
+    if not cc or not gpu_cc:
+        return
+    cuda_remainder = has_remainder and target.device == "cuda"
+    if target.profile == "generic-cuda":
+        # its TensorRT segments are plain ONNX, built here for this GPU; only a CUDA remainder's cubin
+        # binds it to a GPU: a cubin runs on the same major compute capability, same or higher minor
+        want, have = _cc_tuple(cc), _cc_tuple(gpu_cc)
+        ok = not cuda_remainder or (have[:1] == want[:1] and have >= want)
+    else:  # a device profile names exactly one GPU
+        ok = not (cuda_remainder or backend in engines.TENSORRT_FAMILY) or gpu_cc == cc
+    if not ok:
+        raise PreconditionFailed(
+            f"bundle was compiled for compute capability {cc} (profile {target.profile}); this device's GPU "
+            f"has compute capability {gpu_cc}; recompile for this device")
 
 
 class EngineService:
