@@ -217,16 +217,20 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         raise ShapeError(f"shape inference failed: {str(e).splitlines()[0][:200]}") from None
     types: Dict[str, Tuple[str, List]] = {}
     for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), _shape_of(vi) or [])
+        if vi.type.HasField("tensor_type") and _shape_of(vi) is not None:
+            types[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), _shape_of(vi))
     for init in model.graph.initializer:
         types[init.name] = (_dtype_name(init.data_type), list(init.dims))
+    unknown = [t for n in model.graph.node for t in n.output
+               if t and (t not in types or any(isinstance(d, str) and d != "batch" for d in types[t][1]))]
+    if unknown and batch is None:
+        _shapes_by_running(model, declared, concrete, unknown, types)
     outputs: List[TensorSpec] = []
     for vi in model.graph.output:
-        dtype, shape = types.get(vi.name, ("", []))
+        dtype, shape = types.get(vi.name, ("", None))
         if not dtype or dtype.startswith("onnx:"):
             raise ShapeError(f"output {vi.name!r} has an unknown or unsupported element type")
-        if _shape_of(vi) is None:
+        if shape is None:
             raise ShapeError(f"the shape of output {vi.name!r} cannot be inferred; pass --input-shape")
         unresolved = [d for d in shape if isinstance(d, str) and d != "batch"]
         if unresolved:
@@ -238,6 +242,31 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
             raise ModelError(f"input {s.name!r} has unsupported element type {s.dtype[5:]}")
     return LoadedModel(model=model, source_digest=source_digest, opset=opset, inputs=declared, outputs=outputs,
                        concrete_inputs=concrete, batch=batch, value_types=types)
+
+
+def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
+                       names: List[str], types: Dict[str, Tuple[str, List]]) -> None:
+    """Shapes ONNX inference leaves open (shape computed by the graph), taken from one onnxruntime run."""
+    import onnxruntime as ort
+
+    from host.compiler.reference import make_inputs
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = make_inputs(inputs, shapes, seed=0)
+        outs = sess.run(names, {i.name: feed[i.name] for i in sess.get_inputs()})
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ShapeError(f"shapes cannot be resolved (onnxruntime: {str(e).splitlines()[0][:160]}); "
+                         "pass --input-shape") from None
+    for n, arr in zip(names, outs):
+        types[n] = (np.asarray(arr).dtype.name, list(np.asarray(arr).shape))
 
 
 def initializer_array(model: onnx.ModelProto, name: str) -> Optional[np.ndarray]:

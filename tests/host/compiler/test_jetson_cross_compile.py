@@ -1,0 +1,54 @@
+"""Jetson bundles with a remainder hold an aarch64 ELF; CUDA profiles embed a cubin for their sm."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from onnx import helper
+
+from host.compiler.api import compile_model
+from host.compiler.cuda_embed import embedded_cubin_arches
+from host.compiler.inspect import describe, load_manifest
+
+pytestmark = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
+                                reason="needs g++-aarch64-linux-gnu (CI installs it)")
+
+
+def _erf_model(tiny):
+    return tiny([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Erf", ["a"], ["b"]),
+                 helper.make_node("Sigmoid", ["b"], ["y"])], [("x", [4, 32])], [("y", [4, 32])])
+
+
+def _machine(path) -> str:
+    out = subprocess.run(["readelf", "-h", str(path)], capture_output=True, text=True, check=True).stdout
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Machine:" in line)
+
+
+@pytest.mark.parametrize("profile, sm", [("jetson-xavier-nx", 72), ("jetson-orin", 87)])
+def test_cuda_jetson_remainder_is_aarch64_elf_with_cubin_for_the_profile_sm(tiny, save_model, tmp_path, profile, sm):
+    r = compile_model(save_model(_erf_model(tiny)), tmp_path / "out", profile=profile, trt_version="6.0.1")
+    lib = r.bundle_dir / r.manifest.remainder.path
+    assert _machine(lib) == "AArch64"
+    assert embedded_cubin_arches(lib.read_bytes()) == [sm]
+    assert r.manifest.target.device == "cuda"
+    assert f'"arch": "sm_{sm}"' in r.manifest.remainder.target
+
+
+def test_nano_remainder_goes_to_the_cpu_and_inspect_says_why(tiny, save_model, tmp_path):
+    r = compile_model(save_model(_erf_model(tiny)), tmp_path / "out", profile="jetson-nano", trt_version="6.0.1")
+    lib = r.bundle_dir / r.manifest.remainder.path
+    assert _machine(lib) == "AArch64"
+    assert embedded_cubin_arches(lib.read_bytes()) == []
+    assert r.manifest.target.device == "cpu" and r.manifest.remainder.target.startswith('{"kind": "llvm"')
+    info = describe(*load_manifest(tmp_path / "out"))
+    tvm_part = next(p for p in info["segments"] if p["kind"] == "tvm")
+    assert "CUDA 10.2 driver" in tvm_part["runs_on"] and "device CPU" in tvm_part["runs_on"]
+    assert info["remainder"]["device"] == "cpu"
+
+
+def test_nano_remainder_on_gpu_when_asked(tiny, save_model, tmp_path):
+    r = compile_model(save_model(_erf_model(tiny)), tmp_path / "out", profile="jetson-nano", trt_version="6.0.1",
+                      remainder_device="cuda")
+    assert embedded_cubin_arches((r.bundle_dir / r.manifest.remainder.path).read_bytes()) == [53]
+    assert "because it was asked for" in r.manifest.options["remainder"]["why"]
