@@ -69,8 +69,9 @@ def push(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for the device's TensorRT (or reuse), upload, build, verify and optionally benchmark."""
-    from host.pipeline.push import push as run_push
+    from host.pipeline.push import check_source, push as run_push
 
+    check_source(source)
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), force_rebuild=force_rebuild, verify=not no_verify,
@@ -104,6 +105,7 @@ def bench(
     from host.pipeline import push as pipeline
     from host.pipeline.report import require_matplotlib, write_report
 
+    pipeline.check_source(source)
     if report is not None:
         require_matplotlib()
     out = Output(json, verbose)
@@ -147,6 +149,7 @@ def run(
     from host.pipeline import push as pipeline
     from host.pipeline.tensors import read_inputs, to_arrays, to_tensors, write_npz
 
+    pipeline.check_source(source)
     arrays = read_inputs(input)  # bad input fails before any device work
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,

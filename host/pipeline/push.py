@@ -184,7 +184,8 @@ class PushResult:
 
 # ---------------------------------------------------------------- phases
 
-def _bundle_source(source: Path) -> str:
+def check_source(source: Path) -> str:
+    """"model", "dir" or "archive"; a missing path or a directory that is no bundle fails before any device work."""
     if source.is_dir():
         if not (source / MANIFEST).is_file():
             raise InvalidInput(f"{source} is a directory without {MANIFEST}; pass an ONNX model or a bundle "
@@ -241,7 +242,7 @@ def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
 
     observer = observer or Observer()
     source = Path(source)
-    kind = _bundle_source(source)
+    kind = check_source(source)
     started = time.perf_counter()
     if kind == "dir":
         observer.phase("compile", f"bundle directory {source}")

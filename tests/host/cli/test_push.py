@@ -1,0 +1,105 @@
+"""`deploy push` end to end through the installed entry point, against real agents on loopback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from tests.conftest import deploy_bin
+from tests.host.cli.helpers import parse_json
+
+
+def test_push_compiles_uploads_builds_and_verifies_then_second_push_uploads_nothing_and_hits_every_cache(
+        agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    first = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    assert first["bundle_digest"].startswith("sha256:")
+    assert first["upload"]["bytes_sent"] == first["upload"]["size"] > 0
+    assert first["upload"]["seconds"] >= 0
+    assert first["build"]["segments"], "a bundle has at least one segment"
+    for seg in first["build"]["segments"]:
+        assert seg["id"] and seg["cache"] == "miss" and seg["build_s"] > 0
+    assert first["verify"]["max_rel_err"] is not None and first["verify"]["max_rel_err"] < 1e-4
+    assert first["target"]["backend"] == "onnxruntime"  # no TensorRT on this machine
+    assert first["bench"] is None
+
+    second = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    assert second["bundle_digest"] == first["bundle_digest"]
+    assert second["compile"]["cache"] == "hit"
+    assert second["upload"]["bytes_sent"] == 0 and second["upload"]["already_present"] is True
+    assert [s["cache"] for s in second["build"]["segments"]] == ["hit"] * len(first["build"]["segments"])
+    assert second["verify"]["max_rel_err"] < 1e-4
+
+
+def test_push_to_a_fresh_agent_reuses_the_host_compile_cache_but_uploads_and_builds(agent_factory, deploy,
+                                                                                     tiny_model):
+    a, b = agent_factory(), agent_factory()
+    parse_json(deploy("push", str(tiny_model), "--device", a.address, "--json"))
+    on_b = parse_json(deploy("push", str(tiny_model), "--device", b.address, "--json"))
+    assert on_b["compile"]["cache"] == "hit"
+    assert on_b["upload"]["bytes_sent"] == on_b["upload"]["size"] > 0
+    assert all(s["cache"] == "miss" for s in on_b["build"]["segments"])
+
+
+def test_push_with_bench_reports_ordered_latency_percentiles_and_throughput(agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    data = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--bench", "-n", "30", "--json"))
+    bench = data["bench"]
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput"):
+        assert bench[key] > 0, key
+    assert bench["min_ms"] <= bench["p50_ms"] <= bench["p90_ms"] <= bench["p99_ms"] <= bench["max_ms"]
+    assert bench["iterations"] == 30
+    assert set(data["timings"]) >= {"compile", "upload", "build", "verify", "bench", "total"}
+
+
+def test_push_without_a_terminal_prints_plain_progress_per_segment_and_a_summary(agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    proc = deploy("push", str(tiny_model), "--device", agent.address, "--force-rebuild")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[" not in proc.stderr, "no terminal: no escape sequences"
+    assert "build [1/1] trt_0: cache miss, building" in proc.stderr
+    assert "build [1/1] trt_0: built in" in proc.stderr
+    assert "upload: done in" in proc.stderr
+    assert "verify: max relative error" in proc.stdout
+    assert "trt_0" in proc.stdout and "onnxruntime" in proc.stdout
+
+
+def test_push_of_a_bundle_archive_from_the_host_cache_skips_compilation(agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    first = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    archive = first["compile"]["archive"]
+    again = parse_json(deploy("push", archive, "--device", agent.address, "--json"))
+    assert again["compile"]["cache"] == "none"
+    assert again["bundle_digest"] == first["bundle_digest"]
+    bundle_dir = first["compile"]["bundle_dir"]
+    from_dir = parse_json(deploy("push", bundle_dir, "--device", agent.address, "--json"))
+    assert from_dir["bundle_digest"] == first["bundle_digest"], "a bundle dir archives to the same bytes"
+
+
+def test_sigint_during_a_build_exits_130_and_leaves_the_agent_serving_and_its_cache_sound(agent_factory, deploy,
+                                                                                         resnet18):
+    agent = agent_factory()
+    # compile first (host cache), so the interrupted run spends its time in the remote build
+    parse_json(deploy("push", str(resnet18), "--device", agent.address, "--no-verify", "--json"))
+    proc = subprocess.Popen([deploy_bin(), "push", str(resnet18), "--device", agent.address, "--force-rebuild"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen += line
+        if "cache miss, building" in line or not line:
+            break
+    assert "cache miss, building" in seen, seen
+    os.kill(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, seen + rest
+    assert time.monotonic() - t0 < 10
+    assert "error: interrupted" in rest
+    assert "Traceback" not in rest
+    assert agent.alive()
+    again = parse_json(deploy("push", str(resnet18), "--device", agent.address, "--json"))
+    assert again["verify"]["max_rel_err"] < 1e-4, "the cache holds no half-built engine"
