@@ -37,8 +37,7 @@ def import_trt() -> Tuple[Any, str]:
     except Exception as exc:
         errors.append(f"tensorrt_rtx: {exc}")
     try:
-        import tensorrt_rtx_libs  # noqa: F401  (loads the shared libraries the bindings need)
-        import tensorrt_rtx_bindings as trt  # noqa: F401
+        import tensorrt_rtx_bindings as trt  # noqa: F401  (PyPI layout; it loads tensorrt_rtx_libs itself)
 
         return trt, "tensorrt_rtx"
     except Exception as exc:
@@ -265,11 +264,12 @@ class TensorRTBackend(Backend):
         return detail.split(": ", 1)[1] if detail.startswith("module: ") else ""
 
     def build_impl(self, onnx_bytes: bytes, spec: BuildSpec) -> BuildOutput:
-        trt, _ = import_trt()
+        trt, module = import_trt()
         logger = _logger(trt)
         builder = trt.Builder(logger)
         flags = 0
-        if trt_major(trt) < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+        if module == "tensorrt" and trt_major(trt) < 10 and hasattr(trt.NetworkDefinitionCreationFlag,
+                                                                     "EXPLICIT_BATCH"):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -301,7 +301,11 @@ class TensorRTBackend(Backend):
             for p in prof:
                 profile.set_shape(p.name, p.min, p.opt, p.max)
             config.add_optimization_profile(profile)
-        timing_cache = self._timing_cache(config, spec.timing_cache_path)
+        try:
+            timing_cache = self._timing_cache(config, spec.timing_cache_path)
+        except Exception as exc:  # only a speed-up: build without it, and say so
+            timing_cache = None
+            messages.append(f"timing cache not used: {' '.join(str(exc).split())[:200]}")
         t1 = time.perf_counter()
         plan = builder.build_serialized_network(network, config)
         build_s = time.perf_counter() - t1
@@ -310,7 +314,10 @@ class TensorRTBackend(Backend):
                                           (logger.messages[-1] if logger.messages else "no message"),
                                           logger.messages)
         if timing_cache is not None and spec.timing_cache_path:
-            _atomic_write(spec.timing_cache_path, bytes(memoryview(timing_cache.serialize())))
+            try:
+                _atomic_write(spec.timing_cache_path, bytes(memoryview(timing_cache.serialize())))
+            except Exception as exc:
+                messages.append(f"timing cache not saved: {' '.join(str(exc).split())[:200]}")
         return BuildOutput(bytes(memoryview(plan)), parse_s, build_s, messages + logger.messages[-20:])
 
     @staticmethod
