@@ -635,6 +635,10 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
                     os.chmod(out, 0o644)
             except tarfile.TarError as e:
                 raise InvalidInput(f"bundle archive {archive_path} is corrupt: {e}") from None
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                # e.g. a file "segments" and then "segments/x": members that contradict each other
+                raise InvalidInput("bundle archive members conflict (a path is both a file and a directory); "
+                                   "refused") from None
         bundle = Bundle.open(tmp)
         bundle.verify()
         try:

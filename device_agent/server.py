@@ -52,11 +52,18 @@ class Activity:
             return 0.0 if self.in_flight else time.monotonic() - self.last
 
 
+MAX_STATUS_CHARS = 2000  # messages may quote client input; keep trailers small whatever the client sent
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_STATUS_CHARS else message[:MAX_STATUS_CHARS] + "... (truncated)"
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, DeployError):
-        context.abort(exc.code, str(exc))
+        context.abort(exc.code, _clip(str(exc)))
     log.exception("unexpected error in handler")
-    context.abort(grpc.StatusCode.INTERNAL, f"agent error: {type(exc).__name__}: {exc}")
+    context.abort(grpc.StatusCode.INTERNAL, _clip(f"agent error: {type(exc).__name__}: {exc}"))
 
 
 def unary_edge(method: Callable) -> Callable:
