@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -270,8 +270,16 @@ class Warmer:
         if not pending:
             res.engines = sorted({e.key for engines in holders.values() for e in engines.values()})
             return res
-        # 2. a source of engines: a device that holds them already, else one build on the best builder
-        source, entries = self._source(res, cls, bundle, holders, members, pending)
+        # 2. a source of engines: a device that holds them already, else one build on the best builder;
+        #    meanwhile the bundle goes to the devices that will only receive engines (a build takes minutes)
+        candidates = sorted(pending, key=lambda m: (-m.info.memory_available_bytes, m.name))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-upload") as background:
+            uploads = None
+            if not holders:
+                uploads = background.submit(fan_out, candidates[1:], lambda m: self._client(m.device).upload(
+                    bundle.path, digest=bundle.digest, kind="bundle"), limiter=self.limiter,
+                    concurrency=self.concurrency, policy=self.policy)
+            source, entries = self._source(res, bundle, holders, members, candidates, uploads)
         if source is None:
             return res
         res.source = source.name
@@ -287,12 +295,11 @@ class Warmer:
                     self._fail(res, m.name, exc, f"fetching engines from {source.name}")
                 return res
             self._emit("fetched", source.name, cls, f"{len(plans)} engine(s)")
-            copies = fan_out(pending, lambda m: self._copy(m, bundle, plans, holders.get(m.name, {})),
+            copies = fan_out(pending, lambda m: self._copy(m, cls, bundle, plans, holders.get(m.name, {})),
                              limiter=self.limiter, concurrency=self.concurrency, policy=self.policy)
         for out in copies:
             if out.ok:
                 res.copied_to.append(out.item.name)
-                self._emit("copied", out.item.name, cls)
             else:
                 self._fail(res, out.item.name, out.error, "copy")
         return res
@@ -319,18 +326,16 @@ class Warmer:
             return None, False
         return found, client.query_upload(bundle.digest).complete
 
-    def _source(self, res: ClassResult, cls: DeviceClass, bundle: _Bundle,
-                holders: dict[str, dict[str, agent_pb2.EngineEntry]], members: list[_Member],
-                pending: list[_Member]) -> tuple[Optional[_Member], list[agent_pb2.EngineEntry]]:
+    def _source(self, res: ClassResult, bundle: _Bundle, holders: dict[str, dict[str, agent_pb2.EngineEntry]],
+                members: list[_Member], candidates: list[_Member],
+                uploads: Optional[Future]) -> tuple[Optional[_Member], list[agent_pb2.EngineEntry]]:
         by_name = {m.name: m for m in members}
         for name in res.skipped + sorted(holders):
             if name in holders:
-                entries = [holders[name][_bare(d)] for d in bundle.segment_digests]
-                return by_name[name], entries
-        failed = {f.device for f in res.failed}
-        candidates = sorted((m for m in pending if m.name not in failed),
-                            key=lambda m: (-m.info.memory_available_bytes, m.name))
-        for builder in candidates:
+                return by_name[name], [holders[name][_bare(d)] for d in bundle.segment_digests]
+        for n, builder in enumerate(candidates):
+            if n and uploads is not None:
+                uploads.result()  # a replacement builder must not race the background upload to it
             try:
                 entries = self._build(res, builder, bundle)
             except Exception as exc:  # noqa: BLE001
@@ -342,7 +347,7 @@ class Warmer:
                             self._fail(res, m.name, exc, "build" + why)
                     return None, []
                 self._fail(res, builder.name, exc, "builder lost")
-                self._emit("builder_lost", builder.name, cls, first_line(exc))
+                self._emit("builder_lost", builder.name, res.device_class, first_line(exc))
                 continue
             res.built_on = builder.name
             return builder, entries
@@ -424,7 +429,7 @@ class Warmer:
         with self.limiter:
             return retrying(once, self.policy)[0]
 
-    def _copy(self, m: _Member, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
+    def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
               held: dict[str, agent_pb2.EngineEntry]) -> int:
         """Bundle and every missing engine onto one device; returns the engines sent."""
         client = self._client(m.device)
@@ -436,6 +441,7 @@ class Warmer:
                 continue
             client.put_engine(_chunks(entry, path))
             sent += 1
+        self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent
 
 

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Fleet warming against every device building for itself: wall time and build seconds as the fleet grows.
+
+For N = 6, 12, 24 real agents on loopback in 3 real classes (the main venv's onnxruntime and two older
+releases in their own virtualenvs, tests/system/envs.py), in one run:
+- warm:       `host.fleet.warm.Warmer` (one build per class, engines fetched once and put on the rest);
+- everywhere: every device builds the bundle itself (the Build RPC on each, same concurrency).
+Each mode starts from empty engine caches (Prune all) and the bundle already in every agent's store (each mode
+would upload it the same way; the one-off upload time is printed for reference). Median of --runs runs each.
+Floors (issue 5): warm builds == classes; warm wall time at N = 24 under half the everywhere wall time.
+
+usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--model resnet18] [--concurrency 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _agent import REPO, median, stop_agent  # noqa: E402
+
+from host.client.agent import AgentClient  # noqa: E402
+from host.fleet.classes import classify, group  # noqa: E402
+from host.fleet.fanout import fan_out  # noqa: E402
+from host.fleet.inventory import Device  # noqa: E402
+from host.fleet.warm import ClassPlan, Warmer, model_plans  # noqa: E402
+from protos import agent_pb2  # noqa: E402
+from tests.system.envs import agent_envs  # noqa: E402
+
+PROFILES = ("x86-cpu", "jetson-xavier-nx", "jetson-nano")
+
+
+def start(python: str, root: Path) -> tuple[subprocess.Popen, str]:
+    cmd = [python, "-m", "device_agent", "--listen", "127.0.0.1:0", "--store", str(root / "store")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(REPO),
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("deploy-agent listening on "):
+        proc.kill()
+        raise RuntimeError(f"agent did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def prune_all(devices: list[Device]) -> None:
+    def one(d: Device) -> None:
+        with AgentClient(d) as c:
+            c.prune(agent_pb2.PruneRequest(all=True))
+            assert not c.list_engines().engines
+    for out in fan_out(devices, one, concurrency=8):
+        if not out.ok:
+            raise RuntimeError(f"prune on {out.item.name}: {out.error}")
+
+
+def plans_by_device(devices: list[Device], plan_for) -> dict[str, ClassPlan]:
+    """Each device's plan (bundle + build options), made once per class as `warm` does."""
+    infos = fan_out(devices, lambda d: AgentClient(d).info(), concurrency=8)
+    members = [((o.item, o.value), classify(o.value, o.item)) for o in infos]
+    out: dict[str, ClassPlan] = {}
+    for cls, pairs in group(members).items():
+        plan = plan_for(cls, pairs[0][1], pairs[0][0])
+        for device, _info in pairs:
+            out[device.name] = plan
+    return out
+
+
+def upload_all(devices: list[Device], plans: dict[str, ClassPlan], concurrency: int) -> float:
+    t = time.perf_counter()
+    outs = fan_out(devices, lambda d: AgentClient(d).upload(plans[d.name].archive, kind="bundle"),
+                   concurrency=concurrency)
+    for o in outs:
+        if not o.ok:
+            raise RuntimeError(f"upload to {o.item.name}: {o.error}")
+    return time.perf_counter() - t
+
+
+def build_everywhere(devices: list[Device], plans: dict[str, ClassPlan], concurrency: int) -> dict:
+    from host.client.digests import digest_of
+
+    def one(d: Device) -> tuple[int, float]:
+        plan = plans[d.name]
+        built, seconds = 0, 0.0
+        with AgentClient(d) as c:
+            for ev in c.build(digest_of(plan.archive), plan.options):
+                if ev.WhichOneof("event") == "segment" and ev.segment.stage == agent_pb2.SegmentEvent.BUILT:
+                    built += 1
+                    seconds += ev.segment.parse_s + ev.segment.build_s
+        return built, seconds
+
+    t = time.perf_counter()
+    outs = fan_out(devices, one, concurrency=concurrency)
+    wall = time.perf_counter() - t
+    for o in outs:
+        if not o.ok:
+            raise RuntimeError(f"build on {o.item.name}: {o.error}")
+    return {"wall_s": wall, "build_s": sum(o.value[1] for o in outs), "builds": sum(1 for o in outs if o.value[0])}
+
+
+def warm_once(devices: list[Device], plan_for, concurrency: int) -> dict:
+    result = Warmer(devices, plan_for, concurrency=concurrency).run()
+    if not result.ok:
+        raise RuntimeError(f"warm failed: {json.dumps(result.to_dict())[:2000]}")
+    return {"wall_s": result.wall_s, "build_s": result.build_s, "builds": result.builds,
+            "classes": len(result.classes)}
+
+
+def bench_size(n: int, envs, model: Path, runs: int, concurrency: int, tmp: Path) -> dict:
+    procs, devices = [], []
+    try:
+        for i in range(n):
+            k = i % len(envs)
+            proc, address = start(envs[k].python, tmp / f"n{n}" / f"agent{i}")
+            procs.append(proc)
+            devices.append(Device(name=f"c{k}-{i}", address=address, profile=PROFILES[k]))
+        plan_for = model_plans(model)
+        plans = plans_by_device(devices, plan_for)  # compiles into the host cache, outside the timings
+        upload_s = upload_all(devices, plans, concurrency)
+        warm, everywhere = [], []
+        for _ in range(runs):  # interleaved, so both modes see the same machine weather
+            prune_all(devices)
+            warm.append(warm_once(devices, plan_for, concurrency))
+            prune_all(devices)
+            everywhere.append(build_everywhere(devices, plans, concurrency))
+        return {"n": n, "upload_s": upload_s, "warm": warm, "everywhere": everywhere}
+    finally:
+        for proc in procs:
+            stop_agent(proc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="6,12,24")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", default="resnet18", help="a model of scripts/make_models.py, or an .onnx path")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="also print the raw measurements as JSON")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    envs = agent_envs()
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "host-cache"))  # host compile cache: this run only
+        model = Path(args.model)
+        if not model.suffix == ".onnx":
+            subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(tmp / "models"),
+                            "--only", args.model], check=True, capture_output=True)
+            model = tmp / "models" / f"{args.model}.onnx"
+        results = [bench_size(n, envs, model, args.runs, args.concurrency, tmp) for n in sizes]
+    print(f"fleet warming, model {model.name}, {len(envs)} classes (onnxruntime "
+          f"{', '.join(e.ort_version for e in envs)}), concurrency {args.concurrency}, median of {args.runs} runs, "
+          f"{os.cpu_count()} CPU cores\n")
+    print("| N | warm wall s | everywhere wall s | wall ratio (warm/everywhere) | warm builds | everywhere builds "
+          "| warm build s | everywhere build s | bundle upload to all s (both modes, not timed) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    for r in results:
+        w = {k: median([x[k] for x in r["warm"]]) for k in ("wall_s", "build_s", "builds")}
+        e = {k: median([x[k] for x in r["everywhere"]]) for k in ("wall_s", "build_s", "builds")}
+        classes = r["warm"][0]["classes"]
+        ratio = w["wall_s"] / e["wall_s"]
+        print(f"| {r['n']} | {w['wall_s']:.2f} | {e['wall_s']:.2f} | {ratio:.2f} | {w['builds']:.0f} | "
+              f"{e['builds']:.0f} | {w['build_s']:.2f} | {e['build_s']:.2f} | {r['upload_s']:.2f} |")
+        verdicts.append((f"N={r['n']}: warm builds == classes ({classes})",
+                         all(x["builds"] == classes for x in r["warm"])))
+        if r["n"] == 24:
+            verdicts.append((f"N=24: warm wall < 0.5 x everywhere wall ({ratio:.2f})", ratio < 0.5))
+    print()
+    for what, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
