@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host.client.agent import AgentClient
 from host.client.channel import make_channel
+from host.client.errors import AgentError
 from host.fleet import inventory as inv
 
 DEVICE_PYTHON = "/usr/bin/python3"  # Debian's Python, without grpcio or numpy: everything arrives as wheels
@@ -91,6 +92,48 @@ def test_second_install_is_a_no_op(installed, sshd) -> None:
     assert snapshot(base) == before
     assert (base / "agent.pid").read_text() == pid
     assert (inventory.stat().st_mtime_ns, inventory.read_text()) == inv_before
+
+
+def test_switching_to_token_auth_replaces_certificates_and_then_the_token_is_required(installed, sshd) -> None:
+    base = sshd.home / ".deploy-agent"
+    work, port = installed["work"], installed["port"]
+    proc = deploy(*install_args(sshd, work, port, sshd.known_hosts, "--auth", "token"))
+    assert proc.returncode == 0, proc.stderr
+    changed = json.loads(proc.stdout)["changed"]
+    assert "packages" not in changed and "etc/token" in changed and "removed etc/agent.key" in changed
+    assert stat.S_IMODE((base / "etc" / "token").stat().st_mode) == 0o600
+    assert not (base / "etc" / "agent.key").exists()
+    device = inv.load(work / "deploy.toml").devices["bench-1"]
+    assert device.tls is None and device.token_file is not None
+    assert stat.S_IMODE(device.token_file.stat().st_mode) == 0o600
+    with AgentClient(device) as client:
+        assert client.info().hostname
+    with AgentClient(device.model_copy(update={"token_file": None})) as client, pytest.raises(AgentError) as err:
+        client.info()
+    assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    back = deploy(*install_args(sshd, work, port, sshd.known_hosts))  # and back to mutual TLS for the other tests
+    assert back.returncode == 0, back.stderr
+    assert not (base / "etc" / "token").exists()
+
+
+def test_as_service_without_systemd_is_refused_with_a_clear_message(installed, sshd) -> None:
+    proc = deploy(*install_args(sshd, installed["work"], installed["port"], sshd.known_hosts, "--as-service"))
+    assert proc.returncode != 0
+    assert "--as-service needs systemd" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_systemd_unit_for_the_installed_agent_passes_systemd_analyze(installed, sshd, tmp_path: Path) -> None:
+    from host.install import service
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    base = str(sshd.home / ".deploy-agent")
+    (path, data, _mode), = [f for f in service.files("systemd", base, "root") if f[0].endswith(".service")]
+    unit = tmp_path / Path(path).name
+    unit.write_bytes(data)
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"ExecStart={base}/venv/bin/python -m device_agent" in data.decode()
 
 
 def test_unknown_host_key_is_refused_and_not_recorded(installed, sshd, tmp_path: Path) -> None:
