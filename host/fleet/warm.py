@@ -406,7 +406,8 @@ class Warmer:
         client = self._client(source.device)
 
         def once() -> tuple[agent_pb2.EngineEntry, Path]:
-            path = tmp / entry.key
+            # the key comes from the agent: never let it name a path ("../.."); hash it into a file name
+            path = tmp / hashlib.sha256(entry.key.encode()).hexdigest()
             h = hashlib.sha256()
             head: Optional[agent_pb2.EngineEntry] = None
             size = 0
@@ -418,6 +419,9 @@ class Warmer:
                         h.update(msg.chunk)
                         f.write(msg.chunk)
                         size += len(msg.chunk)
+                        if size > (entry.size or 8 << 30):  # bounded: a faulty agent cannot fill our disk
+                            raise DataLoss(f"engine {entry.key[:16]}... from {source.name} sends more than "
+                                           f"its {entry.size} bytes")
             head = head or entry
             digest = "sha256:" + h.hexdigest()
             if _bare(digest) != _bare(head.digest) or (head.size and size != head.size):
