@@ -195,9 +195,20 @@ class EngineService:
         parts.update(spec.key_parts())
         return parts
 
+    @staticmethod
+    def _check_batch(bundle: Bundle, batch: int) -> int:
+        """A batch outside the range the bundle was compiled for (``--batch MIN:OPT:MAX``) is refused."""
+        rng = bundle.manifest.options.get("batch")
+        if isinstance(rng, list) and len(rng) == 3 and not rng[0] <= batch <= rng[2]:
+            raise InvalidInput(f"batch {batch} is outside the range {rng[0]}..{rng[2]} this bundle was compiled "
+                               f"for; recompile with --batch {rng[0]}:{rng[1]}:{max(batch, rng[2])}")
+        if batch > MAX_BATCH:
+            raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
+        return batch
+
     def _segment_batch(self, bundle: Bundle, opts: Options) -> int:
         if opts.batch:
-            return opts.batch
+            return self._check_batch(bundle, opts.batch)
         if has_dynamic_batch(bundle.manifest.inputs):
             ref_in, _ = bundle.read_reference()
             return batch_of(bundle.manifest.inputs, ref_in) if ref_in else 1
@@ -353,9 +364,7 @@ class EngineService:
                                          "recompile it with reference samples")
         else:
             feeds, want = self._feeds(request.inputs, bundle), {}
-        batch = batch_of(bundle.manifest.inputs, feeds)
-        if batch > MAX_BATCH:
-            raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
+        batch = self._check_batch(bundle, batch_of(bundle.manifest.inputs, feeds))
         runner = self._model(bundle, opts, batch)
         t0 = time.perf_counter()
         outputs = runner.run(feeds)
@@ -396,7 +405,7 @@ class EngineService:
         bundle = self._bundle(request.bundle_digest)
         opts = self._options(request.options)
         feeds = self._bench_feeds(request, bundle)
-        batch = batch_of(bundle.manifest.inputs, feeds)
+        batch = self._check_batch(bundle, batch_of(bundle.manifest.inputs, feeds))
         runner = self._model(bundle, opts, batch)
         iterations, duration = int(request.iterations), float(request.duration_s)
         if iterations == 0 and duration == 0:

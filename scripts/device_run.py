@@ -216,6 +216,49 @@ def trt_run(agent: Agent, digest: str) -> Dict[str, Any]:
         return {"ran": False, **rpc_error(exc)}
 
 
+@step("a. tensorrt (TensorRT-RTX) build of ResNet-50 asked for fp16")
+def trt_fp16(agent: Agent, digest: str) -> Dict[str, Any]:
+    return summarize_build(agent.build(digest, backend="tensorrt", fp16=True))
+
+
+@step("a. dynamic batch: ResNet-18 (batch 1..8) with optimization profiles, modes 0 and 1")
+def trt_dynamic(agent: Agent, work: Path, backend: str) -> Dict[str, Any]:
+    import onnx
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_models
+    from host.compiler.api import CompileOptions, compile_model
+
+    model = work / "resnet18-dyn.onnx"
+    if not model.exists():
+        onnx.save(make_models.resnet(18, batch="N"), str(model))
+    out = work / "resnet18-dyn"
+    archive = out / "bundle.tar"
+    if not archive.exists():
+        archive = compile_model(model, out, CompileOptions(profile="generic-cuda", batch="1:4:8")).archive
+    digest = agent.upload(archive)
+    steps = {}
+    for label, opts in (("mode0 batch4", dict(batch=4, multi_engine_mode=0)),
+                        ("mode0 batch8 (larger: rebuilt)", dict(batch=8, multi_engine_mode=0)),
+                        ("mode0 batch2 (covered)", dict(batch=2, multi_engine_mode=0)),
+                        ("mode1 batch2", dict(batch=2, multi_engine_mode=1))):
+        events = agent.build(digest, backend=backend, **opts)
+        segs = [e["segment"] for e in events if "segment" in e]
+        steps[label] = [f"{s['stage']} {s.get('profile', '')} {s.get('buildS', '')}".strip() for s in segs
+                        if s["stage"] in ("BUILT", "CACHE_HIT", "FAILED")] + \
+            [s.get("error", "") for s in segs if s["stage"] == "FAILED"]
+    try:
+        agent.build(digest, backend=backend, batch=16)
+        steps["batch16"] = "accepted"
+    except grpc.RpcError as exc:
+        steps["batch16"] = rpc_error(exc)
+    reply = agent.stub.ListEngines(agent_pb2.ListEnginesRequest(), timeout=60)
+    steps["engines"] = sorted(f"{e.backend} {e.attributes.get('profiles')}" for e in reply.engines
+                              if e.backend == backend and "N" not in e.attributes.get("profiles", "")
+                              and e.attributes.get("profiles") != "[]")
+    return steps
+
+
 @step("a. ResNet-50 bundle with the onnxruntime backend (CPU), verify")
 def ort_resnet(agent: Agent, digest: str) -> Dict[str, Any]:
     reply = agent.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True,
@@ -242,17 +285,19 @@ def hybrid_sm90(agent: Agent, archive: Path, original: Path) -> Dict[str, Any]:
     manifest = read_manifest_from_archive(archive)
     digest = agent.upload(archive)
     build = summarize_build(agent.build(digest, backend="onnxruntime"))
-    verify = agent.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True))
+    ort_opts = agent_pb2.BuildOptions(backend="onnxruntime")  # TensorRT-RTX engines cannot run on sm_90
+    verify = agent.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True, options=ort_opts))
     rng = np.random.default_rng(7)
     feeds = {t.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(t.dtype)
              for t in manifest.inputs}
-    reply = agent.run(agent_pb2.RunRequest(bundle_digest=digest, inputs=[tensor(k, v) for k, v in feeds.items()]))
+    reply = agent.run(agent_pb2.RunRequest(bundle_digest=digest, options=ort_opts,
+                                           inputs=[tensor(k, v) for k, v in feeds.items()]))
     sess = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     want = dict(zip(names, sess.run(names, feeds)))
     errs = {t.name: rel_err(out_array(t), want[t.name]) for t in reply.outputs}
     bench = [MessageToDict(e) for e in agent.stub.Benchmark(agent_pb2.BenchmarkRequest(
-        bundle_digest=digest, warmup=20, iterations=200), timeout=600)]
+        bundle_digest=digest, options=ort_opts, warmup=20, iterations=200), timeout=600)]
     result = bench[-1]["result"]
     lat = result["latency"]
     lat.pop("samplesMs", None)
@@ -324,6 +369,11 @@ def prepare(carried: Path) -> None:
         print(f"{p}: {p.stat().st_size} bytes")
 
 
+def agent_has(agent: Agent, backend: str) -> bool:
+    info = agent.stub.GetInfo(agent_pb2.GetInfoRequest(), timeout=60)
+    return any(b.name == backend and b.available for b in info.backends)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepare", action="store_true", help="on the CPU host: compile the carried bundles")
@@ -349,7 +399,9 @@ def main() -> int:
             trt_build_warm(agent, digest)
             list_engines(agent)
             trt_run(agent, digest)
+            trt_fp16(agent, digest)
             ort_resnet(agent, digest)
+        trt_dynamic(agent, args.work, "tensorrt" if agent_has(agent, "tensorrt") else "onnxruntime")
         sm80, sm90 = args.carried / "transformer-generic-cuda-sm80.tar", args.carried / "transformer-sm90.tar"
         hybrid_sm80(agent, sm80)
         hybrid_sm90(agent, sm90, args.work / "models" / "transformer.onnx")
