@@ -54,7 +54,9 @@ class SshServer:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     if not Path(SSHD).exists() or shutil.which("ssh-keygen") is None:
-        pytest.fail("openssh-server is not installed (apt-get install openssh-server)")
+        pytest.skip("openssh-server is not installed (scripts/setup.sh installs it when run as root)")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("the device side of these tests is Debian's /usr/bin/python3, which is missing")
     root = tmp_path_factory.mktemp("sshd")
     home = root / "home"
     home.mkdir()
