@@ -53,7 +53,11 @@ def read_token(device: Device) -> Optional[bytes]:
     if device.token_file is None:
         return None
     data = _read(device.token_file, "token_file", device, MAX_TOKEN_BYTES).strip()
-    return data.splitlines()[0].strip()
+    token = data.splitlines()[0].strip()
+    if not all(0x21 <= b <= 0x7E for b in token):
+        raise InvalidInput(f"device {device.name!r}: the token in {device.token_file} must be printable ASCII "
+                           "without spaces (as `deploy agent install --auth token` writes it)")
+    return token
 
 
 class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -163,12 +167,16 @@ def diagnose_tls(device: Device, timeout: float = DIAGNOSE_TIMEOUT_S) -> Optiona
     """Repeat the TLS handshake by hand; an AgentError when it shows an authentication failure, else None."""
     if device.tls is None:
         return None
-    host, port = _split(device.address)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cadata=_read(device.tls.ca, "tls.ca", device).decode("ascii", "replace"))
-    ctx.set_alpn_protocols(["h2"])
-    if device.tls.cert and device.tls.key:
-        ctx.load_cert_chain(str(Path(device.tls.cert).expanduser()), str(Path(device.tls.key).expanduser()))
+    try:
+        host, port = _split(device.address)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cadata=_read(device.tls.ca, "tls.ca", device).decode("ascii", "replace"))
+        ctx.set_alpn_protocols(["h2"])
+        if device.tls.cert and device.tls.key:
+            ctx.load_cert_chain(str(Path(device.tls.cert).expanduser()), str(Path(device.tls.key).expanduser()),
+                                password=lambda: b"")  # never prompt; an encrypted key just ends the diagnosis
+    except (OSError, ValueError, InvalidInput):
+        return None
     server_name = _server_name(device) or host
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
