@@ -104,15 +104,19 @@ def fan_out(items: Sequence[X], fn: Callable[[X], T], *, concurrency: int = DEFA
     def one(item: X) -> Outcome[X, T]:
         started = time.perf_counter()
         out: Outcome[X, T] = Outcome(item)
+
+        def attempt() -> T:
+            out.attempts += 1
+            return fn(item)
+
         try:
             if limiter is not None:
                 with limiter:
-                    out.value, out.attempts = retrying(lambda: fn(item), policy)
+                    out.value = retrying(attempt, policy)[0]
             else:
-                out.value, out.attempts = retrying(lambda: fn(item), policy)
+                out.value = retrying(attempt, policy)[0]
         except Exception as exc:  # noqa: BLE001 - a device's failure is a result, not a crash of the fleet
             out.error = exc
-            out.attempts = out.attempts or 1
         out.seconds = time.perf_counter() - started
         return out
 
