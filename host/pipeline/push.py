@@ -185,12 +185,15 @@ class PushResult:
 # ---------------------------------------------------------------- phases
 
 def check_source(source: Path) -> str:
-    """"model", "dir" or "archive"; a missing path or a directory that is no bundle fails before any device work."""
+    """"model", "dir", "archive" or "output" (a `deploy compile -o` directory); a missing path or a directory that
+    is no bundle fails before any device work."""
     if source.is_dir():
-        if not (source / MANIFEST).is_file():
-            raise InvalidInput(f"{source} is a directory without {MANIFEST}; pass an ONNX model or a bundle "
-                               "directory made by `deploy compile`")
-        return "dir"
+        if (source / MANIFEST).is_file():
+            return "dir"
+        if (source / "bundle" / MANIFEST).is_file():
+            return "output"
+        raise InvalidInput(f"{source} is a directory without {MANIFEST}; pass an ONNX model, or a bundle "
+                           "(the output directory of `deploy compile -o`, its bundle/ or its bundle.tar)")
     if not source.exists():
         raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle directory")
     if source.suffix == ".tar":
@@ -244,6 +247,9 @@ def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
     source = Path(source)
     kind = check_source(source)
     started = time.perf_counter()
+    if kind == "output":  # `deploy compile -o DIR`: DIR/bundle.tar is the archive of DIR/bundle
+        kind, source = ("archive", source / "bundle.tar") if (source / "bundle.tar").is_file() \
+            else ("dir", source / "bundle")
     if kind == "dir":
         observer.phase("compile", f"bundle directory {source}")
         manifest = Bundle.open(source).manifest

@@ -103,3 +103,12 @@ def test_sigint_during_a_build_exits_130_and_leaves_the_agent_serving_and_its_ca
     assert agent.alive()
     again = parse_json(deploy("push", str(resnet18), "--device", agent.address, "--json"))
     assert again["verify"]["max_rel_err"] < 1e-4, "the cache holds no half-built engine"
+
+
+def test_push_of_a_deploy_compile_output_directory_pushes_that_bundle(agent_factory, deploy, tiny_model, tmp_path):
+    agent = agent_factory()
+    compiled = parse_json(deploy("compile", str(tiny_model), "-o", str(tmp_path / "out"), "--json"))
+    pushed = parse_json(deploy("push", str(tmp_path / "out"), "--device", agent.address, "--json"))
+    assert pushed["bundle_digest"] == compiled["digest"]
+    assert pushed["compile"]["cache"] == "none"
+    assert pushed["verify"]["max_rel_err"] < 1e-4
