@@ -9,7 +9,13 @@ Each mode starts from empty engine caches (Prune all) and the bundle already in 
 would upload it the same way; the one-off upload time is printed for reference). Median of --runs runs each.
 Floors (issue 5): warm builds == classes; warm wall time at N = 24 under half the everywhere wall time.
 
-usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--model resnet18] [--concurrency 8]
+Models (--models): resnet18 (scripts/make_models.py; 47 MB of weights, onnxruntime "builds" it in a fraction of a
+second, so moving its plan costs nearly as much as building it) and encoder24 (24 blocks of make_models'
+transformer encoder chained with onnx.compose; 19 MB, more optimizer work per byte, nearer the regime of TensorRT,
+whose builds take minutes for plans of tens of MB). Any .onnx path works too.
+
+usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--models resnet18,encoder24]
+                                               [--concurrency 8] [--json]
 """
 from __future__ import annotations
 
@@ -112,6 +118,32 @@ def warm_once(devices: list[Device], plan_for, concurrency: int) -> dict:
             "classes": len(result.classes)}
 
 
+def make_model(name: str, out_dir: Path) -> Path:
+    """A model by name (see the module docstring) or an existing .onnx path."""
+    if name.endswith(".onnx"):
+        return Path(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name.startswith("encoder"):
+        import onnx
+        from onnx import compose
+
+        sys.path.insert(0, str(REPO / "scripts"))
+        from make_models import transformer_encoder
+
+        blocks = int(name[len("encoder"):] or 24)
+        model = transformer_encoder(seed=0)
+        for i in range(1, blocks):
+            nxt = compose.add_prefix(transformer_encoder(seed=i), f"b{i}_")
+            model = compose.merge_models(model, nxt, io_map=[(model.graph.output[0].name, f"b{i}_tokens")])
+        onnx.checker.check_model(model)
+        path = out_dir / f"{name}.onnx"
+        onnx.save(model, str(path))
+        return path
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(out_dir), "--only", name],
+                   check=True, capture_output=True)
+    return out_dir / f"{name}.onnx"
+
+
 def bench_size(n: int, envs, model: Path, runs: int, concurrency: int, tmp: Path) -> dict:
     procs, devices = [], []
     try:
@@ -139,24 +171,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="6,12,24")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--model", default="resnet18", help="a model of scripts/make_models.py, or an .onnx path")
+    parser.add_argument("--models", default="resnet18,encoder24", help="comma-separated: resnet18, encoder24, "
+                        "another scripts/make_models.py name, or .onnx paths")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the raw measurements as JSON")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     envs = agent_envs()
+    verdicts: list[tuple[str, bool]] = []
+    raw = {}
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmpdir:
         tmp = Path(tmpdir)
         os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "host-cache"))  # host compile cache: this run only
-        model = Path(args.model)
-        if not model.suffix == ".onnx":
-            subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(tmp / "models"),
-                            "--only", args.model], check=True, capture_output=True)
-            model = tmp / "models" / f"{args.model}.onnx"
-        results = [bench_size(n, envs, model, args.runs, args.concurrency, tmp) for n in sizes]
-    print(f"fleet warming, model {model.name}, {len(envs)} classes (onnxruntime "
+        for name in args.models.split(","):
+            model = make_model(name, tmp / "models")
+            results = [bench_size(n, envs, model, args.runs, args.concurrency, tmp / name) for n in sizes]
+            raw[name] = results
+            verdicts += report(model, results, envs, args)
+    print()
+    for what, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    if args.json:
+        print(json.dumps(raw, indent=1))
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+def report(model: Path, results: list[dict], envs, args) -> list[tuple[str, bool]]:
+    print(f"\nmodel {model.name} ({model.stat().st_size / 2**20:.0f} MB), {len(envs)} classes (onnxruntime "
           f"{', '.join(e.ort_version for e in envs)}), concurrency {args.concurrency}, median of {args.runs} runs, "
-          f"{os.cpu_count()} CPU cores\n")
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| N | warm wall s | everywhere wall s | wall ratio (warm/everywhere) | warm builds | everywhere builds "
           "| warm build s | everywhere build s | bundle upload to all s (both modes, not timed) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -168,16 +211,11 @@ def main() -> int:
         ratio = w["wall_s"] / e["wall_s"]
         print(f"| {r['n']} | {w['wall_s']:.2f} | {e['wall_s']:.2f} | {ratio:.2f} | {w['builds']:.0f} | "
               f"{e['builds']:.0f} | {w['build_s']:.2f} | {e['build_s']:.2f} | {r['upload_s']:.2f} |")
-        verdicts.append((f"N={r['n']}: warm builds == classes ({classes})",
+        verdicts.append((f"{model.stem} N={r['n']}: warm builds == classes ({classes})",
                          all(x["builds"] == classes for x in r["warm"])))
         if r["n"] == 24:
-            verdicts.append((f"N=24: warm wall < 0.5 x everywhere wall ({ratio:.2f})", ratio < 0.5))
-    print()
-    for what, ok in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'}  {what}")
-    if args.json:
-        print(json.dumps(results, indent=1))
-    return 0 if all(ok for _, ok in verdicts) else 1
+            verdicts.append((f"{model.stem} N=24: warm wall < 0.5 x everywhere wall ({ratio:.2f})", ratio < 0.5))
+    return verdicts
 
 
 if __name__ == "__main__":
