@@ -81,7 +81,11 @@ def parse_summary(text: str) -> Dict[str, Dict[str, float]]:
             continue
         stats = {}
         for m in _STAT_RE.finditer(rest):
-            key = m.group(1) if m.group(2) is None else f"p{m.group(2).rstrip('0').rstrip('.')}"
+            if m.group(2) is None:
+                key = m.group(1)
+            else:
+                pct = float(m.group(2))
+                key = f"p{int(pct)}" if pct.is_integer() else f"p{pct:g}"
             stats[key] = float(m.group(3))
         if stats:
             out[section] = stats
@@ -131,7 +135,8 @@ class TrtexecEngine(Engine):
     def native_benchmark(self, feeds: Dict[str, np.ndarray], warmup: int, iterations: int,
                          duration_s: float, batch: int) -> Tuple[LatencyStats, Dict[str, float]]:
         """trtexec's own loop: warm-up in ms, iterations or duration, its percentiles and its H2D/D2H split."""
-        cmd = self._cmd(feeds) + [f"--warmUp={max(warmup, 0)}", "--percentile=90,95,99"]
+        # trtexec's warm-up is a duration in ms, not a count: its default 200 ms when any warm-up is asked for
+        cmd = self._cmd(feeds) + [f"--warmUp={200 if warmup else 0}", "--percentile=90,95,99"]
         if iterations:
             cmd += [f"--iterations={iterations}", "--duration=0"]
         else:
