@@ -6,6 +6,7 @@ running on the device.
 """
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from . import bundle_cache
 from .observer import Observer, SegmentState
 from .target import TargetChoice, choose_target
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _STAGES = {
     agent_pb2.SegmentEvent.STARTED: "started",
@@ -279,6 +281,7 @@ def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
     cached = bundle_cache.get_or_compile(key, _compile_into(source, target, options),
                                          meta={"model": str(source.resolve()), "model_digest": model_digest,
                                                "target": target_key, "options": options.compile_options()})
+    log.info("host compile cache %s: key %s, bundle %s", "hit" if cached.hit else "miss", key, cached.digest)
     manifest = Bundle.open(cached.bundle_dir).manifest
     seconds = time.perf_counter() - started
     result = CompileResult("hit" if cached.hit else "miss", seconds, str(cached.bundle_dir), str(cached.archive), key)
@@ -328,6 +331,8 @@ def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
                 if seg.error:
                     state.error = seg.error
                 state.messages.extend(seg.messages)
+                for message in seg.messages:
+                    log.info("segment %s: %s", seg.segment_id, message)
                 observer.segment(state)
     seconds = time.perf_counter() - started
     segments = [SegmentResult(s.id, s.cache or ("failed" if s.stage == "failed" else "miss"), s.build_s, s.parse_s,
@@ -424,6 +429,7 @@ def connect_and_target(client: AgentClient, options: PushOptions,
     started = time.perf_counter()
     info = client.info()
     target = choose_target(info, client.device, options.profile, options.trt_version, options.backend)
+    log.info("target of %s: %s", client.address, target.why)
     observer.phase_done("target", time.perf_counter() - started, target.why)
     return info, target
 
