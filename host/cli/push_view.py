@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -92,7 +93,7 @@ class LiveObserver(Observer):
         self.title = title
         self.phases: list[tuple[str, str, str]] = []  # (name, state, detail)
         self.segments: dict[str, SegmentState] = {}
-        self.progress = ""
+        self.progress: Optional[tuple[str, float, float, str]] = None
         self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
 
     def __enter__(self) -> "LiveObserver":
@@ -100,7 +101,7 @@ class LiveObserver(Observer):
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress = ""
+        self.progress = None
         self.live.update(self._render())
         self.live.__exit__(*exc)
 
@@ -123,7 +124,11 @@ class LiveObserver(Observer):
                             mib(s.engine_bytes) if s.engine_bytes else "-", s.backend or "-")
             parts.append(seg)
         if self.progress:
-            parts.append(Text(self.progress, style="cyan"))
+            label, done, total, text = self.progress
+            bar = Table.grid(padding=(0, 1))
+            bar.add_row(f"[bold]{label}[/bold]", ProgressBar(total=total or None, completed=done, width=30),
+                        Text(text, style="cyan"))
+            parts.append(bar)
         return Group(*parts)
 
     def _refresh(self) -> None:
@@ -137,13 +142,11 @@ class LiveObserver(Observer):
         for i, (n, _state, _d) in enumerate(self.phases):
             if n == name:
                 self.phases[i] = (name, "done", f"{seconds:.2f} s  {detail}")
-        self.progress = ""
+        self.progress = None
         self._refresh()
 
     def upload_progress(self, done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / max(total, 1))
-        self.progress = f"upload [{'#' * filled}{'.' * (width - filled)}] {mib(done)} / {mib(total)}"
+        self.progress = ("upload", done, total, f"{mib(done)} / {mib(total)}")
         self._refresh()
 
     def segment(self, state: SegmentState) -> None:
@@ -153,7 +156,7 @@ class LiveObserver(Observer):
     def bench_progress(self, done: int, total: int, elapsed_s: float, last_ms: Optional[float]) -> None:
         of = f"/{total}" if total else ""
         last = f", last {last_ms:.2f} ms" if last_ms else ""
-        self.progress = f"bench {done}{of} iterations, {elapsed_s:.1f} s{last}"
+        self.progress = ("bench", done, total, f"{done}{of} iterations, {elapsed_s:.1f} s{last}")
         self._refresh()
 
     def log(self, message: str) -> None:
