@@ -230,9 +230,7 @@ def _device_state(device: Any, timeout: float) -> dict[str, Any]:
                        gpu=(f"{info.gpus[0].name} (sm {info.gpus[0].compute_capability})" if info.gpus else None),
                        default_backend=info.default_backend, profile=device.profile or info.profile or None)
             try:
-                from protos import agent_pb2
-
-                engines = client._call(client.stub.ListEngines, agent_pb2.ListEnginesRequest(), timeout=timeout)
+                engines = client.list_engines(timeout=timeout)
                 row.update(engines=len(engines.engines), engine_bytes=engines.total_bytes)
             except AgentError as exc:
                 row["error"] = f"engine cache: {exc}"

@@ -133,9 +133,9 @@ class AgentClient:
                   timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BenchmarkEvent]:
         return self._stream(self._call(self.stub.Benchmark, request, timeout=timeout))
 
-    def list_engines(self, segment_digest: str = "") -> agent_pb2.ListEnginesReply:
+    def list_engines(self, segment_digest: str = "", timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ListEnginesReply:
         return self._call(self.stub.ListEngines, agent_pb2.ListEnginesRequest(segment_digest=segment_digest),
-                          timeout=UNARY_TIMEOUT_S)
+                          timeout=timeout)
 
     def fetch_engine(self, key: str, timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.EngineChunk]:
         return self._stream(self._call(self.stub.FetchEngine, agent_pb2.FetchEngineRequest(key=key), timeout=timeout))
