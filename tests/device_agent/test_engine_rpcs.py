@@ -274,3 +274,43 @@ def test_getinfo_lists_backends_with_versions(agent):
     assert {"tensorrt", "trtexec", "onnxruntime", "tvm"} <= set(names)
     assert names["onnxruntime"].available and names["onnxruntime"].version
     assert info.tvm_runtime == names["tvm"].available
+
+
+def test_agent_settings_set_defaults_that_each_request_can_override(agent_factory, tmp_path):
+    import os
+
+    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=30), "settings")
+    by_flag = agent_factory(fp16=True, max_workspace_bytes=1 << 24)
+    by_env = agent_factory(env={"DEPLOY_AGENT_FP16": "1", "DEPLOY_AGENT_MAX_WORKSPACE_BYTES": str(1 << 24)})
+    plain = agent_factory()
+    keys = {}
+    for name, a in (("flag", by_flag), ("env", by_env), ("plain", plain)):
+        with client_for(a) as client:
+            digest = client.upload(archive).digest
+            keys[name] = build(client, digest)[0][-1].cache_key
+            (entry,) = client.list_engines().engines
+            assert entry.attributes["precision"] == ("fp32" if name == "plain" else "fp16")
+            assert entry.attributes["workspace"] == str(1 << 30 if name == "plain" else 1 << 24)
+            if name == "flag":  # the request's fields win over the agent's settings
+                segs, _ = build(client, digest, fp16=False, max_workspace_bytes=1 << 30)
+                keys["flag, request fp32"] = segs[-1].cache_key
+    assert keys["flag"] == keys["env"] != keys["plain"]
+    assert keys["flag, request fp32"] == keys["plain"]
+
+
+def test_concurrent_builds_of_one_bundle_build_each_segment_once(agent, tmp_path):
+    archive, _, _ = single_segment_bundle(tmp_path, wide_mlp(1024, 2, seed=31), "concurrent")
+    with client_for(agent) as client:
+        digest = client.upload(archive).digest
+    results = []
+
+    def one():
+        with client_for(agent) as c:
+            results.append(build(c, digest)[0][-1].stage)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted([Stage.BUILT, Stage.CACHE_HIT, Stage.CACHE_HIT])
