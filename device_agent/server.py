@@ -27,6 +27,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["DeviceAgent"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+ANSWER_KEY = "deploy-error"  # trailing metadata on every status the service itself sets
 
 
 class Activity:
@@ -60,6 +61,8 @@ def _clip(message: str) -> str:
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    # marks the status as the agent's own answer, so a client never mistakes e.g. UNAVAILABLE for a dead agent
+    context.set_trailing_metadata(((ANSWER_KEY, type(exc).__name__),))
     if isinstance(exc, DeployError):
         context.abort(exc.code, _clip(str(exc)))
     log.exception("unexpected error in handler")

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import grpc
 
+ANSWER_KEY = "deploy-error"  # device_agent.server sets it on every status the service itself chooses
+
 
 class AgentError(Exception):
     """A call to an agent failed; `code` is the gRPC status, `address` the agent."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, address: str = "") -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, address: str = "", answered: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.address = address
+        self.answered = answered  # the agent itself set this status (e.g. a backend it lacks), it is reachable
 
     @property
     def unreachable(self) -> bool:
-        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return not self.answered and self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
     def __str__(self) -> str:
         where = f" ({self.address})" if self.address else ""
@@ -25,6 +28,11 @@ class AgentError(Exception):
 def from_rpc_error(exc: grpc.RpcError, address: str) -> AgentError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    try:
+        trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    except Exception:  # noqa: BLE001 - some error objects carry no call
+        trailing = None
+    answered = any(key == ANSWER_KEY for key, _value in (trailing or ()))
+    if code == grpc.StatusCode.UNAVAILABLE and not answered:
         details = f"agent at {address} is unreachable ({details}); is it running? try `deploy info --device ...`"
-    return AgentError(code, details or code.name, address)
+    return AgentError(code, details or code.name, address, answered=answered)

@@ -87,3 +87,16 @@ def test_exit_3_when_the_device_is_unreachable(deploy, tiny_model):
         proc = deploy(*command, "--device", f"127.0.0.1:{_closed_port()}", "--json")
         assert proc.returncode == 3, (command, proc.stderr)
         assert "unreachable" in _one_error_line(proc)
+
+
+def test_exit_1_not_3_when_the_agent_answers_that_it_lacks_the_requested_backend(agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    info = parse_json(deploy("info", "--device", agent.address, "--json"))
+    if any(b["name"] == "trtexec" and b["available"] for b in info["backends"]):
+        import pytest
+
+        pytest.skip("this machine has trtexec")
+    proc = deploy("push", str(tiny_model), "--device", agent.address, "--backend", "trtexec", "--json")
+    assert proc.returncode == 1, proc.stderr
+    line = _one_error_line(proc)
+    assert "trtexec" in line and "not available on this device" in line and "unreachable" not in line
