@@ -27,6 +27,21 @@ def _signature(schema) -> tuple:
             tuple(sorted(schema.attributes)))
 
 
+def _fits(node: onnx.NodeProto, new, cur) -> bool:
+    """Does the node use only attributes and input positions that mean the same in ``new``?"""
+    if any(a.name not in new.attributes for a in node.attribute):
+        return False
+    used = [i for i, t in enumerate(node.input) if t]
+    new_names = [i.name for i in new.inputs]
+    cur_names = [i.name for i in cur.inputs]
+    variadic = bool(new.inputs) and new.inputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+    for i in used:  # input names change across versions (mean -> input_mean); positions keep meaning
+        if i >= len(new_names) and not variadic:
+            return False
+    return len([o for o in node.output if o]) <= max(len(new.outputs), 1) or (
+        bool(new.outputs) and new.outputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
+
+
 def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, onnx.TensorProto],
                     types: Dict[str, Tuple[str, list]]) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
     """The node (and weights) rewritten for opset ``dst``; raises EmitError when it has no form there."""
@@ -47,8 +62,11 @@ def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, o
         del n.attribute[:]
         n.attribute.extend([helper.make_attribute("axis", rank - 1)])
         return [n], []
-    if _signature(new) == _signature(cur):
-        return [node], []  # only element types or documentation changed between the versions
+    if _signature(new) == _signature(cur) or _fits(node, new, cur):
+        return [node], []  # only types changed, or the node uses nothing the older version lacks
+    extra = [a.name for a in node.attribute if a.name not in new.attributes]
+    if extra:
+        raise EmitError(f"{node.op_type} attribute(s) {extra} do not exist at opset {dst}", node.name)
     # a real signature change (attribute <-> input): let ONNX's version converter do this node
     ins = [t for t in node.input if t]
     g = helper.make_graph([node], "one",

@@ -47,6 +47,7 @@ class Rule:
     const_inputs: Sequence[int] = ()   # input positions that must be constants (weights, shapes)
     checks: List[Check] = field(default_factory=list)
     batch_axis_attr: Optional[str] = None  # attribute holding an axis/axes (implicit-batch check)
+    moves_data: bool = False     # pure data movement: int32 tensors are fine from TensorRT 8.0
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -84,7 +85,7 @@ def _no_dilation(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
 
 def _single_output(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
     if len([o for o in node.output if o]) > 1:
-        return f"{node.op_type} with more than one output (indices/mask) is not offloaded"
+        return f"{node.op_type} with more than one output is not offloaded (TensorRT's parser gives only the first)"
     return None
 
 
@@ -99,9 +100,12 @@ def _pad_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode == "constant":
         return None
-    if mode == "reflect" and ctx.trt >= (8, 0, 0):
+    need = {"reflect": (8, 5, 0), "edge": (8, 5, 0), "wrap": (10, 0, 0)}.get(mode)
+    if need is not None and ctx.trt >= need:
         return None
-    return f"Pad mode {mode!r} is not supported by TensorRT {format_version(ctx.trt)}"
+    if need is None:
+        return f"Pad mode {mode!r} is not supported by TensorRT"
+    return f"Pad mode {mode!r} needs TensorRT >= {format_version(need)}, target is {format_version(ctx.trt)}"
 
 
 def _resize_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
@@ -216,16 +220,16 @@ _RULES: List[Rule] = [
     Rule("Floor", "floor", _V515),
     Rule("Erf", "erf", _V700),
     # shape manipulation
-    Rule("Flatten", "nn.batch_flatten", (5, 0, 0), batch_axis_attr="axis"),
-    Rule("Unsqueeze", "expand_dims", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes"),
-    Rule("Squeeze", "squeeze", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes"),
-    Rule("Concat", "concatenate", (5, 0, 0), batch_axis_attr="axis"),
-    Rule("Transpose", "transpose/layout_transform", (5, 0, 0)),
-    Rule("Reshape", "reshape", (5, 0, 0), const_inputs=(1,)),
-    Rule("Pad", "nn.pad", (5, 0, 0), const_inputs=(1, 2, 3), checks=[_pad_mode]),
-    Rule("Split", "split", _V515, const_inputs=(1,), batch_axis_attr="axis", checks=[_split_ok]),
-    Rule("Slice", "strided_slice", _V515, const_inputs=(1, 2, 3, 4)),
-    Rule("Identity", "identity", (5, 0, 0)),
+    Rule("Flatten", "nn.batch_flatten", (5, 0, 0), batch_axis_attr="axis", moves_data=True),
+    Rule("Unsqueeze", "expand_dims", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", moves_data=True),
+    Rule("Squeeze", "squeeze", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", moves_data=True),
+    Rule("Concat", "concatenate", (5, 0, 0), batch_axis_attr="axis", moves_data=True),
+    Rule("Transpose", "transpose/layout_transform", (5, 0, 0), moves_data=True),
+    Rule("Reshape", "reshape", (5, 0, 0), const_inputs=(1,), moves_data=True),
+    Rule("Pad", "nn.pad", (5, 0, 0), const_inputs=(1, 2, 3), checks=[_pad_mode], moves_data=True),
+    Rule("Split", "split", _V515, const_inputs=(1,), batch_axis_attr="axis", checks=[_split_ok], moves_data=True),
+    Rule("Slice", "strided_slice", _V515, const_inputs=(1, 2, 3, 4), moves_data=True),
+    Rule("Identity", "identity", (5, 0, 0), moves_data=True),
     Rule("Dropout", "nn.dropout (inference)", (5, 0, 0), const_inputs=(1, 2), checks=[_single_output]),
     # reductions
     Rule("ReduceSum", "sum", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
@@ -284,7 +288,7 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
     data_inputs = [n for i, n in enumerate(node.input) if n and i not in rule.const_inputs and n not in ctx.constants]
     for name in list(data_inputs) + [o for o in node.output if o]:
         dt = ctx.dtype(name)
-        if dt not in FLOAT_TYPES:
+        if dt not in FLOAT_TYPES and not (rule.moves_data and dt == "int32" and ctx.trt >= (8, 0, 0)):
             return f"{op} on {dt} tensor {name!r} is not offloaded (TensorRT segments take float32/float16 data)"
         shape = ctx.types.get(name, ("", None))[1]
         if shape is None or any(isinstance(d, str) and d != "batch" for d in shape):

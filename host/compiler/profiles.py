@@ -36,7 +36,7 @@ _PARSER_OPSET = [
     ((10, 0, 0), 20),
 ]
 MIN_SOURCE_OPSET = 7
-MAX_SOURCE_OPSET = 23
+MAX_SOURCE_OPSET = 25  # the newest opset onnx 1.23 defines
 
 
 def max_parser_opset(trt: Version) -> int:
