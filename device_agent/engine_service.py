@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import platform
 import queue
 import threading
 import time
@@ -22,8 +23,8 @@ from protos import agent_pb2
 from . import engines
 from .bench import LatencyStats, Progress, run_loop
 from .bundle import Bundle, Segment, extract_archive
-from .cache import DEVICE_CLASS_FIELDS, SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
-from .engines.base import Backend, BuildFailedWithMessages, BuildSpec, Engine, TensorMeta
+from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
+from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
 from .errors import (BuildFailed, DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed,
@@ -118,8 +119,6 @@ class EngineService:
     def device_parts(self, backend_name: str) -> Dict[str, str]:
         probe = engines.get(backend_name).probe() if backend_name in engines.BACKENDS else None
         gpu, cc = self.gpu
-        import platform
-
         return {"backend": backend_name, "backend_version": probe.version if probe and probe.available else "",
                 "gpu": gpu, "cc": cc, "l4t": getattr(self.facts, "l4t_release", None) or "",
                 "arch": getattr(self.facts, "arch", None) or platform.machine()}
@@ -293,12 +292,11 @@ class EngineService:
 
     # ---------------------------------------------------------------- loading and running
     def _forget(self, key: str) -> None:
+        """Drop a loaded engine and the models using it; a run holding it finishes, then GC frees it."""
         with self._lock:
-            eng = self._loaded.pop(key, None)
+            self._loaded.pop(key, None)
             for mk in [mk for mk in self._models if key in mk]:
                 self._models.pop(mk)
-        if eng is not None:
-            eng.close()
 
     def _engine(self, entry: CacheEntry, plan: bytes, spec: BuildSpec, backend: Backend) -> Engine:
         with self._lock:
@@ -313,8 +311,9 @@ class EngineService:
             eng.max_run_bytes = MAX_RUN_BYTES
             with self._lock:
                 self._loaded[entry.key] = eng
-                while len(self._loaded) > LOADED_ENGINES:
-                    self._loaded.popitem(last=False)[1].close()
+                stale = list(self._loaded)[:-LOADED_ENGINES] if len(self._loaded) > LOADED_ENGINES else []
+            for k in stale:
+                self._forget(k)
             return eng
 
     def _model(self, bundle: Bundle, opts: Options, batch: int) -> ModelRunner:
@@ -329,8 +328,6 @@ class EngineService:
         with self._lock:
             if mkey in self._models:
                 return self._models[mkey]
-        import platform
-
         runner = compose(bundle, seg_engines, opts.backend.name, getattr(self.facts, "arch", None) or
                          platform.machine(), bool(self.gpu[0]))
         with self._lock:
@@ -512,8 +509,8 @@ class EngineService:
         expected = self.device_parts(str(parts.get("backend", "")))
         data = bytearray()
         for msg in request_iterator:
-            if msg.WhichOneof("msg") != "chunk":
-                raise InvalidInput("only chunk messages may follow the engine entry")
+            if msg.WhichOneof("msg") != "chunk" or not msg.chunk:  # empty chunks: an unbounded count
+                raise InvalidInput("only non-empty chunk messages may follow the engine entry")
             data += msg.chunk
             if len(data) > e.size:
                 raise InvalidInput(f"engine data runs past its declared size of {e.size} bytes")

@@ -213,6 +213,8 @@ class Store:
             position = offset
             try:
                 for chunk in chunks:
+                    if not chunk:  # so the number of chunks is bounded by the declared size
+                        raise InvalidInput("empty upload chunk; every chunk must carry bytes")
                     if len(chunk) > self.max_chunk_bytes:
                         raise InvalidInput(f"chunk of {len(chunk)} bytes exceeds the limit of "
                                            f"{self.max_chunk_bytes} bytes")

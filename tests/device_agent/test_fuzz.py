@@ -331,6 +331,21 @@ def test_malicious_archives_are_refused_with_a_status_code(fuzz_agent: FuzzAgent
     assert run != grpc.StatusCode.OK
 
 
+def test_empty_chunks_are_refused_so_the_chunk_count_is_bounded_by_the_declared_size(fuzz_agent: FuzzAgent) -> None:
+    a = fuzz_agent
+    blob = b"0123456789"
+    header = agent_pb2.UploadHeader(digest="sha256:" + hashlib.sha256(blob).hexdigest(), size=len(blob))
+    msgs = [agent_pb2.UploadRequest(header=header)] + [agent_pb2.UploadRequest(chunk=b"")] * 10_000
+    with pytest.raises(grpc.RpcError) as err:
+        a.stub.Upload(iter(msgs), timeout=TIMEOUT_S)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "empty upload chunk" in err.value.details()
+    entry = agent_pb2.EngineEntry(key="k", size=4, attributes={"parts": '{"backend": "onnxruntime"}'})
+    msgs = [agent_pb2.EngineChunk(entry=entry)] + [agent_pb2.EngineChunk(chunk=b"")] * 10_000
+    with pytest.raises(grpc.RpcError) as err:
+        a.stub.PutEngine(iter(msgs), timeout=TIMEOUT_S)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "non-empty chunk" in err.value.details()
+
+
 def test_status_messages_stay_short_when_they_quote_huge_input(fuzz_agent: FuzzAgent) -> None:
     a = fuzz_agent
     name = "n" * 100_000
