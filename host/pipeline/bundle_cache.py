@@ -146,6 +146,9 @@ def prune(max_entries: int = MAX_ENTRIES) -> list[str]:
     for entry in entries()[max_entries:]:
         shutil.rmtree(root() / entry["key"], ignore_errors=True)
         removed.append(entry["key"])
+    archives = sorted((root() / "archives").glob("*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in archives[max_entries:]:  # archives of given bundle directories (push BUNDLE_DIR)
+        stale.unlink(missing_ok=True)
     now = time.time()
     for tmp in root().glob(".tmp-*"):
         try:

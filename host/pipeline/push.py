@@ -219,8 +219,12 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     archive = archives / f"{h.hexdigest()[:32]}.tar"
     if not archive.is_file():
         tmp = archive.with_suffix(f".{os.getpid()}.tmp")
-        write_archive(bundle_dir, tmp)
-        os.replace(tmp, archive)
+        try:
+            write_archive(bundle_dir, tmp)
+            os.replace(tmp, archive)
+        finally:
+            tmp.unlink(missing_ok=True)
+        bundle_cache.prune()
     from host.client.digests import digest_of
 
     return archive, digest_of(archive)
