@@ -66,6 +66,7 @@ def main() -> None:
     subprocess.run([str(DEPLOY), "--version"], check=True, capture_output=True,
                    env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
 
+    load_before = os.getloadavg()[0]
     first_walls: list[float] = []
     phases: dict[str, list[float]] = {p: [] for p in PHASES}
     second_walls: list[float] = []
@@ -96,7 +97,8 @@ def main() -> None:
 
     print(f"\n`deploy push {a.model}.onnx --device local --bench -n {a.iterations}` "
           f"({os.cpu_count()} cores, {platform.python_version()}, medians of {a.runs} first and "
-          f"{len(second_walls)} second pushes)\n")
+          f"{len(second_walls)} second pushes; 1-minute load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after)\n")
     print("| phase | first push, s | second push, s |")
     print("| --- | ---: | ---: |")
     for p in PHASES:
