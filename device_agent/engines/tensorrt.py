@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -178,6 +179,7 @@ class TrtEngine(Engine):
         self._buffers: Dict[str, Tuple[int, Any, int]] = {}
         self._ev = [self.cuda.event() for _ in range(4)]
         self._times: Dict[str, List[float]] = {"h2d": [], "gpu_compute": [], "d2h": []}
+        self._run_lock = threading.Lock()  # one execution context and one set of buffers: one run at a time
 
     def _io(self):
         trt, e = self.trt, self.engine
@@ -201,6 +203,10 @@ class TrtEngine(Engine):
         return self._buffers[name][0]
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        with self._run_lock:
+            return self._run_locked(feeds)
+
+    def _run_locked(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         ctx, cuda = self.context, self.cuda
         names = [m.name for m in self.inputs + self.outputs]
         for name, arr in feeds.items():
@@ -246,9 +252,16 @@ class TrtEngine(Engine):
             v.clear()
 
     def close(self) -> None:
-        for _, handle, _ in self._buffers.values():
-            self.cuda.free(handle)
-        self._buffers.clear()
+        with self._run_lock:
+            for _, handle, _ in self._buffers.values():
+                self.cuda.free(handle)
+            self._buffers.clear()
+
+    def __del__(self) -> None:  # evicted engines are freed when the last run holding them ends
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class TensorRTBackend(Backend):

@@ -1,7 +1,6 @@
 """Build, Run, Benchmark and the engine-cache RPCs on real agents over gRPC on loopback (onnxruntime backend)."""
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -13,7 +12,7 @@ from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from host.fleet.inventory import Device
 from protos import agent_pb2
-from tests.device_agent.onnx_models import (conv_net, max_rel_err, reference_run, single_segment_bundle,
+from tests.device_agent.onnx_models import (conv_net, max_rel_err, single_segment_bundle,
                                              wide_mlp)
 
 Stage = agent_pb2.SegmentEvent
@@ -244,6 +243,7 @@ def test_prune_rpc_and_size_bound_remove_least_recently_used_first(agent_factory
         assert client.prune(agent_pb2.PruneRequest(all=True)).total_bytes == 0
 
 
+@pytest.mark.slow
 def test_agent_killed_during_a_build_leaves_no_entry_a_restart_would_load(agent_factory, tmp_path):
     from device_agent.cache import EngineCache
 
@@ -277,8 +277,6 @@ def test_getinfo_lists_backends_with_versions(agent):
 
 
 def test_agent_settings_set_defaults_that_each_request_can_override(agent_factory, tmp_path):
-    import os
-
     archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=30), "settings")
     by_flag = agent_factory(fp16=True, max_workspace_bytes=1 << 24)
     by_env = agent_factory(env={"DEPLOY_AGENT_FP16": "1", "DEPLOY_AGENT_MAX_WORKSPACE_BYTES": str(1 << 24)})

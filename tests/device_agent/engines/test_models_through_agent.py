@@ -57,6 +57,7 @@ def _inputs(result, seed=123):
             for t in result.manifest.inputs}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, exclude", [
     ("resnet18", ()), ("resnet50", ()), ("mobilenetv2", ()), ("transformer", ()),
     ("transformer", ("Softmax",)), ("resnet18", ("MaxPool",)),

@@ -8,7 +8,7 @@ import device_agent.engines as engines
 from device_agent.engines.base import BuildFailedWithMessages, BuildSpec
 from device_agent.engines.onnxruntime import OnnxRuntimeBackend
 from device_agent.errors import InvalidInput, ResourceExhausted, Unavailable
-from tests.device_agent.onnx_models import conv_net, max_rel_err, reference_run
+from tests.device_agent.onnx_models import max_rel_err, reference_run
 
 
 def test_plan_runs_with_the_original_models_result(small_model):

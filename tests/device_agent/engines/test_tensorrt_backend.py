@@ -1,7 +1,6 @@
 """The tensorrt backend where TensorRT is missing (this workplace's CPU machine) and, where present, for real."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from device_agent.engines.base import BuildSpec, ProfileShape
