@@ -234,9 +234,10 @@ class EngineService:
 
     def _ensure(self, bundle: Bundle, seg: Segment, opts: Options,
                 batch: int) -> Tuple[CacheEntry, bytes, bool, BuildSpec]:
+        """The segment's plan for a run: cached (hashed as it is read) or built now; force_rebuild is Build's."""
         spec, parts, key = self._plan_for(seg, opts, batch)
         with self.cache.lock(key):
-            found = None if opts.force else self.cache.read(key)
+            found = self.cache.read(key)
             if found is not None:
                 return found[0], found[1], True, spec
             entry, result = self._build_put(bundle, seg, opts, spec, parts, batch)
@@ -321,9 +322,18 @@ class EngineService:
         seg_engines: Dict[str, Engine] = {}
         keys = []
         for seg in bundle.manifest.segments:
-            entry, plan, _, spec = self._ensure(bundle, seg, opts, batch)
-            seg_engines[seg.id] = self._engine(entry, plan, spec, opts.backend)
-            keys.append(entry.key)
+            _, _, key = self._plan_for(seg, opts, batch)
+            with self._lock:
+                eng = self._loaded.get(key)
+                if eng is not None:
+                    self._loaded.move_to_end(key)
+            if eng is not None and self.cache.get(key) is not None:  # loaded already: no re-read of the plan
+                self.cache.touch(key)
+            else:
+                entry, plan, _, spec = self._ensure(bundle, seg, opts, batch)
+                eng, key = self._engine(entry, plan, spec, opts.backend), entry.key
+            seg_engines[seg.id] = eng
+            keys.append(key)
         mkey = (bundle.manifest.source_digest, str(bundle.root), *keys)
         with self._lock:
             if mkey in self._models:

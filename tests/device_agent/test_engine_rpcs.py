@@ -318,3 +318,23 @@ def test_concurrent_builds_of_one_bundle_build_each_segment_once(agent, tmp_path
     for t in threads:
         t.join()
     assert sorted(results) == sorted([Stage.BUILT, Stage.CACHE_HIT, Stage.CACHE_HIT])
+
+
+def test_a_corrupted_cache_entry_is_rebuilt_never_loaded(agent, bundle):
+    from device_agent.cache import EngineCache
+
+    archive, _, _ = bundle
+    with client_for(agent) as client:
+        digest = client.upload(archive).digest
+        key = build(client, digest)[0][-1].cache_key
+    agent.stop()
+    plan = agent.store_dir.parent / "engines" / "entries" / key / "plan"
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the digest can tell
+    plan.write_bytes(bytes(data))
+    agent.start()
+    with client_for(agent) as client:
+        segs, summary = build(client, digest)
+        assert [s.stage for s in segs] == [Stage.STARTED, Stage.CACHE_MISS, Stage.PARSED, Stage.BUILT]
+        assert client.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True)).max_rel_err < 1e-4
+    assert EngineCache(agent.store_dir.parent / "engines").read(key) is not None  # whole again
