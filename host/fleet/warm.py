@@ -318,9 +318,11 @@ class Warmer:
         listing = client.list_engines()
         wanted = {_bare(d) for d in bundle.segment_digests}
         found: dict[str, agent_pb2.EngineEntry] = {}
+        precision = ("fp16" if bundle.options.fp16 else "fp32") if bundle.options.HasField("fp16") else None
         for entry in listing.engines:  # a later entry (more recently used) wins
             seg = _bare(entry.segment_digest)
-            if seg in wanted and entry.backend == cls.backend and entry.backend_version == cls.backend_version:
+            if seg in wanted and entry.backend == cls.backend and entry.backend_version == cls.backend_version and (
+                    precision is None or entry.attributes.get("precision", precision) == precision):
                 found[seg] = entry
         if set(found) != wanted:
             return None, False
