@@ -71,17 +71,17 @@ class CompileResult:
 
 
 def _versions() -> Dict[str, str]:
-    import onnx
-    import onnxruntime
-    import tvm
+    """Versions from package metadata (importing tvm only to read its version costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        from importlib.metadata import version
-        ours = version("jetson-deploy")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        ours = "0"
-    return {"jetson-deploy": ours, "tvm": tvm.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    out = {}
+    for key, dist in (("jetson-deploy", "jetson-deploy"), ("tvm", "apache-tvm"), ("onnx", "onnx"),
+                      ("onnxruntime", "onnxruntime")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = "unknown"
+    return out
 
 
 def _partition_and_emit(loaded: frontend.LoadedModel, ctx: Context, opts: CompileOptions,

@@ -196,7 +196,7 @@ def markdown(results: Sequence[CaseResult], versions: Sequence[str] = VERSIONS) 
         by_op[r.op].append(r)
     head = "| op | min TensorRT | cases | " + " | ".join(f"offloaded @ {v}" for v in versions) + \
            " | segment in onnxruntime | kept in TVM | refused below min | why not offloaded (examples) |"
-    lines = [head, "|" + "---|" * (8 + len(versions) - 3)]
+    lines = [head, "|" + "---|" * (7 + len(versions))]
     for op in sorted(by_op):
         rs = by_op[op]
         run = [r for r in rs if not r.skipped]
