@@ -1,0 +1,52 @@
+"""`deploy fleet ls` and `deploy fleet warm` as a user runs them: real agents, the installed entry point."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import tomli_w
+
+from tests.device_agent.onnx_models import conv_net
+
+
+def inventory_of(tmp_path: Path, devices: dict) -> dict:
+    path = tmp_path / "deploy.toml"
+    path.write_text(tomli_w.dumps({"devices": devices}))
+    return dict(os.environ, DEPLOY_INVENTORY=str(path))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fleet_ls_groups_live_agents_and_lists_a_dead_one_as_unreachable(agent_factory, tmp_path, deploy):
+    a, b = agent_factory(), agent_factory()
+    env = inventory_of(tmp_path, {"a": {"address": a.address, "profile": "x86-cpu"},
+                                  "b": {"address": b.address, "profile": "x86-cpu"},
+                                  "gone": {"address": f"127.0.0.1:{closed_port()}"}})
+    proc = deploy("fleet", "ls", "--json", env=env)
+    assert proc.returncode == 3, proc.stderr
+    data = json.loads(proc.stdout)
+    [cls] = data["classes"]
+    assert [d["name"] for d in cls["devices"]] == ["a", "b"] and cls["facts"]["backend"] == "onnxruntime"
+    assert [u["device"] for u in data["unreachable"]] == ["gone"] and data["unreachable"][0]["unreachable"]
+
+
+def test_fleet_warm_prints_a_table_per_class_then_skips_warm_devices_on_a_second_run(agent_factory, tmp_path,
+                                                                                      deploy):
+    a, b = agent_factory(), agent_factory()
+    env = inventory_of(tmp_path, {"a": {"address": a.address, "profile": "x86-cpu"},
+                                  "b": {"address": b.address, "profile": "x86-cpu"}})
+    model = tmp_path / "m.onnx"
+    model.write_bytes(conv_net())
+    first = deploy("fleet", "warm", str(model), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "1 build(s)" in first.stdout and "built on" in first.stdout
+    second = deploy("fleet", "warm", str(model), "--json", env=env)
+    data = json.loads(second.stdout)
+    assert second.returncode == 0 and data["builds"] == 0
+    assert sorted(data["classes"][0]["skipped"]) == ["a", "b"]
