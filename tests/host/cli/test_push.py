@@ -112,3 +112,37 @@ def test_push_of_a_deploy_compile_output_directory_pushes_that_bundle(agent_fact
     assert pushed["bundle_digest"] == compiled["digest"]
     assert pushed["compile"]["cache"] == "none"
     assert pushed["verify"]["max_rel_err"] < 1e-4
+
+
+def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, deploy, resnet18):
+    from host.client.agent import AgentClient
+    from host.client.digests import digest_of
+    from host.fleet.inventory import Device
+    from protos import agent_pb2
+
+    a, b = agent_factory(), agent_factory()
+    archive = parse_json(deploy("push", str(resnet18), "--device", a.address, "--no-verify", "--json"))["compile"]["archive"]
+    digest, size = digest_of(archive), os.path.getsize(archive)
+    chunk = 1024 * 1024
+
+    def cut_off():  # header and three chunks, then the sender dies
+        yield agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=0, kind="bundle"))
+        with open(archive, "rb") as f:
+            for _ in range(3):
+                yield agent_pb2.UploadRequest(chunk=f.read(chunk))
+        raise ConnectionError("link lost")
+
+    with AgentClient(Device(name="b", address=b.address)) as client:
+        try:
+            client.stub.Upload(cut_off(), timeout=30)
+        except Exception:  # noqa: BLE001 - the cut is the point
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.query_upload(digest).committed_offset == 0:
+            time.sleep(0.05)
+        committed = client.query_upload(digest).committed_offset
+    assert 0 < committed < size
+    pushed = parse_json(deploy("push", str(resnet18), "--device", b.address, "--no-verify", "--json"))
+    assert pushed["upload"]["resumed_from"] == committed
+    assert pushed["upload"]["bytes_sent"] == size - committed
+    assert pushed["bundle_digest"] == digest
