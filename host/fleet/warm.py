@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
 from device_agent.errors import BuildFailed, DataLoss
-from host.client.agent import AgentClient
+from host.client.agent import AgentClient, upload_timeout
 from host.fleet.classes import DeviceClass, classify, group
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, RetryPolicy, fan_out, first_line, is_unreachable,
                                retrying)
@@ -414,7 +414,7 @@ class Warmer:
             head: Optional[agent_pb2.EngineEntry] = None
             size = 0
             with open(path, "wb") as f:
-                for msg in client.fetch_engine(entry.key):
+                for msg in client.fetch_engine(entry.key, timeout=upload_timeout(entry.size)):
                     if msg.WhichOneof("msg") == "entry":
                         head = msg.entry
                     else:
@@ -445,7 +445,7 @@ class Warmer:
         for entry, path in plans:
             if entry.key in have:
                 continue
-            client.put_engine(_chunks(entry, path))
+            client.put_engine(_chunks(entry, path), timeout=upload_timeout(path.stat().st_size))
             sent += 1
         self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent

@@ -36,17 +36,20 @@ def test_fleet_ls_groups_live_agents_and_lists_a_dead_one_as_unreachable(agent_f
     assert [u["device"] for u in data["unreachable"]] == ["gone"] and data["unreachable"][0]["unreachable"]
 
 
-def test_fleet_warm_prints_a_table_per_class_then_skips_warm_devices_on_a_second_run(agent_factory, tmp_path,
-                                                                                      deploy):
+def test_fleet_warm_prints_a_table_per_class_reports_a_dead_device_and_skips_warm_ones_on_a_second_run(
+        agent_factory, tmp_path, deploy):
     a, b = agent_factory(), agent_factory()
     env = inventory_of(tmp_path, {"a": {"address": a.address, "profile": "x86-cpu"},
-                                  "b": {"address": b.address, "profile": "x86-cpu"}})
+                                  "b": {"address": b.address, "profile": "x86-cpu"},
+                                  "gone": {"address": f"127.0.0.1:{closed_port()}"}})
     model = tmp_path / "m.onnx"
     model.write_bytes(conv_net())
     first = deploy("fleet", "warm", str(model), env=env)
-    assert first.returncode == 0, first.stderr
-    assert "1 build(s)" in first.stdout and "built on" in first.stdout
+    assert first.returncode == 3, first.stderr  # every failure was an unreachable device
+    assert "1 build(s)" in first.stdout and "built on" in first.stdout and "gone" in first.stdout
+    assert "next `deploy fleet warm`" in first.stdout
     second = deploy("fleet", "warm", str(model), "--json", env=env)
     data = json.loads(second.stdout)
-    assert second.returncode == 0 and data["builds"] == 0
+    assert second.returncode == 3 and data["builds"] == 0 and not data["ok"]
     assert sorted(data["classes"][0]["skipped"]) == ["a", "b"]
+    assert [u["device"] for u in data["unreachable"]] == ["gone"]
