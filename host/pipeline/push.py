@@ -420,8 +420,29 @@ def where_parts_run(prepared: Prepared, build_result: Optional[BuildResult]) -> 
                      "cache": b.cache if b else ""})
     if manifest.remainder is not None:
         rows.append({"id": "remainder", "kind": "tvm", "ops": len(manifest.not_offloaded),
-                     "runs_on": f"tvm ({manifest.remainder.target})", "cache": ""})
+                     "runs_on": f"tvm ({_target_text(manifest.remainder.target, manifest.remainder.host)})",
+                     "cache": ""})
     return rows
+
+
+def _target_text(target: str, host: str) -> str:
+    """'cuda sm_87, aarch64-linux-gnu host' from TVM's JSON target dicts (or the strings as they are)."""
+    import json
+
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            value = json.loads(text)
+            return value if isinstance(value, dict) else {}
+        except ValueError:
+            return {}
+
+    t, h = parse(target), parse(host)
+    if not t:
+        return target
+    text = " ".join(str(v) for v in (t.get("kind"), t.get("arch") or t.get("mtriple")) if v)
+    if h and t.get("kind") != "llvm" and h.get("mtriple"):
+        text += f", {h['mtriple']} host"
+    return text
 
 
 # ---------------------------------------------------------------- the whole job

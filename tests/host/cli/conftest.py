@@ -26,3 +26,11 @@ def resnet18(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(out), "--only", "resnet18"],
                    check=True, capture_output=True, timeout=300)
     return out / "resnet18.onnx"
+
+
+@pytest.fixture(scope="session")
+def transformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("transformer")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(out), "--only", "transformer"],
+                   check=True, capture_output=True, timeout=300)
+    return out / "transformer.onnx"

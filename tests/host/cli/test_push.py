@@ -146,3 +146,16 @@ def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, de
     assert pushed["upload"]["resumed_from"] == committed
     assert pushed["upload"]["bytes_sent"] == size - committed
     assert pushed["bundle_digest"] == digest
+
+
+def test_push_of_a_model_partly_beyond_the_target_tensorrt_runs_segments_and_tvm_remainder_and_verifies(
+        agent_factory, deploy, transformer):
+    agent = agent_factory()
+    # TensorRT 6.0.1 cannot take erf (7.0.0), so part of the encoder stays in TVM
+    data = parse_json(deploy("push", str(transformer), "--device", agent.address, "--trt-version", "6.0.1", "--json"))
+    kinds = [p["kind"] for p in data["parts"]]
+    assert "tvm" in kinds and kinds.count("tensorrt") == len(data["build"]["segments"]) >= 1
+    assert data["target"]["trt_version"] == "6.0.1"
+    assert data["verify"]["max_rel_err"] < 1e-4
+    remainder = next(p for p in data["parts"] if p["kind"] == "tvm")
+    assert remainder["runs_on"] == "tvm (llvm)"
