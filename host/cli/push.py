@@ -45,6 +45,8 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
 def _options(**kw: Any):
     from host.pipeline.push import PushOptions
 
+    if kw.get("iterations") and kw.get("duration_s"):
+        raise InvalidInput("give --iterations or --duration, not both")
     return PushOptions(**kw)
 
 
