@@ -124,6 +124,9 @@ def warm(
         out.status(f"{event.kind:>13} {event.device}{detail}")
 
     result = Warmer(_devices(tag), model_plans(model_or_bundle), concurrency=concurrency, on_event=show).run()
+    errors = [c.plan_error for c in result.classes]
+    if errors and all(isinstance(e, InvalidInput) for e in errors):
+        raise errors[0]  # the model itself is bad: one line, exit 2, not a table of identical failures
     data = result.to_dict()
     out.result(data, lambda c: _render_warm(data, c))
     if not result.ok:

@@ -60,6 +60,7 @@ class ClassResult:
     builds: int = 0
     build_s: float = 0.0                  # the builder's own parse + build seconds
     engines: list[str] = field(default_factory=list)
+    plan_error: Optional[BaseException] = field(default=None, repr=False)  # no bundle could be made
 
     @property
     def unreachable(self) -> list[str]:
@@ -246,6 +247,7 @@ class Warmer:
         try:
             bundle = self._bundle(cls, members[0])
         except Exception as exc:  # noqa: BLE001 - a compile error fails this class, not the whole fleet
+            res.plan_error = exc
             res.failed = [Failure(m.name, f"no bundle for this class: {first_line(exc)}") for m in members]
             return res
         res.bundle_digest = bundle.digest

@@ -152,6 +152,19 @@ def test_warm_of_a_missing_model_is_one_line_naming_the_path(agent_factory, tmp_
     assert len(lines) == 1 and "nope.onnx" in lines[0] and lines[0].startswith("error:")
 
 
+def test_warm_of_a_file_that_is_not_onnx_is_one_line_and_builds_nothing(agent_factory, tmp_path, deploy):
+    agent = agent_factory()
+    inventory = tmp_path / "deploy.toml"
+    inventory.write_text(tomli_w.dumps({"devices": {"one": {"address": agent.address, "profile": "x86-cpu"}}}))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    proc = deploy("fleet", "warm", str(bad), env=dict(os.environ, DEPLOY_INVENTORY=str(inventory)))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "bad.onnx" in lines[0], proc.stderr
+    with AgentClient(Device(name="one", address=agent.address)) as client:
+        assert not client.list_engines().engines
+
+
 def test_warm_with_no_device_matching_the_tags_says_so(tmp_path, model, deploy):
     inventory = tmp_path / "deploy.toml"
     inventory.write_text(tomli_w.dumps({"devices": {"one": {"address": "127.0.0.1:1", "tags": ["a"]}}}))
