@@ -39,6 +39,10 @@ def _check_inputs(bundle: Bundle, inputs: Dict[str, np.ndarray]) -> None:
             raise InvalidInput(f"input {spec.name!r} is {arr.dtype}, the bundle takes {spec.dtype}")
         if len(arr.shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, arr.shape)):
             raise InvalidInput(f"input {spec.name!r} has shape {list(arr.shape)}, the bundle takes {spec.shape}")
+        batch = bundle.manifest.options.get("batch")
+        if batch and spec.shape and spec.shape[0] == "batch" and not batch[0] <= arr.shape[0] <= batch[2]:
+            raise InvalidInput(f"input {spec.name!r} has batch {arr.shape[0]}, the bundle was compiled for "
+                               f"{batch[0]}..{batch[2]}")
 
 
 def _vm(bundle: Bundle, device: str):
