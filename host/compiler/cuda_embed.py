@@ -54,13 +54,17 @@ def _cuda_shim_dir() -> str:
     return str(shim)
 
 
-def compile_cubin(source: str, sm: str) -> bytes:
+def compile_cubin(source: str, sm: str, fmt: str = "cubin") -> bytes:
+    """cubin for exactly ``sm``, or PTX for ``compute_XY`` that newer GPUs' drivers JIT."""
     from tvm.support import nvcc
 
     old = os.environ.get("CUDA_PATH")
     os.environ["CUDA_PATH"] = _cuda_shim_dir()
     try:
-        return bytes(nvcc.compile_cuda(source, target_format="cubin", arch=sm, compiler="nvrtc"))
+        code = bytes(nvcc.compile_cuda(source, target_format=fmt, arch=sm, compiler="nvrtc"))
+        if fmt == "ptx" and not code.endswith(b"\0"):
+            code += b"\0"  # cuModuleLoadData reads PTX as a C string
+        return code
     finally:
         if old is None:
             os.environ.pop("CUDA_PATH", None)
@@ -78,7 +82,7 @@ def _find_cuda_modules(mod) -> List:
     return found
 
 
-def _rewrite_blob(blob: bytes, source: str, cubin: bytes) -> bytes:
+def _rewrite_blob(blob: bytes, source: str, cubin: bytes, fmt: str = "cubin") -> bytes:
     src = source.encode("utf-8")
     key = _U64.pack(4) + b"cuda"
     start = 0
@@ -97,7 +101,7 @@ def _rewrite_blob(blob: bytes, source: str, cubin: bytes) -> bytes:
         if blob[code_at + 8:end] != src or _U64.unpack_from(blob, code_at)[0] != len(src):
             continue
         fmap = blob[payload + 12:code_at]
-        new_payload = _U64.pack(5) + b"cubin" + fmap + _U64.pack(len(cubin)) + cubin
+        new_payload = _U64.pack(len(fmt)) + fmt.encode() + fmap + _U64.pack(len(cubin)) + cubin
         out = blob[:body] + _U64.pack(len(new_payload)) + new_payload + blob[end:]
         (total,) = _U64.unpack_from(out, 0)
         if total != len(blob) - 8:
@@ -105,8 +109,8 @@ def _rewrite_blob(blob: bytes, source: str, cubin: bytes) -> bytes:
         return _U64.pack(len(out) - 8) + out[8:]
 
 
-def pack_imports_with_cubin(sm: str):
-    """An ``fpack_imports`` hook for ``export_library``: imports blob with cubin instead of source."""
+def pack_imports_with_cubin(sm: str, fmt: str = "cubin"):
+    """An ``fpack_imports`` hook for ``export_library``: imports blob with cubin/PTX instead of source."""
 
     def fpack(module, is_system_lib: bool, prefix: str, workspace_dir: str) -> str:
         import tvm
@@ -115,7 +119,7 @@ def pack_imports_with_cubin(sm: str):
         for cm in _find_cuda_modules(module):
             source = cm.inspect_source("cuda")
             if source:
-                blob = _rewrite_blob(blob, source, compile_cubin(source, sm))
+                blob = _rewrite_blob(blob, source, compile_cubin(source, sm, fmt), fmt)
         symbol = prefix + tvm.get_global_func("runtime.ModuleImportsBlobName")()
         path = os.path.join(workspace_dir, f"{prefix}devc.c")
         with open(path, "w") as f:
@@ -128,6 +132,13 @@ def pack_imports_with_cubin(sm: str):
         return path
 
     return fpack
+
+
+def embedded_ptx_targets(library: bytes) -> List[str]:
+    """The ``.target sm_XY`` lines of PTX embedded in a library's bytes."""
+    import re
+
+    return [m.decode() for m in re.findall(rb"\.target\s+(sm_\d+[a-z]?)", library)]
 
 
 def embedded_cubin_arches(library: bytes) -> List[int]:

@@ -56,6 +56,7 @@ class Profile:
     arch: str                          # host CPU: "x86_64" | "aarch64"
     cuda_driver: Optional[str] = None  # CUDA version of the device's driver, when known
     remainder_note: str = ""           # why the remainder runs where it does
+    cuda_code: str = "cubin"           # "cubin" for exactly this sm, "ptx" for this sm and newer GPUs
 
     @property
     def trt(self) -> Version:
@@ -89,8 +90,9 @@ PROFILES: Dict[str, Profile] = {
     for p in [
         Profile("x86-cpu", "10.3.0", None, "cpu", "x86_64",
                 remainder_note="no GPU: the TVM remainder runs on the CPU (llvm)"),
-        Profile("generic-cuda", "10.3.0", "8.0", "cuda", "x86_64", cuda_driver="12.0",
-                remainder_note="the TVM remainder runs on the GPU (CUDA, sm_80)"),
+        Profile("generic-cuda", "10.3.0", "8.0", "cuda", "x86_64", cuda_driver="12.0", cuda_code="ptx",
+                remainder_note="the TVM remainder runs on the GPU (CUDA PTX for sm_80, JIT-compiled by the "
+                               "driver for the GPU it meets)"),
         Profile("jetson-nano", "8.2.1", "5.3", "cpu", "aarch64", cuda_driver="10.2",
                 remainder_note="JetPack 4.6 has a CUDA 10.2 driver, which cannot load code from this "
                                "host's NVRTC 12.9, so the TVM remainder runs on the device CPU "

@@ -52,3 +52,12 @@ def test_nano_remainder_on_gpu_when_asked(tiny, save_model, tmp_path):
                       remainder_device="cuda")
     assert embedded_cubin_arches((r.bundle_dir / r.manifest.remainder.path).read_bytes()) == [53]
     assert "because it was asked for" in r.manifest.options["remainder"]["why"]
+
+
+def test_generic_cuda_remainder_embeds_ptx_for_sm80_and_newer(tiny, save_model, tmp_path):
+    from host.compiler.cuda_embed import embedded_ptx_targets
+
+    r = compile_model(save_model(_erf_model(tiny)), tmp_path / "out", profile="generic-cuda", trt_version="6.0.1")
+    lib = (r.bundle_dir / r.manifest.remainder.path).read_bytes()
+    assert embedded_ptx_targets(lib) == ["sm_80"] and embedded_cubin_arches(lib) == []
+    assert _machine(r.bundle_dir / r.manifest.remainder.path) == "Advanced Micro Devices X86-64"
