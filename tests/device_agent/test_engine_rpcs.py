@@ -338,3 +338,33 @@ def test_a_corrupted_cache_entry_is_rebuilt_never_loaded(agent, bundle):
         assert [s.stage for s in segs] == [Stage.STARTED, Stage.CACHE_MISS, Stage.PARSED, Stage.BUILT]
         assert client.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True)).max_rel_err < 1e-4
     assert EngineCache(agent.store_dir.parent / "engines").read(key) is not None  # whole again
+
+
+def test_put_engine_refuses_malformed_streams_with_what_was_wrong(agent_factory, bundle):
+    archive, _, _ = bundle
+    src, dst = agent_factory(), agent_factory(cache_max_bytes=1 << 20)
+    with client_for(src) as cs, client_for(dst) as cd:
+        build(cs, cs.upload(archive).digest)
+        (entry,) = cs.list_engines().engines
+        chunks = list(cs.fetch_engine(entry.key))
+        head = chunks[0].entry
+
+        def put(msgs):
+            with pytest.raises(AgentError) as err:
+                cd.put_engine(iter(msgs))
+            return err.value
+
+        assert "must start with the engine's entry" in put(chunks[1:]).message
+        big = agent_pb2.EngineEntry()
+        big.CopyFrom(head)
+        big.size = 2 << 20
+        e = put([agent_pb2.EngineChunk(entry=big)] + chunks[1:])
+        assert e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in e.message
+        bare = agent_pb2.EngineEntry()
+        bare.CopyFrom(head)
+        del bare.attributes["parts"]
+        assert "key parts" in put([agent_pb2.EngineChunk(entry=bare)] + chunks[1:]).message
+        short = [chunks[0], agent_pb2.EngineChunk(chunk=chunks[1].chunk[:10])]
+        assert put(short).code == grpc.StatusCode.DATA_LOSS
+        assert cd.list_engines().engines == []  # nothing partial is visible
+        assert cd.put_engine(iter(chunks)).key == entry.key  # and a whole one still goes in
