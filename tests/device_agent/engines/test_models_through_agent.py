@@ -83,3 +83,32 @@ def test_bundle_run_by_the_agent_matches_onnxruntime_on_the_original(agent, mode
         hits = [e.segment for e in again if e.WhichOneof("event") == "segment" and e.segment.stage == Stage.CACHE_HIT]
         assert len(hits) == len(result.manifest.segments)
         assert all(h.lookup_s < 0.1 for h in hits), [h.lookup_s for h in hits]
+
+
+@pytest.mark.slow
+def test_dynamic_batch_hybrid_bundle_runs_each_batch_with_onnxruntimes_result(agent, tmp_path):
+    import onnx
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import make_models
+    finally:
+        sys.path.pop(0)
+    from host.compiler.api import CompileOptions, compile_model
+
+    model = tmp_path / "resnet18-dyn.onnx"
+    onnx.save(make_models.resnet(18, batch="N"), str(model))
+    result = compile_model(model, tmp_path / "out", CompileOptions(profile="x86-cpu", batch="1:2:4",
+                                                                   exclude_ops=["GlobalAveragePool"]))
+    assert result.manifest.remainder is not None and len(result.manifest.segments) == 2
+    with AgentClient(Device(name="t", address=agent.address)) as client:
+        digest = client.upload(result.archive).digest
+        for batch in (3, 1):  # 3 builds engines for 1..3; 1 runs on them
+            x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            want = reference_run(model.read_bytes(), {"input": x})
+            reply = client.run(agent_pb2.RunRequest(bundle_digest=digest, inputs=[_tensor("input", x)]))
+            (out,) = reply.outputs
+            got = np.frombuffer(out.data, dtype=out.dtype).reshape(list(out.shape))
+            assert got.shape[0] == batch and max_rel_err(got, want[out.name]) < 1e-4
+        engines = client.list_engines().engines
+        assert len(engines) == 2 and all('"max": [3' in e.attributes["profiles"] for e in engines)
