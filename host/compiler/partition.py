@@ -45,12 +45,21 @@ class Partition:
 
 
 class _Groups:
-    """Union-find over node indices with a part-level acyclicity check on merge."""
+    """Union-find over node indices with a part-level acyclicity check on merge.
+
+    The part graph's edges are kept up to date on every merge, so the check is one BFS over parts.
+    """
 
     def __init__(self, n: int, succ: List[Set[int]]) -> None:
         self.parent = list(range(n))
         self.members: Dict[int, Set[int]] = {i: {i} for i in range(n)}
-        self.succ = succ
+        self.gsucc: Dict[int, Set[int]] = {i: set(succ[i]) - {i} for i in range(n)}
+        self.gpred: Dict[int, Set[int]] = {i: set() for i in range(n)}
+        self.gmin = list(range(n))  # lowest / highest node index (topological position) per group
+        self.gmax = list(range(n))
+        for i in range(n):
+            for j in self.gsucc[i]:
+                self.gpred[j].add(i)
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -59,19 +68,24 @@ class _Groups:
         return i
 
     def _group_succ(self, g: int) -> Set[int]:
-        return {self.find(s) for m in self.members[g] for s in self.succ[m]} - {g}
+        return self.gsucc[g]
 
     def _reaches_indirectly(self, a: int, b: int) -> bool:
-        """Is there a path a -> x -> ... -> b with some group x not in {a, b}?"""
-        start = [g for g in self._group_succ(a) if g != b]
+        """Is there a path a -> x -> ... -> b with some group x not in {a, b}?
+
+        Nodes are in topological order, so a group on a path into b starts before b ends: groups
+        with gmin > gmax[b] are pruned.
+        """
+        limit = self.gmax[b]
+        start = [g for g in self.gsucc[a] if g != b and self.gmin[g] <= limit]
         seen = set(start)
         queue = deque(start)
         while queue:
             g = queue.popleft()
-            for h in self._group_succ(g):
+            for h in self.gsucc[g]:
                 if h == b:
                     return True
-                if h != a and h not in seen:
+                if h != a and h not in seen and self.gmin[h] <= limit:
                     seen.add(h)
                     queue.append(h)
         return False
@@ -86,6 +100,18 @@ class _Groups:
             a, b = b, a
         self.parent[b] = a
         self.members[a] |= self.members.pop(b)
+        self.gmin[a], self.gmax[a] = min(self.gmin[a], self.gmin[b]), max(self.gmax[a], self.gmax[b])
+        succ_b, pred_b = self.gsucc.pop(b), self.gpred.pop(b)
+        for h in succ_b:
+            self.gpred[h].discard(b)
+            if h != a:
+                self.gpred[h].add(a)
+        for h in pred_b:
+            self.gsucc[h].discard(b)
+            if h != a:
+                self.gsucc[h].add(a)
+        self.gsucc[a] = (self.gsucc[a] | succ_b) - {a, b}
+        self.gpred[a] = (self.gpred[a] | pred_b) - {a, b}
         return True
 
 
@@ -175,16 +201,18 @@ def partition(model: onnx.ModelProto, ctx: Context, *, exclude: Sequence[str] = 
     counters = {TRT: 0, TVM: 0}
     group_of = {m: r for r, ms in groups.members.items() for m in ms}
     not_offloaded: List[Dict[str, str]] = []
+    consumers: Dict[str, Set[int]] = defaultdict(set)
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            if t:
+                consumers[t].add(group_of[i])
     for r in order:
         members = sorted(groups.members[r])
         k = kind[r]
         pid = f"{'trt' if k == TRT else 'tvm'}_{counters[k]}"
         counters[k] += 1
         part_nodes = [nodes[m] for m in members]
-        outside: Set[str] = set()
-        for i, n in enumerate(nodes):
-            if group_of[i] != r:
-                outside.update(t for t in n.input if t)
+        outside = {t for m in members for t in nodes[m].output if t and consumers.get(t, set()) - {r}}
         ins, outs = _io(part_nodes, constants, outside, graph_outputs)
         parts.append(Part(pid, k, part_nodes, ins, outs))
         if k == TVM:
