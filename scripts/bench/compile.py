@@ -1,6 +1,9 @@
 """Compile time of ResNet-50: `compile_model` against plain `tvm.compile` of the same model, same target.
 
-    python scripts/bench/compile.py [--profile x86-cpu] [--runs 3] [--model PATH]
+    python scripts/bench/compile.py [--profile x86-cpu] [--runs 3] [--model PATH] [--trt-version V]
+
+`tvm.compile` for a CUDA target leaves the kernels as source (compiled at export), so its figure
+excludes NVRTC; compile_model's includes it whenever it writes a CUDA remainder.
 
 Each measurement runs in a fresh subprocess (so imports, caches and peak RSS are its own) and the
 table shows the median of --runs runs, the ratio of medians (floor from issue 7: under 1.5), and
@@ -20,12 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 _CHILD = r"""
 import json, resource, sys, time, tempfile
-mode, model, profile = sys.argv[1:4]
+mode, model, profile, trt = sys.argv[1:5]
 t0 = time.perf_counter()
 if mode == "ours":
     from host.compiler.api import compile_model
     with tempfile.TemporaryDirectory() as d:
-        r = compile_model(model, d + "/out", profile=profile)
+        r = compile_model(model, d + "/out", profile=profile, trt_version=trt or None)
         extra = {"segments": len(r.manifest.segments), "remainder": r.manifest.remainder is not None}
         seconds = time.perf_counter() - t0
 else:
@@ -42,8 +45,8 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": rss, **extra}))
 """
 
 
-def _measure(mode: str, model: Path, profile: str) -> dict:
-    res = subprocess.run([sys.executable, "-c", _CHILD, mode, str(model), profile], capture_output=True, text=True,
+def _measure(mode: str, model: Path, profile: str, trt: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", _CHILD, mode, str(model), profile, trt], capture_output=True, text=True,
                          cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     if res.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{res.stderr[-2000:]}")
@@ -54,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="x86-cpu")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--trt-version", default="", help="partition for this TensorRT version (e.g. 6.0.1)")
     ap.add_argument("--model", type=Path, help="ONNX model (default: ResNet-50 from scripts/make_models.py)")
     a = ap.parse_args()
     model = a.model
@@ -65,11 +69,12 @@ def main() -> None:
                                          ["resnet50"])["resnet50"]
     rows = {}
     for mode in ("ours", "tvm"):
-        runs = [_measure(mode, model, a.profile) for _ in range(a.runs)]
+        runs = [_measure(mode, model, a.profile, a.trt_version) for _ in range(a.runs)]
         rows[mode] = runs
         print(f"{mode}: {[round(r['seconds'], 2) for r in runs]}", file=sys.stderr)
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in rows.items()}
-    print(f"ResNet-50 ({model.name}), profile {a.profile}, median of {a.runs} runs, each in a fresh process")
+    print(f"{model.name}, profile {a.profile}{', TensorRT ' + a.trt_version if a.trt_version else ''}, "
+          f"median of {a.runs} runs, each in a fresh process")
     print(f"| {'step':<44} | median s | min s | max s | peak RSS MB | ratio vs tvm.compile |")
     print(f"|{'-' * 46}|---------:|------:|------:|------------:|---------------------:|")
     names = {"ours": "compile_model (partition + emit + bundle)", "tvm": "from_onnx + tvm.compile (reference)"}
