@@ -225,8 +225,12 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                if t and (t not in types or any(isinstance(d, str) and d != "batch" for d in types[t][1]))]
     if unknown and batch is None:
         _shapes_by_running(model, declared, concrete, unknown, types)
+    produced = {t for n in model.graph.node for t in n.output}
     outputs: List[TensorSpec] = []
     for vi in model.graph.output:
+        if vi.name not in produced:
+            raise ModelError(f"output {vi.name!r} is a model input or a constant, not computed by any node; "
+                             "remove it from the outputs")
         dtype, shape = types.get(vi.name, ("", None))
         if not dtype or dtype.startswith("onnx:"):
             raise ShapeError(f"output {vi.name!r} has an unknown or unsupported element type")

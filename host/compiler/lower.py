@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from device_agent.errors import InvalidInput, Unavailable
-from host.compiler.emit import part_model
+from host.compiler.emit import EmitError, part_model
 from host.compiler.partition import TRT, Partition
 from host.compiler.profiles import Profile
 
@@ -52,7 +52,10 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
     for part in part_list.parts:
         if part.kind == TRT:
             continue
-        sub = part_model(model, part, types)
+        try:
+            sub = part_model(model, part, types)
+        except EmitError as e:
+            raise TvmImportError(f"the TVM part with {sorted(set(part.ops))} is not valid ONNX on its own: {e}") from None
         try:
             imported = from_onnx(sub, keep_params_in_input=False)
         except Exception as e:  # noqa: BLE001 - the frontend raises many kinds

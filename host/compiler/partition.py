@@ -138,9 +138,11 @@ def partition(model: onnx.ModelProto, ctx: Context, *, exclude: Sequence[str] = 
     """Decide each node, group them, and order the groups. ``forced``: node name -> reason to keep in TVM."""
     g = model.graph
     nodes = list(g.node)
-    for i, n in enumerate(nodes):
-        if not n.name:
-            n.name = f"{n.op_type}_{i}"
+    seen_names: Set[str] = set()
+    for i, n in enumerate(nodes):  # names key decisions and reasons: make them present and unique
+        if not n.name or n.name in seen_names:
+            n.name = f"{n.name or n.op_type}_{i}"
+        seen_names.add(n.name)
     forced = dict(forced or {})
     producer: Dict[str, int] = {}
     for i, n in enumerate(nodes):

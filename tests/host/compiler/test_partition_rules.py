@@ -116,3 +116,18 @@ def test_int_tensors_and_runtime_shapes_stay_in_tvm_with_reason(tiny, save_model
     assert reasons["Reshape"] == "Reshape input 1 ('s') is computed at run time; TensorRT needs it constant"
     assert r.manifest.segments == []
     _run_matches(r)
+
+
+def test_duplicate_and_missing_node_names_get_unique_names(tiny, save_model, tmp_path):
+    m = tiny([helper.make_node("Relu", ["x"], ["a"], name="same"), helper.make_node("Erf", ["a"], ["b"], name="same"),
+              helper.make_node("Sigmoid", ["b"], ["y"])], [("x", [2, 8])], [("y", [2, 8])])
+    r = compile_model(save_model(m), tmp_path / "out", trt_version="6.0.1")
+    assert [e["node"] for e in r.manifest.not_offloaded] == ["same_1"]
+    assert [p["ops"] for p in r.parts] == [["Relu"], ["Erf"], ["Sigmoid"]]
+    _run_matches(r)
+
+
+def test_output_that_no_node_computes_is_refused(tiny, save_model, tmp_path):
+    m = tiny([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, 8])], [("y", [2, 8]), ("x", [2, 8])])
+    with pytest.raises(InvalidInput, match="output 'x' is a model input or a constant"):
+        compile_model(save_model(m), tmp_path / "out")
