@@ -59,3 +59,11 @@ def test_same_model_and_options_give_the_same_digest(real_models, tmp_path):
     b = compile_model(real_models["transformer"], tmp_path / "b", trt_version="6.0.1")
     assert a.digest == b.digest
     assert (tmp_path / "a" / "bundle.tar").read_bytes() == (tmp_path / "b" / "bundle.tar").read_bytes()
+
+
+def test_resnet18_with_residual_adds_kept_in_tvm_matches(real_models, tmp_path):
+    r = compile_model(real_models["resnet18"], tmp_path / "out", profile="x86-cpu", exclude_ops=("Add",))
+    m = r.manifest
+    assert [e["op"] for e in m.not_offloaded] == ["Add"] * 8
+    assert len(m.segments) == 9 and m.remainder is not None
+    assert _max_rel_err(Bundle.open(r.bundle_dir)) < 1e-4
