@@ -117,11 +117,12 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                   options: Optional[CompileOptions] = None, **overrides: Any) -> CompileResult:
     """Compile an ONNX model into a bundle for one device profile."""
     t0 = time.perf_counter()
-    opts = options or CompileOptions()
-    for k, v in overrides.items():
-        if not hasattr(opts, k):
-            raise TypeError(f"unknown compile option {k!r}")
-        setattr(opts, k, v)
+    import dataclasses
+
+    unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(CompileOptions)}]
+    if unknown:
+        raise TypeError(f"unknown compile options {unknown}")
+    opts = dataclasses.replace(options or CompileOptions(), **overrides)
     profile = get_profile(opts.profile, opts.trt_version, opts.remainder_device)
     trt = profile.trt
     if opts.use_implicit_batch and trt >= (10, 0, 0):
