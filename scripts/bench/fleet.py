@@ -7,6 +7,9 @@ releases in their own virtualenvs, tests/system/envs.py), in one run:
 - everywhere: every device builds the bundle itself (the Build RPC on each, same concurrency).
 Each mode starts from empty engine caches (Prune all) and the bundle already in every agent's store (each mode
 would upload it the same way; the one-off upload time is printed for reference). Median of --runs runs each.
+CPU s is the user + system time of all agent processes and the host process during the mode: all agents share
+this machine's cores, so wall time here is bounded by that total work, unlike a real fleet where each device
+has its own CPU and only the host relays copies.
 Floors (issue 5): warm builds == classes; warm wall time at N = 24 under half the everywhere wall time.
 
 Models (--models): resnet18 (scripts/make_models.py; 47 MB of weights, onnxruntime "builds" it in a fraction of a
@@ -54,6 +57,23 @@ def start(python: str, root: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise RuntimeError(f"agent did not start: {line!r}")
     return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """User + system CPU seconds of the agent processes and this (host) process so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def timed(procs: list[subprocess.Popen], fn) -> dict:
+    before = cpu_seconds(procs)
+    out = fn()
+    out["cpu_s"] = cpu_seconds(procs) - before
+    return out
 
 
 def prune_all(devices: list[Device]) -> None:
@@ -158,9 +178,9 @@ def bench_size(n: int, envs, model: Path, runs: int, concurrency: int, tmp: Path
         warm, everywhere = [], []
         for _ in range(runs):  # interleaved, so both modes see the same machine weather
             prune_all(devices)
-            warm.append(warm_once(devices, plan_for, concurrency))
+            warm.append(timed(procs, lambda: warm_once(devices, plan_for, concurrency)))
             prune_all(devices)
-            everywhere.append(build_everywhere(devices, plans, concurrency))
+            everywhere.append(timed(procs, lambda: build_everywhere(devices, plans, concurrency)))
         return {"n": n, "upload_s": upload_s, "warm": warm, "everywhere": everywhere}
     finally:
         for proc in procs:
@@ -201,16 +221,18 @@ def report(model: Path, results: list[dict], envs, args) -> list[tuple[str, bool
           f"{', '.join(e.ort_version for e in envs)}), concurrency {args.concurrency}, median of {args.runs} runs, "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| N | warm wall s | everywhere wall s | wall ratio (warm/everywhere) | warm builds | everywhere builds "
-          "| warm build s | everywhere build s | bundle upload to all s (both modes, not timed) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| warm build s | everywhere build s | warm CPU s | everywhere CPU s "
+          "| bundle upload to all s (both modes, not timed) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
     for r in results:
-        w = {k: median([x[k] for x in r["warm"]]) for k in ("wall_s", "build_s", "builds")}
-        e = {k: median([x[k] for x in r["everywhere"]]) for k in ("wall_s", "build_s", "builds")}
+        w = {k: median([x[k] for x in r["warm"]]) for k in ("wall_s", "build_s", "builds", "cpu_s")}
+        e = {k: median([x[k] for x in r["everywhere"]]) for k in ("wall_s", "build_s", "builds", "cpu_s")}
         classes = r["warm"][0]["classes"]
         ratio = w["wall_s"] / e["wall_s"]
         print(f"| {r['n']} | {w['wall_s']:.2f} | {e['wall_s']:.2f} | {ratio:.2f} | {w['builds']:.0f} | "
-              f"{e['builds']:.0f} | {w['build_s']:.2f} | {e['build_s']:.2f} | {r['upload_s']:.2f} |")
+              f"{e['builds']:.0f} | {w['build_s']:.2f} | {e['build_s']:.2f} | {w['cpu_s']:.1f} | {e['cpu_s']:.1f} | "
+              f"{r['upload_s']:.2f} |")
         verdicts.append((f"{model.stem} N={r['n']}: warm builds == classes ({classes})",
                          all(x["builds"] == classes for x in r["warm"])))
         if r["n"] == 24:
