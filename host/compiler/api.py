@@ -18,7 +18,7 @@ import numpy as np
 from device_agent.bundle import (
     REMAINDER_PATH, Bundle, Manifest, Remainder, Segment, Target, sha256_file, write_archive, write_manifest,
 )
-from device_agent.errors import InvalidInput
+from device_agent.errors import BuildFailed, InvalidInput
 from host.compiler import emit, frontend, lower, reference
 from host.compiler.partition import TRT, Partition, partition
 from host.compiler.patterns import Context
@@ -41,6 +41,7 @@ class CompileOptions:
     exclude_ops: Sequence[str] = ()             # ops kept in TVM on request
     remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
     seed: int = 0
+    host_check: bool = True                     # run a host-runnable remainder bundle against the reference
 
 
 @dataclass
@@ -181,7 +182,10 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
             },
             segments=segments, remainder=remainder, not_offloaded=part.not_offloaded, reference=ref)
         write_manifest(bdir, manifest)
-        Bundle.open(bdir).verify()
+        bundle = Bundle.open(bdir)
+        bundle.verify()
+        if opts.host_check and remainder is not None and profile.device == "cpu" and not profile.cross:
+            _host_check(bundle)
         digest_out = write_archive(bdir, work / ARCHIVE_NAME)
         _replace_dir(work, out)
     except BaseException:
@@ -190,6 +194,26 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     return CompileResult(digest=digest_out, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
                          manifest=manifest, seconds=time.perf_counter() - t0,
                          parts=[{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts])
+
+
+def _host_check(bundle: Bundle) -> None:
+    """Segments in onnxruntime + the TVM remainder must reproduce onnxruntime on the original model.
+
+    Catches a TVM frontend that imports an op differently (seen in TVM 0.27 for some Resize modes)
+    before the bundle reaches a device.
+    """
+    from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
+
+    ins, want = bundle.read_reference()
+    got = run_bundle(bundle, onnxruntime_runners(bundle), ins)
+    rtol, atol = bundle.manifest.reference["rtol"], bundle.manifest.reference["atol"]
+    for name, w in want.items():
+        g = got[name]
+        if g.shape != w.shape or not np.allclose(g, w, rtol=rtol, atol=max(atol, rtol * float(np.abs(w).max()))):
+            ops = sorted({e["op"] for e in bundle.manifest.not_offloaded})
+            raise BuildFailed(f"the compiled bundle does not reproduce onnxruntime on output {name!r} "
+                              f"(max abs err {float(np.abs(g - w).max()) if g.shape == w.shape else 'shape'}); "
+                              f"TVM computes {ops} differently: try a newer --trt-version so they are offloaded")
 
 
 def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions) -> Dict[str, Any]:

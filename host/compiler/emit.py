@@ -38,6 +38,10 @@ def _fits(node: onnx.NodeProto, new, cur) -> bool:
     for i in used:  # input names change across versions (mean -> input_mean); positions keep meaning
         if i >= len(new_names) and not variadic:
             return False
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for i, t in enumerate(node.input):  # an omitted input the older version requires
+        if not t and i < len(new.inputs) and new.inputs[i].option == single:
+            return False
     return len([o for o in node.output if o]) <= max(len(new.outputs), 1) or (
         bool(new.outputs) and new.outputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
 
@@ -147,7 +151,11 @@ def part_model(model: onnx.ModelProto, part: Part, types: Dict[str, Tuple[str, l
     try:
         onnx.checker.check_model(m)
     except Exception as e:  # noqa: BLE001
-        raise EmitError(f"the emitted ONNX does not check: {str(e).splitlines()[0][:160]}") from None
+        import re
+
+        msg = str(e).splitlines()[0]
+        culprit = re.search(r"Node \(([^)]*)\)", msg)
+        raise EmitError(f"the emitted ONNX does not check: {msg[:160]}", culprit.group(1) if culprit else None) from None
     return m
 
 

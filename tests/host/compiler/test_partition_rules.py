@@ -131,3 +131,18 @@ def test_output_that_no_node_computes_is_refused(tiny, save_model, tmp_path):
     m = tiny([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, 8])], [("y", [2, 8]), ("x", [2, 8])])
     with pytest.raises(InvalidInput, match="output 'x' is a model input or a constant"):
         compile_model(save_model(m), tmp_path / "out")
+
+
+def test_host_check_refuses_a_bundle_whose_tvm_part_computes_differently(tiny, save_model, tmp_path):
+    # linear downsampling Resize: TVM 0.27's ONNX frontend gives other numbers than onnxruntime
+    from device_agent.errors import BuildFailed
+
+    scales = np.array([1, 1, 0.6, 0.6], np.float32)
+    m = tiny([helper.make_node("Relu", ["x"], ["a"]),
+              helper.make_node("Resize", ["a", "", "scales"], ["y"], mode="linear")],
+             [("x", [1, 1, 2, 4])], [("y", [1, 1, 1, 2])], inits={"scales": scales})
+    with pytest.raises(BuildFailed, match="does not reproduce onnxruntime on output 'y'"):
+        compile_model(save_model(m), tmp_path / "out", trt_version="6.0.1")
+    assert not (tmp_path / "out").exists()
+    # offloaded (TensorRT 8.2 takes linear Resize at opset 13), the same model compiles
+    assert compile_model(save_model(m), tmp_path / "ok", trt_version="8.2.1").manifest.remainder is None
