@@ -159,3 +159,38 @@ def test_push_of_a_model_partly_beyond_the_target_tensorrt_runs_segments_and_tvm
     assert data["verify"]["max_rel_err"] < 1e-4
     remainder = next(p for p in data["parts"] if p["kind"] == "tvm")
     assert remainder["runs_on"] == "tvm (llvm)"
+
+
+def test_push_on_a_terminal_shows_live_phases_and_per_segment_status(agent_factory, deploy, tiny_model):
+    import pty
+    import threading
+
+    agent = agent_factory()
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([deploy_bin(), "push", str(tiny_model), "--device", agent.address, "--bench", "-n", "5",
+                             "--force-rebuild"], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stdout = proc.communicate(timeout=120)[0].decode()
+    reader.join(5)
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "\x1b[" in screen, "a terminal gets the live view"
+    for text in ("segment", "trt_0", "built", "verify", "bench"):
+        assert text in screen, text
+    assert "p50 ms" in stdout and "trt_0" in stdout  # the summary goes to stdout
