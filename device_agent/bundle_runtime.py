@@ -7,11 +7,12 @@ in destination-passing style, and ``main`` is called. tvm is imported lazily.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from device_agent.bundle import Bundle
+from device_agent.bundle import Bundle, sha256_file
 from device_agent.errors import InvalidInput, Unavailable
 
 Runner = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
@@ -45,16 +46,17 @@ def _check_inputs(bundle: Bundle, inputs: Dict[str, np.ndarray]) -> None:
                                f"{batch[0]}..{batch[2]}")
 
 
-def _vm(bundle: Bundle, device: str):
+def _vm(bundle: Bundle, device: str, library: Optional[str] = None):
     import tvm
     from tvm import relax
 
     rem = bundle.manifest.remainder
     assert rem is not None
-    key = (str(bundle.root.resolve()), rem.digest, device)
+    path = library or str(bundle.remainder_path)
+    key = (str(Path(path).resolve()), rem.digest if library is None else sha256_file(path), device)
     vm = _VMS.get(key)
     if vm is None:
-        lib = tvm.runtime.load_module(str(bundle.remainder_path))
+        lib = tvm.runtime.load_module(path)
         dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
         vm = (relax.VirtualMachine(lib, dev), dev)
         _VMS[key] = vm
@@ -76,8 +78,9 @@ def _dps(seg_inputs, seg_outputs, runner: Runner, seg_id: str):
 
 
 def run_bundle(bundle: Bundle, runners: Dict[str, Runner], inputs: Dict[str, np.ndarray],
-               device: str = "cpu") -> Dict[str, np.ndarray]:
-    """Model outputs by name for ``inputs`` by name."""
+               device: str = "cpu", library: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """Model outputs by name for ``inputs`` by name. ``library``: another build of the remainder
+    (the host checks a Jetson bundle with an x86 build of the same Relax module)."""
     m = bundle.manifest
     _check_inputs(bundle, inputs)
     missing = [s.id for s in m.segments if s.id not in runners]
@@ -97,7 +100,7 @@ def run_bundle(bundle: Bundle, runners: Dict[str, Runner], inputs: Dict[str, np.
         for seg in m.segments:
             _ACTIVE[seg.id] = _dps([t.name for t in seg.inputs], [t.name for t in seg.outputs], runners[seg.id], seg.id)
             tvm.register_global_func(seg.id, _trampoline(seg.id), override=True)
-        vm, dev = _vm(bundle, device)
+        vm, dev = _vm(bundle, device, library)
         args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[t.name]), dev) for t in m.inputs]
         res = vm[m.remainder.entry](*args)
         outs = [res[i] for i in range(len(m.outputs))] if not hasattr(res, "numpy") else [res]

@@ -184,8 +184,14 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         write_manifest(bdir, manifest)
         bundle = Bundle.open(bdir)
         bundle.verify()
-        if opts.host_check and remainder is not None and profile.device == "cpu" and not profile.cross:
-            _host_check(bundle)
+        if opts.host_check and remainder is not None:
+            if profile.device == "cpu" and not profile.cross:
+                _host_check(bundle)
+            else:  # not runnable here: check an x86 CPU build of the same Relax module
+                host_lib = work / "host-check.so"
+                lower.compile_module(mod, get_profile("x86-cpu"), host_lib)
+                _host_check(bundle, str(host_lib))
+                host_lib.unlink()
         digest_out = write_archive(bdir, work / ARCHIVE_NAME)
         _replace_dir(work, out)
     except BaseException:
@@ -196,7 +202,7 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                          parts=[{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts])
 
 
-def _host_check(bundle: Bundle) -> None:
+def _host_check(bundle: Bundle, library: Optional[str] = None) -> None:
     """Segments in onnxruntime + the TVM remainder must reproduce onnxruntime on the original model.
 
     Catches a TVM frontend that imports an op differently (seen in TVM 0.27 for some Resize modes)
@@ -205,7 +211,7 @@ def _host_check(bundle: Bundle) -> None:
     from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
 
     ins, want = bundle.read_reference()
-    got = run_bundle(bundle, onnxruntime_runners(bundle), ins)
+    got = run_bundle(bundle, onnxruntime_runners(bundle), ins, library=library)
     rtol, atol = bundle.manifest.reference["rtol"], bundle.manifest.reference["atol"]
     for name, w in want.items():
         g = got[name]

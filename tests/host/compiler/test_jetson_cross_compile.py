@@ -61,3 +61,16 @@ def test_generic_cuda_remainder_embeds_ptx_for_sm80_and_newer(tiny, save_model, 
     lib = (r.bundle_dir / r.manifest.remainder.path).read_bytes()
     assert embedded_ptx_targets(lib) == ["sm_80"] and embedded_cubin_arches(lib) == []
     assert _machine(r.bundle_dir / r.manifest.remainder.path) == "Advanced Micro Devices X86-64"
+
+
+def test_jetson_bundle_is_host_checked_with_an_x86_build_of_the_same_remainder(tiny, save_model, tmp_path):
+    import numpy as np
+
+    from device_agent.errors import BuildFailed
+
+    m = tiny([helper.make_node("Relu", ["x"], ["a"]),
+              helper.make_node("Resize", ["a", "", "scales"], ["y"], mode="linear")],
+             [("x", [1, 1, 2, 4])], [("y", [1, 1, 1, 2])], inits={"scales": np.array([1, 1, 0.6, 0.6], np.float32)})
+    with pytest.raises(BuildFailed, match="does not reproduce onnxruntime"):
+        compile_model(save_model(m), tmp_path / "out", profile="jetson-orin", trt_version="6.0.1")
+    assert not (tmp_path / "out").exists()
