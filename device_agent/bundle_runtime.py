@@ -7,6 +7,7 @@ in destination-passing style, and ``main`` is called. tvm is imported lazily.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -18,7 +19,8 @@ from device_agent.errors import InvalidInput, Unavailable
 Runner = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
 _LOCK = threading.RLock()
-_VMS: Dict[Tuple[str, str, str], Any] = {}
+_VMS: "OrderedDict[Tuple[str, str, str], Any]" = OrderedDict()  # loaded VMs, least recently used first
+MAX_CACHED_VMS = 8
 _ACTIVE: Dict[str, Callable[..., None]] = {}  # segment id -> the DPS function of the run in progress
 
 
@@ -55,11 +57,15 @@ def _vm(bundle: Bundle, device: str, library: Optional[str] = None):
     path = library or str(bundle.remainder_path)
     key = (str(Path(path).resolve()), rem.digest if library is None else sha256_file(path), device)
     vm = _VMS.get(key)
+    if vm is not None:
+        _VMS.move_to_end(key)
     if vm is None:
         lib = tvm.runtime.load_module(path)
         dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
         vm = (relax.VirtualMachine(lib, dev), dev)
         _VMS[key] = vm
+        while len(_VMS) > MAX_CACHED_VMS:
+            _VMS.popitem(last=False)
     return vm
 
 
