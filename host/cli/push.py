@@ -28,6 +28,8 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device pro
 TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
                                                "of the device's.")]
 ShapeOpt = Annotated[list[str], typer.Option("--input-shape", help="NAME=DxDx... for inputs with symbolic dims.")]
+BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help="Compile a symbolic batch dim as a "
+                                                      "dynamic range MIN:OPT:MAX (like `deploy compile --batch`).")]
 IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, help="Timed iterations (default 100).")]
 DurationOpt = Annotated[float, typer.Option("--duration", min=0.0, help="Benchmark for this many seconds instead.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")]
@@ -63,6 +65,7 @@ def push(
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    batch_range: BatchRangeOpt = None,
     force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
     max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="Fail above this relative error "
@@ -76,7 +79,8 @@ def push(
     check_source(source)
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), force_rebuild=force_rebuild, verify=not no_verify,
+                       input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
+                       verify=not no_verify,
                        max_rel_err=max_rel_err, bench=bench, warmup=warmup, iterations=iterations,
                        duration_s=duration, batch=batch)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
@@ -98,6 +102,7 @@ def bench(
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    batch_range: BatchRangeOpt = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
                                                    "histogram and CDF (PNG) into this directory.")] = None,
     json: JsonOpt = False,
@@ -112,7 +117,8 @@ def bench(
         require_matplotlib()
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), verify=False, bench=True, warmup=warmup,
+                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
+                       warmup=warmup,
                        iterations=iterations, duration_s=duration, batch=batch)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
@@ -144,6 +150,7 @@ def run(
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    batch_range: BatchRangeOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -155,7 +162,7 @@ def run(
     arrays = read_inputs(input)  # bad input fails before any device work
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), verify=False)
+                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False)
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
     with connect(device) as client, live:
         _info, target = pipeline.connect_and_target(client, options, observer)

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
-def tiny_conv_net(path: Path, seed: int = 0) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm on a 1x3x32x32 input: one TensorRT segment."""
+def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1) -> Path:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm on a Bx3x32x32 input: one TensorRT segment.
+
+    `batch` may be a name ("N") for a symbolic batch dim."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -27,8 +29,9 @@ def tiny_conv_net(path: Path, seed: int = 0) -> Path:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+                              initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tests")
     model.ir_version = 7
     onnx.checker.check_model(model)

@@ -90,3 +90,20 @@ def test_sigint_during_a_benchmark_exits_130_and_the_agent_stops_benchmarking(ag
     assert agent_proc.cpu_percent(None) < 30.0
     data = parse_json(deploy("bench", str(tiny_model), "-d", agent.address, "-n", "5", "--json"))
     assert data["devices"][0]["iterations"] == 5
+
+
+def test_a_dynamic_batch_model_is_pushed_with_a_batch_range_and_benchmarked_at_another_batch(agent_factory, deploy,
+                                                                                              tmp_path):
+    from tests.host.cli.helpers import tiny_conv_net
+
+    agent = agent_factory()
+    model = tiny_conv_net(tmp_path / "dyn.onnx", batch="N")
+    pushed = parse_json(deploy("push", str(model), "--device", agent.address, "--batch-range", "1:4:8", "--json"))
+    assert pushed["verify"]["max_rel_err"] < 1e-4
+    data = parse_json(deploy("bench", str(model), "-d", agent.address, "--batch-range", "1:4:8", "--batch", "8",
+                             "-n", "10", "--json"))
+    run = data["devices"][0]
+    assert run["batch"] == 8 and run["bundle_digest"] == pushed["bundle_digest"]
+    assert run["throughput"] > 0
+    missing = deploy("push", str(model), "--device", agent.address, "--json")
+    assert missing.returncode == 2 and "--batch" in missing.stderr, "a symbolic batch needs a range or a shape"
