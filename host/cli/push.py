@@ -80,9 +80,8 @@ def push(
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
-                       verify=not no_verify,
-                       max_rel_err=max_rel_err, bench=bench, warmup=warmup, iterations=iterations,
-                       duration_s=duration, batch=batch)
+                       verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
+                       iterations=iterations, duration_s=duration, batch=batch)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
     with connect(device) as client, live:
         result = run_push(client, source, options, observer)
@@ -118,20 +117,15 @@ def bench(
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
-                       warmup=warmup,
-                       iterations=iterations, duration_s=duration, batch=batch)
+                       warmup=warmup, iterations=iterations, duration_s=duration, batch=batch)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
         with connect(name) as client, live:
-            _info, target = pipeline.connect_and_target(client, options, observer)
-            prepared = pipeline.prepare(source, target, options, observer)
-            pipeline.upload(client, prepared, observer)
-            build_options = options.build_options(target)
-            built = pipeline.build(client, prepared.digest, build_options, observer)
-            result = pipeline.benchmark(client, prepared.digest, build_options, options, observer)
-        runs.append({"device": name, "address": client.address, "bundle_digest": prepared.digest,
-                     "cache_hits": built.cache_hits, "segments": len(built.segments),
+            ready = pipeline.make_ready(client, source, options, observer)
+            result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
+        runs.append({"device": name, "address": client.address, "bundle_digest": ready.prepared.digest,
+                     "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
                      **result.to_json(samples=True)})
     files = write_report(report, str(source), runs) if report is not None else None
     data = {"source": str(source), "devices": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
@@ -160,26 +154,25 @@ def run(
 
     pipeline.check_source(source)
     arrays = read_inputs(input)  # bad input fails before any device work
+    if output.suffix != ".npz":
+        raise InvalidInput(f"-o {output}: the output file must end in .npz")
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False)
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
     with connect(device) as client, live:
-        _info, target = pipeline.connect_and_target(client, options, observer)
-        prepared = pipeline.prepare(source, target, options, observer)
-        _check_inputs(prepared.manifest, arrays)
-        pipeline.upload(client, prepared, observer)
-        build_options = options.build_options(target)
-        pipeline.build(client, prepared.digest, build_options, observer)
+        ready = pipeline.make_ready(client, source, options, observer,
+                                    check=lambda prepared: _check_inputs(prepared.manifest, arrays))
         from protos import agent_pb2
 
         observer.phase("run", f"{len(arrays)} input(s)")
-        reply = client.run(agent_pb2.RunRequest(bundle_digest=prepared.digest, options=build_options,
+        reply = client.run(agent_pb2.RunRequest(bundle_digest=ready.prepared.digest, options=ready.build_options,
                                                 inputs=to_tensors(arrays)))
         observer.phase_done("run", reply.latency_ms / 1e3, f"{reply.latency_ms:.2f} ms on {reply.backend}")
     outputs = to_arrays(reply.outputs)
     write_npz(output, outputs)
-    data = {"device": device, "address": client.address, "bundle_digest": prepared.digest, "output": str(output),
+    data = {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
+            "output": str(output),
             "latency_ms": reply.latency_ms, "backend": reply.backend,
             "outputs": [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape)} for k, v in outputs.items()]}
     out.result(data, lambda c: c.print(

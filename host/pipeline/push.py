@@ -459,26 +459,48 @@ def connect_and_target(client: AgentClient, options: PushOptions,
     return info, target
 
 
-def push(client: AgentClient, source: Path, options: PushOptions, observer: Optional[Observer] = None) -> PushResult:
-    """The main job on one connected device; raises the project's errors or `AgentError`."""
+@dataclass
+class Ready:
+    """A bundle built on one device: what `bench` and `run` need before their own call."""
+
+    target: TargetChoice
+    prepared: Prepared
+    upload: UploadResult
+    build: BuildResult
+    build_options: agent_pb2.BuildOptions
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def make_ready(client: AgentClient, source: Path, options: PushOptions,
+               observer: Optional[Observer] = None, check: Optional[Any] = None) -> Ready:
+    """Target, compile (or reuse), upload and build; `check(prepared)` may refuse the bundle before the upload."""
     observer = observer or Observer()
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t = time.perf_counter()
     _info, target = connect_and_target(client, options, observer)
-    timings["target"] = time.perf_counter() - t0
-
+    timings["target"] = time.perf_counter() - t
     t = time.perf_counter()
     prepared = prepare(source, target, options, observer)
     timings["compile"] = time.perf_counter() - t
-
+    if check is not None:
+        check(prepared)
     t = time.perf_counter()
     uploaded = upload(client, prepared, observer)
     timings["upload"] = time.perf_counter() - t
-
     build_options = options.build_options(target)
     t = time.perf_counter()
     built = build(client, prepared.digest, build_options, observer)
     timings["build"] = time.perf_counter() - t
+    return Ready(target, prepared, uploaded, built, build_options, timings)
+
+
+def push(client: AgentClient, source: Path, options: PushOptions, observer: Optional[Observer] = None) -> PushResult:
+    """The main job on one connected device; raises the project's errors or `AgentError`."""
+    observer = observer or Observer()
+    t0 = time.perf_counter()
+    ready = make_ready(client, source, options, observer)
+    timings = dict(ready.timings)
+    prepared, built, build_options = ready.prepared, ready.build, ready.build_options
 
     verified = None
     if options.verify:
@@ -494,5 +516,5 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
         timings["bench"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
-                      target=target, compile=prepared.compile, upload=uploaded, build=built, verify=verified,
+                      target=ready.target, compile=prepared.compile, upload=ready.upload, build=built, verify=verified,
                       bench=benched, timings=timings, segments_where=where_parts_run(prepared, built))
