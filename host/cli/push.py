@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -18,6 +18,9 @@ from host.client.agent import connect
 from ._options import DeviceOpt, DevicesOpt, JsonOpt, TagOpt, VerboseOpt
 from .output import Output
 from .push_view import latency_table, mib, observer_for, render_push
+
+if TYPE_CHECKING:
+    from host.pipeline.push import PushOptions
 
 SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
 Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build FP16 engines.")]
@@ -44,7 +47,7 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
     return dict(parse_input_shape(s) for s in items)
 
 
-def _options(**kw: Any):
+def _options(**kw: Any) -> "PushOptions":
     from host.pipeline.push import PushOptions
 
     if kw.get("iterations") and kw.get("duration_s"):

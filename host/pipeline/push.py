@@ -230,7 +230,7 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     return archive, digest_of(archive)
 
 
-def _compile_into(source: Path, target: TargetChoice, options: PushOptions):
+def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> bundle_cache.CompileFn:
     """A `bundle_cache.CompileFn`: run the host compiler (TVM is imported only here)."""
 
     def run(tmp: Path) -> tuple[Path, Path, str]:
