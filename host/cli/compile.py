@@ -31,6 +31,8 @@ def compile_cmd(
                                                                                   "conv/matmul in TVM.")] = False,
     workspace: Annotated[int, typer.Option("--max-workspace-size", help="Builder workspace bytes.")] = 1 << 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")] = 0,
+    no_host_check: Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM "
+                                                                        "remainder on this host first.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
@@ -42,7 +44,7 @@ def compile_cmd(
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
                           max_workspace_size=workspace, exclude_ops=tuple(no_offload or ()),
-                          remainder_device=remainder_device, seed=seed)
+                          remainder_device=remainder_device, seed=seed, host_check=not no_host_check)
     out.status(f"compiling {model} for {profile} ...")
     result = compile_model(model, output, opts)
     data = result.to_json()
