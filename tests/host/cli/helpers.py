@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -45,3 +46,8 @@ def parse_json(proc: subprocess.CompletedProcess) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {proc.stdout!r}"
     return json.loads(lines[0])
+
+
+def default_sigint() -> None:
+    """Ctrl-C as a user at a terminal has it: a test run from a background job inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,6 +9,7 @@ import time
 import psutil
 
 from tests.conftest import deploy_bin
+from tests.host.cli.helpers import default_sigint
 from tests.host.cli.helpers import parse_json
 
 
@@ -67,7 +68,8 @@ def test_sigint_during_a_benchmark_exits_130_and_the_agent_stops_benchmarking(ag
     agent = agent_factory()
     parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
     proc = subprocess.Popen([deploy_bin(), "bench", str(tiny_model), "-d", agent.address, "--duration", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     assert proc.stderr is not None
     seen = ""
     deadline = time.monotonic() + 60

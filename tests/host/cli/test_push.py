@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from tests.conftest import deploy_bin
+from tests.host.cli.helpers import default_sigint
 from tests.host.cli.helpers import parse_json
 
 
@@ -83,7 +84,8 @@ def test_sigint_during_a_build_exits_130_and_leaves_the_agent_serving_and_its_ca
     # compile first (host cache), so the interrupted run spends its time in the remote build
     parse_json(deploy("push", str(resnet18), "--device", agent.address, "--no-verify", "--json"))
     proc = subprocess.Popen([deploy_bin(), "push", str(resnet18), "--device", agent.address, "--force-rebuild"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     seen = ""
