@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import grpc
+
 from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
-from device_agent.errors import BuildFailed, DataLoss
+from device_agent.errors import BuildFailed, DataLoss, ResourceExhausted
 from host.client.agent import AgentClient, upload_timeout
+from host.client.errors import AgentError
 from host.fleet.classes import DeviceClass, classify, group
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, RetryPolicy, fan_out, first_line, is_unreachable,
                                retrying)
@@ -274,7 +277,9 @@ class Warmer:
             return res
         # 2. a source of engines: a device that holds them already, else one build on the best builder;
         #    meanwhile the bundle goes to the devices that will only receive engines (a build takes minutes)
-        candidates = sorted(pending, key=lambda m: (-m.info.memory_available_bytes, m.name))
+        size = bundle.path.stat().st_size
+        candidates = sorted(pending, key=lambda m: (m.info.store_free_bytes < 2 * size,
+                                                    -m.info.memory_available_bytes, m.name))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-upload") as background:
             uploads = None
             if not holders:
@@ -343,6 +348,9 @@ class Warmer:
             try:
                 entries = self._build(res, builder, bundle)
             except Exception as exc:  # noqa: BLE001
+                if _out_of_resources(exc):  # this device's disk or memory, not the model: try another
+                    self._fail(res, builder.name, exc, "builder out of resources")
+                    continue
                 if self._alive(builder):
                     # the device is fine, the build is not: another device of the class would fail alike
                     for m in candidates:
@@ -451,6 +459,11 @@ class Warmer:
             sent += 1
         self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent
+
+
+def _out_of_resources(exc: BaseException) -> bool:
+    return isinstance(exc, ResourceExhausted) or (
+        isinstance(exc, AgentError) and exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 def _chunks(entry: agent_pb2.EngineEntry, path: Path) -> Iterator[agent_pb2.EngineChunk]:

@@ -142,6 +142,20 @@ def test_a_builder_that_dies_mid_build_is_replaced_by_another_device_of_its_clas
     assert result.builds >= 1
 
 
+def test_a_device_without_room_for_the_bundle_fails_alone_and_its_class_is_still_warmed(agent_factory, tmp_path,
+                                                                                           model):
+    small = agent_factory(max_upload_bytes=1000)  # refuses the bundle, whether it is picked to build or not
+    others = [agent_factory(), agent_factory()]
+    devices = [Device(name="small", address=small.address, profile="x86-cpu")]
+    devices += [Device(name=f"d{i}", address=h.address, profile="x86-cpu") for i, h in enumerate(others)]
+
+    result = Warmer(devices, model_plans(model)).run()
+
+    [c] = result.classes
+    assert [f.device for f in c.failed] == ["small"] and "RESOURCE_EXHAUSTED" in c.failed[0].reason
+    assert set(c.warm) == {"d0", "d1"} and result.builds == 1
+
+
 def test_warm_of_a_missing_model_is_one_line_naming_the_path(agent_factory, tmp_path, deploy):
     agent = agent_factory()
     inventory = tmp_path / "deploy.toml"
