@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,27 @@ def parse_json(proc: subprocess.CompletedProcess) -> dict:
 def default_sigint() -> None:
     """Ctrl-C as a user at a terminal has it: a test run from a background job inherits SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt_after(cmd: list[str], marker: str, wait_s: float = 120, exit_s: float = 30) -> tuple[int, str, str, float]:
+    """Run `cmd`, send SIGINT once a stderr line holds `marker`; (exit code, stderr before, stderr after, seconds
+    from the signal to the exit). The process never outlives the call."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen += line
+            if marker in line or not line:
+                break
+        assert marker in seen, seen
+        os.kill(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        rest = proc.communicate(timeout=exit_s)[1]
+        return proc.returncode, seen, rest, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 
 import psutil
 
 from tests.conftest import deploy_bin
-from tests.host.cli.helpers import default_sigint
-from tests.host.cli.helpers import parse_json
+from tests.host.cli.helpers import interrupt_after, parse_json
 
 
 def test_bench_on_two_agents_gives_one_result_per_device_and_a_side_by_side_table(agent_factory, deploy,
@@ -67,21 +64,9 @@ def test_bench_report_without_matplotlib_fails_first_with_one_line_naming_the_ex
 def test_sigint_during_a_benchmark_exits_130_and_the_agent_stops_benchmarking(agent_factory, deploy, tiny_model):
     agent = agent_factory()
     parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
-    proc = subprocess.Popen([deploy_bin(), "bench", str(tiny_model), "-d", agent.address, "--duration", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
-    assert proc.stderr is not None
-    seen = ""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen += line
-        if "iterations," in line or not line:
-            break
-    assert "iterations," in seen, seen  # the benchmark is running on the agent
-    os.kill(proc.pid, signal.SIGINT)
-    rest = proc.communicate(timeout=30)[1]
-    assert proc.returncode == 130, seen + rest
+    rc, seen, rest, _ = interrupt_after([deploy_bin(), "bench", str(tiny_model), "-d", agent.address,
+                                         "--duration", "120"], "iterations,")  # the benchmark runs on the agent
+    assert rc == 130, seen + rest
     assert "error: interrupted" in rest
     # the agent's benchmark loop noticed the cancelled call: its process goes quiet instead of
     # spinning for the remaining ~2 minutes

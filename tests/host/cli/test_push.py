@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 
 from tests.conftest import deploy_bin
-from tests.host.cli.helpers import default_sigint
-from tests.host.cli.helpers import parse_json
+from tests.host.cli.helpers import interrupt_after, parse_json
 
 
 def test_push_compiles_uploads_builds_and_verifies_then_second_push_uploads_nothing_and_hits_every_cache(
@@ -83,23 +81,10 @@ def test_sigint_during_a_build_exits_130_and_leaves_the_agent_serving_and_its_ca
     agent = agent_factory()
     # compile first (host cache), so the interrupted run spends its time in the remote build
     parse_json(deploy("push", str(resnet18), "--device", agent.address, "--no-verify", "--json"))
-    proc = subprocess.Popen([deploy_bin(), "push", str(resnet18), "--device", agent.address, "--force-rebuild"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    seen = ""
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen += line
-        if "cache miss, building" in line or not line:
-            break
-    assert "cache miss, building" in seen, seen
-    os.kill(proc.pid, signal.SIGINT)
-    t0 = time.monotonic()
-    rest = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 130, seen + rest
-    assert time.monotonic() - t0 < 10
+    rc, seen, rest, seconds = interrupt_after([deploy_bin(), "push", str(resnet18), "--device", agent.address,
+                                               "--force-rebuild"], "cache miss, building")
+    assert rc == 130, seen + rest
+    assert seconds < 10
     assert "error: interrupted" in rest
     assert "Traceback" not in rest
     assert agent.alive()
