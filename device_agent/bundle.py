@@ -38,6 +38,7 @@ MAX_SEGMENTS = 1024
 MAX_TENSORS = 4096
 MAX_OPS_PER_SEGMENT = 100_000
 MAX_NOT_OFFLOADED = 100_000
+MAX_JSON_ITEMS = 100_000  # free-form option lists (e.g. a segment's ops); the manifest's byte bound caps the total
 MAX_STRING = 4096
 MAX_RANK = 16
 MAX_ARCHIVE_MEMBERS = 10_000
@@ -146,9 +147,9 @@ def _json_value(v: Any, where: str, depth: int = 0) -> Any:
             raise _fail(where, "string too long")
         return v
     if isinstance(v, list):
-        return [_json_value(x, where, depth + 1) for x in _list(v, where, MAX_TENSORS)]
+        return [_json_value(x, where, depth + 1) for x in _list(v, where, MAX_JSON_ITEMS)]
     if isinstance(v, dict):
-        if len(v) > MAX_TENSORS:
+        if len(v) > MAX_JSON_ITEMS:
             raise _fail(where, "too many keys")
         return {_str(k, where): _json_value(x, f"{where}.{k}", depth + 1) for k, x in v.items()}
     raise _fail(where, f"{type(v).__name__} is not JSON data")

@@ -211,3 +211,11 @@ def test_extract_of_truncated_or_tampered_archive_fails_cleanly(tmp_path):
     (tmp_path / "gz.tar").write_bytes(b"\x1f\x8b" + b"\x00" * 100)
     with pytest.raises(InvalidInput, match="not an uncompressed tar"):
         extract_archive(tmp_path / "gz.tar", tmp_path / "o3")
+
+
+def test_manifest_accepts_a_segment_of_more_than_4096_ops_in_its_options():
+    """Large real models (thousands of nodes in one segment) must fit the manifest's bounds."""
+    from device_agent.bundle import _json_value
+
+    value = {"parts": [{"ops": ["MatMul"] * 5000}]}
+    assert _json_value(value, "options") == value
