@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from device_agent.errors import DataLoss, InvalidInput, NotFound, PreconditionFailed
 
@@ -179,13 +179,17 @@ class EngineCache:
     def put(self, parts: Mapping[str, Any], plan: bytes) -> CacheEntry:
         """Write an entry atomically (temp dir, fsync, rename), then prune to the size bound."""
         key = cache_key(parts)
+        return self._commit(key, parts, lambda tmp: (_write_synced(tmp / "plan", plan),
+                                                      (len(plan), sha256_digest(plan)))[1])
+
+    def _commit(self, key: str, parts: Mapping[str, Any], write_plan: Callable[[Path], Tuple[int, str]]) -> CacheEntry:
+        """`write_plan(tmp_dir)` writes and fsyncs `tmp_dir/plan`, returning (size, digest); the rest is atomic."""
         tmp = self.tmp_dir / f"{key}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
         tmp.mkdir()
         try:
-            now = time.time()
-            _write_synced(tmp / "plan", plan)
-            meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": len(plan),
-                    "digest": sha256_digest(plan), "created": now}
+            size, digest = write_plan(tmp)
+            meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": size, "digest": digest,
+                    "created": time.time()}
             _write_synced(tmp / "meta.json", canonical_json(meta))
             _fsync_dir(tmp)
             with self._mutex:
@@ -206,9 +210,8 @@ class EngineCache:
             self.prune(max_bytes=self.max_bytes, keep=(key,))
         return entry
 
-    def put_external(self, key: str, parts: Mapping[str, Any], plan: bytes, digest: str,
-                     expected: Mapping[str, Any]) -> Tuple[CacheEntry, bool]:
-        """Import a plan built elsewhere: refused unless its device class is this agent's and its bytes check."""
+    def check_external(self, key: str, parts: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+        """An imported plan must be of this agent's device class and carry its own key."""
         wrong = [f"{f}: entry {parts.get(f, '')!r}, this agent {expected.get(f, '')!r}"
                  for f in DEVICE_CLASS_FIELDS if str(parts.get(f, "")) != str(expected.get(f, ""))]
         if wrong:
@@ -216,13 +219,52 @@ class EngineCache:
                                      "); build it on this device or on one of its class")
         if cache_key(parts) != key:
             raise InvalidInput(f"engine key {key[:16]}... does not match its parts; re-export it")
-        if sha256_digest(plan) != digest:
-            raise DataLoss(f"engine {key[:16]}... arrived with digest {sha256_digest(plan)}, expected {digest}; "
-                           f"send it again")
+
+    def put_external(self, key: str, parts: Mapping[str, Any], plan: bytes, digest: str,
+                     expected: Mapping[str, Any]) -> Tuple[CacheEntry, bool]:
+        """Import a plan built elsewhere: refused unless its device class is this agent's and its bytes check."""
+        return self.put_external_stream(key, parts, [plan] if plan else [], len(plan), digest, expected)
+
+    def put_external_stream(self, key: str, parts: Mapping[str, Any], chunks: Iterable[bytes], size: int,
+                            digest: str, expected: Mapping[str, Any]) -> Tuple[CacheEntry, bool]:
+        """Import a streamed plan: written to disk and hashed as it arrives, never held whole in memory.
+
+        Wrong size or digest is DATA_LOSS and leaves nothing. When a sound entry is already present the stream is
+        still checked, but not written.
+        """
+        self.check_external(key, parts, expected)
         existing = self.read(key)
+
+        def receive(f: Optional[BinaryIO]) -> str:
+            h = hashlib.sha256()
+            received = 0
+            for chunk in chunks:
+                received += len(chunk)
+                if received > size:
+                    raise InvalidInput(f"engine data runs past its declared size of {size} bytes")
+                if f is not None:
+                    f.write(chunk)
+                h.update(chunk)
+            if received != size:
+                raise DataLoss(f"engine data ended at {received} of {size} bytes; send it again")
+            actual = "sha256:" + h.hexdigest()
+            if actual != digest:
+                raise DataLoss(f"engine {key[:16]}... arrived with digest {actual}, expected {digest}; "
+                               "send it again")
+            return actual
+
         if existing is not None:
+            receive(None)
             return existing[0], True
-        return self.put(parts, plan), False
+
+        def write_plan(tmp: Path) -> Tuple[int, str]:
+            with open(tmp / "plan", "wb") as f:
+                actual = receive(f)
+                f.flush()
+                os.fsync(f.fileno())
+            return size, actual
+
+        return self._commit(key, parts, write_plan), False
 
     def remove(self, key: str) -> int:
         if not _is_key(key):

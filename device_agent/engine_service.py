@@ -517,18 +517,16 @@ class EngineService:
         if not isinstance(parts, dict):
             raise InvalidInput("engine entry's key parts must be a JSON object")
         expected = self.device_parts(str(parts.get("backend", "")))
-        data = bytearray()
-        for msg in request_iterator:
-            if msg.WhichOneof("msg") != "chunk" or not msg.chunk:  # empty chunks: an unbounded count
-                raise InvalidInput("only non-empty chunk messages may follow the engine entry")
-            data += msg.chunk
-            if len(data) > e.size:
-                raise InvalidInput(f"engine data runs past its declared size of {e.size} bytes")
-        if len(data) != e.size:
-            raise DataLoss(f"engine data ended at {len(data)} of {e.size} bytes; send it again")
-        entry, present = self.cache.put_external(e.key, parts, bytes(data), e.digest, expected)
+
+        def chunks() -> Iterator[bytes]:
+            for msg in request_iterator:
+                if msg.WhichOneof("msg") != "chunk" or not msg.chunk:  # empty chunks: an unbounded count
+                    raise InvalidInput("only non-empty chunk messages may follow the engine entry")
+                yield msg.chunk
+
+        entry, present = self.cache.put_external_stream(e.key, parts, chunks(), e.size, e.digest, expected)
         return agent_pb2.PutEngineReply(key=entry.key, already_present=present,
-                                        bytes_received=0 if present else len(data))
+                                        bytes_received=0 if present else e.size)
 
     def Prune(self, request: agent_pb2.PruneRequest, context: Any) -> agent_pb2.PruneReply:
         max_bytes = request.max_bytes if request.HasField("max_bytes") else None

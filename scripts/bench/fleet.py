@@ -14,10 +14,11 @@ Floors (issue 5): warm builds == classes; warm wall time at N = 24 under half th
 
 Models (--models): resnet18 (scripts/make_models.py; 47 MB of weights, onnxruntime "builds" it in a fraction of a
 second, so moving its plan costs nearly as much as building it) and encoder24 (24 blocks of make_models'
-transformer encoder chained with onnx.compose; 19 MB, more optimizer work per byte, nearer the regime of TensorRT,
-whose builds take minutes for plans of tens of MB). Any .onnx path works too.
+transformer encoder chained with onnx.compose; 19 MB, more optimizer work per byte) and thin96 (96 narrow blocks,
+d=32: 4,800 nodes in 4 MB, so the build is graph work and the plan is small: the regime of TensorRT, whose builds
+take minutes for plans of tens of MB). Any .onnx path works too.
 
-usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--models resnet18,encoder24]
+usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--models thin96,resnet18]
                                                [--concurrency 8] [--json]
 """
 from __future__ import annotations
@@ -143,17 +144,19 @@ def make_model(name: str, out_dir: Path) -> Path:
     if name.endswith(".onnx"):
         return Path(name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if name.startswith("encoder"):
+    if name.startswith(("encoder", "thin")):
         import onnx
         from onnx import compose
 
         sys.path.insert(0, str(REPO / "scripts"))
         from make_models import transformer_encoder
 
-        blocks = int(name[len("encoder"):] or 24)
-        model = transformer_encoder(seed=0)
+        thin = name.startswith("thin")
+        blocks = int(name[len("thin" if thin else "encoder"):] or 24)
+        dims = dict(d=32, heads=2, ff=64, seq=16) if thin else {}
+        model = transformer_encoder(seed=0, **dims)
         for i in range(1, blocks):
-            nxt = compose.add_prefix(transformer_encoder(seed=i), f"b{i}_")
+            nxt = compose.add_prefix(transformer_encoder(seed=i, **dims), f"b{i}_")
             model = compose.merge_models(model, nxt, io_map=[(model.graph.output[0].name, f"b{i}_tokens")])
         onnx.checker.check_model(model)
         path = out_dir / f"{name}.onnx"
@@ -191,7 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="6,12,24")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--models", default="resnet18,encoder24", help="comma-separated: resnet18, encoder24, "
+    parser.add_argument("--models", default="thin96,resnet18", help="comma-separated: thin96, resnet18, encoder24, "
                         "another scripts/make_models.py name, or .onnx paths")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the raw measurements as JSON")
