@@ -32,12 +32,23 @@ def _nvidia_include(sub: str) -> Optional[Path]:
     return None
 
 
+def _toolkit_dir() -> Optional[str]:
+    """An installed CUDA toolkit ($CUDA_PATH, $CUDA_HOME or /usr/local/cuda) with its runtime headers."""
+    for candidate in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if candidate and (Path(candidate) / "include" / "cuda_runtime.h").is_file():
+            return candidate
+    return None
+
+
 def _cuda_shim_dir() -> str:
-    """A CUDA_PATH layout TVM's NVRTC wrapper understands, built from the pip header wheels."""
+    """A CUDA_PATH layout TVM's NVRTC wrapper understands: from the pip header wheels, else a local toolkit."""
     rt, cccl = _nvidia_include("cuda_runtime"), _nvidia_include("cuda_cccl")
     if rt is None or cccl is None or not (rt / "cuda_runtime.h").is_file():
+        toolkit = _toolkit_dir()
+        if toolkit is not None:
+            return toolkit
         raise Unavailable("compiling CUDA kernels on this host needs the jetson-cross extra "
-                          "(nvidia-cuda-runtime-cu12 and nvidia-cuda-cccl-cu12 headers)")
+                          "(nvidia-cuda-runtime-cu12 and nvidia-cuda-cccl-cu12 headers) or a CUDA toolkit")
     import platform
 
     shim = Path(tempfile.gettempdir()) / f"jetson-deploy-cuda-shim-{os.getuid()}"
@@ -82,14 +93,16 @@ def _find_cuda_modules(mod) -> List:
     return found
 
 
-def _rewrite_blob(blob: bytes, source: str, cubin: bytes, fmt: str = "cubin") -> bytes:
+def _rewrite_blob(blob: bytes, source: str, cubin: bytes, fmt: str = "cubin") -> Optional[bytes]:
+    """The blob with the CUDA module's source replaced by `cubin`; None when no module holds source (on a host
+    with a GPU, TVM compiles the kernels itself with nvcc for the target and stores the binary)."""
     src = source.encode("utf-8")
     key = _U64.pack(4) + b"cuda"
     start = 0
     while True:
         i = blob.find(key, start)
         if i < 0:
-            raise RuntimeError("no CUDA source module found in the packed imports")
+            return None
         start = i + 1
         body = i + len(key)
         (n,) = _U64.unpack_from(blob, body)
@@ -118,8 +131,8 @@ def pack_imports_with_cubin(sm: str, fmt: str = "cubin"):
         blob = bytes(tvm.get_global_func("runtime.ModulePackImportsToTensor")(module).numpy().tobytes())
         for cm in _find_cuda_modules(module):
             source = cm.inspect_source("cuda")
-            if source:
-                blob = _rewrite_blob(blob, source, compile_cubin(source, sm, fmt), fmt)
+            if source and _rewrite_blob(blob, source, b"", fmt) is not None:  # still source: compile it here
+                blob = _rewrite_blob(blob, source, compile_cubin(source, sm, fmt), fmt) or blob
         symbol = prefix + tvm.get_global_func("runtime.ModuleImportsBlobName")()
         path = os.path.join(workspace_dir, f"{prefix}devc.c")
         with open(path, "w") as f:
