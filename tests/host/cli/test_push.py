@@ -112,11 +112,16 @@ def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, de
     digest, size = digest_of(archive), os.path.getsize(archive)
     chunk = 1024 * 1024
 
-    def cut_off():  # header and three chunks, then the sender dies
+    partial = b.store_dir / "partial" / digest.split(":", 1)[1]
+
+    def cut_off():  # header and three chunks; once the agent has written some, the sender dies
         yield agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=0, kind="bundle"))
         with open(archive, "rb") as f:
             for _ in range(3):
                 yield agent_pb2.UploadRequest(chunk=f.read(chunk))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+            time.sleep(0.01)
         raise ConnectionError("link lost")
 
     with AgentClient(Device(name="b", address=b.address)) as client:
