@@ -339,7 +339,10 @@ def test_empty_chunks_are_refused_so_the_chunk_count_is_bounded_by_the_declared_
     with pytest.raises(grpc.RpcError) as err:
         a.stub.Upload(iter(msgs), timeout=TIMEOUT_S)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "empty upload chunk" in err.value.details()
-    entry = agent_pb2.EngineEntry(key="k", size=4, attributes={"parts": '{"backend": "onnxruntime"}'})
+    # A real engine's entry (right class and key), so the stream gets past the entry check to its chunks.
+    for _ in a.stub.Build(agent_pb2.BuildRequest(bundle_digest=a.digests[0]), timeout=TIMEOUT_S):
+        pass
+    entry = a.stub.ListEngines(agent_pb2.ListEnginesRequest(), timeout=TIMEOUT_S).engines[0]
     msgs = [agent_pb2.EngineChunk(entry=entry)] + [agent_pb2.EngineChunk(chunk=b"")] * 10_000
     with pytest.raises(grpc.RpcError) as err:
         a.stub.PutEngine(iter(msgs), timeout=TIMEOUT_S)

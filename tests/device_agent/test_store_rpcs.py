@@ -81,12 +81,15 @@ def test_killed_upload_resumes_from_committed_offset_and_sends_only_the_rest(age
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with client_for(agent) as client:
-        deadline = time.monotonic() + 10  # the agent commits what arrived once it sees the stream end
+        # The agent commits what arrived once it sees the stream end: wait until the offset stops moving.
+        deadline = time.monotonic() + 20
+        last = -1
         while time.monotonic() < deadline:
             state = client.query_upload(digest)
-            if state.committed_offset > 0:
+            if state.committed_offset > 0 and state.committed_offset == last:
                 break
-            time.sleep(0.05)
+            last = state.committed_offset
+            time.sleep(0.5)
         committed = state.committed_offset
         assert not state.complete and 0 < committed < 100 * MB
         summary = client.upload(f)
