@@ -10,7 +10,6 @@ stdlib + numpy only; Python >= 3.9.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from device_agent.errors import DataLoss, InvalidInput
+from device_agent.fileio import sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -60,18 +60,6 @@ Dim = Union[int, str]
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def sha256_bytes(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Union[str, os.PathLike]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from device_agent.errors import DataLoss, InvalidInput, NotFound, PreconditionFailed
+from device_agent.fileio import fsync_dir, write_synced
+from device_agent.fileio import sha256_bytes as sha256_digest
 
 SCHEMA = 1
 #: Key parts that say which devices a plan is valid for; an imported entry must match this agent on each.
@@ -30,10 +32,6 @@ _TMP_MAX_AGE_S = 3600.0
 
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
@@ -65,21 +63,6 @@ class CacheEntry:
     @property
     def segment_digest(self) -> str:
         return str(self.parts.get("segment", ""))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class EngineCache:
@@ -179,7 +162,7 @@ class EngineCache:
     def put(self, parts: Mapping[str, Any], plan: bytes) -> CacheEntry:
         """Write an entry atomically (temp dir, fsync, rename), then prune to the size bound."""
         key = cache_key(parts)
-        return self._commit(key, parts, lambda tmp: (_write_synced(tmp / "plan", plan),
+        return self._commit(key, parts, lambda tmp: (write_synced(tmp / "plan", plan),
                                                       (len(plan), sha256_digest(plan)))[1])
 
     def _commit(self, key: str, parts: Mapping[str, Any], write_plan: Callable[[Path], Tuple[int, str]]) -> CacheEntry:
@@ -190,14 +173,14 @@ class EngineCache:
             size, digest = write_plan(tmp)
             meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": size, "digest": digest,
                     "created": time.time()}
-            _write_synced(tmp / "meta.json", canonical_json(meta))
-            _fsync_dir(tmp)
+            write_synced(tmp / "meta.json", canonical_json(meta))
+            fsync_dir(tmp)
             with self._mutex:
                 final = self.entries_dir / key
                 if final.exists():
                     shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
-                _fsync_dir(self.entries_dir)
+                fsync_dir(self.entries_dir)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

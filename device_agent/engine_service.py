@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
-from .errors import (BuildFailed, DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed,
+from .errors import (BuildFailed, DeployError, InvalidInput, NotFound, PreconditionFailed,
                      ResourceExhausted)
 
 log = logging.getLogger(__name__)

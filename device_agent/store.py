@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
 from .errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
+from .fileio import fsync_dir, sha256_file
+
+file_digest = sha256_file  # the store's name for it
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 DISK_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte
@@ -27,17 +30,6 @@ def parse_digest(digest: str) -> str:
     if not m:
         raise InvalidInput(f"bad digest {digest[:80]!r}: expected 'sha256:' followed by 64 lowercase hex digits")
     return m.group(1)
-
-
-def file_digest(path: Path, bufsize: int = 4 * 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(bufsize)
-            if not block:
-                break
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def _prefix_hash(path: Path, length: int, bufsize: int = 4 * 1024 * 1024) -> "hashlib._Hash":
@@ -54,14 +46,6 @@ def _prefix_hash(path: Path, length: int, bufsize: int = 4 * 1024 * 1024) -> "ha
             h.update(block)
             remaining -= len(block)
     return h
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Writer:
@@ -200,7 +184,7 @@ class Store:
                 raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
                                "upload again")
             os.replace(part, blob)
-            _fsync_dir(self.blobs)
+            fsync_dir(self.blobs)
             return UploadResult(digest, size, received, False)
 
     def _append(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], hasher: "hashlib._Hash") -> int:

@@ -15,7 +15,7 @@ from protos import agent_pb2, agent_pb2_grpc
 from . import local
 from .channel import explain, make_channel
 from .digests import digest_of
-from .errors import AgentError, from_rpc_error
+from .errors import AgentError
 
 CHUNK_BYTES = 1024 * 1024
 INFO_TIMEOUT_S = 10.0

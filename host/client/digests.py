@@ -4,13 +4,14 @@ Re-sending a file the agent already has must cost one query, not a re-hash of hu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Optional
 
 from filelock import FileLock
+
+from device_agent.fileio import sha256_file as hash_file
 
 from .local import cache_dir
 
@@ -24,17 +25,6 @@ def _db_path() -> Path:
 def _key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-
-
-def hash_file(path: Path, bufsize: int = 4 * 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(bufsize)
-            if not block:
-                break
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def _load() -> dict[str, str]:

@@ -20,9 +20,9 @@ from device_agent.bundle import (
 )
 from device_agent.errors import BuildFailed, InvalidInput
 from host.compiler import emit, frontend, lower, reference
-from host.compiler.partition import TRT, Partition, partition
+from host.compiler.partition import partition
 from host.compiler.patterns import Context
-from host.compiler.profiles import Profile, format_version, get_profile, max_parser_opset
+from host.compiler.profiles import format_version, get_profile, max_parser_opset
 
 BUNDLE_DIRNAME = "bundle"
 ARCHIVE_NAME = "bundle.tar"

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from host.compiler import emit, frontend
+from host.compiler import frontend
 from host.compiler.api import CompileOptions, _partition_and_emit
 from host.compiler.partition import TRT, partition
 from host.compiler.patterns import OP_TABLE, Context

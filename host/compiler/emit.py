@@ -1,7 +1,7 @@
 """Write a part of the graph as a standalone ONNX model (TensorRT segments and TVM parts alike)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -33,7 +33,6 @@ def _fits(node: onnx.NodeProto, new, cur) -> bool:
         return False
     used = [i for i, t in enumerate(node.input) if t]
     new_names = [i.name for i in new.inputs]
-    cur_names = [i.name for i in cur.inputs]
     variadic = bool(new.inputs) and new.inputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic
     for i in used:  # input names change across versions (mean -> input_mean); positions keep meaning
         if i >= len(new_names) and not variadic:

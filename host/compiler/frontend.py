@@ -4,7 +4,6 @@ Every failure a user can cause becomes one ``InvalidInput`` line naming the fix.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
+from device_agent.fileio import sha256_file as file_digest
 from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
 
 
@@ -92,14 +92,6 @@ def _shape_of(vi: onnx.ValueInfoProto) -> Optional[List[Union[int, str]]]:
         else:
             dims.append(f"?{vi.name}:{i}")
     return dims
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def load_model(path: Union[str, os.PathLike]) -> Tuple[onnx.ModelProto, str]:

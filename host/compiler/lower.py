@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-import numpy as np
 import onnx
 
 from device_agent.errors import InvalidInput, Unavailable

@@ -119,7 +119,7 @@ def missing_requirements(requirements: Sequence[str], remote: RemotePython) -> l
 def _platforms(remote: RemotePython) -> list:
     arch = remote.machine
     if remote.glibc == (0, 0):
-        raise PreconditionFailed(f"the device's libc is not glibc; pass --wheels DIR with wheels built for it")
+        raise PreconditionFailed("the device's libc is not glibc; pass --wheels DIR with wheels built for it")
     tags = [f"manylinux_2_{minor}_{arch}" for minor in range(17, remote.glibc[1] + 1)]
     tags += [f"manylinux2014_{arch}"]
     if arch == "x86_64":
