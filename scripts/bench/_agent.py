@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start_agent(store: Path, listen: str = "127.0.0.1:0", extra: Sequence[str] = (),
-                prefix: Sequence[str] = (), env: Optional[dict] = None) -> tuple[subprocess.Popen, str]:
-    cmd = [*prefix, sys.executable, "-m", "device_agent", "--listen", listen, "--store", str(store), *extra]
+                prefix: Sequence[str] = (), env: Optional[dict] = None,
+                python: str = sys.executable) -> tuple[subprocess.Popen, str]:
+    cmd = [*prefix, python, "-m", "device_agent", "--listen", listen, "--store", str(store), *extra]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=full_env, cwd=str(REPO))
     assert proc.stdout is not None

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _agent import REPO, median, stop_agent  # noqa: E402
+from _agent import REPO, median, start_agent, stop_agent  # noqa: E402
 
 from host.client.agent import AgentClient  # noqa: E402
 from host.fleet.classes import classify, group  # noqa: E402
@@ -46,18 +46,6 @@ from protos import agent_pb2  # noqa: E402
 from tests.system.envs import agent_envs  # noqa: E402
 
 PROFILES = ("x86-cpu", "jetson-xavier-nx", "jetson-nano")
-
-
-def start(python: str, root: Path) -> tuple[subprocess.Popen, str]:
-    cmd = [python, "-m", "device_agent", "--listen", "127.0.0.1:0", "--store", str(root / "store")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=str(REPO),
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    if not line.startswith("deploy-agent listening on "):
-        proc.kill()
-        raise RuntimeError(f"agent did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[-1].strip()
 
 
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
@@ -172,7 +160,7 @@ def bench_size(n: int, envs, model: Path, runs: int, concurrency: int, tmp: Path
     try:
         for i in range(n):
             k = i % len(envs)
-            proc, address = start(envs[k].python, tmp / f"n{n}" / f"agent{i}")
+            proc, address = start_agent(tmp / f"n{n}" / f"agent{i}" / "store", python=envs[k].python)
             procs.append(proc)
             devices.append(Device(name=f"c{k}-{i}", address=address, profile=PROFILES[k]))
         plan_for = model_plans(model)
