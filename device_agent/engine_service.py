@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +36,7 @@ MAX_ENGINE_BYTES = 8 * 1024 ** 3
 CHUNK = 1024 * 1024
 MAX_BATCH = 4096
 LOADED_ENGINES = 16
+PROBE_WAIT_S = 120.0  # GetInfo waits this long for the start-up probe before probing in-process
 #: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
 RTX_PARTITION_MAJOR = "10"
 
@@ -109,6 +110,18 @@ class EngineService:
         self._models: "collections.OrderedDict[tuple, ModelRunner]" = collections.OrderedDict()
         self._lock = threading.RLock()
         self._key_locks: Dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        # Backend facts for GetInfo, probed once in a child process from start-up on (see engines/probe.py).
+        self._probes: Optional[List[engines.ProbeResult]] = None
+        self._probed = threading.Event()
+        threading.Thread(target=self._probe, name="backend-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        from .engines.probe import probe_in_child
+
+        try:
+            self._probes = probe_in_child()
+        finally:
+            self._probed.set()
 
     # ---------------------------------------------------------------- facts
     @property
@@ -125,15 +138,18 @@ class EngineService:
 
     def describe(self, reply: agent_pb2.DeviceInfo) -> None:
         """GetInfo's backend facts: each backend's availability, the TensorRT this device has, TVM."""
-        for p in engines.probe_all():
+        self._probed.wait(timeout=PROBE_WAIT_S)
+        probes = self._probes if self._probes is not None else engines.probe_all()
+        by_name = {p.name: p for p in probes}
+        for p in probes:
             reply.backends.add(name=p.name, available=p.available, version=p.version, detail=p.detail)
             if p.name == "tvm":
                 reply.tvm_runtime = p.available
-        trt = engines.get("tensorrt").probe()
-        trtexec = engines.get("trtexec").probe()
-        if trt.available:
-            reply.trt_version, reply.trt_module = trt.version, engines.get("tensorrt").module
-        elif trtexec.available:
+        trt, trtexec = by_name.get("tensorrt"), by_name.get("trtexec")
+        if trt is not None and trt.available:
+            module = trt.detail.split(": ", 1)[1] if trt.detail.startswith("module: ") else ""
+            reply.trt_version, reply.trt_module = trt.version, module
+        elif trtexec is not None and trtexec.available:
             reply.trt_version, reply.trt_module = trtexec.version, "trtexec"
 
     # ---------------------------------------------------------------- requests
