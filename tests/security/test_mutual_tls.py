@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -77,6 +78,10 @@ def test_agent_keeps_serving_good_client_during_and_after_refusals(mtls_agent, p
     worker = threading.Thread(target=good_client)
     worker.start()
     try:
+        deadline = time.monotonic() + 60  # the first GetInfo waits for the agent's start-up backend probe
+        while not served and not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        served.clear()
         for _round in range(3):
             for case in REFUSED:
                 pair = REFUSED[case](pki)
