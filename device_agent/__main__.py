@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from .config import parse_args
 from .errors import DeployError
+from .ready import ready_line
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     server.start()
     # One line on stdout that a parent process can wait for.
-    print(f"deploy-agent listening on {server.address}", flush=True)
+    print(ready_line(server.address), flush=True)
 
     def _terminate(signum: int, _frame: object) -> None:
         server.stop(grace=2.0)

@@ -37,7 +37,8 @@ class DeviceFacts:
     gpus: list[Gpu] = field(default_factory=list)
 
 
-def _meminfo() -> tuple[int, int]:
+def meminfo() -> tuple[int, int]:
+    """(total, available) bytes from /proc/meminfo; zeros where it cannot be read."""
     total = available = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -106,7 +107,7 @@ def _cuda_driver() -> tuple[Optional[str], list[Gpu]]:
 
 
 def probe_device() -> DeviceFacts:
-    total, available = _meminfo()
+    total, available = meminfo()
     cuda_version, gpus = _cuda_driver()
     return DeviceFacts(
         hostname=socket.gethostname(),

@@ -21,7 +21,7 @@ from protos import agent_pb2, agent_pb2_grpc
 from . import auth
 from .config import AgentSettings
 from .errors import DeployError, InvalidInput, Unimplemented
-from .info import DeviceFacts, disk_free, probe_device
+from .info import DeviceFacts, disk_free, meminfo, probe_device
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,8 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     # ---------------------------------------------------------------- info
     @unary_edge
     def GetInfo(self, request: agent_pb2.GetInfoRequest, context: grpc.ServicerContext) -> agent_pb2.DeviceInfo:
-        facts = probe_device() if self.facts is None else self.facts
-        _total, available = _meminfo_now()
+        facts = self.facts
+        _total, available = meminfo()
         reply = agent_pb2.DeviceInfo(
             hostname=facts.hostname, os=facts.os, arch=facts.arch, cpu_count=facts.cpu_count,
             memory_total_bytes=facts.memory_total_bytes, memory_available_bytes=available,
@@ -192,11 +192,6 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     @unary_edge
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._engines().Prune(request, context)
-
-
-def _meminfo_now() -> tuple[int, int]:
-    from .info import _meminfo
-    return _meminfo()
 
 
 def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:

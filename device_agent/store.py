@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
 from .errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
-from .fileio import fsync_dir, sha256_file
-
-file_digest = sha256_file  # the store's name for it
+from .fileio import fsync_dir
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 DISK_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte

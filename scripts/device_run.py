@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import selectors
 import subprocess
 import sys
 import time
@@ -72,17 +71,9 @@ class Agent:
         self.proc = subprocess.Popen([sys.executable, "-m", "device_agent", "--listen", "127.0.0.1:0",
                                       "--store", str(work / "store")], stdout=subprocess.PIPE, stderr=log,
                                      cwd=str(REPO), env=dict(os.environ))
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 120
-        self.address = ""
-        while time.monotonic() < deadline and not self.address:
-            if sel.select(0.2):
-                line = self.proc.stdout.readline().decode()
-                if line.startswith("deploy-agent listening on "):
-                    self.address = line.rsplit(" ", 1)[-1].strip()
-                elif not line:
-                    break
+        from device_agent.ready import wait_ready
+
+        self.address = wait_ready(self.proc, 120) or ""
         if not self.address:
             raise RuntimeError(f"agent did not start; see {work / 'agent.log'}")
         opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
+
+from device_agent.ready import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,23 +35,6 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
             os.environ[key] = value
 
 
-def _read_address(proc: subprocess.Popen, timeout: float) -> str:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.1):
-            line = proc.stdout.readline().decode()
-            if line.startswith("deploy-agent listening on "):
-                return line.rsplit(" ", 1)[-1].strip()
-            if not line:
-                break
-        if proc.poll() is not None:
-            break
-    raise RuntimeError(f"agent did not start (exit {proc.poll()})")
-
-
 @dataclass
 class AgentHandle:
     """A real `deploy-agent` process; `address` is HOST:PORT on loopback."""
@@ -72,7 +55,10 @@ class AgentHandle:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=str(REPO))
         log.close()
-        self.address = _read_address(self.proc, timeout=60)
+        address = wait_ready(self.proc, timeout=60)
+        if address is None:
+            raise RuntimeError(f"agent did not start (exit {self.proc.poll()}): {self.log()[-2000:]}")
+        self.address = address
         self.port = int(self.address.rsplit(":", 1)[1])
         return self
 

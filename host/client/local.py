@@ -20,6 +20,7 @@ from filelock import FileLock
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from device_agent.errors import Unavailable
+from device_agent.ready import wait_ready
 
 IDLE_EXIT_S = 600.0
 START_TIMEOUT_S = 30.0
@@ -90,32 +91,17 @@ def ensure_running() -> LocalAgent:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         log.close()
-        line = _first_line(proc, START_TIMEOUT_S)
-        if not line.startswith("deploy-agent listening on "):
+        address = wait_ready(proc, START_TIMEOUT_S)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        if address is None:
             proc.kill()
-            raise Unavailable(f"the local agent did not start ({line.strip() or 'no output'}); see {root / 'local-agent.log'}")
-        state = LocalAgent(proc.pid, line.rsplit(" ", 1)[-1].strip())
+            raise Unavailable(f"the local agent did not start; see {root / 'local-agent.log'}")
+        state = LocalAgent(proc.pid, address)
         tmp = _state_path().with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": state.pid, "address": state.address}))
         os.replace(tmp, _state_path())
         return state
-
-
-def _first_line(proc: subprocess.Popen, timeout: float) -> str:
-    import selectors
-
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(timeout=0.2):
-            line = proc.stdout.readline().decode(errors="replace")
-            proc.stdout.close()
-            return line
-        if proc.poll() is not None:
-            return ""
-    return ""
 
 
 def stop() -> bool:

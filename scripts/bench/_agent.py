@@ -17,12 +17,13 @@ def start_agent(store: Path, listen: str = "127.0.0.1:0", extra: Sequence[str] =
     cmd = [*prefix, python, "-m", "device_agent", "--listen", listen, "--store", str(store), *extra]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=full_env, cwd=str(REPO))
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    if not line.startswith("deploy-agent listening on "):
+    from device_agent.ready import wait_ready
+
+    address = wait_ready(proc, 120)
+    if address is None:
         proc.kill()
-        raise RuntimeError(f"agent did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[-1].strip()
+        raise RuntimeError(f"agent did not start (exit {proc.poll()})")
+    return proc, address
 
 
 def stop_agent(proc: subprocess.Popen) -> None:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import selectors
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List
@@ -21,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from device_agent.ready import wait_ready
 from protos import agent_pb2, agent_pb2_grpc
 from tests.device_agent.onnx_models import conv_net, single_segment_bundle
 
@@ -66,16 +65,9 @@ def _start(sandbox: Path) -> tuple:
            "--backend", "onnxruntime", "--max-upload-bytes", str(64 * 1024 * 1024)]
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=str(sandbox), env=env)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if sel.select(0.1):
-            line = proc.stdout.readline().decode()
-            if line.startswith("deploy-agent listening on "):
-                return proc, line.rsplit(" ", 1)[-1].strip(), data, log
-            if not line:
-                break
+    address = wait_ready(proc, 60)
+    if address is not None:
+        return proc, address, data, log
     proc.kill()
     raise RuntimeError(f"agent did not start: {log.read_text()[-2000:]}")
 
