@@ -78,7 +78,7 @@ def _dps(seg_inputs, seg_outputs, runner: Runner, seg_id: str):
         for name, dst in zip(seg_outputs, args[n_in:]):
             if name not in res:
                 raise RuntimeError(f"segment {seg_id} runner returned no output {name!r}")
-            dst.copyfrom(np.ascontiguousarray(res[name], dtype=np.dtype(str(dst.dtype))))
+            dst.copyfrom(np.asarray(res[name], dtype=np.dtype(str(dst.dtype)), order="C"))
 
     return packed
 
@@ -107,7 +107,7 @@ def run_bundle(bundle: Bundle, runners: Dict[str, Runner], inputs: Dict[str, np.
             _ACTIVE[seg.id] = _dps([t.name for t in seg.inputs], [t.name for t in seg.outputs], runners[seg.id], seg.id)
             tvm.register_global_func(seg.id, _trampoline(seg.id), override=True)
         vm, dev = _vm(bundle, device, library)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[t.name]), dev) for t in m.inputs]
+        args = [tvm.runtime.tensor(np.asarray(inputs[t.name], order="C"), dev) for t in m.inputs]
         res = vm[m.remainder.entry](*args)
         outs = [res[i] for i in range(len(m.outputs))] if not hasattr(res, "numpy") else [res]
         return {t.name: o.numpy() for t, o in zip(m.outputs, outs)}

@@ -132,7 +132,7 @@ class Engine:
         total = 0
         arrays: Dict[str, np.ndarray] = {}
         for name, meta in expected.items():
-            arr = np.ascontiguousarray(feeds[name])
+            arr = np.asarray(feeds[name], order="C")
             meta.check(arr)
             total += arr.nbytes
             arrays[name] = arr

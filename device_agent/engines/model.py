@@ -36,7 +36,7 @@ def tensor_to_numpy(name: str, dtype: str, shape: Sequence[int], data: bytes, ma
 
 
 def numpy_to_wire(arr: np.ndarray) -> Tuple[str, List[int], bytes]:
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")
     little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     return arr.dtype.name, [int(d) for d in arr.shape], little.tobytes()
 

@@ -42,6 +42,8 @@ class CompileOptions:
     remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
     seed: int = 0
     host_check: bool = True                     # run a host-runnable remainder bundle against the reference
+    sample_inputs: Dict[str, np.ndarray] = field(default_factory=dict)  # reference/verify inputs (--inputs)
+    fold: bool = True                           # fold constants and shape subgraphs first (simplify.py)
 
 
 @dataclass
@@ -130,7 +132,9 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         raise InvalidInput(f"use_implicit_batch needs TensorRT < 10, target is {profile.trt_version}")
     batch = frontend.BatchRange.parse(opts.batch) if opts.batch else None
     model, digest = frontend.load_model(model_path)
-    loaded = frontend.prepare(model, digest, input_shapes=opts.input_shapes, batch=batch)
+    loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
+                              fold=opts.fold)
+    samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     parser_opset = max_parser_opset(trt)
     seg_opset = min(loaded.opset, parser_opset)
     ctx = Context(types=loaded.value_types, constants={i.name for i in loaded.model.graph.initializer},
@@ -157,13 +161,14 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                 opset=seg_opset))
         remainder = None
         if not part.fully_offloaded:
+            lower.check_importable(part, profile.trt_version)
             mod = lower.build_module(loaded.model, part, loaded.value_types,
                                      [s.name for s in loaded.inputs], [s.name for s in loaded.outputs],
                                      loaded.opset)
             tgt, host = lower.compile_module(mod, profile, bdir / REMAINDER_PATH)
             remainder = Remainder(path=REMAINDER_PATH, digest=sha256_file(bdir / REMAINDER_PATH),
                                   target=tgt, host=host)
-        ref = _write_reference(bdir, loaded, opts)
+        ref = _write_reference(bdir, loaded, opts, samples)
         manifest = Manifest(
             name=Path(model_path).stem, source_digest=digest, inputs=loaded.inputs, outputs=loaded.outputs,
             target=Target(profile=profile.name, trt_version=profile.trt_version,
@@ -176,6 +181,8 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                 "batch": None if batch is None else batch.to_list(),
                 "input_shapes": {k: list(v) for k, v in sorted(opts.input_shapes.items())},
                 "exclude_ops": sorted(opts.exclude_ops), "segment_opset": seg_opset,
+                "prepare": None if loaded.simplified is None else loaded.simplified.to_json(),
+                "sample_inputs": sorted(samples),
                 "remainder": {"device": profile.device, "why": profile.remainder_note}
                 if remainder is not None else None,
                 "parts": [{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts],
@@ -222,8 +229,21 @@ def _host_check(bundle: Bundle, library: Optional[str] = None) -> None:
                               f"TVM computes {ops} differently: try a newer --trt-version so they are offloaded")
 
 
-def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions) -> Dict[str, Any]:
-    inputs = reference.make_inputs(loaded.inputs, loaded.concrete_inputs, opts.seed)
+def _shapes_with_samples(model, opts: CompileOptions, batch) -> Dict[str, List[int]]:
+    """``--input-shape`` plus, for inputs it leaves out, the shape of the given sample (not with a batch range,
+    whose batch dim stays symbolic)."""
+    shapes = {k: list(v) for k, v in opts.input_shapes.items()}
+    if batch is None:
+        names = {vi.name for vi in model.graph.input}
+        for name, arr in opts.sample_inputs.items():
+            if name in names:
+                shapes.setdefault(name, list(np.shape(arr)))
+    return shapes
+
+
+def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions,
+                     samples: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    inputs = reference.make_inputs(loaded.inputs, loaded.concrete_inputs, opts.seed, samples, random_ints=False)
     outputs = reference.run_onnxruntime(loaded.model, inputs)
     entries: Dict[str, Any] = {"seed": opts.seed, "rtol": 1e-2 if opts.fp16 else 1e-4,
                                "atol": 1e-2 if opts.fp16 else 1e-5}
@@ -232,7 +252,7 @@ def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOpti
         items = []
         for i, spec in enumerate(order):
             rel = f"reference/{key}/{i}.npy"
-            np.save(bdir / rel, np.ascontiguousarray(arrays[spec.name]), allow_pickle=False)
+            np.save(bdir / rel, np.asarray(arrays[spec.name], order="C"), allow_pickle=False)
             items.append({"name": spec.name, "path": rel, "digest": sha256_file(bdir / rel)})
         entries[key] = items
     return entries

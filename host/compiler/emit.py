@@ -8,7 +8,7 @@ import onnx
 from onnx import helper, version_converter
 
 from device_agent.bundle import TensorSpec
-from host.compiler.partition import Part
+from host.compiler.partition import Part, node_inputs
 
 
 class EmitError(Exception):
@@ -104,7 +104,7 @@ def downgrade(model: onnx.ModelProto, dst: int) -> onnx.ModelProto:
         nodes.extend(ns)
         for t in extra:
             new_inits[t.name] = t
-    used = {t for n in nodes for t in n.input if t}
+    used = {t for n in nodes for t in node_inputs(n)}
     keep = [i for i in model.graph.initializer if i.name in used and i.name not in new_inits]
     keep += [t for name, t in sorted(new_inits.items()) if name in used]
     g = helper.make_graph(nodes, model.graph.name, list(model.graph.input), list(model.graph.output),
@@ -131,7 +131,7 @@ def part_model(model: onnx.ModelProto, part: Part, types: Dict[str, Tuple[str, l
     """The part's nodes with their weights, as a checked ONNX model at ``opset`` (converted if lower)."""
     inputs = list(part.inputs if inputs is None else inputs)
     outputs = list(part.outputs if outputs is None else outputs)
-    used = {t for n in part.nodes for t in n.input if t}
+    used = {t for n in part.nodes for t in node_inputs(n)}
     inits = [i for i in model.graph.initializer if i.name in used]
     produced_inside = {t for n in part.nodes for t in n.output}
     value_info = [_value_info(t, types) for t in sorted(produced_inside - set(outputs)) if t in types]

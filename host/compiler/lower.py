@@ -6,17 +6,23 @@ The device registers that name, backed by the built engine.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, Iterator, List, Tuple, Union
 
 import onnx
 
 from device_agent.errors import InvalidInput, Unavailable
 from host.compiler.emit import EmitError, part_model
 from host.compiler.partition import TRT, Partition
-from host.compiler.profiles import Profile
+from host.compiler.patterns import OP_TABLE
+from host.compiler.profiles import Profile, format_version, parse_version
+
+log = logging.getLogger(__name__)
 
 CROSS_CXX = {"aarch64": "aarch64-linux-gnu-g++"}
 
@@ -35,6 +41,55 @@ def _tensor_type(rx, tirx, dtype: str, shape: list, symbols: Dict[str, object]):
                 symbols[d] = tirx.Var(str(d), "int64")
             dims.append(symbols[d])
     return rx.TensorType(dims, dtype)
+
+
+def _ops_within(node: onnx.NodeProto) -> List[str]:
+    """The node's op and the ops of its subgraphs (If branches, Loop bodies), recursively."""
+    ops = [node.op_type]
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for n in g.node:
+                ops.extend(_ops_within(n))
+    return ops
+
+
+def check_importable(part_list: Partition, trt_version: str) -> None:
+    """Fail with one line before importing when a node neither TensorRT nor TVM's ONNX importer takes.
+
+    Without this, such an op ends in TVM and the user sees the importer's message about a whole part.
+    """
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    known = set(_get_convert_map()) | {"If"}  # the importer handles If itself, outside its convert map
+    reasons = {e["node"]: e["reason"] for e in part_list.not_offloaded}
+    for part in part_list.parts:
+        if part.kind == TRT:
+            continue
+        for node in part.nodes:
+            missing = [op for op in dict.fromkeys(_ops_within(node)) if op not in known]
+            if not missing:
+                continue
+            rule = OP_TABLE.get(node.op_type)
+            if rule is not None and parse_version(trt_version) < rule.min_trt:
+                fix = (f"TensorRT >= {format_version(rule.min_trt)} takes it: compile for a device or "
+                       f"--trt-version that has it")
+            else:
+                fix = "re-export the model without it, or for a target whose TensorRT takes it"
+            inner = "" if missing == [node.op_type] else f" (inside it: {', '.join(missing)})"
+            raise TvmImportError(
+                f"{node.op_type} node {node.name!r}{inner} cannot be compiled for TensorRT {trt_version}: "
+                f"{reasons.get(node.name, 'not offloaded')}, and TVM 0.27's ONNX importer has no "
+                f"{', '.join(missing)}; {fix}")
+
+
+@contextlib.contextmanager
+def tvm_warnings_to_log() -> Iterator[None]:
+    """TVM's Python warnings (an importer gives hundreds of "Renaming name ...") go to the log, not the terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        log.info("tvm: %s", w.message)
 
 
 def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, Tuple[str, list]],
@@ -56,7 +111,8 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
         except EmitError as e:
             raise TvmImportError(f"the TVM part with {sorted(set(part.ops))} is not valid ONNX on its own: {e}") from None
         try:
-            imported = from_onnx(sub, keep_params_in_input=False)
+            with tvm_warnings_to_log():
+                imported = from_onnx(sub, keep_params_in_input=False)
         except Exception as e:  # noqa: BLE001 - the frontend raises many kinds
             ops = sorted(set(part.ops))
             raise TvmImportError(f"TVM cannot import {ops} ({str(e).splitlines()[-1][:160]}); "
@@ -125,7 +181,8 @@ def compile_module(mod, profile: Profile, out_path: Union[str, os.PathLike]) -> 
     from tvm.support import cc
 
     target = tvm_targets(profile)
-    ex = tvm.compile(mod, target=target)
+    with tvm_warnings_to_log():
+        ex = tvm.compile(mod, target=target)
     fcompile = None
     if profile.cross:
         cxx = CROSS_CXX.get(profile.arch)

@@ -44,6 +44,33 @@ class Partition:
         return all(p.kind == TRT for p in self.parts) and len(self.parts) == 1
 
 
+def _outer_names(graph: onnx.GraphProto) -> List[str]:
+    """Names a subgraph reads from enclosing scopes (used, and defined nowhere inside it)."""
+    defined = {vi.name for vi in graph.input} | {i.name for i in graph.initializer}
+    defined |= {i.values.name for i in graph.sparse_initializer}
+    out: List[str] = []
+    for n in graph.node:
+        for t in node_inputs(n):
+            if t and t not in defined and t not in out:
+                out.append(t)
+        defined.update(t for t in n.output if t)
+    return out
+
+
+def node_inputs(node: onnx.NodeProto) -> List[str]:
+    """A node's inputs including the outer-scope values its subgraphs read (If branches, Loop bodies).
+
+    Those implicit inputs are real dependencies: a part that holds the node must receive them.
+    """
+    names = [t for t in node.input if t]
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else \
+            list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+        for g in graphs:
+            names.extend(t for t in _outer_names(g) if t not in names)
+    return names
+
+
 class _Groups:
     """Union-find over node indices with a part-level acyclicity check on merge.
 
@@ -121,7 +148,7 @@ def _io(nodes: Sequence[onnx.NodeProto], constants: Set[str], consumed_outside: 
     produced_set: Set[str] = set()
     inputs: List[str] = []
     for n in nodes:
-        for t in n.input:
+        for t in node_inputs(n):
             if t and t not in produced_set and t not in constants and t not in inputs:
                 inputs.append(t)
         for t in n.output:
@@ -152,7 +179,7 @@ def partition(model: onnx.ModelProto, ctx: Context, *, exclude: Sequence[str] = 
     succ: List[Set[int]] = [set() for _ in nodes]
     preds: List[List[int]] = [[] for _ in nodes]
     for i, n in enumerate(nodes):
-        for t in n.input:
+        for t in node_inputs(n):
             if t in producer and producer[t] != i:
                 succ[producer[t]].add(i)
                 preds[i].append(producer[t])
@@ -205,9 +232,8 @@ def partition(model: onnx.ModelProto, ctx: Context, *, exclude: Sequence[str] = 
     not_offloaded: List[Dict[str, str]] = []
     consumers: Dict[str, Set[int]] = defaultdict(set)
     for i, n in enumerate(nodes):
-        for t in n.input:
-            if t:
-                consumers[t].add(group_of[i])
+        for t in node_inputs(n):
+            consumers[t].add(group_of[i])
     for r in order:
         members = sorted(groups.members[r])
         k = kind[r]

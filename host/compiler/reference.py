@@ -1,22 +1,58 @@
 """Seeded reference inputs and the host's outputs for them (onnxruntime on the original model)."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
 
 from device_agent.bundle import TensorSpec
+from device_agent.errors import InvalidInput
 
 
-def make_inputs(specs: List[TensorSpec], shapes: Dict[str, List[int]], seed: int) -> Dict[str, np.ndarray]:
-    """Same seed, same arrays: floats ~ N(0, 1), integers in [0, 4), booleans fair."""
+class SampleError(InvalidInput):
+    """User-given sample inputs do not fit the model."""
+
+
+def check_samples(specs: List[TensorSpec], samples: Dict[str, np.ndarray],
+                  shapes: Dict[str, List[int]]) -> Dict[str, np.ndarray]:
+    """Samples cast to each input's dtype; refuses unknown names, wrong ranks and shapes."""
+    by_name = {s.name: s for s in specs}
+    unknown = sorted(set(samples) - set(by_name))
+    if unknown:
+        raise SampleError(f"sample inputs {unknown} are not inputs of the model; its inputs are {sorted(by_name)}")
+    out: Dict[str, np.ndarray] = {}
+    for name, arr in samples.items():
+        spec, want = by_name[name], shapes[name]
+        if list(arr.shape) != list(want):
+            raise SampleError(f"sample input {name!r} has shape {list(arr.shape)}, the model is compiled for "
+                              f"{want}; pass a matching --input-shape {name}={'x'.join(map(str, arr.shape)) or '1'}")
+        dt = np.dtype(spec.dtype)
+        if arr.dtype != dt and (arr.dtype.kind != dt.kind or not np.can_cast(arr.dtype, dt, casting="same_kind")):
+            raise SampleError(f"sample input {name!r} is {arr.dtype}, the model takes {dt}")
+        out[name] = np.asarray(arr, dtype=dt, order="C")
+    return out
+
+
+def make_inputs(specs: List[TensorSpec], shapes: Dict[str, List[int]], seed: int,
+                samples: Optional[Dict[str, np.ndarray]] = None, *, random_ints: bool = True) -> Dict[str, np.ndarray]:
+    """Given samples first; else seeded: floats ~ N(0, 1), integers in [0, 4), booleans fair.
+
+    With ``random_ints=False`` an integer input without a sample is refused: a sample rate, token
+    ids or a mask filled with small random integers makes a reference that means nothing.
+    """
     rng = np.random.default_rng(seed)
+    samples = samples or {}
     out: Dict[str, np.ndarray] = {}
     for s in specs:
         shape = shapes[s.name]
         dt = np.dtype(s.dtype)
-        if dt.kind == "f":
+        if s.name in samples:
+            out[s.name] = samples[s.name]
+        elif dt.kind in "iub" and not random_ints:
+            raise SampleError(f"input {s.name!r} is {dt.name} {list(shape)}: give its values with --inputs FILE.npz "
+                              f"or --input {s.name}=FILE.npy (random integers make no meaningful reference)")
+        elif dt.kind == "f":
             out[s.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":
             out[s.name] = rng.integers(0, 4, size=shape).astype(dt)

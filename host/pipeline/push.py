@@ -47,6 +47,8 @@ class PushOptions:
     backend: Optional[str] = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     batch_range: Optional[str] = None  # MIN:OPT:MAX, dynamic-batch bundles
+    sample_inputs: dict[str, Any] = field(default_factory=dict)  # name -> array: the reference and verify inputs
+    exclude_ops: list[str] = field(default_factory=list)  # ONNX ops kept in TVM (--no-offload)
     force_rebuild: bool = False
     verify: bool = True
     max_rel_err: Optional[float] = None  # fail the push above this (default: none for fp16, 1e-3 for fp32)
@@ -57,8 +59,11 @@ class PushOptions:
     batch: int = 0
 
     def compile_options(self) -> dict[str, Any]:
+        from host.pipeline.tensors import samples_digest
+
         return {"fp16": self.fp16, "input_shapes": {k: list(v) for k, v in sorted(self.input_shapes.items())},
-                "batch": self.batch_range}
+                "batch": self.batch_range, "exclude_ops": sorted(self.exclude_ops),
+                "samples": samples_digest(self.sample_inputs)}
 
     def build_options(self, target: TargetChoice) -> agent_pb2.BuildOptions:
         opts = agent_pb2.BuildOptions(backend=target.backend, force_rebuild=self.force_rebuild)
@@ -238,7 +243,8 @@ def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> b
 
         result = compile_model(source, tmp / "out", profile=target.profile, trt_version=target.trt_version,
                                fp16=options.fp16, input_shapes=dict(options.input_shapes),
-                               batch=options.batch_range)
+                               batch=options.batch_range, sample_inputs=dict(options.sample_inputs),
+                               exclude_ops=tuple(options.exclude_ops))
         return Path(result.bundle_dir), Path(result.archive), str(result.digest)
 
     return run

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -35,10 +35,42 @@ def read_inputs(items: Iterable[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def read_samples(npz: Optional[Path], items: Iterable[str]) -> dict[str, np.ndarray]:
+    """`--inputs FILE.npz` (one array per input name) plus `--input NAME=FILE.npy`, which win."""
+    arrays: dict[str, np.ndarray] = {}
+    if npz is not None:
+        if not Path(npz).is_file():
+            raise InvalidInput(f"--inputs {npz}: no such file")
+        try:
+            with np.load(npz, allow_pickle=False) as archive:
+                if not isinstance(archive, np.lib.npyio.NpzFile):
+                    raise ValueError("a single array, not an .npz")
+                arrays = {k: np.asarray(archive[k]) for k in archive.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInput(f"--inputs {npz} is not an .npz of arrays ({str(exc).splitlines()[0][:120]}); "
+                               "write it with numpy.savez(FILE, NAME=array, ...)") from None
+    arrays.update(read_inputs(items))
+    return arrays
+
+
+def samples_digest(arrays: dict[str, np.ndarray]) -> Optional[str]:
+    """One digest over names, dtypes, shapes and bytes: the compile cache key's share of the samples."""
+    if not arrays:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name], order="C")
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
 def to_tensors(arrays: dict[str, np.ndarray]) -> list[agent_pb2.Tensor]:
     out = []
     for name, array in arrays.items():
-        a = np.ascontiguousarray(array)
+        a = np.asarray(array, order="C")
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
         out.append(agent_pb2.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape), data=a.tobytes()))

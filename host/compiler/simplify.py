@@ -1,0 +1,116 @@
+"""Graph preparation before partitioning: fold constants and shape subgraphs, drop dead nodes.
+
+Exporters (PyTorch, Paddle, tf2onnx) write shape arithmetic (``Shape -> Gather -> Concat ->
+Reshape``, ``ConstantOfShape``, ``Range``, ``Cast``) that TVM's ONNX importer cannot take and that
+only splits TensorRT segments. Once the input shapes are bound, onnxruntime's offline basic-level
+optimization folds all of it into constants; that level emits standard ONNX ops only (constant
+folding, redundant-node elimination, Conv+BN/Mul/Add fusions), so every parser still reads the
+result. With a dynamic batch, shapes that depend on the batch are not constant and stay in the
+graph, for TensorRT's shape tensors.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import onnx
+
+log = logging.getLogger(__name__)
+
+# Beyond protobuf's 2 GB a model needs external data; we leave such models as they are.
+_MAX_INLINE_BYTES = 1_800_000_000
+
+
+@dataclass
+class SimplifyReport:
+    """What preparation did, recorded in the bundle manifest (``options.prepare``)."""
+
+    tool: str
+    nodes_before: int
+    nodes_after: int
+    ops_removed: Dict[str, int] = field(default_factory=dict)
+    skipped: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _op_counts(model: onnx.ModelProto) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def _optimize_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="deploy-simplify-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        opts.optimized_model_filepath = path
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(path)
+
+
+def _foreign_domains(before: onnx.ModelProto, after: onnx.ModelProto) -> List[str]:
+    had = {n.domain for n in before.graph.node}
+    return sorted({n.domain for n in after.graph.node if n.domain not in had})
+
+
+def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto) -> Optional[str]:
+    """Keep the user's inputs and outputs exactly; returns why the result is unusable, if it is."""
+    want_in = [vi.name for vi in before.graph.input]
+    inits = {i.name for i in after.graph.initializer}
+    have_in = {vi.name for vi in after.graph.input}
+    missing = [n for n in want_in if n not in have_in and n not in inits]
+    if missing:  # an unused input was dropped: put it back, the bundle's interface is the user's
+        by_name = {vi.name: vi for vi in before.graph.input}
+        after.graph.input.extend(by_name[n] for n in missing)
+    produced = {t for n in after.graph.node for t in n.output}
+    for vi in after.graph.output:
+        if vi.name not in produced:
+            return f"output {vi.name!r} folds to a constant"
+    order = {n: i for i, n in enumerate(want_in)}
+    ins = sorted(after.graph.input, key=lambda vi: order.get(vi.name, len(order)))
+    del after.graph.input[:]
+    after.graph.input.extend(ins)
+    return None
+
+
+def simplify(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, SimplifyReport]:
+    """The folded model and what was done; the model unchanged (with the reason) if folding cannot apply."""
+    import onnxruntime as ort
+
+    tool = f"onnxruntime {ort.__version__} ORT_ENABLE_BASIC"
+    before = _op_counts(model)
+    n_before = len(model.graph.node)
+
+    def unchanged(why: str) -> Tuple[onnx.ModelProto, SimplifyReport]:
+        log.info("graph preparation skipped: %s", why)
+        return model, SimplifyReport(tool, n_before, n_before, {}, why)
+
+    if model.ByteSize() > _MAX_INLINE_BYTES:
+        return unchanged("model too large to fold in memory")
+    try:
+        out = _optimize_with_onnxruntime(model)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        return unchanged(f"onnxruntime cannot load the model ({str(e).splitlines()[0][:160]})")
+    foreign = _foreign_domains(model, out)
+    if foreign:
+        return unchanged(f"folding introduced ops of domains {foreign}")
+    why = _restore_interface(model, out)
+    if why:
+        return unchanged(why)
+    out.graph.name = model.graph.name
+    del out.graph.value_info[:]
+    after = _op_counts(out)
+    removed = {op: c - after.get(op, 0) for op, c in sorted(before.items()) if c > after.get(op, 0)}
+    log.info("graph preparation: %d nodes -> %d (%s)", n_before, len(out.graph.node), removed)
+    return out, SimplifyReport(tool, n_before, len(out.graph.node), removed)

@@ -1,0 +1,140 @@
+"""What published exporters write (shape subgraphs, -1 dims, If reading the outer graph, integer inputs,
+names TVM renames) compiles, or fails with one line that says what to do. Models are built here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from device_agent.bundle import Bundle
+from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
+from device_agent.errors import InvalidInput
+from host.compiler.api import compile_model
+from host.compiler.frontend import ShapeError
+from host.compiler.lower import TvmImportError
+from host.compiler.patterns import OP_TABLE
+from host.compiler.profiles import format_version
+from host.compiler.reference import SampleError
+from tests.exporter_models import const as _const, flatten_by_shape_model as _flatten_by_shape_model, \
+    if_reading_outer_graph_model as _if_reading_outer_graph_model, save as _save
+
+RNG = np.random.default_rng(7)
+
+
+def _rel_err(bundle_dir, inputs=None):
+    bundle = Bundle.open(bundle_dir)
+    ins, want = bundle.read_reference()
+    got = run_bundle(bundle, onnxruntime_runners(bundle), ins)
+    return max(float(np.abs(got[k] - want[k]).max() / max(np.abs(want[k]).max(), 1e-12)) for k in want)
+
+
+def test_shape_subgraph_is_folded_into_one_tensorrt_segment_once_shapes_are_bound(tmp_path):
+    path = _flatten_by_shape_model(tmp_path)
+    for trt in ("8.5.2", "10.3.0"):
+        r = compile_model(path, tmp_path / f"out-{trt}", trt_version=trt, input_shapes={"x": [2, 3, 8, 8]})
+        m = r.manifest
+        assert [p["kind"] for p in r.parts] == ["tensorrt"] and m.remainder is None and m.not_offloaded == []
+        assert sorted(m.segments[0].ops) == ["Conv", "Gemm", "Relu", "Reshape"]  # the shape arithmetic is gone
+        prep = m.options["prepare"]
+        assert prep["nodes_before"] == 8 and prep["nodes_after"] == 4 and prep["skipped"] is None
+        assert {"Shape", "Gather", "Unsqueeze", "Concat"} <= set(prep["ops_removed"])
+        assert m.source_digest.endswith(__import__("hashlib").sha256(path.read_bytes()).hexdigest())
+        assert _rel_err(r.bundle_dir) < 1e-5
+
+
+def test_minus_one_dims_take_any_input_shape_and_without_one_say_which_dim(tmp_path):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "paddle_style",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, -1, -1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, -1, -1])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "neg.onnx"
+    onnx.save(model, str(path))  # the checker takes -1 dims; written as Paddle writes them
+    r = compile_model(path, tmp_path / "out", input_shapes={"x": [1, 3, 48, 192]})
+    assert r.manifest.inputs[0].shape == [1, 3, 48, 192] and r.manifest.outputs[0].shape == [1, 3, 48, 192]
+    with pytest.raises(ShapeError, match=r"input 'x' dim 0 is symbolic \('-1'\); pass --input-shape x=Dx"):
+        compile_model(path, tmp_path / "out2")
+    with pytest.raises(ShapeError, match=r"does not fit the model's shape \['-1', 3, '-1', '-1'\]"):
+        compile_model(path, tmp_path / "out3", input_shapes={"x": [1, 4, 48, 192]})
+
+
+def test_if_whose_branch_reads_the_outer_graph_compiles_in_tvm_and_follows_the_sample_input(tmp_path):
+    path = _if_reading_outer_graph_model(tmp_path)
+    x = RNG.standard_normal((1, 4)).astype(np.float32)
+    for sr, expect in ((16000, np.maximum(x, 0) * 2), (4000, np.maximum(x, 0) + 2)):
+        out = tmp_path / f"out-{sr}"
+        r = compile_model(path, out, exclude_ops=("If",), sample_inputs={"x": x, "sr": np.array([sr], np.int64)})
+        tvm_parts = [p for p in r.parts if p["kind"] == "tvm"]
+        assert tvm_parts and "If" in tvm_parts[0]["ops"]
+        bundle = Bundle.open(r.bundle_dir)
+        ins, want = bundle.read_reference()
+        assert ins["sr"].tolist() == [sr] and np.array_equal(ins["x"], x)  # the reference is the user's sample
+        np.testing.assert_allclose(want["out"], expect, rtol=1e-6)
+        got = run_bundle(bundle, onnxruntime_runners(bundle), ins)
+        np.testing.assert_allclose(got["out"], expect, rtol=1e-6)
+
+
+def test_integer_input_without_a_sample_is_refused_with_what_to_pass(tmp_path):
+    path = _if_reading_outer_graph_model(tmp_path)
+    with pytest.raises(SampleError, match=r"input 'sr' is int64 \[1\]: give its values with --inputs FILE.npz "
+                                          r"or --input sr=FILE.npy"):
+        compile_model(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_inputs_that_do_not_fit_are_one_line_errors(tmp_path):
+    path = _flatten_by_shape_model(tmp_path, dims=(1, 3, 8, 8))
+    with pytest.raises(SampleError, match=r"sample inputs \['nope'\] are not inputs of the model"):
+        compile_model(path, tmp_path / "a", sample_inputs={"nope": np.zeros(3, np.float32)})
+    with pytest.raises(InvalidInput, match=r"does not fit the model's shape"):
+        compile_model(path, tmp_path / "b", sample_inputs={"x": np.zeros((1, 3, 9, 9), np.float32)})
+    with pytest.raises(SampleError, match=r"sample input 'x' is int64, the model takes float32"):
+        compile_model(path, tmp_path / "c", sample_inputs={"x": np.zeros((1, 3, 8, 8), np.int64)})
+
+
+def test_a_sample_binds_symbolic_dims_without_input_shape(tmp_path):
+    path = _flatten_by_shape_model(tmp_path)
+    x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    r = compile_model(path, tmp_path / "out", sample_inputs={"x": x})
+    assert r.manifest.inputs[0].shape == [3, 3, 8, 8] and len(r.manifest.segments) == 1
+    assert np.array_equal(Bundle.open(r.bundle_dir).read_reference()[0]["x"], x)
+
+
+def test_op_neither_tensorrt_nor_tvm_takes_fails_naming_op_node_and_the_version_that_would(tmp_path):
+    hidden = 4
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["Y", "Yh"], hidden_size=hidden, name="encoder/lstm"),
+             helper.make_node("Relu", ["Yh"], ["y"])]
+    g = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, hidden])],
+                          [_const("W", RNG.standard_normal((1, 4 * hidden, 3)).astype(np.float32)),
+                           _const("R", RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32))])
+    path = _save(tmp_path, g)
+    need = format_version(OP_TABLE["LSTM"].min_trt)
+    with pytest.raises(TvmImportError) as err:
+        compile_model(path, tmp_path / "out", exclude_ops=("LSTM",))
+    msg = str(err.value)
+    assert "\n" not in msg and "LSTM node 'encoder/lstm'" in msg and "TVM 0.27's ONNX importer has no LSTM" in msg
+    assert "kept in TVM on request (--no-offload LSTM)" in msg
+    assert not (tmp_path / "out").exists()
+    # and where the target's TensorRT takes it, it is simply offloaded
+    r = compile_model(path, tmp_path / "ok")
+    assert [p["kind"] for p in r.parts] == ["tensorrt"] and need
+
+
+def test_tvm_warnings_stay_off_the_terminal_and_verbose_shows_them(tmp_path):
+    # tensor names with dots are what PyTorch writes; TVM's importer warns "Renaming name x.1 ..." for each
+    nodes = [helper.make_node("Relu", ["input.1"], ["onnx.relu.2"]),
+             helper.make_node("Erf", ["onnx.relu.2"], ["out.3"])]
+    g = helper.make_graph(nodes, "dots", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("out.3", TensorProto.FLOAT, [1, 4])])
+    path = _save(tmp_path, g)
+    cmd = [sys.executable, "-m", "host.cli.app", "compile", str(path), "--trt-version", "6.0.1"]
+    quiet = subprocess.run(cmd + ["-o", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Renaming" not in quiet.stderr and "Warning" not in quiet.stderr
+    loud = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "tvm: Renaming name onnx.relu.2" in loud.stderr
