@@ -16,6 +16,7 @@ from . import local
 from .channel import explain, make_channel
 from .digests import digest_of
 from .errors import AgentError
+from .retry import Retrier, RetryFn
 
 CHUNK_BYTES = 1024 * 1024
 INFO_TIMEOUT_S = 10.0
@@ -31,6 +32,7 @@ class UploadSummary:
     seconds: float
     already_present: bool
     resumed_from: int
+    retries: int = 0
 
 
 ProgressFn = Callable[[int, int], None]
@@ -42,15 +44,21 @@ def upload_timeout(size: int) -> float:
 
 
 class AgentClient:
-    """A connection to one agent; use as a context manager or call `close()`."""
+    """A connection to one agent; use as a context manager or call `close()`.
 
-    def __init__(self, device: Device) -> None:
+    `retry_for` seconds (0: off, the library's default; the CLI passes `--retry-for`) bounds how long calls are
+    repeated after the agent went away (`host.client.retry`); `on_retry(line)` hears of each retry.
+    """
+
+    def __init__(self, device: Device, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> None:
         if device.name == LOCAL and device.address == "local:0":
             device = device.model_copy(update={"address": local.ensure_running().address})
         self.device = device
         self.address = device.address
         self.channel = make_channel(device)
         self.stub = agent_pb2_grpc.DeviceAgentStub(self.channel)
+        self._heard = False  # the agent has answered this client at least once
+        self.retrier = Retrier(retry_for, on_retry, heard=lambda: self._heard)
 
     def __enter__(self) -> "AgentClient":
         return self
@@ -61,31 +69,63 @@ class AgentClient:
     def close(self) -> None:
         self.channel.close()
 
+    def _error(self, exc: grpc.RpcError) -> AgentError:
+        err = explain(exc, self.device)
+        if err.answered or err.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            self._heard = True  # something on the other side answered (gRPC's own overload answer included)
+        return err
+
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except grpc.RpcError as exc:
-            raise explain(exc, self.device) from None
+            raise self._error(exc) from None
+        self._heard = True
+        return result
 
-    def _stream(self, call: Any) -> Iterator[Any]:
-        try:
-            yield from call
-        except grpc.RpcError as exc:
-            raise explain(exc, self.device) from None
-        finally:
-            call.cancel()  # a consumer that stops early (Ctrl-C) cancels the remote work
+    def _retried(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A unary call that is safe to repeat, repeated on transient failures within the retry window."""
+        return self.retrier.call(what, lambda: self._call(fn, *args, **kwargs))
+
+    def _stream(self, what: str, start: Callable[[], Any], *, replay: bool,
+                finished: Callable[[Any], bool] = lambda msg: False) -> Iterator[Any]:
+        """Messages of a server stream; one cut off by a lost agent is asked again within the retry window,
+        from the start, if `replay` (builds and benchmarks: idempotent through the engine cache) or if it had
+        yielded nothing yet; never after a message for which `finished(msg)` holds."""
+        attempts = self.retrier.attempts(what)
+        while True:
+            call = start()
+            yielded = done = False
+            try:
+                for msg in call:
+                    self._heard = yielded = True
+                    done = done or finished(msg)
+                    yield msg
+                return
+            except grpc.RpcError as exc:
+                err = self._error(exc)
+                if done or (yielded and not replay) or not attempts.should_retry(err, deadline=False):
+                    raise err from None
+            finally:
+                call.cancel()  # a consumer that stops early (Ctrl-C) cancels the remote work
+            attempts.pause(err)
 
     # ------------------------------------------------------------------ info
     def info(self, timeout: float = INFO_TIMEOUT_S) -> agent_pb2.DeviceInfo:
-        return self._call(self.stub.GetInfo, agent_pb2.GetInfoRequest(), timeout=timeout)
+        return self._retried("GetInfo", self.stub.GetInfo, agent_pb2.GetInfoRequest(), timeout=timeout)
 
     # ------------------------------------------------------------------ store
     def query_upload(self, digest: str) -> agent_pb2.QueryUploadReply:
-        return self._call(self.stub.QueryUpload, agent_pb2.QueryUploadRequest(digest=digest), timeout=UNARY_TIMEOUT_S)
+        return self._retried("QueryUpload", self.stub.QueryUpload, agent_pb2.QueryUploadRequest(digest=digest),
+                             timeout=UNARY_TIMEOUT_S)
 
     def upload(self, path: Path, *, digest: Optional[str] = None, chunk_bytes: int = CHUNK_BYTES,
                progress: Optional[ProgressFn] = None, kind: str = "blob") -> UploadSummary:
-        """Send a file, resuming from what the agent committed and skipping it when the agent has it."""
+        """Send a file, resuming from what the agent committed and skipping it when the agent has it.
+
+        A cut-off upload (agent restarted, link down) asks `QueryUpload` again and resumes at the committed
+        offset, within the retry window, which starts again whenever an attempt moved the offset forward.
+        """
         path = Path(path)
         if not path.is_file():
             raise InvalidInput(f"{path}: no such file")
@@ -94,51 +134,88 @@ class AgentClient:
         if size == 0:
             raise InvalidInput(f"{path} is empty; nothing to upload")
         digest = digest or digest_of(path)
-        state = self.query_upload(digest)
-        if state.complete:
-            if progress:
-                progress(size, size)
-            return UploadSummary(digest, size, 0, time.perf_counter() - started, True, size)
-        offset = state.committed_offset if state.committed_offset <= size else 0
+        attempts = self.retrier.attempts(f"upload of {path.name}")
+        sent = [0]
+        first_offset: Optional[int] = None
+        last_offset = -1
+        restarted = False
+        while True:
+            state = self.query_upload(digest)
+            if state.complete:
+                if progress:
+                    progress(size, size)
+                return UploadSummary(digest, size, sent[0], time.perf_counter() - started,
+                                     first_offset is None, size if first_offset is None else first_offset,
+                                     attempts.total_retries)
+            offset = state.committed_offset if state.committed_offset <= size else 0
+            if first_offset is None:
+                first_offset = offset
+            if offset > last_offset >= 0:
+                attempts.progressed()  # the last attempt moved the offset: a fresh window
+            last_offset = offset
+            try:
+                reply = self._call(self.stub.Upload, self._messages(path, digest, size, offset, kind, chunk_bytes,
+                                                                   progress, sent),
+                                   timeout=upload_timeout(size - offset))
+            except AgentError as err:
+                if err.code == grpc.StatusCode.DATA_LOSS and offset > 0 and not restarted:
+                    # the committed prefix did not survive (a power cut before it reached the disk): the agent
+                    # dropped it; start once more from byte 0
+                    restarted = True
+                    attempts.retrier.announce(f"upload of {path.name}: {err.code.name}: the {offset} bytes the "
+                                              "agent had committed were damaged; sending the file again from 0")
+                    continue
+                if not attempts.should_retry(err):
+                    raise
+                attempts.pause(err)
+                continue
+            return UploadSummary(reply.digest, reply.size, sent[0], time.perf_counter() - started,
+                                 reply.already_present, first_offset, attempts.total_retries)
 
-        def messages() -> Iterator[agent_pb2.UploadRequest]:
-            yield agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=offset,
-                                                                        kind=kind))
-            sent = offset
-            with open(path, "rb") as f:
-                f.seek(offset)
-                while True:
-                    block = f.read(chunk_bytes)
-                    if not block:
-                        break
-                    yield agent_pb2.UploadRequest(chunk=block)
-                    sent += len(block)
-                    if progress:
-                        progress(sent, size)
-
-        reply = self._call(self.stub.Upload, messages(), timeout=upload_timeout(size - offset))
-        return UploadSummary(reply.digest, reply.size, reply.bytes_received, time.perf_counter() - started,
-                             reply.already_present, offset)
+    @staticmethod
+    def _messages(path: Path, digest: str, size: int, offset: int, kind: str, chunk_bytes: int,
+                  progress: Optional[ProgressFn], sent: list[int]) -> Iterator[agent_pb2.UploadRequest]:
+        yield agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=offset,
+                                                                    kind=kind))
+        position = offset
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while True:
+                block = f.read(chunk_bytes)
+                if not block:
+                    break
+                yield agent_pb2.UploadRequest(chunk=block)
+                position += len(block)
+                sent[0] += len(block)
+                if progress:
+                    progress(position, size)
 
     # ------------------------------------------------------------------ engines
     def build(self, bundle_digest: str, options: Optional[agent_pb2.BuildOptions] = None,
               timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BuildEvent]:
+        """Build events; a build cut off by a lost agent is asked again (cache hits for what was built)."""
         request = agent_pb2.BuildRequest(bundle_digest=bundle_digest, options=options)
-        return self._stream(self._call(self.stub.Build, request, timeout=timeout))
+        return self._stream("Build", lambda: self.stub.Build(request, timeout=timeout), replay=True,
+                            finished=lambda ev: ev.WhichOneof("event") == "summary")
 
     def run(self, request: agent_pb2.RunRequest, timeout: float = UNARY_TIMEOUT_S * 10) -> agent_pb2.RunReply:
         return self._call(self.stub.Run, request, timeout=timeout)
 
     def benchmark(self, request: agent_pb2.BenchmarkRequest,
                   timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BenchmarkEvent]:
-        return self._stream(self._call(self.stub.Benchmark, request, timeout=timeout))
+        """Benchmark events; a benchmark cut off by a lost agent is run again from the start."""
+        return self._stream("Benchmark", lambda: self.stub.Benchmark(request, timeout=timeout),
+                            replay=True, finished=lambda ev: ev.WhichOneof("event") == "result")
 
     def list_engines(self, segment_digest: str = "", timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ListEnginesReply:
-        return self._call(self.stub.ListEngines, agent_pb2.ListEnginesRequest(segment_digest=segment_digest),
-                          timeout=timeout)
+        return self._retried("ListEngines", self.stub.ListEngines,
+                             agent_pb2.ListEnginesRequest(segment_digest=segment_digest), timeout=timeout)
 
     def fetch_engine(self, key: str, timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.EngineChunk]:
-        return self._stream(self._call(self.stub.FetchEngine, agent_pb2.FetchEngineRequest(key=key), timeout=timeout))
+        """Entry then chunks; asked again only if the agent was lost before the first message."""
+        request = agent_pb2.FetchEngineRequest(key=key)
+        return self._stream("FetchEngine", lambda: self.stub.FetchEngine(request, timeout=timeout),
+                            replay=False)
 
     def put_engine(self, chunks: Iterator[agent_pb2.EngineChunk],
                    timeout: float = STREAM_TIMEOUT_S) -> agent_pb2.PutEngineReply:
@@ -148,11 +225,11 @@ class AgentClient:
         return self._call(self.stub.Prune, request, timeout=UNARY_TIMEOUT_S)
 
 
-def connect(spec: str) -> AgentClient:
+def connect(spec: str, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> AgentClient:
     """Client for an inventory name, `local` or HOST:PORT."""
     from host.fleet.inventory import resolve
 
-    return AgentClient(resolve(spec))
+    return AgentClient(resolve(spec), retry_for=retry_for, on_retry=on_retry)
 
 
 __all__ = ["AgentClient", "AgentError", "UploadSummary", "connect"]

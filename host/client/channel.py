@@ -26,13 +26,20 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def channel_options() -> list[tuple[str, Any]]:
+    """Message limits match the agent's (64 MiB: Run's tensors; upload chunks are 1 MiB). Keepalive pings every
+    30 s (10 s to answer) find a dead link during a long, quiet build stream. gRPC's own retries are off: ours
+    (`host.client.retry`) know which calls are safe to repeat and resume uploads. Reconnect backoff is capped at
+    2 s, so an agent back after a restart is found within about 2 s instead of gRPC's default of up to 120 s."""
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging through a build's quiet minutes
         ("grpc.enable_retries", 0),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 

@@ -9,12 +9,14 @@ ANSWER_KEY = "deploy-error"  # device_agent.server sets it on every status the s
 class AgentError(Exception):
     """A call to an agent failed; `code` is the gRPC status, `address` the agent."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, address: str = "", answered: bool = False) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, address: str = "", answered: bool = False,
+                 detail: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.address = address
         self.answered = answered  # the agent itself set this status (e.g. a backend it lacks), it is reachable
+        self.detail = detail or message  # gRPC's own words, before we add advice (for retry lines)
 
     @property
     def unreachable(self) -> bool:
@@ -33,6 +35,7 @@ def from_rpc_error(exc: grpc.RpcError, address: str) -> AgentError:
     except Exception:  # noqa: BLE001 - some error objects carry no call
         trailing = None
     answered = any(key == ANSWER_KEY for key, _value in (trailing or ()))
+    raw = details or code.name
     if code == grpc.StatusCode.UNAVAILABLE and not answered:
         details = f"agent at {address} is unreachable ({details}); is it running? try `deploy info --device ...`"
-    return AgentError(code, details or code.name, address, answered=answered)
+    return AgentError(code, details or code.name, address, answered=answered, detail=raw)
