@@ -14,8 +14,9 @@ from rich.table import Table
 
 from device_agent.errors import InvalidInput
 from host.client.agent import connect
+from host.client.retry import DEFAULT_RETRY_FOR_S
 
-from ._options import DeviceOpt, DevicesOpt, JsonOpt, TagOpt, VerboseOpt
+from ._options import DeviceOpt, DevicesOpt, JsonOpt, RetryForOpt, TagOpt, VerboseOpt, retry_lines
 from .output import Output
 from .push_view import latency_table, mib, observer_for, render_push
 
@@ -58,6 +59,7 @@ def _options(**kw: Any) -> "PushOptions":
 def push(
     source: SourceArg,
     device: DeviceOpt = "local",
+    retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     fp16: Fp16Opt = False,
     bench: Annotated[bool, typer.Option("--bench", help="Benchmark after the build.")] = False,
     iterations: IterOpt = 0,
@@ -86,7 +88,7 @@ def push(
                        verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
                        iterations=iterations, duration_s=duration, batch=batch)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
-    with connect(device) as client, live:
+    with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client, live:
         result = run_push(client, source, options, observer)
     data = result.to_json()
     out.result(data, lambda c: render_push(data, c))
@@ -95,6 +97,7 @@ def push(
 def bench(
     source: SourceArg,
     device: DevicesOpt = ["local"],
+    retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     iterations: IterOpt = 0,
     duration: DurationOpt = 0.0,
     warmup: WarmupOpt = 10,
@@ -124,7 +127,7 @@ def bench(
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
-        with connect(name) as client, live:
+        with connect(name, retry_for=retry_for, on_retry=retry_lines(out, f"[{name}] ")) as client, live:
             ready = pipeline.make_ready(client, source, options, observer)
             result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
         runs.append({"device": name, "address": client.address, "bundle_digest": ready.prepared.digest,
@@ -140,6 +143,7 @@ def bench(
 def run(
     source: SourceArg,
     device: DeviceOpt = "local",
+    retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, once per model input.")] = [],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the outputs (.npz).")] = Path("out.npz"),
     fp16: Fp16Opt = False,
@@ -163,7 +167,7 @@ def run(
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False)
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
-    with connect(device) as client, live:
+    with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client, live:
         ready = pipeline.make_ready(client, source, options, observer,
                                     check=lambda prepared: _check_inputs(prepared.manifest, arrays))
         from protos import agent_pb2
