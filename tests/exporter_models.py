@@ -59,3 +59,30 @@ def if_reading_outer_graph_model(tmp_path):
                           [const("axes0", np.array([0], np.int64)), const("thr", np.array([8000], np.int64)),
                            const("two", np.float32(2.0))])
     return save(tmp_path, g, opset=16)
+
+
+def batch_arithmetic_model(tmp_path):
+    """A detector head that computes with the batch size: a Reshape to [2N, -1] (``Shape -> Gather -> Mul ->
+    Concat``), back to the input's shape read at run time, plus anchors ``Expand``ed to that shape. With a
+    symbolic batch none of it folds; TensorRT takes it as shape tensors."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["sig"]),
+        helper.make_node("Shape", ["sig"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Mul", ["n", "two"], ["n2"]),
+        helper.make_node("Unsqueeze", ["n2", "axes0"], ["n2u"]),
+        helper.make_node("Concat", ["n2u", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["sig", "shape"], ["flat"]),
+        helper.make_node("Relu", ["flat"], ["act"]),
+        helper.make_node("Reshape", ["act", "s"], ["back"]),
+        helper.make_node("Expand", ["anchors", "s"], ["grid"]),
+        helper.make_node("Add", ["back", "grid"], ["y"]),
+    ]
+    inits = [const("w", RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)), const("zero", np.int64(0)),
+             const("two", np.int64(2)), const("axes0", np.array([0], np.int64)),
+             const("minus1", np.array([-1], np.int64)),
+             const("anchors", RNG.standard_normal((1, 4, 8, 8)).astype(np.float32))]
+    g = helper.make_graph(nodes, "batch_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    return save(tmp_path, g)

@@ -225,9 +225,11 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     for init in model.graph.initializer:
         types[init.name] = (_dtype_name(init.data_type), list(init.dims))
     unknown = [t for n in model.graph.node for t in n.output
-               if t and (t not in types or any(isinstance(d, str) and d != "batch" for d in types[t][1]))]
+               if t and (t not in types or any(isinstance(d, str) and not is_batch_dim(d) for d in types[t][1]))]
     if unknown and batch is None:
-        _shapes_by_running(model, declared, concrete, unknown, types)
+        types.update(_shapes_by_running(model, declared, concrete, unknown))
+    elif unknown:
+        types.update(_batch_shapes_by_running(model, declared, concrete, unknown, batch))
     produced = {t for n in model.graph.node for t in n.output}
     outputs: List[TensorSpec] = []
     for vi in model.graph.output:
@@ -239,7 +241,7 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
             raise ShapeError(f"output {vi.name!r} has an unknown or unsupported element type")
         if shape is None:
             raise ShapeError(f"the shape of output {vi.name!r} cannot be inferred; pass --input-shape")
-        unresolved = [d for d in shape if isinstance(d, str) and d != "batch"]
+        unresolved = [d for d in shape if isinstance(d, str) and not is_batch_dim(d)]
         if unresolved:
             raise ShapeError(f"output {vi.name!r} has unresolved dims {unresolved}; pass --input-shape with "
                              "concrete sizes")
@@ -251,8 +253,44 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                        concrete_inputs=concrete, batch=batch, value_types=types, simplified=report)
 
 
+def is_batch_dim(d: Union[int, str]) -> bool:
+    """The dynamic batch ("batch") or a dim that grows with it ("batch*2"): known to the compiler."""
+    return isinstance(d, str) and (d == "batch" or d.startswith("batch*"))
+
+
+def _batch_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
+                             names: List[str], batch: BatchRange) -> Dict[str, Tuple[str, List]]:
+    """With a dynamic batch, shapes ONNX inference cannot follow (``Reshape`` to a shape computed from the
+    batch) from runs at two batch sizes: a dim that follows the batch is "batch" (or "batch*K"), one that
+    stays is a number, anything else stays unknown."""
+    other = batch.max if batch.max != batch.opt else batch.min
+    at_opt = _shapes_by_running(model, inputs, shapes, names)
+    if other == batch.opt:
+        return at_opt
+    dynamic = {s.name for s in inputs if s.shape and s.shape[0] == "batch"}
+    shapes2 = {k: ([other] + v[1:] if k in dynamic else v) for k, v in shapes.items()}
+    at_other = _shapes_by_running(model, inputs, shapes2, names)
+    out: Dict[str, Tuple[str, List]] = {}
+    for n in names:
+        (dtype, a), (_, b) = at_opt[n], at_other[n]
+        if len(a) != len(b):
+            continue
+        dims: List[Union[int, str]] = []
+        for x, y in zip(a, b):
+            if x == y:
+                dims.append(x)
+            elif x == batch.opt and y == other:
+                dims.append("batch")
+            elif x % batch.opt == 0 and x // batch.opt * other == y:
+                dims.append(f"batch*{x // batch.opt}")
+            else:
+                dims.append(f"?{n}")
+        out[n] = (dtype, dims)
+    return out
+
+
 def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
-                       names: List[str], types: Dict[str, Tuple[str, List]]) -> None:
+                       names: List[str]) -> Dict[str, Tuple[str, List]]:
     """Shapes ONNX inference leaves open (shape computed by the graph), taken from one onnxruntime run."""
     import onnxruntime as ort
 
@@ -272,8 +310,7 @@ def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes:
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
         raise ShapeError(f"shapes cannot be resolved (onnxruntime: {str(e).splitlines()[0][:160]}); "
                          "pass --input-shape") from None
-    for n, arr in zip(names, outs):
-        types[n] = (np.asarray(arr).dtype.name, list(np.asarray(arr).shape))
+    return {n: (np.asarray(arr).dtype.name, list(np.asarray(arr).shape)) for n, arr in zip(names, outs)}
 
 
 def initializer_array(model: onnx.ModelProto, name: str) -> Optional[np.ndarray]:

@@ -19,8 +19,11 @@ from host.compiler.lower import TvmImportError
 from host.compiler.patterns import OP_TABLE
 from host.compiler.profiles import format_version
 from host.compiler.reference import SampleError
-from tests.exporter_models import const as _const, flatten_by_shape_model as _flatten_by_shape_model, \
-    if_reading_outer_graph_model as _if_reading_outer_graph_model, save as _save
+from tests.exporter_models import batch_arithmetic_model
+from tests.exporter_models import const as _const
+from tests.exporter_models import flatten_by_shape_model as _flatten_by_shape_model
+from tests.exporter_models import if_reading_outer_graph_model as _if_reading_outer_graph_model
+from tests.exporter_models import save as _save
 
 RNG = np.random.default_rng(7)
 
@@ -138,3 +141,21 @@ def test_tvm_warnings_stay_off_the_terminal_and_verbose_shows_them(tmp_path):
     assert "Renaming" not in quiet.stderr and "Warning" not in quiet.stderr
     loud = subprocess.run(cmd + ["-o", str(tmp_path / "b"), "-v"], capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0 and "tvm: Renaming name onnx.relu.2" in loud.stderr
+
+
+@pytest.mark.parametrize("trt", ["8.2.1", "8.5.2", "10.3.0"])
+def test_dynamic_batch_keeps_the_batch_shape_subgraph_inside_one_tensorrt_segment(tmp_path, trt):
+    import onnxruntime as ort
+
+    path = batch_arithmetic_model(tmp_path)
+    r = compile_model(path, tmp_path / "out", trt_version=trt, batch="1:2:4")
+    m = r.manifest
+    assert [p["kind"] for p in r.parts] == ["tensorrt"] and m.not_offloaded == [] and m.remainder is None
+    assert {"Shape", "Gather", "Mul", "Concat", "Reshape", "Expand"} <= set(m.segments[0].ops)  # not folded
+    assert m.inputs[0].shape == ["batch", 3, 8, 8] and m.outputs[0].shape == ["batch", 4, 8, 8]
+    bundle = Bundle.open(r.bundle_dir)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b in (1, 3, 4):
+        x = RNG.standard_normal((b, 3, 8, 8)).astype(np.float32)
+        got = run_bundle(bundle, onnxruntime_runners(bundle), {"x": x})["y"]
+        np.testing.assert_allclose(got, sess.run(["y"], {"x": x})[0], rtol=1e-5, atol=1e-6)
