@@ -1,266 +1,227 @@
 """The TensorRT op table: which ONNX node a TensorRT version's ONNX parser takes, and why not.
 
-Each rule carries the seed's op name (``tensorrt.<op>`` in TVM's contrib table), the ONNX op it is
-written as, the minimum TensorRT version, and attribute checks. A check returns ``None`` (offload)
-or a one-line reason (keep in TVM).
+Each rule carries the seed's op name (``tensorrt.<op>`` in TVM's contrib table; "-" for rows taken
+from onnx-tensorrt's per-release ``docs/operators.md``), the ONNX op it is written as, the minimum
+TensorRT version, the data types each version takes, and attribute checks. ``check_node`` returns
+``None`` (offload) or a one-line reason (keep in TVM). The rows are in ``optable/rows.py``, the
+attribute checks in ``optable/checks.py``; this module applies them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+import dataclasses
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
 import onnx
-from onnx import helper
 
-from host.compiler.profiles import Version, format_version
+from host.compiler.optable.base import (INDEX_TYPES, V1000, Check, Context, Ladder, Rule,
+                                        attr, axes_of, first_version_with, input_value, needs, types_at, ver)
+from host.compiler.frontend import is_batch_dim
+from host.compiler.optable.rows import LEFT_OUT, RULES
+from host.compiler.profiles import Version, format_version, max_parser_opset
+
+__all__ = ["Check", "Context", "Rule", "MAC_OPS", "OP_TABLE", "FLOAT_TYPES", "check_node", "table_rows",
+           "min_version_for", "first_version_taking", "outer_scope_inputs", "LEFT_OUT"]
 
 FLOAT_TYPES = frozenset({"float32", "float16"})
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+OP_TABLE: Dict[str, Rule] = {r.op: r for r in RULES}
+_RULES = RULES  # the seed's name for the row list
 
 
-@dataclass
-class Context:
-    """What a check may look at: tensor types, constants, target, options."""
-
-    types: Dict[str, Tuple[str, list]]
-    constants: Set[str]
-    trt: Version
-    parser_opset: int
-    model_opset: int
-    use_implicit_batch: bool = False
-
-    def rank(self, name: str) -> int:
-        return len(self.types.get(name, ("", []))[1])
-
-    def dtype(self, name: str) -> str:
-        return self.types.get(name, ("?", []))[0]
+def min_version_for(op: str) -> Optional[str]:
+    """The first TensorRT version whose parser takes ``op`` at all (None: no version in the table)."""
+    rule = OP_TABLE.get(op)
+    return format_version(rule.min_trt) if rule else None
 
 
-Check = Callable[[onnx.NodeProto, Context], Optional[str]]
+# -- tensor positions: which ladder a node's input/output is judged by
+
+def _schema(op: str, opset: int):
+    try:
+        return onnx.defs.get_schema(op, max_inclusive_version=opset)
+    except Exception:  # noqa: BLE001 - SchemaError
+        return None
 
 
-@dataclass
-class Rule:
-    op: str                      # ONNX op type
-    seed: str                    # name in the seed's / TVM's TensorRT table
-    min_trt: Version = (5, 1, 5)
-    const_inputs: Sequence[int] = ()   # input positions that must be constants (weights, shapes)
-    checks: List[Check] = field(default_factory=list)
-    batch_axis_attr: Optional[str] = None  # attribute holding an axis/axes (implicit-batch check)
-    moves_data: bool = False     # pure data movement: int32 tensors are fine from TensorRT 8.0
+def _is_index_param(schema, type_str: str) -> bool:
+    """A position the op itself fixes to int/bool (Gather's indices, Shape's output, a comparison's result)."""
+    if type_str.startswith("tensor("):
+        allowed = {type_str}
+    else:
+        allowed = next((set(tc.allowed_type_strs) for tc in schema.type_constraints
+                        if tc.type_param_str == type_str), set())
+    return bool(allowed) and allowed <= {"tensor(int32)", "tensor(int64)", "tensor(bool)"}
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
+def _positions(node: onnx.NodeProto, ctx: Context, rule: Rule):
+    """(name, key, ladder or None) for each non-constant input and each output; None: an index position."""
+    schema = _schema(node.op_type, ctx.model_opset)
+    for kind, names, params in (("in", node.input, schema.inputs if schema else []),
+                                ("out", node.output, schema.outputs if schema else [])):
+        for i, name in enumerate(names):
+            if not name or (kind == "in" and name in ctx.constants):
+                continue
+            key = f"{kind}{i}"
+            if key in rule.io_types:
+                yield name, key, rule.io_types[key]
+                continue
+            p = params[min(i, len(params) - 1)] if params else None
+            if p is not None and _is_index_param(schema, p.type_str):
+                yield name, key, None
+            else:
+                yield name, key, rule.types
+
+
+def _type_reason(op: str, rule: Rule, name: str, dt: str, lad: Optional[Ladder], ctx: Context) -> Optional[str]:
+    if dt == "?" or dt.startswith("onnx:"):
+        return f"{op}: {name!r} is not a tensor of a type the op table knows ({dt})"
+    if lad is None:  # index/flag position
+        if dt in INDEX_TYPES:
+            return None
+        return f"{op} on {dt} tensor {name!r} is not offloaded (TensorRT takes int32/int64/bool there)"
+    taken = types_at(lad, ctx.trt)
+    if dt in taken:
+        if ctx.use_implicit_batch and dt in ("int32", "int64") and rule.op not in ("Cast",):
+            return f"{op} on {dt} tensor {name!r} (a shape tensor) is not offloaded with use_implicit_batch"
+        return None
+    later = first_version_with(lad, dt, ctx.trt)
+    if later is not None:
+        return needs(f"{op} on {dt} tensor {name!r}", later, ctx)
+    names = "/".join(sorted(types_at(lad, (99, 0, 0)), key=_dtype_order)) or "no"
+    return f"{op} on {dt} tensor {name!r} is not offloaded (TensorRT takes {names} there)"
+
+
+def _dtype_order(dt: str) -> tuple:
+    order = ["float32", "float16", "int32", "int64", "bool", "int8", "uint8"]
+    return (order.index(dt) if dt in order else len(order), dt)
+
+
+# -- subgraphs (If / Loop bodies)
+
+def _subgraphs(node: onnx.NodeProto) -> Iterable[Tuple[str, onnx.GraphProto]]:
     for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.name, a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            for g in a.graphs:
+                yield a.name, g
 
 
-def _spatial_rank(node: onnx.NodeProto, ctx: Context) -> int:
-    k = _attr(node, "kernel_shape")
-    if k is not None:
-        return len(k)
-    return max(ctx.rank(node.input[0]) - 2, 0)
+def outer_scope_inputs(node: onnx.NodeProto) -> List[str]:
+    """Names a node's subgraphs read from the enclosing graph (recursively), in first-use order."""
+    out: List[str] = []
+
+    def walk(g: onnx.GraphProto, bound: Set[str]) -> None:
+        bound = bound | {i.name for i in g.input} | {i.name for i in g.initializer}
+        for n in g.node:
+            for t in n.input:
+                if t and t not in bound and t not in out:
+                    out.append(t)
+            for _, sub in _subgraphs(n):
+                walk(sub, bound)
+            bound = bound | {t for t in n.output if t}
+
+    for _, g in _subgraphs(node):
+        walk(g, set())
+    return out
 
 
-def _conv_like(min3d: Version = (6, 0, 1)) -> Check:
-    def check(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-        r = _spatial_rank(node, ctx)
-        if r > 3 or r < 1:
-            return f"{node.op_type} with {r} spatial dims is not supported by TensorRT"
-        if r == 3 and ctx.trt < min3d:
-            return (f"3-d {node.op_type} needs TensorRT >= {format_version(min3d)}, "
-                    f"target is {format_version(ctx.trt)}")
+def _vi_type(vi: onnx.ValueInfoProto) -> Optional[Tuple[str, list]]:
+    if not vi.type.HasField("tensor_type"):
         return None
-    return check
+    t = vi.type.tensor_type
+    try:
+        dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+    except Exception:  # noqa: BLE001
+        dt = f"onnx:{t.elem_type}"
+    if not t.HasField("shape"):
+        return dt, None
+    return dt, [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
 
 
-def _no_dilation(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    d = _attr(node, "dilations")
-    if d and any(x != 1 for x in d):
-        return f"{node.op_type} with dilations {list(d)} is not supported by the TensorRT ONNX parser"
+def _inner_context(g: onnx.GraphProto, ctx: Context) -> Context:
+    types = dict(ctx.types)
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        t = _vi_type(vi)
+        if t is not None:
+            types[vi.name] = t
+    inits = dict(ctx.initializers)
+    for init in g.initializer:
+        inits[init.name] = init
+        types[init.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).name, list(init.dims))
+    for n in g.node:
+        if n.op_type == "Constant" and n.output and attr(n, "value") is not None:
+            inits[n.output[0]] = attr(n, "value")
+    constants = set(ctx.constants) | set(inits)
+    return dataclasses.replace(ctx, types=types, constants=constants, initializers=inits, in_subgraph=True)
+
+
+def _subgraph_reason(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str]) -> Optional[str]:
+    for attr_name, g in _subgraphs(node):
+        inner = _inner_context(g, ctx)
+        for n in g.node:
+            r = check_node(n, inner, exclude)
+            if r:
+                return f"{node.op_type} is not offloaded: its {attr_name} holds {n.op_type} ({r})"
     return None
 
 
-def _single_output(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if len([o for o in node.output if o]) > 1:
-        return f"{node.op_type} with more than one output is not offloaded (TensorRT's parser gives only the first)"
-    return None
+# -- implicit batch (TensorRT < 10 only): the first dim of every tensor is the batch, untouchable
 
-
-def _bn_inference(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if _attr(node, "training_mode", 0):
-        return "BatchNormalization in training mode is not offloaded"
-    return _single_output(node, ctx)
-
-
-def _pad_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    mode = _attr(node, "mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode == "constant":
-        return None
-    need = {"reflect": (8, 5, 0), "edge": (8, 5, 0), "wrap": (10, 0, 0)}.get(mode)
-    if need is not None and ctx.trt >= need:
-        return None
-    if need is None:
-        return f"Pad mode {mode!r} is not supported by TensorRT"
-    return f"Pad mode {mode!r} needs TensorRT >= {format_version(need)}, target is {format_version(ctx.trt)}"
-
-
-def _resize_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    mode = _attr(node, "mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode not in ("nearest", "linear"):
-        return f"Resize mode {mode!r} is not offloaded (TensorRT takes nearest and linear)"
-    ctm = _attr(node, "coordinate_transformation_mode", b"half_pixel")
-    ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-    if ctm == "tf_crop_and_resize":
-        return "Resize with tf_crop_and_resize is not offloaded"
-    if _attr(node, "antialias", 0):
-        return "Resize with antialias is not offloaded"
-    if _attr(node, "axes") is not None or _attr(node, "keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
-        return "Resize with axes/keep_aspect_ratio_policy is not offloaded"
-    return None
-
-
-def _gemm_rank(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    ranks = [ctx.rank(i) for i in node.input[:2]]
-    if any(r == 0 for r in ranks):
-        return f"{node.op_type} on scalars is not offloaded"
-    return None
-
-
-def _pool_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if node.op_type == "MaxPool" and _attr(node, "storage_order", 0):
-        return "MaxPool with storage_order=1 is not offloaded"
-    if node.op_type == "MaxPool":
-        r = _no_dilation(node, ctx)
-        if r:
-            return r
-    return _single_output(node, ctx)
-
-
-def _reduce_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if _attr(node, "noop_with_empty_axes", 0):
-        return f"{node.op_type} with noop_with_empty_axes is not offloaded"
-    return None
-
-
-def _rank_at_least(n: int) -> Check:
-    def check(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-        if any(ctx.rank(i) < n for i in node.input[:1]):
-            return f"{node.op_type} on a tensor of rank < {n} is not offloaded"
-        return None
-    return check
-
-
-def _split_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if _attr(node, "num_outputs") is not None and len(node.input) < 2:
-        # opset 18 uneven split by num_outputs: fine for TensorRT >= 8.6's parser only
-        if ctx.trt < (8, 6, 0):
-            return "Split with num_outputs needs TensorRT >= 8.6.0"
-    return None
-
-
-_V515, _V601, _V700 = (5, 1, 5), (6, 0, 1), (7, 0, 0)
-
-_RULES: List[Rule] = [
-    # activations
-    Rule("Relu", "nn.relu", (5, 0, 0)),
-    Rule("Sigmoid", "sigmoid", (5, 0, 0)),
-    Rule("Tanh", "tanh", (5, 0, 0)),
-    Rule("LeakyRelu", "nn.leaky_relu", _V515),
-    Rule("Clip", "clip", _V515, const_inputs=(1, 2)),
-    Rule("Elu", "nn.elu", _V515),
-    Rule("Selu", "nn.selu", _V515),
-    Rule("Softplus", "nn.softplus", _V515),
-    Rule("HardSigmoid", "nn.hard_sigmoid", _V515),
-    Rule("PRelu", "nn.prelu", _V515, const_inputs=(1,)),
-    Rule("Gelu", "nn.gelu", (10, 0, 0)),
-    # normalization / softmax
-    Rule("BatchNormalization", "nn.batch_norm", (5, 0, 0), const_inputs=(1, 2, 3, 4), checks=[_bn_inference]),
-    Rule("LayerNormalization", "nn.layer_norm", (8, 6, 0), const_inputs=(1, 2), checks=[_single_output]),
-    Rule("InstanceNormalization", "nn.instance_norm", (5, 1, 5), const_inputs=(1, 2)),
-    Rule("Softmax", "nn.softmax", (5, 0, 0), batch_axis_attr="axis"),
-    Rule("LogSoftmax", "nn.log_softmax", (5, 0, 0), batch_axis_attr="axis"),
-    Rule("LRN", "nn.lrn", _V515),
-    # convolutions, dense
-    Rule("Conv", "nn.conv1d/conv2d/conv3d", (5, 0, 0), const_inputs=(1, 2), checks=[_conv_like()]),
-    Rule("ConvTranspose", "nn.conv1d/2d/3d_transpose", (5, 0, 0), const_inputs=(1, 2),
-         checks=[_conv_like(), _no_dilation]),
-    Rule("Gemm", "nn.dense", (5, 0, 0), checks=[_gemm_rank]),
-    Rule("MatMul", "nn.matmul/nn.batch_matmul", (5, 0, 0), checks=[_gemm_rank]),
-    # binaries
-    Rule("Add", "add/nn.bias_add", (5, 0, 0)),
-    Rule("Sub", "subtract", (5, 0, 0)),
-    Rule("Mul", "multiply", (5, 0, 0)),
-    Rule("Div", "divide", (5, 0, 0)),
-    Rule("Pow", "power", (5, 0, 0)),
-    Rule("Max", "maximum", (5, 0, 0)),
-    Rule("Min", "minimum", (5, 0, 0)),
-    Rule("Sum", "add (variadic)", (5, 0, 0)),
-    Rule("Mean", "mean (variadic)", (5, 0, 0)),
-    # pools
-    Rule("MaxPool", "nn.max_pool1d/2d/3d", (5, 0, 0), checks=[_conv_like(), _pool_ok]),
-    Rule("AveragePool", "nn.avg_pool1d/2d/3d", (5, 0, 0), checks=[_conv_like(), _pool_ok]),
-    Rule("GlobalAveragePool", "nn.global_avg_pool2d/adaptive_avg_pool", (5, 0, 0), checks=[_conv_like()]),
-    Rule("GlobalMaxPool", "nn.global_max_pool2d/adaptive_max_pool", (5, 0, 0), checks=[_conv_like()]),
-    # unary math
-    Rule("Exp", "exp", (5, 0, 0)),
-    Rule("Log", "log", (5, 0, 0)),
-    Rule("Sqrt", "sqrt", (5, 0, 0)),
-    Rule("Abs", "abs", (5, 0, 0)),
-    Rule("Neg", "negative", (5, 0, 0)),
-    Rule("Reciprocal", "reciprocal", (5, 0, 0)),
-    Rule("Sin", "sin", _V515),
-    Rule("Cos", "cos", _V515),
-    Rule("Atan", "atan", _V515),
-    Rule("Ceil", "ceil", _V515),
-    Rule("Floor", "floor", _V515),
-    Rule("Erf", "erf", _V700),
-    # shape manipulation
-    Rule("Flatten", "nn.batch_flatten", (5, 0, 0), batch_axis_attr="axis", moves_data=True),
-    Rule("Unsqueeze", "expand_dims", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", moves_data=True),
-    Rule("Squeeze", "squeeze", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", moves_data=True),
-    Rule("Concat", "concatenate", (5, 0, 0), batch_axis_attr="axis", moves_data=True),
-    Rule("Transpose", "transpose/layout_transform", (5, 0, 0), moves_data=True),
-    Rule("Reshape", "reshape", (5, 0, 0), const_inputs=(1,), moves_data=True),
-    Rule("Pad", "nn.pad", (5, 0, 0), const_inputs=(1, 2, 3), checks=[_pad_mode], moves_data=True),
-    Rule("Split", "split", _V515, const_inputs=(1,), batch_axis_attr="axis", checks=[_split_ok], moves_data=True),
-    Rule("Slice", "strided_slice", _V515, const_inputs=(1, 2, 3, 4), moves_data=True),
-    Rule("Identity", "identity", (5, 0, 0), moves_data=True),
-    Rule("Dropout", "nn.dropout (inference)", (5, 0, 0), const_inputs=(1, 2), checks=[_single_output]),
-    # reductions
-    Rule("ReduceSum", "sum", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
-    Rule("ReduceProd", "prod", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
-    Rule("ReduceMax", "max", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
-    Rule("ReduceMin", "min", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
-    Rule("ReduceMean", "mean", (5, 0, 0), const_inputs=(1,), batch_axis_attr="axes", checks=[_reduce_ok]),
-    # resampling
-    Rule("Resize", "image.resize", _V700, const_inputs=(1, 2, 3), checks=[_resize_mode]),
-]
-
-OP_TABLE: Dict[str, Rule] = {r.op: r for r in _RULES}
+_DEFAULT_AXIS = {"Split": 0, "Gather": 0, "GatherElements": 0, "ArgMax": 0, "ArgMin": 0, "TopK": -1,
+                 "LpNormalization": -1, "ScatterElements": 0, "Scatter": 0, "OneHot": -1}
 
 
 def _implicit_batch_reason(node: onnx.NodeProto, rule: Rule, ctx: Context) -> Optional[str]:
     if not ctx.use_implicit_batch:
         return None
+    op = node.op_type
+    rank = ctx.rank(node.input[0]) if node.input else 0
+    axes = None
     if rule.batch_axis_attr:
-        v = _attr(node, rule.batch_axis_attr)
-        if v is None and rule.batch_axis_attr == "axes" and rule.op.startswith("Reduce"):
-            return f"{node.op_type} over all axes touches the batch axis (use_implicit_batch)"
-        axes = v if isinstance(v, (list, tuple)) else ([] if v is None else [v])
-        rank = ctx.rank(node.input[0]) if node.input else 0
-        if any(a == 0 or (a < 0 and rank and a + rank == 0) for a in axes):
-            return f"{node.op_type} along axis 0 touches the batch axis (use_implicit_batch)"
-    if node.op_type == "Transpose":
-        perm = _attr(node, "perm")
+        axes = axes_of(node, ctx, rule.batch_axis_attr, 1 if rule.batch_axis_attr == "axes" else None)
+        if axes is None and op in _DEFAULT_AXIS:
+            axes = [_DEFAULT_AXIS[op]]
+        if axes is None and op in ("Softmax", "LogSoftmax", "Hardmax"):
+            axes = [-1 if ctx.model_opset >= 13 else 1]
+        if axes is None and op == "MeanVarianceNormalization":
+            axes = [0, 2, 3]
+        if axes is None and op.startswith("Reduce"):
+            return f"{op} over all axes touches the batch axis (use_implicit_batch)"
+        if axes is None and rule.batch_axis_attr == "axes" and op in ("Squeeze", "Unsqueeze"):
+            if op == "Squeeze" and len(node.input) < 2:
+                return "Squeeze of every size-1 axis may touch the batch axis (use_implicit_batch)"
+    if op == "CumSum":
+        v = input_value(node, 1, ctx)
+        axes = None if v is None else [int(np.atleast_1d(v)[0])]
+        if axes is None:
+            return "CumSum over an axis the op table cannot read may touch the batch axis (use_implicit_batch)"
+    if axes and any(a == 0 or (a < 0 and rank and a + rank == 0) for a in axes):
+        return f"{op} along axis 0 touches the batch axis (use_implicit_batch)"
+    if op == "Transpose":
+        perm = attr(node, "perm")
         if perm is None or perm[0] != 0:
             return "Transpose that moves the batch axis is not offloaded (use_implicit_batch)"
+    if op == "Reshape" and node.output:
+        src, dst = ctx.shape(node.input[0]) or [None], ctx.shape(node.output[0]) or [None]
+        if not src or not dst or src[0] != dst[0]:
+            return "Reshape that changes the batch axis is not offloaded (use_implicit_batch)"
+    if op == "Tile":
+        reps = input_value(node, 1, ctx)
+        if reps is None or int(np.atleast_1d(reps)[0]) != 1:
+            return "Tile that may repeat the batch axis is not offloaded (use_implicit_batch)"
+    if op in ("Upsample", "Resize"):
+        for pos in (1, 2, 3):
+            v = input_value(node, pos, ctx)
+            if v is not None and v.size == rank and v.dtype.kind == "f" and float(v.flat[0]) != 1.0:
+                return f"{op} that scales the batch axis is not offloaded (use_implicit_batch)"
+    if op == "Trilu" and rank <= 2:
+        return "Trilu on a rank-2 tensor works on the batch axis (use_implicit_batch)"
     return None
 
+
+# -- the check
 
 def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) -> Optional[str]:
     """None if TensorRT of ``ctx.trt`` takes this node, else the reason it stays in TVM."""
@@ -273,27 +234,41 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
     if rule is None:
         return f"{op} is not in the TensorRT op table"
     if ctx.trt < rule.min_trt:
-        return (f"{op.lower()} needs TensorRT >= {format_version(rule.min_trt)}, "
-                f"target is {format_version(ctx.trt)}")
-    try:
-        schema = onnx.defs.get_schema(op, max_inclusive_version=ctx.parser_opset)
-    except Exception:  # noqa: BLE001 - SchemaError: op newer than the parser's opset
-        schema = None
+        return needs(op.lower() if rule.from_seed else op, rule.min_trt, ctx)
+    seg_opset = min(ctx.model_opset, ctx.parser_opset) if ctx.model_opset else ctx.parser_opset
+    schema = _schema(op, seg_opset)
     if schema is None:
         return (f"{op} exists only from an opset newer than {ctx.parser_opset}, the highest "
                 f"TensorRT {format_version(ctx.trt)}'s parser reads")
+    if schema.deprecated:
+        return (f"{op} is deprecated at opset {seg_opset} (the segment's opset for TensorRT "
+                f"{format_version(ctx.trt)}); ONNX redefined it at a newer opset than the parser reads")
+    if ctx.use_implicit_batch and rule.explicit_batch_only:
+        return f"{op} is not offloaded with use_implicit_batch (it needs explicit batch)"
     for pos in rule.const_inputs:
-        if pos < len(node.input) and node.input[pos] and node.input[pos] not in ctx.constants:
-            return f"{op} input {pos} ({node.input[pos]!r}) is computed at run time; TensorRT needs it constant"
-    data_inputs = [n for i, n in enumerate(node.input) if n and i not in rule.const_inputs and n not in ctx.constants]
-    for name in list(data_inputs) + [o for o in node.output if o]:
-        dt = ctx.dtype(name)
-        if dt not in FLOAT_TYPES and not (rule.moves_data and dt == "int32" and ctx.trt >= (8, 0, 0)):
-            return f"{op} on {dt} tensor {name!r} is not offloaded (TensorRT segments take float32/float16 data)"
-        shape = ctx.types.get(name, ("", None))[1]
-        if shape is None or any(isinstance(d, str) and d != "batch" for d in shape):
+        name = node.input[pos] if pos < len(node.input) else ""
+        if not name or name in ctx.constants:
+            continue
+        since = rule.shape_inputs.get(pos)
+        what = f"{op} input {pos} ({name!r}) is computed at run time"
+        if since is None:
+            return f"{what}; TensorRT needs it constant"
+        if ctx.use_implicit_batch:
+            return f"{what}; TensorRT takes it as a shape tensor in explicit batch only (use_implicit_batch)"
+        if ctx.trt < since:
+            return f"{what}; TensorRT >= {ver(since)} takes it as a shape tensor, target is {ver(ctx.trt)}"
+    data_inputs = [n for n, key, _ in _positions(node, ctx, rule) if key.startswith("in")]
+    for name, key, lad in _positions(node, ctx, rule):
+        reason = _type_reason(op, rule, name, ctx.dtype(name), lad, ctx)
+        if reason:
+            return reason
+        shape = ctx.shape(name)
+        if shape is None:
             return f"{op}: the shape of {name!r} is not known at compile time"
-    if not data_inputs:
+        if not ctx.in_subgraph and any(isinstance(d, str) and not is_batch_dim(d) for d in shape):
+            return f"{op}: the shape of {name!r} is not known at compile time"
+    outer = [t for t in outer_scope_inputs(node) if t not in ctx.constants]
+    if not data_inputs and not outer and not ctx.in_subgraph:
         return f"{op} has only constant inputs (folded by TVM instead)"
     reason = _implicit_batch_reason(node, rule, ctx)
     if reason:
@@ -302,9 +277,50 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
         reason = check(node, ctx)
         if reason:
             return reason
+    return _subgraph_reason(node, ctx, exclude)
+
+
+def _versions() -> List[Version]:
+    from host.compiler.optable import base
+
+    vs = {getattr(base, n) for n in dir(base) if n.startswith("V") and n[1:].isdigit()}
+    for r in RULES:
+        vs.add(r.min_trt)
+        vs.update(v for v, _ in r.types)
+        vs.update(r.shape_inputs.values())
+    return sorted(vs)
+
+
+def first_version_taking(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) -> Optional[str]:
+    """The first TensorRT version after ``ctx.trt`` whose table takes this very node (attributes, types,
+    opset), or None when no version in the table does. Implicit batch is kept below 10 and dropped from 10."""
+    for v in _versions():
+        if v <= ctx.trt:
+            continue
+        c = dataclasses.replace(ctx, trt=v, parser_opset=max_parser_opset(v),
+                                use_implicit_batch=ctx.use_implicit_batch and v < V1000)
+        if check_node(node, c, exclude) is None:
+            return format_version(v)
     return None
 
 
+def _ladder_text(lad: Ladder) -> str:
+    steps = []
+    for v, ts in lad:
+        names = " ".join(sorted(ts, key=_dtype_order)) or "-"
+        steps.append(names if v == (0, 0, 0) else f"{format_version(v)}: {names}")
+    return "; ".join(steps)
+
+
 def table_rows() -> List[Dict[str, str]]:
-    """The op table for docs and ``deploy inspect --ops``."""
-    return [{"op": r.op, "seed": r.seed, "min_trt": format_version(r.min_trt)} for r in _RULES]
+    """The op table for docs and ``deploy inspect --ops``; ``seed`` is "-" for rows the seed lacked."""
+    rows = []
+    for r in RULES:
+        rows.append({"op": r.op, "seed": r.seed, "from_seed": "yes" if r.from_seed else "no",
+                     "min_trt": format_version(r.min_trt), "types": _ladder_text(r.types),
+                     "constant_inputs": ", ".join(str(i) for i in r.const_inputs if i not in r.shape_inputs),
+                     "shape_tensor_inputs": ", ".join(f"{i} (from {format_version(v)})"
+                                                      for i, v in sorted(r.shape_inputs.items())),
+                     "explicit_batch_only": "yes" if r.explicit_batch_only else "",
+                     "source": r.source or "seed", "note": r.note})
+    return rows

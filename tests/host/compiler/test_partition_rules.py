@@ -106,16 +106,20 @@ def test_segments_are_downgraded_to_the_parsers_opset(tiny, save_model, tmp_path
     _run_matches(r)
 
 
-def test_int_tensors_and_runtime_shapes_stay_in_tvm_with_reason(tiny, save_model, tmp_path):
-    # y = reshape(x, shape(x)) : Shape makes int64 data, Reshape's shape is computed at run time
+def test_shape_tensors_are_offloaded_from_trt_8_and_stay_in_tvm_before_with_reason(tiny, save_model, tmp_path):
+    # y = reshape(x, shape(x)) : Shape makes int64 data, Reshape's shape is computed at run time (a shape
+    # tensor). fold=False keeps the Shape node (folding would make the shape a constant here).
     m = tiny([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])],
              [("x", [2, 3])], [("y", [2, 3])])
-    r = compile_model(save_model(m), tmp_path / "out")
+    r = compile_model(save_model(m), tmp_path / "out", trt_version="7.1.3", fold=False)
     reasons = {e["op"]: e["reason"] for e in r.manifest.not_offloaded}
-    assert reasons["Shape"] == "Shape is not in the TensorRT op table"
-    assert reasons["Reshape"] == "Reshape input 1 ('s') is computed at run time; TensorRT needs it constant"
+    assert reasons["Shape"] == "Shape on int64 tensor 's' needs TensorRT >= 8.0.0, target is 7.1.3"
+    assert reasons["Reshape"] == ("Reshape input 1 ('s') is computed at run time; TensorRT >= 8.0.0 takes it as "
+                                  "a shape tensor, target is 7.1.3")
     assert r.manifest.segments == []
     _run_matches(r)
+    r = compile_model(save_model(m), tmp_path / "out8", trt_version="8.2.1", fold=False)
+    assert r.manifest.not_offloaded == [] and [s.ops for s in r.manifest.segments] == [["Shape", "Reshape"]]
 
 
 def test_duplicate_and_missing_node_names_get_unique_names(tiny, save_model, tmp_path):
