@@ -42,6 +42,7 @@ class AgentSettings:
     token_file: Optional[Path] = None
     insecure: bool = False
     max_workers: int = 16
+    max_concurrent_rpcs: int = 16  # calls in flight past this are answered RESOURCE_EXHAUSTED at once
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "tls_ca": ("CA (PEM) that client certificates must chain to (mutual TLS)", Path),
     "token_file": ("file holding the bearer token clients must present", Path),
     "insecure": ("allow listening beyond loopback without TLS or token", bool),
+    "max_concurrent_rpcs": ("calls served at once; more are answered RESOURCE_EXHAUSTED at once (clients back "
+                            "off and retry)", int),
     "log_level": ("log level", str),
 }
 

@@ -195,6 +195,14 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
 
 
 def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:
+    """Chosen so that no call and no connection outlives a dead peer by much (docs/reliability.md):
+
+    - messages up to 64 MiB (Run's tensors; upload chunks are at most 4 x --chunk-bytes);
+    - the agent pings every 30 s and drops a client that does not answer in 10 s, so an upload whose client
+      vanished (link down, host asleep) ends within about 40 s, commits what arrived and frees its digest;
+    - clients ping every 30 s, also during a quiet build; pings 20 s apart or more are welcome (gRPC's default
+      would answer a third ping within 5 minutes with GOAWAY "too_many_pings" and break the build stream).
+    """
     return [
         ("grpc.max_receive_message_length", max(MAX_MESSAGE_BYTES, 8 * settings.chunk_bytes)),
         ("grpc.max_send_message_length", max(MAX_MESSAGE_BYTES, 8 * settings.chunk_bytes)),
@@ -202,8 +210,13 @@ def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+        ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
+
+
+MAX_CONCURRENT_RPCS = 1024
 
 
 class AgentServer:
@@ -211,10 +224,16 @@ class AgentServer:
 
     def __init__(self, settings: AgentSettings) -> None:
         auth.check_listen_policy(settings)
+        limit = int(settings.max_concurrent_rpcs)
+        if not 1 <= limit <= MAX_CONCURRENT_RPCS:
+            raise InvalidInput(f"--max-concurrent-rpcs {limit} must be between 1 and {MAX_CONCURRENT_RPCS}")
         self.settings = settings
         self.service = DeviceAgentService(settings)
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-                                  interceptors=auth.interceptors(settings), options=server_options(settings))
+        # one thread per admitted call: a call past the bound is refused at once (RESOURCE_EXHAUSTED), never
+        # queued without a deadline behind busy threads
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(settings.max_workers, limit)),
+                                  interceptors=auth.interceptors(settings), options=server_options(settings),
+                                  maximum_concurrent_rpcs=limit)
         agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
