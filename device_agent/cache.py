@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from device_agent.errors import DataLoss, InvalidInput, NotFound, PreconditionFailed
-from device_agent.fileio import fsync_dir, write_synced
+from device_agent.errors import Aborted, DataLoss, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted
+from device_agent.fileio import fsync_dir, is_disk_full, write_synced
 from device_agent.fileio import sha256_bytes as sha256_digest
 
 SCHEMA = 1
@@ -28,6 +28,8 @@ SCHEMA = 1
 DEVICE_CLASS_FIELDS = ("backend", "backend_version", "gpu", "cc", "l4t", "arch")
 KEY_FIELDS = ("schema", "segment", *DEVICE_CLASS_FIELDS, "precision", "workspace", "profiles", "flags")
 _TMP_MAX_AGE_S = 3600.0
+#: How long a Build waits for another build of the same key (the builder's own bound is 3 h, see host/fleet).
+LOCK_WAIT_S = 3 * 3600.0
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -163,13 +165,19 @@ class EngineCache:
         """Write an entry atomically (temp dir, fsync, rename), then prune to the size bound."""
         key = cache_key(parts)
         return self._commit(key, parts, lambda tmp: (write_synced(tmp / "plan", plan),
-                                                      (len(plan), sha256_digest(plan)))[1])
+                                                      (len(plan), sha256_digest(plan)))[1], len(plan))
 
-    def _commit(self, key: str, parts: Mapping[str, Any], write_plan: Callable[[Path], Tuple[int, str]]) -> CacheEntry:
-        """`write_plan(tmp_dir)` writes and fsyncs `tmp_dir/plan`, returning (size, digest); the rest is atomic."""
+    def _commit(self, key: str, parts: Mapping[str, Any], write_plan: Callable[[Path], Tuple[int, str]],
+                size_hint: int = 0) -> CacheEntry:
+        """`write_plan(tmp_dir)` writes and fsyncs `tmp_dir/plan`, returning (size, digest); the rest is atomic.
+
+        Order of a commit (checked by tests/device_agent/test_commit_order.py): plan and meta.json fsynced, the
+        temp dir fsynced, rename into entries/, entries/ and tmp/ fsynced. A full disk is RESOURCE_EXHAUSTED and
+        leaves the cache as it was.
+        """
         tmp = self.tmp_dir / f"{key}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             size, digest = write_plan(tmp)
             meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": size, "digest": digest,
                     "created": time.time()}
@@ -181,6 +189,15 @@ class EngineCache:
                     shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
                 fsync_dir(self.entries_dir)
+                fsync_dir(self.tmp_dir)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            free = shutil.disk_usage(self.root).free
+            raise ResourceExhausted(
+                f"disk full writing engine {key[:16]}... ({size_hint or 'unknown'} bytes) into the engine cache "
+                f"{self.root}: {free} bytes free, the cache holds {self.total_bytes()} bytes; prune it "
+                "(deploy cache prune) or free disk space, then build again") from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -247,7 +264,7 @@ class EngineCache:
                 os.fsync(f.fileno())
             return size, actual
 
-        return self._commit(key, parts, write_plan), False
+        return self._commit(key, parts, write_plan, size), False
 
     def remove(self, key: str) -> int:
         if not _is_key(key):
@@ -297,12 +314,24 @@ class EngineCache:
 
     # ---------------------------------------------------------------- building once
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Per-key lock across threads and processes (flock), so concurrent builds of one key build once."""
+    def lock(self, key: str, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
+        """Per-key lock across threads and processes (flock), so concurrent builds of one key build once;
+        waiting more than `timeout` seconds for it is ABORTED."""
         if not _is_key(key):
             raise InvalidInput(f"bad engine key {key!r}")
         with open(self.locks_dir / f"{key}.lock", "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            deadline = time.monotonic() + timeout
+            pause = 0.005
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Aborted(f"another build of engine {key[:16]}... has held it for {timeout:.0f} s; "
+                                      "retry later") from None
+                    time.sleep(pause)
+                    pause = min(0.2, pause * 2)
             try:
                 yield
             finally:

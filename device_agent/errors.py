@@ -47,6 +47,12 @@ class Unavailable(DeployError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Aborted(DeployError):
+    """A conflict that passes: another call holds what this one needs; retry in a moment."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class Unimplemented(DeployError):
     code = grpc.StatusCode.UNIMPLEMENTED
 

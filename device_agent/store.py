@@ -11,15 +11,21 @@ import queue
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
-from .errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
-from .fileio import fsync_dir
+from .errors import Aborted, DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted, Unavailable
+from .fileio import is_disk_full, publish
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-DISK_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte
+DISK_MARGIN_BYTES = 64 * 1024 * 1024  # never fill the disk to the last byte (at most 5 % of a small disk)
+#: An upload of a digest already being received waits while that one makes progress; this long without any
+#: is a stalled sender (the agent's keepalive drops a vanished client within about 40 s): ABORTED, retry.
+UPLOAD_STALL_S = 45.0
+#: The writer thread must take each chunk within this; a disk that stops accepting writes fails the upload.
+WRITE_STALL_S = 120.0
 
 
 def parse_digest(digest: str) -> str:
@@ -73,12 +79,19 @@ class _Writer:
     def put(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        try:
+            self._queue.put(chunk, timeout=WRITE_STALL_S)
+        except queue.Full:
+            raise Unavailable(f"the store's disk took no data for {WRITE_STALL_S:.0f} s; is it failing?") from None
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+            try:
+                self._queue.put(None, timeout=WRITE_STALL_S)
+            except queue.Full:
+                raise Unavailable(f"the store's disk took no data for {WRITE_STALL_S:.0f} s; is it failing?") \
+                    from None
+            self._thread.join(WRITE_STALL_S)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -126,6 +139,23 @@ class Store:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 
+    def margin_bytes(self) -> int:
+        return min(DISK_MARGIN_BYTES, shutil.disk_usage(self.root).total // 20)
+
+    def _acquire(self, hex_digest: str, digest: str) -> threading.Lock:
+        """The digest's lock; waits while another upload of it makes progress, ABORTED once it stalls."""
+        lock = self._lock(hex_digest)
+        part = self.partial / hex_digest
+        last, since = -1, time.monotonic()
+        while not lock.acquire(timeout=1.0):
+            size = part.stat().st_size if part.is_file() else -1
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since > UPLOAD_STALL_S:
+                raise Aborted(f"another upload of {digest} has made no progress for {UPLOAD_STALL_S:.0f} s; "
+                              "retry in a moment")
+        return lock
+
     def query(self, digest: str) -> UploadState:
         hex_digest = parse_digest(digest)
         blob = self.blobs / hex_digest
@@ -155,35 +185,51 @@ class Store:
                 "raise --max-upload-bytes on the agent or send a smaller artifact")
         if offset < 0 or offset > size:
             raise InvalidInput(f"upload offset {offset} is outside the artifact's size {size}")
-        with self._lock(hex_digest):
-            blob = self.blobs / hex_digest
-            if blob.is_file():
-                return UploadResult(digest, blob.stat().st_size, 0, True)
-            part = self.partial / hex_digest
-            committed = part.stat().st_size if part.is_file() else 0
-            if offset > committed:
-                raise PreconditionFailed(
-                    f"upload of {digest} resumes at offset {offset} but only {committed} bytes are committed; "
-                    "ask QueryUpload for the offset and resume from there")
-            needed = size - offset
-            if needed + DISK_MARGIN_BYTES > self.free_bytes():
-                raise ResourceExhausted(
-                    f"not enough free disk for {needed} more bytes in {self.root} "
-                    f"({self.free_bytes()} free); prune the engine cache or free disk space")
-            hasher = _prefix_hash(part, offset)
+        lock = self._acquire(hex_digest, digest)
+        try:
+            return self._receive(digest, hex_digest, size, offset, chunks)
+        finally:
+            lock.release()
+
+    def _receive(self, digest: str, hex_digest: str, size: int, offset: int,
+                 chunks: Iterable[bytes]) -> UploadResult:
+        blob = self.blobs / hex_digest
+        if blob.is_file():
+            return UploadResult(digest, blob.stat().st_size, 0, True)
+        part = self.partial / hex_digest
+        committed = part.stat().st_size if part.is_file() else 0
+        if offset > committed:
+            raise PreconditionFailed(
+                f"upload of {digest} resumes at offset {offset} but only {committed} bytes are committed; "
+                "ask QueryUpload for the offset and resume from there")
+        needed = size - offset
+        free, margin = self.free_bytes(), self.margin_bytes()
+        if needed + margin > free:
+            raise ResourceExhausted(
+                f"not enough free disk for {needed} more bytes in {self.root}: {free} bytes free, "
+                f"{margin} kept in reserve; prune the engine cache (deploy cache prune) or free disk space")
+        hasher = _prefix_hash(part, offset)
+        try:
             received = self._append(part, offset, size, chunks, hasher)
-            if part.stat().st_size != size:
-                raise InvalidInput(
-                    f"upload of {digest} ended at {part.stat().st_size} of {size} bytes; "
-                    "resume from the committed offset")
-            actual = "sha256:" + hasher.hexdigest()
-            if actual != digest:
-                part.unlink(missing_ok=True)
-                raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
-                               "upload again")
-            os.replace(part, blob)
-            fsync_dir(self.blobs)
-            return UploadResult(digest, size, received, False)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            committed = part.stat().st_size if part.is_file() else 0
+            raise ResourceExhausted(
+                f"disk full in {self.root} after {committed} of {size} bytes of {digest} "
+                f"({self.free_bytes()} bytes free); free disk space or prune the engine cache (deploy cache "
+                f"prune), then upload again: it resumes at byte {committed}") from None
+        if part.stat().st_size != size:
+            raise InvalidInput(
+                f"upload of {digest} ended at {part.stat().st_size} of {size} bytes; "
+                "resume from the committed offset")
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            part.unlink(missing_ok=True)
+            raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
+                           "upload again")
+        publish(part, blob)  # data fsynced by _append, then rename, then both directories fsynced
+        return UploadResult(digest, size, received, False)
 
     def _append(self, part: Path, offset: int, size: int, chunks: Iterable[bytes], hasher: "hashlib._Hash") -> int:
         """Receive on this thread, write and hash on another: the network and the disk overlap."""
@@ -209,17 +255,22 @@ class Store:
                     received += len(chunk)
             finally:
                 # Whatever arrived intact is committed: a cut-off upload resumes from here.
-                writer.close()
-                f.flush()
-                os.fsync(f.fileno())
+                try:
+                    writer.close()
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
         return received
 
     def remove(self, digest: str) -> bool:
         hex_digest = parse_digest(digest)
-        with self._lock(hex_digest):
+        lock = self._acquire(hex_digest, digest)
+        try:
             removed = False
             for p in (self.blobs / hex_digest, self.partial / hex_digest):
                 if p.exists():
                     p.unlink()
                     removed = True
             return removed
+        finally:
+            lock.release()
