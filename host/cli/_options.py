@@ -1,7 +1,8 @@
 """Typed option aliases shared by every command, so `--device` means the same thing everywhere."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
@@ -13,6 +14,15 @@ DevicesOpt = Annotated[list[str], typer.Option("--device", "-d", help="Device (r
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only one JSON object on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs.")]
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Only devices with this tag (repeat to AND).")]
+
+# What shapes and sample inputs mean is the same for `compile`, `push`, `bench` and `run`.
+ShapeOpt = Annotated[list[str], typer.Option("--input-shape", help="NAME=DxDx... for inputs with symbolic or -1 dims "
+                                             "(repeat).")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Sample inputs (.npz, one array per input name): "
+                                                   "the reference and verify data; their shapes bind symbolic dims.")]
+SampleOpt = Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, a sample input (repeat; wins "
+                                              "over --inputs).")]
+NoOffloadOpt = Annotated[list[str], typer.Option("--no-offload", help="Keep this ONNX op in TVM (repeat).")]
 RetryForOpt = Annotated[float, typer.Option(
     "--retry-for", min=0, max=86400, envvar="DEPLOY_RETRY_FOR", metavar="SECONDS",
     help="Keep retrying (backoff with jitter; uploads resume) for this long after an agent that answered went "

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._options import JsonOpt
+from ._options import InputsOpt, JsonOpt, NoOffloadOpt, SampleOpt, ShapeOpt, VerboseOpt
 from .output import Output
 
 
@@ -18,11 +18,11 @@ def compile_cmd(
     trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="Partition for this TensorRT "
                                                                               "version instead of the profile's.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Build engines in FP16 on the device.")] = False,
-    input_shape: Annotated[Optional[list[str]], typer.Option("--input-shape", help="NAME=1x3x224x224 for "
-                                                                                   "symbolic inputs (repeat).")] = None,
+    input_shape: ShapeOpt = [],
+    inputs: InputsOpt = None,
+    input: SampleOpt = [],
     batch: Annotated[Optional[str], typer.Option("--batch", help="Dynamic batch MIN:OPT:MAX, e.g. 1:8:32.")] = None,
-    no_offload: Annotated[Optional[list[str]], typer.Option("--no-offload", help="Keep this ONNX op in TVM "
-                                                                                 "(repeat).")] = None,
+    no_offload: NoOffloadOpt = [],
     remainder_device: Annotated[Optional[str], typer.Option("--remainder-device",
                                                             help="Run the TVM remainder on cpu or cuda.")] = None,
     implicit_batch: Annotated[bool, typer.Option("--use-implicit-batch", help="TensorRT < 10 implicit-batch "
@@ -34,17 +34,21 @@ def compile_cmd(
     no_host_check: Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM "
                                                                         "remainder on this host first.")] = False,
     json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
     from host.compiler.api import CompileOptions, compile_model
     from host.compiler.frontend import parse_input_shape
+    from host.pipeline.tensors import read_samples
 
-    out = Output(json_mode=json_out)
-    shapes = dict(parse_input_shape(s) for s in (input_shape or []))
+    out = Output(json_mode=json_out, verbose=verbose)
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    samples = read_samples(inputs, input)
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
-                          max_workspace_size=workspace, exclude_ops=tuple(no_offload or ()),
-                          remainder_device=remainder_device, seed=seed, host_check=not no_host_check)
+                          max_workspace_size=workspace, exclude_ops=tuple(no_offload),
+                          remainder_device=remainder_device, seed=seed, host_check=not no_host_check,
+                          sample_inputs=samples)
     out.status(f"compiling {model} for {profile} ...")
     result = compile_model(model, output, opts)
     data = result.to_json()

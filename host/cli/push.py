@@ -16,7 +16,10 @@ from device_agent.errors import InvalidInput
 from host.client.agent import connect
 from host.client.retry import DEFAULT_RETRY_FOR_S
 
-from ._options import DeviceOpt, DevicesOpt, JsonOpt, RetryForOpt, TagOpt, VerboseOpt, retry_lines
+from ._options import (
+    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, TagOpt, VerboseOpt,
+    retry_lines,
+)
 from .output import Output
 from .push_view import latency_table, mib, observer_for, render_push
 
@@ -31,7 +34,6 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device pro
                                                    "what the agent or the inventory says).")]
 TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
                                                "of the device's.")]
-ShapeOpt = Annotated[list[str], typer.Option("--input-shape", help="NAME=DxDx... for inputs with symbolic dims.")]
 BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help="Compile a symbolic batch dim as a "
                                                       "dynamic range MIN:OPT:MAX (like `deploy compile --batch`).")]
 IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, help="Timed iterations (default 100).")]
@@ -46,6 +48,12 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
     from host.compiler.frontend import parse_input_shape
 
     return dict(parse_input_shape(s) for s in items)
+
+
+def _samples(npz: Optional[Path], items: list[str]) -> dict[str, Any]:
+    from host.pipeline.tensors import read_samples
+
+    return read_samples(npz, items)
 
 
 def _options(**kw: Any) -> "PushOptions":
@@ -70,6 +78,9 @@ def push(
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    inputs: InputsOpt = None,
+    input: SampleOpt = [],
+    no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
     force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
@@ -85,6 +96,7 @@ def push(
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
+                       sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                        verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
                        iterations=iterations, duration_s=duration, batch=batch)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
@@ -107,6 +119,9 @@ def bench(
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    inputs: InputsOpt = None,
+    input: SampleOpt = [],
+    no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
                                                    "histogram and CDF (PNG) into this directory.")] = None,
@@ -123,6 +138,7 @@ def bench(
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
+                       sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                        warmup=warmup, iterations=iterations, duration_s=duration, batch=batch)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
@@ -144,13 +160,15 @@ def run(
     source: SourceArg,
     device: DeviceOpt = "local",
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
-    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, once per model input.")] = [],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, once per model input (a model "
+                                             "compiled here takes them as its sample inputs too).")] = [],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the outputs (.npz).")] = Path("out.npz"),
     fp16: Fp16Opt = False,
     backend: BackendOpt = None,
     profile: ProfileOpt = None,
     trt_version: TrtOpt = None,
     input_shape: ShapeOpt = [],
+    no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -165,7 +183,8 @@ def run(
         raise InvalidInput(f"-o {output}: the output file must end in .npz")
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False)
+                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False,
+                       sample_inputs=arrays, exclude_ops=list(no_offload))
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
     with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client, live:
         ready = pipeline.make_ready(client, source, options, observer,
