@@ -12,6 +12,7 @@ command -v tc >/dev/null || need_apt+=(iproute2)
 # The SSH install tests use the system Python as the "device" interpreter, and check units with systemd-analyze.
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v strace >/dev/null || need_apt+=(strace)  # tests/device_agent/test_commit_order.py
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2

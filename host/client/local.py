@@ -20,6 +20,7 @@ from filelock import FileLock
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from device_agent.errors import Unavailable
+from device_agent.fileio import atomic_write
 from device_agent.ready import wait_ready
 
 IDLE_EXIT_S = 600.0
@@ -98,10 +99,13 @@ def ensure_running() -> LocalAgent:
             proc.kill()
             raise Unavailable(f"the local agent did not start; see {root / 'local-agent.log'}")
         state = LocalAgent(proc.pid, address)
-        tmp = _state_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": state.pid, "address": state.address}))
-        os.replace(tmp, _state_path())
+        write_state(state)
         return state
+
+
+def write_state(state: LocalAgent) -> None:
+    """Durably (temp file, fsync, rename, fsync the directory): after a power cut the state is old or new, whole."""
+    atomic_write(_state_path(), json.dumps({"pid": state.pid, "address": state.address}).encode())
 
 
 def stop() -> bool:

@@ -1,0 +1,136 @@
+"""Crash consistency of every commit, checked on the system calls themselves (strace), as the ALICE study
+(Pillai et al., OSDI 2014) found it must be: the data fsynced, then the rename, then the directory fsynced.
+
+Commits checked: a blob published by the store, an engine-cache entry (built and imported), the local agent's state.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("strace") is None,
+                                reason="strace is not installed (scripts/setup.sh installs it as root)")
+
+DRIVER = textwrap.dedent("""
+    import hashlib, os, sys
+    from pathlib import Path
+    root = Path(sys.argv[1])
+    os.environ["XDG_CACHE_HOME"] = str(root / "xdg")
+    from device_agent.store import Store
+    from device_agent.cache import EngineCache, cache_key
+    from host.client import local
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store = Store(root / "store", 1 << 30, 4 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store.receive(digest, len(data), 0, (data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)))
+
+    cache = EngineCache(root / "engines")
+    parts = {"schema": 1, "segment": "sha256:" + "1" * 64, "backend": "b", "backend_version": "1", "gpu": "",
+             "cc": "", "l4t": "", "arch": "x", "precision": "fp32", "workspace": 1, "profiles": [], "flags": []}
+    plan = os.urandom(200_000)
+    cache.put(parts, plan)
+    other = dict(parts, segment="sha256:" + "2" * 64)
+    cache.put_external_stream(cache_key(other), other, [plan[:100_000], plan[100_000:]], len(plan),
+                              "sha256:" + hashlib.sha256(plan).hexdigest(), other)
+
+    (root / "xdg" / "deploy").mkdir(parents=True)
+    local.write_state(local.LocalAgent(12345, "127.0.0.1:7311"))
+    print(hashlib.sha256(data).hexdigest(), cache_key(parts), cache_key(other))
+""")
+
+_CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
+_FD_PATH = re.compile(r"^\d+<([^>]*)>")
+
+
+@dataclass
+class Call:
+    n: int
+    name: str
+    args: str
+    result: int
+
+    @property
+    def fd_path(self) -> str:
+        m = _FD_PATH.match(self.args)
+        return m.group(1) if m else ""
+
+    @property
+    def rename(self) -> tuple[str, str]:
+        paths = re.findall(r'"([^"]*)"', self.args)
+        return (paths[0], paths[1]) if len(paths) >= 2 else ("", "")
+
+
+def traced(tmp_path: Path) -> tuple[list[Call], list[str]]:
+    log = tmp_path / "strace.log"
+    root = tmp_path / "root"
+    root.mkdir()
+    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-s", "0", "-o", str(log),
+                           "-e", "trace=openat,write,pwrite64,fsync,fdatasync,rename,renameat,renameat2",
+                           sys.executable, "-c", DRIVER, str(root)], capture_output=True, text=True, cwd=str(REPO),
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls = []
+    for line in log.read_text().splitlines():
+        m = _CALL.match(line)
+        if m and int(m.group(3)) >= 0:
+            calls.append(Call(len(calls), m.group(1), m.group(2), int(m.group(3))))
+    return calls, proc.stdout.split()
+
+
+def renames(calls: list[Call], dst: str) -> Call:
+    found = [c for c in calls if c.name.startswith("rename") and c.rename[1] == dst]
+    assert len(found) == 1, f"expected one rename onto {dst}, got {found}"
+    return found[0]
+
+
+def fsyncs(calls: list[Call], path: str) -> list[int]:
+    return [c.n for c in calls if c.name in ("fsync", "fdatasync") and c.fd_path == path]
+
+
+def writes(calls: list[Call], path: str) -> list[int]:
+    return [c.n for c in calls if c.name in ("write", "pwrite64") and c.fd_path == path]
+
+
+def assert_commit(calls: list[Call], files: list[str], dst: str, dirs_after: list[str]) -> None:
+    """Every file written and then fsynced before the rename onto `dst`; each of `dirs_after` fsynced after it."""
+    rename = renames(calls, dst)
+    for f in files:
+        w, s = writes(calls, f), fsyncs(calls, f)
+        assert w, f"no write to {f}"
+        assert s and max(w) < min(x for x in s if x > max(w)) < rename.n, (f, w, s, rename.n)
+    for d in dirs_after:
+        assert any(x > rename.n for x in fsyncs(calls, d)), f"{d} not fsynced after the rename onto {dst}"
+
+
+def test_every_commit_fsyncs_data_then_renames_then_fsyncs_the_directory(tmp_path):
+    calls, (blob, key, imported) = traced(tmp_path)
+    root = str(tmp_path / "root")
+
+    # the store: partial/<hex> written, fsynced; renamed into blobs/; blobs/ and partial/ fsynced
+    assert_commit(calls, [f"{root}/store/partial/{blob}"], f"{root}/store/blobs/{blob}",
+                  [f"{root}/store/blobs", f"{root}/store/partial"])
+
+    # the engine cache, a built entry and an imported one: plan and meta.json fsynced, the temp dir fsynced,
+    # renamed into entries/; entries/ fsynced after
+    for k in (key, imported):
+        rename = renames(calls, f"{root}/engines/entries/{k}")
+        tmp = rename.rename[0]
+        assert tmp.startswith(f"{root}/engines/tmp/{k}.")
+        assert_commit(calls, [f"{tmp}/plan", f"{tmp}/meta.json"], f"{root}/engines/entries/{k}",
+                      [f"{root}/engines/entries"])
+        assert any(x < rename.n for x in fsyncs(calls, tmp)), "the entry's directory is not fsynced before rename"
+
+    # the local agent's state file
+    state = f"{root}/xdg/deploy/local-agent.json"
+    rename = renames(calls, state)
+    assert_commit(calls, [rename.rename[0]], state, [f"{root}/xdg/deploy"])
