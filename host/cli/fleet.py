@@ -10,6 +10,7 @@ from rich.table import Table
 
 from device_agent.errors import InvalidInput
 from host.client.agent import AgentClient
+from host.client.retry import DEFAULT_RETRY_FOR_S
 from host.fleet import inventory
 from host.fleet.classes import classify, group
 from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
@@ -17,7 +18,7 @@ from host.fleet.inventory import Device
 from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
-from ._options import JsonOpt, TagOpt
+from ._options import JsonOpt, RetryForOpt, TagOpt
 from .output import Output
 
 fleet_app = typer.Typer(help="The fleet: devices grouped by class, engine caches warmed once per class.",
@@ -84,7 +85,9 @@ def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, json
 
 def _render_warm(data: dict[str, Any], console: Console) -> None:
     table = Table(title=f"{data['builds']} build(s), {data['wall_s']:.1f} s")
-    for col in ("class", "built on", "copied to", "already warm", "unreachable", "failed"):
+    stopped = any(c["not_started"] for c in data["classes"])
+    for col in ("class", "built on", "copied to", "already warm", "unreachable", "failed") + (
+            ("not started",) if stopped else ()):
         table.add_column(col, overflow="fold")
     reasons = []
     for c in data["classes"]:
@@ -92,15 +95,19 @@ def _render_warm(data: dict[str, Any], console: Console) -> None:
         reasons += [f"{f['device']}: {f['reason']}" for f in c["failed"]]
         table.add_row(c["class"], c["built_on"] or (f"(from {c['source']})" if c["source"] else "-"),
                       ", ".join(c["copied_to"]) or "-", ", ".join(c["skipped"]) or "-",
-                      ", ".join(c["unreachable"]) or "-", ", ".join(failed) or "-")
+                      ", ".join(c["unreachable"]) or "-", ", ".join(failed) or "-",
+                      *((", ".join(c["not_started"]) or "-",) if stopped else ()))
     for u in data["unreachable"]:
-        table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-")
+        table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-", *(("-",) if stopped else ()))
         reasons.append(f"{u['device']}: {u['reason']}")
     console.print(table)
     for line in reasons:
         console.print(f"  {line}", markup=False)
+    if data.get("stopped"):
+        console.print(f"Stopped: {data['stopped']}.", markup=False)
     if not data["ok"]:
-        console.print("Devices not warmed get their engines on the next `deploy fleet warm`.")
+        console.print("Devices not warmed get their engines on the next `deploy fleet warm`; a failed device keeps "
+                      "serving the engines it had.")
 
 
 @fleet_app.command("warm")
@@ -108,10 +115,16 @@ def warm(
     model_or_bundle: Annotated[Path, typer.Argument(help="ONNX model, bundle directory or bundle archive (.tar).")],
     tag: TagOpt = [],
     concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
+    max_failures: Annotated[Optional[str], typer.Option(
+        "--max-failures", metavar="N|P%", help="Start no new device once more than N devices (or P% of them) "
+        "have failed; devices in flight finish, the rest are reported not started.")] = None,
+    retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     json: JsonOpt = False,
 ) -> None:
     """Build engines once per device class and copy them to every other device of the class."""
-    from host.fleet.warm import WarmEvent, Warmer, model_plans
+    from rich.markup import escape
+
+    from host.fleet.warm import WarmEvent, Warmer, failure_bound, model_plans
 
     if not model_or_bundle.exists():
         raise InvalidInput(f"{model_or_bundle}: no such file or directory; pass an ONNX model or a bundle")
@@ -121,9 +134,12 @@ def warm(
         if event.kind in ("queried",):
             return
         detail = f": {event.detail}" if event.detail else ""
-        out.status(f"{event.kind:>13} {event.device}{detail}")
+        out.status(escape(f"{event.kind:>13} {event.device}{detail}"))
 
-    result = Warmer(_devices(tag), model_plans(model_or_bundle), concurrency=concurrency, on_event=show).run()
+    devices = _devices(tag)
+    failure_bound(max_failures, len(devices))  # a bad --max-failures fails before any device work
+    result = Warmer(devices, model_plans(model_or_bundle), concurrency=concurrency, on_event=show,
+                    retry_for=retry_for, max_failures=max_failures).run()
     errors = [c.plan_error for c in result.classes]
     if errors and all(isinstance(e, InvalidInput) for e in errors):
         raise errors[0]  # the model itself is bad: one line, exit 2, not a table of identical failures

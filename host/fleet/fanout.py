@@ -54,6 +54,10 @@ class Outcome(Generic[X, T]):
         return is_unreachable(self.error)
 
 
+class NotStarted(Exception):
+    """A device's work was not started because the run stopped (`deploy fleet warm --max-failures`)."""
+
+
 def is_unreachable(exc: Optional[BaseException]) -> bool:
     return isinstance(exc, AgentError) and exc.unreachable
 
@@ -96,8 +100,14 @@ class Limiter:
 
 
 def fan_out(items: Sequence[X], fn: Callable[[X], T], *, concurrency: int = DEFAULT_CONCURRENCY,
-            policy: Optional[RetryPolicy] = None, limiter: Optional[Limiter] = None) -> list[Outcome[X, T]]:
-    """`fn(item)` for every item, at most `concurrency` at once (or under a shared `limiter`), in input order."""
+            policy: Optional[RetryPolicy] = None, limiter: Optional[Limiter] = None,
+            stopped: Optional[Callable[[], Optional[str]]] = None,
+            on_done: Optional[Callable[["Outcome[X, T]"], None]] = None) -> list[Outcome[X, T]]:
+    """`fn(item)` for every item, at most `concurrency` at once (or under a shared `limiter`), in input order.
+
+    `stopped()`, asked just before an item starts (once it has its turn), returns why no new item may start, or
+    None; an item not started gets a `NotStarted` error. `on_done(outcome)` hears of each item as it ends.
+    """
     if not items:
         return []
 
@@ -109,15 +119,23 @@ def fan_out(items: Sequence[X], fn: Callable[[X], T], *, concurrency: int = DEFA
             out.attempts += 1
             return fn(item)
 
+        def start() -> T:
+            why = stopped() if stopped is not None else None
+            if why:
+                raise NotStarted(why)
+            return retrying(attempt, policy)[0]
+
         try:
             if limiter is not None:
                 with limiter:
-                    out.value = retrying(attempt, policy)[0]
+                    out.value = start()
             else:
-                out.value = retrying(attempt, policy)[0]
+                out.value = start()
         except Exception as exc:  # noqa: BLE001 - a device's failure is a result, not a crash of the fleet
             out.error = exc
         out.seconds = time.perf_counter() - started
+        if on_done is not None:
+            on_done(out)
         return out
 
     workers = max(1, min(concurrency, len(items)))

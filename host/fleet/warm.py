@@ -21,12 +21,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import grpc
 
 from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
-from device_agent.errors import BuildFailed, DataLoss, ResourceExhausted
+from device_agent.errors import BuildFailed, DataLoss, InvalidInput, ResourceExhausted
 from host.client.agent import AgentClient, upload_timeout
 from host.client.errors import AgentError
 from host.fleet.classes import DeviceClass, classify, group
-from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, RetryPolicy, fan_out, first_line, is_unreachable,
-                               retrying)
+from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
+                               is_unreachable, retrying)
 from host.fleet.inventory import Device
 from protos import agent_pb2
 
@@ -60,6 +60,7 @@ class ClassResult:
     copied_to: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # already warm
     failed: list[Failure] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)  # the run stopped first (--max-failures)
     builds: int = 0
     build_s: float = 0.0                  # the builder's own parse + build seconds
     engines: list[str] = field(default_factory=list)
@@ -86,6 +87,7 @@ class ClassResult:
             "skipped": list(self.skipped),
             "unreachable": self.unreachable,
             "failed": [f.to_dict() for f in self.failed],
+            "not_started": list(self.not_started),
             "builds": self.builds,
             "build_s": round(self.build_s, 3),
             "engines": list(self.engines),
@@ -97,6 +99,7 @@ class WarmResult:
     classes: list[ClassResult] = field(default_factory=list)
     unreachable: list[Failure] = field(default_factory=list)   # not even queried: class unknown
     wall_s: float = 0.0
+    stopped: Optional[str] = None  # why devices were left not started (--max-failures), or None
 
     @property
     def builds(self) -> int:
@@ -108,7 +111,7 @@ class WarmResult:
 
     @property
     def ok(self) -> bool:
-        return not self.unreachable and all(not c.failed for c in self.classes)
+        return not self.unreachable and all(not c.failed and not c.not_started for c in self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +120,7 @@ class WarmResult:
             "build_s": round(self.build_s, 3),
             "unreachable": [f.to_dict() for f in self.unreachable],
             "wall_s": round(self.wall_s, 3),
+            "stopped": self.stopped,
             "ok": self.ok,
         }
 
@@ -126,7 +130,7 @@ class WarmEvent:
     """Progress, for the CLI's status lines and for tests that act at a given moment."""
 
     kind: str            # queried, unreachable, skipped, uploading, building, build_started, built,
-    device: str          # builder_lost, fetched, copied, failed
+    device: str          # builder_lost, fetched, copied, failed, not_started, retrying
     device_class: Optional[DeviceClass] = None
     detail: str = ""
 
@@ -169,16 +173,43 @@ class _Bundle:
         return [s.digest for s in self.manifest.segments]
 
 
+def failure_bound(spec: Optional[str], devices: int) -> Optional[int]:
+    """`--max-failures N` or `P%` (of the devices in the run, rounded down) as a count; None: no bound."""
+    if spec is None or str(spec).strip() == "":
+        return None
+    text = str(spec).strip()
+    try:
+        if text.endswith("%"):
+            percent = float(text[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError
+            return int(devices * percent / 100.0)
+        count = int(text)
+        if count < 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise InvalidInput(f"--max-failures {text!r}: give a count (e.g. 3) or a percentage of the devices "
+                           "(e.g. 10%)") from None
+
+
 def _bare(digest: str) -> str:
     return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
 
 
 class Warmer:
-    """One `warm` run over a set of devices; `run()` returns the result, failures included."""
+    """One `warm` run over a set of devices; `run()` returns the result, failures included.
+
+    `retry_for`: each device's calls are retried this long after it went away (0, the default: not at all; the CLI
+    passes --retry-for). `max_failures` ("N" or "P%"): once more devices than that have failed, no new device is
+    started (in-flight ones finish); the rest are reported `not_started`. A failed device keeps what it had: its
+    cache and store are only ever added to, and each addition is atomic.
+    """
 
     def __init__(self, devices: Sequence[Device], plan_for: PlanFor, *,
                  concurrency: int = DEFAULT_CONCURRENCY, policy: Optional[RetryPolicy] = None,
-                 on_event: Optional[EventFn] = None, workdir: Optional[Path] = None) -> None:
+                 on_event: Optional[EventFn] = None, workdir: Optional[Path] = None, retry_for: float = 0.0,
+                 max_failures: Optional[str] = None) -> None:
         names = [d.name or d.address for d in devices]
         if len(set(names)) != len(names):
             raise ValueError("device names must be unique")
@@ -189,6 +220,10 @@ class Warmer:
         self.policy = policy or RetryPolicy()
         self.on_event = on_event
         self.workdir = workdir
+        self.retry_for = retry_for
+        self.max_failures = None if max_failures is None else str(max_failures)
+        self.bound = failure_bound(self.max_failures, len(self.devices))
+        self._failed_devices: set[str] = set()
         self._clients: dict[str, AgentClient] = {}
         self._lock = threading.Lock()
         self._manifests: dict[Path, tuple[str, Manifest]] = {}
@@ -202,8 +237,32 @@ class Warmer:
         name = device.name or device.address
         with self._lock:
             if name not in self._clients:
-                self._clients[name] = AgentClient(device)
+                self._clients[name] = AgentClient(
+                    device, retry_for=self.retry_for,
+                    on_retry=lambda line, n=name: self._emit("retrying", n, None, line))
             return self._clients[name]
+
+    # -- the failure bound
+    def _note_failure(self, name: str) -> None:
+        with self._lock:
+            self._failed_devices.add(name)
+
+    def _stopped(self) -> Optional[str]:
+        """Why no new device may start, or None."""
+        if self.bound is None:
+            return None
+        with self._lock:
+            failed = len(self._failed_devices)
+        if failed <= self.bound:
+            return None
+        return (f"not started: {failed} device(s) failed, more than --max-failures {self.max_failures}"
+                + (f" ({self.bound} of {len(self.devices)})" if self.max_failures and
+                   self.max_failures.endswith("%") else ""))
+
+    def _noted(self, out: Any) -> None:
+        """fan_out's on_done: a device whose step failed counts against the bound at once."""
+        if out.error is not None and not isinstance(out.error, NotStarted):
+            self._note_failure(out.item.name)
 
     def close(self) -> None:
         with self._lock:
@@ -236,12 +295,15 @@ class Warmer:
                     self._emit("queried", name, members[-1][1])
                 else:
                     result.unreachable.append(Failure(name, first_line(out.error), is_unreachable(out.error)))
+                    self._note_failure(name)
                     self._emit("unreachable", name, None, first_line(out.error))
             grouped = group(members)
             with ThreadPoolExecutor(max_workers=max(1, len(grouped)), thread_name_prefix="warm-class") as pool:
                 result.classes = list(pool.map(lambda kv: self._warm_class(kv[0], kv[1]), grouped.items()))
         finally:
             self.close()
+        if any(c.not_started for c in result.classes):
+            result.stopped = self._stopped()
         result.wall_s = time.perf_counter() - started
         return result
 
@@ -256,7 +318,8 @@ class Warmer:
         res.bundle_digest = bundle.digest
         # 1. one query per device: which engines it holds (and whether it has the bundle)
         states = fan_out(members, lambda m: self._state(m, cls, bundle), limiter=self.limiter,
-                         concurrency=self.concurrency, policy=self.policy)
+                         concurrency=self.concurrency, policy=self.policy, stopped=self._stopped,
+                         on_done=self._noted)
         pending: list[_Member] = []
         holders: dict[str, dict[str, agent_pb2.EngineEntry]] = {}
         for out in states:
@@ -285,13 +348,19 @@ class Warmer:
             if not holders:
                 uploads = background.submit(fan_out, candidates[1:], lambda m: self._client(m.device).upload(
                     bundle.path, digest=bundle.digest, kind="bundle"), limiter=self.limiter,
-                    concurrency=self.concurrency, policy=self.policy)
+                    concurrency=self.concurrency, policy=self.policy, stopped=self._stopped,
+                    on_done=self._noted)
             source, entries = self._source(res, bundle, holders, members, candidates, uploads)
+        for out in (uploads.result() if uploads is not None else []):
+            if not out.ok and out.item.name not in {f.device for f in res.failed} | set(res.not_started) \
+                    and out.item.name != res.built_on:
+                self._fail(res, out.item.name, out.error, "upload")
         if source is None:
             return res
         res.source = source.name
         res.engines = [e.key for e in entries]
-        done = {f.device for f in res.failed} | ({source.name} if source.name == res.built_on else set())
+        done = {f.device for f in res.failed} | set(res.not_started) | (
+            {source.name} if source.name == res.built_on else set())
         pending = [m for m in pending if m.name not in done]
         # 3. fetch once, put everywhere else
         with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
@@ -303,7 +372,8 @@ class Warmer:
                 return res
             self._emit("fetched", source.name, cls, f"{len(plans)} engine(s)")
             copies = fan_out(pending, lambda m: self._copy(m, cls, bundle, plans, holders.get(m.name, {})),
-                             limiter=self.limiter, concurrency=self.concurrency, policy=self.policy)
+                             limiter=self.limiter, concurrency=self.concurrency, policy=self.policy,
+                             stopped=self._stopped, on_done=self._noted)
         for out in copies:
             if out.ok:
                 res.copied_to.append(out.item.name)
@@ -312,6 +382,12 @@ class Warmer:
         return res
 
     def _fail(self, res: ClassResult, name: str, exc: BaseException, stage: str) -> None:
+        if isinstance(exc, NotStarted):
+            if name not in res.not_started:
+                res.not_started.append(name)
+                self._emit("not_started", name, res.device_class, str(exc))
+            return
+        self._note_failure(name)
         unreachable = is_unreachable(exc)
         reason = f"{stage}: {'unreachable: ' if unreachable else ''}{first_line(exc)}"
         res.failed.append(Failure(name, reason, unreachable))
@@ -348,6 +424,11 @@ class Warmer:
             try:
                 entries = self._build(res, builder, bundle)
             except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, NotStarted):
+                    for m in candidates[n:]:
+                        if m.name not in {f.device for f in res.failed}:
+                            self._fail(res, m.name, exc, "build")
+                    return None, []
                 if _out_of_resources(exc):  # this device's disk or memory, not the model: try another
                     self._fail(res, builder.name, exc, "builder out of resources")
                     continue
@@ -377,6 +458,9 @@ class Warmer:
         cls = res.device_class
         client = self._client(builder.device)
         with self.limiter:
+            why = self._stopped()  # checked once this builder has its turn
+            if why:
+                raise NotStarted(why)
             self._emit("uploading", builder.name, cls, bundle.digest)
             retrying(lambda: client.upload(bundle.path, digest=bundle.digest, kind="bundle"), self.policy)
             self._emit("building", builder.name, cls, bundle.digest)
