@@ -19,7 +19,7 @@ import numpy as np
 
 from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
                                        ProbeResult, TensorMeta)
-from device_agent.errors import BuildFailed, PreconditionFailed, Unavailable
+from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, Unavailable
 
 
 def import_trt() -> Tuple[Any, str]:
@@ -165,15 +165,24 @@ class _CudaRt:
 
 
 class TrtEngine(Engine):
+    """A deserialized engine. Its inputs/outputs carry the bundle's declared dtypes when given: TensorRT < 10's
+    parser turns INT64 segment I/O into INT32 bindings, so arrays are cast to each binding's dtype
+    (``trt.nptype``) on the way in and back to the declared dtype on the way out."""
+
     backend = "tensorrt"
 
-    def __init__(self, trt: Any, engine: Any, logger: Any) -> None:
+    def __init__(self, trt: Any, engine: Any, logger: Any, declared_inputs: Optional[List[TensorMeta]] = None,
+                 declared_outputs: Optional[List[TensorMeta]] = None) -> None:
         self.trt, self.engine, self.logger = trt, engine, logger
         self.v3 = hasattr(engine, "num_io_tensors")  # name-based I/O API, TensorRT >= 8.5
         self.context = engine.create_execution_context()
+        declared = {m.name: m.dtype for m in list(declared_inputs or []) + list(declared_outputs or [])}
+        self.binding_dtypes: Dict[str, str] = {}
         ins, outs = [], []
         for name, is_input, dtype, shape in self._io():
-            (ins if is_input else outs).append(TensorMeta(name, dtype, tuple(d if d >= 0 else None for d in shape)))
+            self.binding_dtypes[name] = dtype
+            meta = TensorMeta(name, declared.get(name, dtype), tuple(d if d >= 0 else None for d in shape))
+            (ins if is_input else outs).append(meta)
         super().__init__(ins, outs)
         self.cuda = _CudaRt()
         self._buffers: Dict[str, Tuple[int, Any, int]] = {}
@@ -206,8 +215,22 @@ class TrtEngine(Engine):
         with self._run_lock:
             return self._run_locked(feeds)
 
+    def _to_binding(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """The array in the engine binding's dtype (int64 -> int32 below TensorRT 10), refusing values it cannot hold."""
+        want = np.dtype(self.binding_dtypes.get(name, arr.dtype.name))
+        if arr.dtype == want:
+            return arr
+        if np.issubdtype(want, np.integer) and np.issubdtype(arr.dtype, np.integer) and arr.size:
+            info = np.iinfo(want)
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < info.min or hi > info.max:
+                raise InvalidInput(f"input {name!r} holds {lo}..{hi}, outside the {want.name} range of the engine's "
+                                   f"binding (TensorRT {self.trt.__version__} takes {arr.dtype.name} as {want.name})")
+        return np.ascontiguousarray(arr.astype(want))
+
     def _run_locked(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         ctx, cuda = self.context, self.cuda
+        feeds = {name: self._to_binding(name, arr) for name, arr in feeds.items()}
         names = [m.name for m in self.inputs + self.outputs]
         for name, arr in feeds.items():
             if self.v3:
@@ -217,7 +240,7 @@ class TrtEngine(Engine):
         outputs: Dict[str, np.ndarray] = {}
         for m in self.outputs:
             shape = ctx.get_tensor_shape(m.name) if self.v3 else ctx.get_binding_shape(names.index(m.name))
-            outputs[m.name] = np.empty(tuple(shape), dtype=m.dtype)
+            outputs[m.name] = np.empty(tuple(shape), dtype=self.binding_dtypes.get(m.name, m.dtype))
         ptrs = {}
         for name, arr in list(feeds.items()) + list(outputs.items()):
             ptrs[name] = self._buffer(name, arr.nbytes)
@@ -242,7 +265,9 @@ class TrtEngine(Engine):
         self._times["h2d"].append(cuda.elapsed_ms(ev[0], ev[1]))
         self._times["gpu_compute"].append(cuda.elapsed_ms(ev[1], ev[2]))
         self._times["d2h"].append(cuda.elapsed_ms(ev[2], ev[3]))
-        return outputs
+        declared = {m.name: m.dtype for m in self.outputs}
+        return {name: arr if arr.dtype == np.dtype(declared[name]) else arr.astype(declared[name])
+                for name, arr in outputs.items()}
 
     def timings(self) -> Dict[str, float]:
         return {k: float(np.mean(v)) for k, v in self._times.items() if v}
@@ -353,7 +378,7 @@ class TensorRTBackend(Backend):
         if engine is None:
             said = " | ".join(logger.messages[-3:]) or "no message"
             raise PreconditionFailed(f"{module} {trt.__version__} runtime refused the engine on this GPU: {said}")
-        return TrtEngine(trt, engine, logger)
+        return TrtEngine(trt, engine, logger, list(spec.inputs), list(spec.outputs))
 
 
 def _atomic_write(path: str, data: bytes) -> None:
