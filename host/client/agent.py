@@ -199,7 +199,8 @@ class AgentClient:
                             finished=lambda ev: ev.WhichOneof("event") == "summary")
 
     def run(self, request: agent_pb2.RunRequest, timeout: float = UNARY_TIMEOUT_S * 10) -> agent_pb2.RunReply:
-        return self._call(self.stub.Run, request, timeout=timeout)
+        """Repeated on a lost agent (a run changes nothing but the engine cache), not on its own deadline."""
+        return self.retrier.call("Run", lambda: self._call(self.stub.Run, request, timeout=timeout), deadline=False)
 
     def benchmark(self, request: agent_pb2.BenchmarkRequest,
                   timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BenchmarkEvent]:

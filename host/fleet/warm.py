@@ -447,8 +447,10 @@ class Warmer:
         return None, []
 
     def _alive(self, m: _Member) -> bool:
+        """One GetInfo without retries: the build's own calls already had the whole retry window."""
         try:
-            self._client(m.device).info(timeout=5.0)
+            with AgentClient(m.device) as client:
+                client.info(timeout=5.0)
             return True
         except Exception:  # noqa: BLE001
             return False
