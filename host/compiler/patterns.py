@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from host.compiler.optable.base import (INDEX_TYPES, V1000, Check, Context, Ladder, Rule,
                                         attr, axes_of, first_version_with, input_value, needs, types_at, ver)
@@ -82,8 +83,9 @@ def _type_reason(op: str, rule: Rule, name: str, dt: str, lad: Optional[Ladder],
         return f"{op} on {dt} tensor {name!r} is not offloaded (TensorRT takes int32/int64/bool there)"
     taken = types_at(lad, ctx.trt)
     if dt in taken:
-        if ctx.use_implicit_batch and dt in ("int32", "int64") and rule.op not in ("Cast",):
-            return f"{op} on {dt} tensor {name!r} (a shape tensor) is not offloaded with use_implicit_batch"
+        if ctx.use_implicit_batch and dt in ("int32", "int64"):
+            return (f"{op} on {dt} tensor {name!r} is not offloaded with use_implicit_batch "
+                    "(int data, shape tensors among it, is taken in explicit batch only)")
         return None
     later = first_version_with(lad, dt, ctx.trt)
     if later is not None:
@@ -140,6 +142,19 @@ def _vi_type(vi: onnx.ValueInfoProto) -> Optional[Tuple[str, list]]:
     return dt, [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
 
 
+def _constant_value(node: onnx.NodeProto) -> Optional[onnx.TensorProto]:
+    """A Constant node's value as a tensor, whichever value attribute it uses (None: sparse or string)."""
+    name = node.output[0]
+    for a in node.attribute:
+        if a.name == "value":
+            return a.t
+        if a.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            v = onnx.helper.get_attribute_value(a)
+            arr = np.array(v, np.float32 if "float" in a.name else np.int64)
+            return numpy_helper.from_array(arr, name)
+    return None
+
+
 def _inner_context(g: onnx.GraphProto, ctx: Context) -> Context:
     types = dict(ctx.types)
     for vi in list(g.input) + list(g.value_info) + list(g.output):
@@ -151,8 +166,12 @@ def _inner_context(g: onnx.GraphProto, ctx: Context) -> Context:
         inits[init.name] = init
         types[init.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).name, list(init.dims))
     for n in g.node:
-        if n.op_type == "Constant" and n.output and attr(n, "value") is not None:
-            inits[n.output[0]] = attr(n, "value")
+        if n.op_type == "Constant" and n.output:
+            value = _constant_value(n)
+            if value is not None:
+                inits[n.output[0]] = value
+                types[n.output[0]] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.data_type)).name,
+                                      list(value.dims))
     constants = set(ctx.constants) | set(inits)
     return dataclasses.replace(ctx, types=types, constants=constants, initializers=inits, in_subgraph=True)
 
@@ -180,18 +199,21 @@ def _implicit_batch_reason(node: onnx.NodeProto, rule: Rule, ctx: Context) -> Op
     rank = ctx.rank(node.input[0]) if node.input else 0
     axes = None
     if rule.batch_axis_attr:
-        axes = axes_of(node, ctx, rule.batch_axis_attr, 1 if rule.batch_axis_attr == "axes" else None)
+        axes_input = 1 if rule.batch_axis_attr == "axes" else None
+        axes = axes_of(node, ctx, rule.batch_axis_attr, axes_input)
+        has_axes_input = axes_input is not None and len(node.input) > 1 and bool(node.input[1])
         if axes is None and op in _DEFAULT_AXIS:
             axes = [_DEFAULT_AXIS[op]]
         if axes is None and op in ("Softmax", "LogSoftmax", "Hardmax"):
             axes = [-1 if ctx.model_opset >= 13 else 1]
         if axes is None and op == "MeanVarianceNormalization":
             axes = [0, 2, 3]
+        if axes is None and has_axes_input:
+            return f"{op} over axes the op table cannot read may touch the batch axis (use_implicit_batch)"
         if axes is None and op.startswith("Reduce"):
             return f"{op} over all axes touches the batch axis (use_implicit_batch)"
-        if axes is None and rule.batch_axis_attr == "axes" and op in ("Squeeze", "Unsqueeze"):
-            if op == "Squeeze" and len(node.input) < 2:
-                return "Squeeze of every size-1 axis may touch the batch axis (use_implicit_batch)"
+        if axes is None and op == "Squeeze":
+            return "Squeeze of every size-1 axis may touch the batch axis (use_implicit_batch)"
     if op == "CumSum":
         v = input_value(node, 1, ctx)
         axes = None if v is None else [int(np.atleast_1d(v)[0])]

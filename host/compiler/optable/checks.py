@@ -133,9 +133,16 @@ def upsample_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
     return None
 
 
-def grid_sample_4d(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
+def grid_sample_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
+    """4-d input (10.0 list). Opset 20 renamed the modes (bilinear -> linear, bicubic -> cubic); a segment
+    written below 20 keeps the node's attributes as they are, so the new names cannot go there."""
     if ctx.rank(node.input[0]) != 4:
         return f"GridSample on a {ctx.rank(node.input[0])}-d input is not offloaded (TensorRT takes 4-d input)"
+    mode = attr(node, "mode")  # absent: each opset's default is the same (bi)linear mode
+    seg_opset = min(ctx.model_opset, ctx.parser_opset)
+    if mode in ("linear", "cubic") and seg_opset < 20:
+        return (f"GridSample mode {mode!r} (opset-20 name) is not written at the segment's opset {seg_opset}; "
+                f"{needs('it', V1000, ctx)}")
     return None
 
 

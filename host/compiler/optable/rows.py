@@ -187,7 +187,8 @@ LISTS: List[Rule] = [
          types=ladder("F", V860, "F I B"), source="7.2.1", note="static input shapes before 8.6"),
     # resampling, vision
     _new("Upsample", V515, const_inputs=(1,), checks=[c.upsample_mode], source="5.1"),
-    _new("GridSample", V850, checks=[c.grid_sample_4d], source="8.5-GA", note="4-d input (10.0 list)"),
+    _new("GridSample", V850, checks=[c.grid_sample_ok], source="8.5-GA",
+         note="4-d input (10.0 list); opset-20 mode names only in opset-20 segments"),
     _new("RoiAlign", V850, explicit_batch_only=True, source="8.5-GA"),
     _new("NonMaxSuppression", V850, explicit_batch_only=True, source="8.5-GA",
          note="8.0-8.4 lists: experimental, output padded to a fixed shape (not ONNX's), so from 8.5"),

@@ -302,7 +302,8 @@ def test_loop_body_is_checked_node_by_node_and_scan_outputs_need_a_constant_trip
     (lambda: one("Reshape", [("x", F, [4, 2])], [("y", F, [2, 4])], inits={"s": np.array([2, 4], np.int64)}),
      "Reshape that changes the batch axis is not offloaded (use_implicit_batch)"),
     (lambda: one("Add", [("a", I32, [2, 4]), ("b", I32, [2, 4])], [("y", I32, [2, 4])]),
-     "Add on int32 tensor 'a' (a shape tensor) is not offloaded with use_implicit_batch"),
+     "Add on int32 tensor 'a' is not offloaded with use_implicit_batch (int data, shape tensors among it, is "
+     "taken in explicit batch only)"),
     (lambda: one("Split", [("x", F, [4, 2])], [("a", F, [2, 2]), ("b", F, [2, 2])], opset=13),
      "Split along axis 0 touches the batch axis (use_implicit_batch)"),
     (lambda: one("NonZero", [("x", F, [4, 2])], [("y", I64, [2, 8])]),
@@ -362,3 +363,24 @@ def test_shape_subgraph_stays_in_tvm_before_shape_tensors_and_with_implicit_batc
     why = {e["op"]: e["reason"] for e in part.not_offloaded}
     assert why["Shape"] == "Shape is not offloaded with use_implicit_batch (it needs explicit batch)"
     assert sorted(why) == ["Concat", "Gather", "Reshape", "Shape", "Unsqueeze"]
+
+
+def test_constant_nodes_inside_a_branch_are_constants_for_the_nodes_after_them():
+    axes = helper.make_node("Constant", [], ["ax"], value_ints=[0])
+    then_nodes = [axes, helper.make_node("Unsqueeze", ["x", "ax"], ["t"])]
+    else_nodes = [helper.make_node("Constant", [], ["ax2"], value_ints=[0]),
+                  helper.make_node("Unsqueeze", ["x", "ax2"], ["u"]), helper.make_node("Neg", ["u"], ["e"])]
+    m = model([_if(then_nodes, else_nodes, "t", "e", shape=(1, 4))], [("c", B, []), ("x", F, [4])],
+              [("y", F, [1, 4])])
+    assert reason(m, "8.5.2") is None
+
+
+def test_implicit_batch_refuses_axes_it_cannot_read():
+    # a context without the constants' values (as a caller that passes only their names builds it)
+    m = one("Unsqueeze", [("x", F, [4, 2])], [("y", F, [4, 1, 2])], inits={"ax": np.array([1], np.int64)})
+    c = ctx_for(m, "8.2.1", implicit=True)
+    blind = Context(types=c.types, constants=c.constants, trt=c.trt, parser_opset=c.parser_opset,
+                    model_opset=c.model_opset, use_implicit_batch=True)
+    assert check_node(c.nodes[0], c) is None
+    assert check_node(c.nodes[0], blind) == ("Unsqueeze over axes the op table cannot read may touch the batch axis "
+                                             "(use_implicit_batch)")
