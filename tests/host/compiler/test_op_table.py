@@ -384,3 +384,30 @@ def test_implicit_batch_refuses_axes_it_cannot_read():
     assert check_node(c.nodes[0], c) is None
     assert check_node(c.nodes[0], blind) == ("Unsqueeze over axes the op table cannot read may touch the batch axis "
                                              "(use_implicit_batch)")
+
+
+@pytest.mark.parametrize("trt, parts", [("8.2.1", [("trt_0", "all")]), ("10.3.0", [("trt_0", "all")]),
+                                        ("7.1.3", [("trt_0", ["Relu"]), ("tvm_0", "shape"), ("trt_1", ["Add"])])])
+def test_compiled_dynamic_batch_model_keeps_its_shape_subgraph_in_one_segment(tiny, save_model, tmp_path, trt, parts):
+    # what exporters write for x.view(x.size(0), -1) + a ones-mask of the same shape; --batch keeps it symbolic
+    from device_agent.bundle import Bundle
+    from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
+    from host.compiler.api import compile_model
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["b"], axis=0), helper.make_node("Unsqueeze", ["b", "ax0"], ["bu"]),
+             helper.make_node("Concat", ["bu", "c12"], ["shp"], axis=0),
+             helper.make_node("ConstantOfShape", ["shp"], ["ones"], value=helper.make_tensor("v", F, [1], [1.0])),
+             helper.make_node("Reshape", ["r", "shp"], ["y0"]), helper.make_node("Add", ["y0", "ones"], ["y"])]
+    m = tiny(nodes, [("x", ["N", 3, 4])], [("y", ["N", 12])],
+             inits={"i0": np.array(0, np.int64), "ax0": np.array([0], np.int64), "c12": np.array([12], np.int64)})
+    r = compile_model(save_model(m), tmp_path / "out", trt_version=trt, batch="1:2:4")
+    shape_ops = ["Shape", "Gather", "Unsqueeze", "Concat", "ConstantOfShape", "Reshape"]
+    want = [(pid, ["Relu"] + shape_ops + ["Add"] if ops == "all" else shape_ops if ops == "shape" else ops)
+            for pid, ops in parts]
+    assert [(p["id"], p["ops"]) for p in r.parts] == want
+    b = Bundle.open(r.bundle_dir)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, 3, 4)).astype(np.float32)
+        got = run_bundle(b, onnxruntime_runners(b), {"x": x})["y"]
+        np.testing.assert_allclose(got, np.maximum(x, 0).reshape(n, 12) + 1, rtol=1e-6)
