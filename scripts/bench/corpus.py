@@ -422,11 +422,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     (cache / "work").mkdir(parents=True, exist_ok=True)
     entries = cm.by_name([n for n in args.models.split(",") if n])
     t0 = time.perf_counter()
-    agent = None
+    agent, agent_dir = None, None
     if args.push and args.device == "own":  # not the shared `local` agent, which may run other code than ours
         from _agent import start_agent
 
-        agent, args.device = start_agent(cache / "agent-store")
+        agent_dir = Path(tempfile.mkdtemp(prefix="agent-", dir=cache / "work"))  # its store, bundles, engines
+        agent, args.device = start_agent(agent_dir / "store")
     try:
         rows = [run_model(e, args, cache) for e in entries]
     finally:
@@ -434,6 +435,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             from _agent import stop_agent
 
             stop_agent(agent)
+        if agent_dir is not None:
+            shutil.rmtree(agent_dir, ignore_errors=True)
     wall = time.perf_counter() - t0
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
