@@ -137,9 +137,8 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     parser_opset = max_parser_opset(trt)
     seg_opset = min(loaded.opset, parser_opset)
-    ctx = Context(types=loaded.value_types, constants={i.name for i in loaded.model.graph.initializer},
-                  trt=trt, parser_opset=parser_opset, model_opset=loaded.opset,
-                  use_implicit_batch=opts.use_implicit_batch)
+    ctx = Context.for_model(loaded.model, loaded.value_types, trt, parser_opset, loaded.opset,
+                            opts.use_implicit_batch)
     part, emitted = _partition_and_emit(loaded, ctx, opts, seg_opset)
 
     out = Path(out_dir)
@@ -161,7 +160,7 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                 opset=seg_opset))
         remainder = None
         if not part.fully_offloaded:
-            lower.check_importable(part, profile.trt_version)
+            lower.check_importable(part, ctx, opts.exclude_ops)
             mod = lower.build_module(loaded.model, part, loaded.value_types,
                                      [s.name for s in loaded.inputs], [s.name for s in loaded.outputs],
                                      loaded.opset)

@@ -12,15 +12,15 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import onnx
 
 from device_agent.errors import InvalidInput, Unavailable
 from host.compiler.emit import EmitError, part_model
 from host.compiler.partition import TRT, Partition
-from host.compiler.patterns import OP_TABLE
-from host.compiler.profiles import Profile, format_version, parse_version
+from host.compiler.patterns import Context, check_node, first_version_taking
+from host.compiler.profiles import Profile, format_version
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _ops_within(node: onnx.NodeProto) -> List[str]:
     return ops
 
 
-def check_importable(part_list: Partition, trt_version: str) -> None:
+def check_importable(part_list: Partition, ctx: Context, exclude: Sequence[str] = ()) -> None:
     """Fail with one line before importing when a node neither TensorRT nor TVM's ONNX importer takes.
 
     Without this, such an op ends in TVM and the user sees the importer's message about a whole part.
@@ -62,6 +62,7 @@ def check_importable(part_list: Partition, trt_version: str) -> None:
 
     known = set(_get_convert_map()) | {"If"}  # the importer handles If itself, outside its convert map
     reasons = {e["node"]: e["reason"] for e in part_list.not_offloaded}
+    target = format_version(ctx.trt)
     for part in part_list.parts:
         if part.kind == TRT:
             continue
@@ -69,15 +70,15 @@ def check_importable(part_list: Partition, trt_version: str) -> None:
             missing = [op for op in dict.fromkeys(_ops_within(node)) if op not in known]
             if not missing:
                 continue
-            rule = OP_TABLE.get(node.op_type)
-            if rule is not None and parse_version(trt_version) < rule.min_trt:
-                fix = (f"TensorRT >= {format_version(rule.min_trt)} takes it: compile for a device or "
-                       f"--trt-version that has it")
+            if node.op_type in exclude and check_node(node, ctx) is None:
+                fix = f"drop --no-offload {node.op_type}: TensorRT {target} takes it"
             else:
-                fix = "re-export the model without it, or for a target whose TensorRT takes it"
+                would = first_version_taking(node, ctx)
+                fix = (f"TensorRT >= {would} takes it: compile for a device or --trt-version that has it" if would
+                       else "no TensorRT version in the op table takes it as written: re-export the model without it")
             inner = "" if missing == [node.op_type] else f" (inside it: {', '.join(missing)})"
             raise TvmImportError(
-                f"{node.op_type} node {node.name!r}{inner} cannot be compiled for TensorRT {trt_version}: "
+                f"{node.op_type} node {node.name!r}{inner} cannot be compiled for TensorRT {target}: "
                 f"{reasons.get(node.name, 'not offloaded')}, and TVM 0.27's ONNX importer has no "
                 f"{', '.join(missing)}; {fix}")
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import onnx
 
-from host.compiler.patterns import MAC_OPS, Context, check_node
+from host.compiler.patterns import MAC_OPS, Context, check_node, outer_scope_inputs
 
 TRT, TVM = "tensorrt", "tvm"
 
@@ -44,31 +44,13 @@ class Partition:
         return all(p.kind == TRT for p in self.parts) and len(self.parts) == 1
 
 
-def _outer_names(graph: onnx.GraphProto) -> List[str]:
-    """Names a subgraph reads from enclosing scopes (used, and defined nowhere inside it)."""
-    defined = {vi.name for vi in graph.input} | {i.name for i in graph.initializer}
-    defined |= {i.values.name for i in graph.sparse_initializer}
-    out: List[str] = []
-    for n in graph.node:
-        for t in node_inputs(n):
-            if t and t not in defined and t not in out:
-                out.append(t)
-        defined.update(t for t in n.output if t)
-    return out
-
-
 def node_inputs(node: onnx.NodeProto) -> List[str]:
     """A node's inputs including the outer-scope values its subgraphs read (If branches, Loop bodies).
 
     Those implicit inputs are real dependencies: a part that holds the node must receive them.
     """
     names = [t for t in node.input if t]
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else \
-            list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
-        for g in graphs:
-            names.extend(t for t in _outer_names(g) if t not in names)
-    return names
+    return names + [t for t in outer_scope_inputs(node) if t not in names]
 
 
 class _Groups:

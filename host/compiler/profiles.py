@@ -24,13 +24,13 @@ def format_version(v: Version) -> str:
     return ".".join(str(p) for p in v)
 
 
-# Highest ONNX opset each TensorRT release's ONNX parser documents (onnx-tensorrt release notes).
+# Highest ONNX opset each TensorRT release's ONNX parser documents (onnx-tensorrt docs/operators.md per release branch).
 _PARSER_OPSET = [
     ((5, 0, 0), 9),
     ((6, 0, 0), 10),
     ((7, 0, 0), 11),
     ((8, 0, 0), 13),
-    ((8, 4, 0), 15),
+    ((8, 4, 0), 17),
     ((8, 5, 0), 17),
     ((8, 6, 0), 17),
     ((10, 0, 0), 20),

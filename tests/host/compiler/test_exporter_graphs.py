@@ -121,7 +121,10 @@ def test_op_neither_tensorrt_nor_tvm_takes_fails_naming_op_node_and_the_version_
         compile_model(path, tmp_path / "out", exclude_ops=("LSTM",))
     msg = str(err.value)
     assert "\n" not in msg and "LSTM node 'encoder/lstm'" in msg and "TVM 0.27's ONNX importer has no LSTM" in msg
-    assert "kept in TVM on request (--no-offload LSTM)" in msg
+    assert "kept in TVM on request (--no-offload LSTM)" in msg and "drop --no-offload LSTM: TensorRT 10.3.0 takes it" in msg
+    with pytest.raises(TvmImportError) as err:  # a target below the first TensorRT whose parser has LSTM
+        compile_model(path, tmp_path / "old", trt_version="6.0.1")
+    assert f"TensorRT >= {need} takes it: compile for a device or --trt-version that has it" in str(err.value)
     assert not (tmp_path / "out").exists()
     # and where the target's TensorRT takes it, it is simply offloaded
     r = compile_model(path, tmp_path / "ok")
