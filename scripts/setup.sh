@@ -13,6 +13,9 @@ command -v tc >/dev/null || need_apt+=(iproute2)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v strace >/dev/null || need_apt+=(strace)  # tests/device_agent/test_commit_order.py
+# An emulated Jetson (deploy agent emulate, tests/system/test_emulated_jetson.py): qemu user mode, Debian's arm64 key
+command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt+=(debian-archive-keyring)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
