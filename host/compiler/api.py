@@ -133,7 +133,7 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     batch = frontend.BatchRange.parse(opts.batch) if opts.batch else None
     model, digest = frontend.load_model(model_path)
     loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
-                              fold=opts.fold)
+                              fold=opts.fold, samples=opts.sample_inputs)
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     parser_opset = max_parser_opset(trt)
     seg_opset = min(loaded.opset, parser_opset)

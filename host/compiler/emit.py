@@ -45,6 +45,26 @@ def _fits(node: onnx.NodeProto, new, cur) -> bool:
         bool(new.outputs) and new.outputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
 
 
+def _without_default_attributes(node: onnx.NodeProto, new, cur) -> onnx.NodeProto:
+    """Drop attributes the older schema lacks when they hold the newer schema's default (``Reshape``'s
+    ``allowzero=0``, which every exporter at opset >= 14 writes): the node means the same without them."""
+    drop = []
+    for a in node.attribute:
+        if a.name in new.attributes or a.name not in cur.attributes:
+            continue
+        default = cur.attributes[a.name].default_value
+        if default.type != onnx.AttributeProto.UNDEFINED and \
+                helper.get_attribute_value(default) == helper.get_attribute_value(a):
+            drop.append(a.name)
+    if not drop:
+        return node
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    del out.attribute[:]
+    out.attribute.extend(a for a in node.attribute if a.name not in drop)
+    return out
+
+
 def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, onnx.TensorProto],
                     types: Dict[str, Tuple[str, list]]) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
     """The node (and weights) rewritten for opset ``dst``; raises EmitError when it has no form there."""
@@ -65,6 +85,7 @@ def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, o
         del n.attribute[:]
         n.attribute.extend([helper.make_attribute("axis", rank - 1)])
         return [n], []
+    node = _without_default_attributes(node, new, cur)
     if _signature(new) == _signature(cur) or _fits(node, new, cur):
         return [node], []  # only types changed, or the node uses nothing the older version lacks
     extra = [a.name for a in node.attribute if a.name not in new.attributes]

@@ -148,11 +148,13 @@ def _fold_constants(model: onnx.ModelProto) -> None:
 
 
 def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optional[Dict[str, Sequence[int]]] = None,
-            batch: Optional[BatchRange] = None, fold: bool = False) -> LoadedModel:
+            batch: Optional[BatchRange] = None, fold: bool = False,
+            samples: Optional[Dict[str, np.ndarray]] = None) -> LoadedModel:
     """Check opset and graph, resolve input dims, infer every tensor's shape.
 
     ``fold``: fold constants and shape subgraphs once the dims are bound (``simplify``); the
-    conformance harness leaves it off so each single-op case keeps its op.
+    conformance harness leaves it off so each single-op case keeps its op. ``samples``: the user's
+    inputs, fed to the runs that read shapes the graph computes (a VAD's sample rate picks its branch).
     """
     opset = model_opset(model)
     if not MIN_SOURCE_OPSET <= opset <= MAX_SOURCE_OPSET:
@@ -227,9 +229,9 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     unknown = [t for n in model.graph.node for t in n.output
                if t and (t not in types or any(isinstance(d, str) and not is_batch_dim(d) for d in types[t][1]))]
     if unknown and batch is None:
-        types.update(_shapes_by_running(model, declared, concrete, unknown))
+        types.update(_shapes_by_running(model, declared, concrete, unknown, samples))
     elif unknown:
-        types.update(_batch_shapes_by_running(model, declared, concrete, unknown, batch))
+        types.update(_batch_shapes_by_running(model, declared, concrete, unknown, batch, samples))
     produced = {t for n in model.graph.node for t in n.output}
     outputs: List[TensorSpec] = []
     for vi in model.graph.output:
@@ -259,17 +261,18 @@ def is_batch_dim(d: Union[int, str]) -> bool:
 
 
 def _batch_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
-                             names: List[str], batch: BatchRange) -> Dict[str, Tuple[str, List]]:
+                             names: List[str], batch: BatchRange,
+                             samples: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Tuple[str, List]]:
     """With a dynamic batch, shapes ONNX inference cannot follow (``Reshape`` to a shape computed from the
     batch) from runs at two batch sizes: a dim that follows the batch is "batch" (or "batch*K"), one that
     stays is a number, anything else stays unknown."""
     other = batch.max if batch.max != batch.opt else batch.min
-    at_opt = _shapes_by_running(model, inputs, shapes, names)
+    at_opt = _shapes_by_running(model, inputs, shapes, names, samples)
     if other == batch.opt:
         return at_opt
     dynamic = {s.name for s in inputs if s.shape and s.shape[0] == "batch"}
     shapes2 = {k: ([other] + v[1:] if k in dynamic else v) for k, v in shapes.items()}
-    at_other = _shapes_by_running(model, inputs, shapes2, names)
+    at_other = _shapes_by_running(model, inputs, shapes2, names, samples)
     out: Dict[str, Tuple[str, List]] = {}
     for n in names:
         (dtype, a), (_, b) = at_opt[n], at_other[n]
@@ -290,8 +293,10 @@ def _batch_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], s
 
 
 def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
-                       names: List[str]) -> Dict[str, Tuple[str, List]]:
-    """Shapes ONNX inference leaves open (shape computed by the graph), taken from one onnxruntime run."""
+                       names: List[str], samples: Optional[Dict[str, np.ndarray]] = None
+                       ) -> Dict[str, Tuple[str, List]]:
+    """Shapes ONNX inference leaves open (shape computed by the graph), taken from one onnxruntime run
+    on the samples that fit ``shapes`` (seeded data for the rest)."""
     import onnxruntime as ort
 
     from host.compiler.reference import make_inputs
@@ -305,7 +310,11 @@ def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes:
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feed = make_inputs(inputs, shapes, seed=0)
+        fitting = {k: np.asarray(v, dtype=np.dtype(spec.dtype)) for spec in inputs
+                   for k, v in (samples or {}).items()
+                   if k == spec.name and list(np.shape(v)) == list(shapes[k])
+                   and np.asarray(v).dtype.kind == np.dtype(spec.dtype).kind}
+        feed = make_inputs(inputs, shapes, seed=0, samples=fitting)
         outs = sess.run(names, {i.name: feed[i.name] for i in sess.get_inputs()})
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
         raise ShapeError(f"shapes cannot be resolved (onnxruntime: {str(e).splitlines()[0][:160]}); "

@@ -85,12 +85,63 @@ def check_importable(part_list: Partition, ctx: Context, exclude: Sequence[str] 
 
 @contextlib.contextmanager
 def tvm_warnings_to_log() -> Iterator[None]:
-    """TVM's Python warnings (an importer gives hundreds of "Renaming name ...") go to the log, not the terminal."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        log.info("tvm: %s", w.message)
+    """TVM's warnings go to the log, not the terminal: its Python warnings (an importer gives hundreds of
+    "Renaming name ...") and what its C++ side writes to stderr ("Warning: Fast mode segfaults ...").
+
+    The C++ logger writes to file descriptor 2 directly, so that descriptor is pointed at a temp file
+    for the duration and each line is logged after."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log.info("tvm: %s", line.strip())
+            for w in caught:
+                log.info("tvm: %s", w.message)
+
+
+def _safe_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The part with every tensor renamed ``t0, t1, ...``: exporters' names (``model_1/cq/Pow;...``) become
+    TVM variable names and then CUDA kernel parameters, which NVRTC rejects. Parts are called by position,
+    so the names carry no meaning past this point."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    names: Dict[str, str] = {}
+
+    def new(name: str) -> str:
+        if not name:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names)}"
+        return names[name]
+
+    def walk(g: onnx.GraphProto) -> None:
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            vi.name = new(vi.name)
+        for t in g.initializer:
+            t.name = new(t.name)
+        for n in g.node:
+            n.input[:] = [new(t) for t in n.input]
+            n.output[:] = [new(t) for t in n.output]
+            for a in n.attribute:
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    walk(sub)
+
+    walk(m.graph)
+    return m
 
 
 def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, Tuple[str, list]],
@@ -113,7 +164,7 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
             raise TvmImportError(f"the TVM part with {sorted(set(part.ops))} is not valid ONNX on its own: {e}") from None
         try:
             with tvm_warnings_to_log():
-                imported = from_onnx(sub, keep_params_in_input=False)
+                imported = from_onnx(_safe_names(sub), keep_params_in_input=False)
         except Exception as e:  # noqa: BLE001 - the frontend raises many kinds
             ops = sorted(set(part.ops))
             raise TvmImportError(f"TVM cannot import {ops} ({str(e).splitlines()[-1][:160]}); "

@@ -285,7 +285,7 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
         if reason:
             return reason
         shape = ctx.shape(name)
-        if shape is None:
+        if shape is None and not ctx.in_subgraph:  # inside a branch, TensorRT works the shapes out itself
             return f"{op}: the shape of {name!r} is not known at compile time"
         if not ctx.in_subgraph and any(isinstance(d, str) and not is_batch_dim(d) for d in shape):
             return f"{op}: the shape of {name!r} is not known at compile time"

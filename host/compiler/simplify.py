@@ -33,6 +33,7 @@ class SimplifyReport:
     nodes_after: int
     ops_removed: Dict[str, int] = field(default_factory=dict)
     skipped: Optional[str] = None
+    rewrites: Dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,6 +58,74 @@ def _optimize_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
         opts.optimized_model_filepath = path
         ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         return onnx.load(path)
+
+
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
+
+
+def _fold_subgraphs(model: onnx.ModelProto, rounds: int = 4) -> onnx.ModelProto:
+    """Fold inside ``If`` branches and ``Loop`` bodies too, which onnxruntime's optimizer leaves alone.
+
+    onnx-graphsurgeon (what Polygraphy's ``surgeon sanitize`` uses) folds constants in subgraphs and
+    flattens an ``If`` whose condition became constant (an exporter's check of a dim that the bound
+    shapes now decide); shape inference between rounds lets each round see the shapes the last one
+    made static.
+    """
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+    size = _node_count(model.graph)
+    for _ in range(rounds):
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        graph = gs.import_onnx(model)
+        graph.fold_constants(recurse_subgraphs=True, flatten_subgraphs=True).cleanup(recurse_subgraphs=True).toposort()
+        model = gs.export_onnx(graph)
+        new_size = _node_count(model.graph)
+        if new_size >= size:
+            break
+        size = new_size
+    return model
+
+
+def _node_count(graph: onnx.GraphProto) -> int:
+    """Nodes, counting those of subgraphs."""
+    n = 0
+    for node in graph.node:
+        n += 1
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                n += _node_count(g)
+    return n
+
+
+def _clip_bounds_as_max_min(model: onnx.ModelProto) -> int:
+    """``Clip(x, lo, hi)`` with a bound computed at run time (a mel front-end clips at ``max(x) - 80 dB``) as
+    ``Min(Max(x, lo), hi)``: the same values, and ops every TensorRT takes, where Clip needs constant bounds."""
+    from onnx import helper
+
+    consts = {i.name for i in model.graph.initializer}
+    nodes, count = [], 0
+    for n in model.graph.node:
+        bounds = list(n.input[1:3])
+        if n.op_type != "Clip" or n.domain not in ("", "ai.onnx") or all(not b or b in consts for b in bounds):
+            nodes.append(n)
+            continue
+        count += 1
+        cur = n.input[0]
+        for i, (op, bound) in enumerate(zip(("Max", "Min"), bounds + [""] * (2 - len(bounds)))):
+            if not bound:
+                continue
+            last = op == "Min" or len(bounds) < 2 or not bounds[1]
+            out = n.output[0] if last else f"{n.output[0]}__clip_lo"
+            nodes.append(helper.make_node(op, [cur, bound], [out], name=f"{n.name or 'Clip'}__{op.lower()}"))
+            cur = out
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return count
 
 
 def _foreign_domains(before: onnx.ModelProto, after: onnx.ModelProto) -> List[str]:
@@ -84,6 +153,19 @@ def _restore_interface(before: onnx.ModelProto, after: onnx.ModelProto) -> Optio
     return None
 
 
+def _onnxruntime_step(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, Optional[str]]:
+    """onnxruntime's basic-level optimization, or the model unchanged and why."""
+    try:
+        out = _optimize_with_onnxruntime(model)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        return model, f"onnxruntime cannot load the model ({str(e).splitlines()[0][:160]})"
+    foreign = _foreign_domains(model, out)
+    if foreign:
+        return model, f"folding introduced ops of domains {foreign}"
+    why = _restore_interface(model, out)
+    return (model, why) if why else (out, None)
+
+
 def simplify(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, SimplifyReport]:
     """The folded model and what was done; the model unchanged (with the reason) if folding cannot apply."""
     import onnxruntime as ort
@@ -98,19 +180,30 @@ def simplify(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, SimplifyReport]:
 
     if model.ByteSize() > _MAX_INLINE_BYTES:
         return unchanged("model too large to fold in memory")
-    try:
-        out = _optimize_with_onnxruntime(model)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
-        return unchanged(f"onnxruntime cannot load the model ({str(e).splitlines()[0][:160]})")
-    foreign = _foreign_domains(model, out)
-    if foreign:
-        return unchanged(f"folding introduced ops of domains {foreign}")
-    why = _restore_interface(model, out)
+    out, why = _onnxruntime_step(model)
     if why:
-        return unchanged(why)
+        log.info("onnxruntime's folding skipped: %s", why)
+    if _has_subgraphs(out.graph):
+        import onnx_graphsurgeon as gs
+
+        try:
+            folded = _fold_subgraphs(out)
+            why2 = _restore_interface(model, folded)
+            if why2 is None:
+                out = folded
+                tool += f", onnx-graphsurgeon {gs.__version__} in subgraphs"
+        except Exception as e:  # noqa: BLE001 - graphsurgeon and onnxruntime raise many kinds
+            log.info("folding inside subgraphs skipped: %s", str(e).splitlines()[0][:160])
+    if out is model:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+    rewrites = {}
+    clips = _clip_bounds_as_max_min(out)
+    if clips:
+        rewrites["Clip with run-time bounds -> Max/Min"] = clips
     out.graph.name = model.graph.name
     del out.graph.value_info[:]
     after = _op_counts(out)
     removed = {op: c - after.get(op, 0) for op, c in sorted(before.items()) if c > after.get(op, 0)}
     log.info("graph preparation: %d nodes -> %d (%s)", n_before, len(out.graph.node), removed)
-    return out, SimplifyReport(tool, n_before, len(out.graph.node), removed)
+    return out, SimplifyReport(tool, n_before, len(out.graph.node), removed, why, rewrites)

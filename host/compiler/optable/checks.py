@@ -72,9 +72,17 @@ def pool_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
 
 
 def reduce_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if attr(node, "noop_with_empty_axes", 0):
-        return f"{node.op_type} with noop_with_empty_axes is not offloaded"
-    return None
+    """``noop_with_empty_axes`` only matters when no axes are given (then the op is an identity that
+    TensorRT's parser would reduce instead); with axes present it means nothing."""
+    if not attr(node, "noop_with_empty_axes", 0):
+        return None
+    axes = attr(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        given = ctx.value(node.input[1])
+        axes = None if given is None else given.tolist()
+    if axes:
+        return None
+    return f"{node.op_type} with noop_with_empty_axes and no axes is not offloaded"
 
 
 def rank_at_least(n: int) -> Check:
