@@ -30,7 +30,7 @@ def serve(
 @agent_app.command("emulate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def emulate(
     ctx: typer.Context,
-    profile: Annotated[str, typer.Option(help="Jetson profile the agent reports (an aarch64 profile).")] = "jetson-nano",
+    profile: Annotated[str, typer.Option(help="Jetson profile the agent reports (aarch64).")] = "jetson-nano",
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:7311",
     store: Annotated[str, typer.Option(help="Directory of the artifact store "
                                             "(default: the user data dir, deploy/emulated/PROFILE/store).")] = "",
