@@ -133,7 +133,9 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     batch = frontend.BatchRange.parse(opts.batch) if opts.batch else None
     model, digest = frontend.load_model(model_path)
     loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
-                              fold=opts.fold, samples=opts.sample_inputs)
+                              fold=opts.fold, samples=opts.sample_inputs,
+                              decompose_layer_norm_below_86=trt < (8, 6, 0)
+                              and "LayerNormalization" not in opts.exclude_ops)
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     parser_opset = max_parser_opset(trt)
     seg_opset = min(loaded.opset, parser_opset)

@@ -122,14 +122,23 @@ def _rewrite_blob(blob: bytes, source: str, cubin: bytes, fmt: str = "cubin") ->
         return _U64.pack(len(out) - 8) + out[8:]
 
 
-def pack_imports_with_cubin(sm: str, fmt: str = "cubin"):
-    """An ``fpack_imports`` hook for ``export_library``: imports blob with cubin/PTX instead of source."""
+def pack_imports_as_c():
+    """An ``fpack_imports`` hook that writes the imports blob as C source, which the cross compiler builds.
+
+    TVM's own packing emits an object for the target it finds on the module and falls back to the host's
+    (x86) when it finds none, which the aarch64 linker refuses ("devc.o is incompatible")."""
+    return pack_imports_with_cubin(None)
+
+
+def pack_imports_with_cubin(sm: Optional[str], fmt: str = "cubin"):
+    """An ``fpack_imports`` hook for ``export_library``: imports blob with cubin/PTX instead of source
+    (``sm`` None: the blob as it is)."""
 
     def fpack(module, is_system_lib: bool, prefix: str, workspace_dir: str) -> str:
         import tvm
 
         blob = bytes(tvm.get_global_func("runtime.ModulePackImportsToTensor")(module).numpy().tobytes())
-        for cm in _find_cuda_modules(module):
+        for cm in (_find_cuda_modules(module) if sm is not None else []):
             source = cm.inspect_source("cuda")
             if source and _rewrite_blob(blob, source, b"", fmt) is not None:  # still source: compile it here
                 blob = _rewrite_blob(blob, source, compile_cubin(source, sm, fmt), fmt) or blob

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
-from onnx import helper, version_converter
+from onnx import helper, numpy_helper, version_converter
 
 from device_agent.bundle import TensorSpec
 from host.compiler.partition import Part, node_inputs
@@ -45,16 +45,31 @@ def _fits(node: onnx.NodeProto, new, cur) -> bool:
         bool(new.outputs) and new.outputs[-1].option == onnx.defs.OpSchema.FormalParameterOption.Variadic)
 
 
-def _without_default_attributes(node: onnx.NodeProto, new, cur) -> onnx.NodeProto:
+def _reshape_has_no_zero(node: onnx.NodeProto, inits: Dict[str, onnx.TensorProto]) -> bool:
+    """``allowzero`` only changes what a 0 in the target shape means: without a 0 it has no effect."""
+    shape = inits.get(node.input[1]) if len(node.input) > 1 else None
+    return shape is not None and 0 not in numpy_helper.to_array(shape).tolist()
+
+
+# attributes that have no effect on a given node, though not at their default (PyTorch's exporter writes
+# Reshape allowzero=1 for every view)
+_NO_EFFECT = {("Reshape", "allowzero"): _reshape_has_no_zero}
+
+
+def _without_default_attributes(node: onnx.NodeProto, new, cur, inits: Dict[str, onnx.TensorProto]) -> onnx.NodeProto:
     """Drop attributes the older schema lacks when they hold the newer schema's default (``Reshape``'s
-    ``allowzero=0``, which every exporter at opset >= 14 writes): the node means the same without them."""
+    ``allowzero=0``, which every exporter at opset >= 14 writes) or have no effect on this node: it means
+    the same without them."""
     drop = []
     for a in node.attribute:
         if a.name in new.attributes or a.name not in cur.attributes:
             continue
         default = cur.attributes[a.name].default_value
+        no_effect = _NO_EFFECT.get((node.op_type, a.name))
         if default.type != onnx.AttributeProto.UNDEFINED and \
                 helper.get_attribute_value(default) == helper.get_attribute_value(a):
+            drop.append(a.name)
+        elif no_effect is not None and no_effect(node, inits):
             drop.append(a.name)
     if not drop:
         return node
@@ -85,7 +100,7 @@ def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, o
         del n.attribute[:]
         n.attribute.extend([helper.make_attribute("axis", rank - 1)])
         return [n], []
-    node = _without_default_attributes(node, new, cur)
+    node = _without_default_attributes(node, new, cur, inits)
     if _signature(new) == _signature(cur) or _fits(node, new, cur):
         return [node], []  # only types changed, or the node uses nothing the older version lacks
     extra = [a.name for a in node.attribute if a.name not in new.attributes]

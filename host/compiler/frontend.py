@@ -18,7 +18,7 @@ from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
 from device_agent.fileio import sha256_file as file_digest
 from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
-from host.compiler.simplify import SimplifyReport, simplify
+from host.compiler.simplify import SimplifyReport, decompose_layer_norm, simplify
 
 
 class ModelError(InvalidInput):
@@ -149,7 +149,8 @@ def _fold_constants(model: onnx.ModelProto) -> None:
 
 def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optional[Dict[str, Sequence[int]]] = None,
             batch: Optional[BatchRange] = None, fold: bool = False,
-            samples: Optional[Dict[str, np.ndarray]] = None) -> LoadedModel:
+            samples: Optional[Dict[str, np.ndarray]] = None,
+            decompose_layer_norm_below_86: bool = False) -> LoadedModel:
     """Check opset and graph, resolve input dims, infer every tensor's shape.
 
     ``fold``: fold constants and shape subgraphs once the dims are bound (``simplify``); the
@@ -212,6 +213,10 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     report = None
     if fold:
         model, report = simplify(model)
+        if decompose_layer_norm_below_86:
+            n = decompose_layer_norm(model)
+            if n:
+                report.rewrites["LayerNormalization -> ReduceMean/Sub/Mul/Add/Sqrt/Div (TensorRT < 8.6)"] = n
     # declared output/intermediate shapes may still carry the old symbols: infer them afresh
     del model.graph.value_info[:]
     for vi in model.graph.output:

@@ -252,6 +252,10 @@ def compile_module(mod, profile: Profile, out_path: Union[str, os.PathLike]) -> 
 
         assert profile.sm is not None
         kwargs["fpack_imports"] = pack_imports_with_cubin(profile.sm, profile.cuda_code)
+    elif profile.cross:
+        from host.compiler.cuda_embed import pack_imports_as_c
+
+        kwargs["fpack_imports"] = pack_imports_as_c()
     ex.export_library(str(out_path), **kwargs)
     t, h = profile.tvm_target()
     return json.dumps(t, sort_keys=True), json.dumps(h, sort_keys=True)

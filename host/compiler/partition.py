@@ -176,6 +176,12 @@ def partition(model: onnx.ModelProto, ctx: Context, *, exclude: Sequence[str] = 
             for p in preds[i]:
                 if kind[p] == kind[i]:
                     groups.try_union(p, i)
+        # TensorRT groups that no edge joins (a model's independent heads, a Cast on the side) still make
+        # one engine when no path between them runs through a TVM part: fewer segments, fewer launches
+        if not remove_no_mac_subgraphs:
+            trt_groups = sorted((min(ms), r) for r, ms in groups.members.items() if kind[r] == TRT)
+            for _, r in trt_groups[1:]:
+                groups.try_union(trt_groups[0][1], r)
         changed = False
         if remove_no_mac_subgraphs:
             for root, members in list(groups.members.items()):

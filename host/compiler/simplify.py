@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import onnx
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,11 @@ def _optimize_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="deploy-simplify-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         opts.optimized_model_filepath = path
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        # MatMulAddFusion turns a 3-d MatMul + Add into Reshape -> Gemm -> Reshape with initializers named
+        # "gemm_input_shape": nothing gained for TensorRT, and onnxruntime itself then fails to load such a
+        # segment ("AddInitializedOrtValue Attempt to replace the existing tensor") when it fuses again
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["MatMulAddFusion"])
         return onnx.load(path)
 
 
@@ -122,6 +127,67 @@ def _clip_bounds_as_max_min(model: onnx.ModelProto) -> int:
             out = n.output[0] if last else f"{n.output[0]}__clip_lo"
             nodes.append(helper.make_node(op, [cur, bound], [out], name=f"{n.name or 'Clip'}__{op.lower()}"))
             cur = out
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return count
+
+
+def decompose_layer_norm(model: onnx.ModelProto) -> int:
+    """``LayerNormalization`` (opset 17) as ``ReduceMean``, ``Sub``, ``Mul``, ``Add``, ``Sqrt``, ``Div``: for
+    TensorRT < 8.6, whose parser lacks it, so a transformer stays one segment instead of one per layer.
+
+    Only the single-output form (the Mean and InvStdDev outputs are training's) is rewritten."""
+    from onnx import helper, numpy_helper
+
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not any(n.op_type == "LayerNormalization" for n in model.graph.node):
+        return 0
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
+             if vi.type.tensor_type.HasField("shape")}
+    nodes, count = [], 0
+    for i, n in enumerate(model.graph.node):
+        if n.op_type != "LayerNormalization" or n.domain not in ("", "ai.onnx") or len([o for o in n.output if o]) > 1:
+            nodes.append(n)
+            continue
+        count += 1
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        axis, eps = int(attrs.get("axis", -1)), float(attrs.get("epsilon", 1e-5))
+        x, scale = n.input[0], n.input[1]
+        bias = n.input[2] if len(n.input) > 2 and n.input[2] else ""
+        p = f"{n.name or 'LayerNormalization'}_{i}__ln"
+        rank = ranks.get(x)
+        if axis < 0:
+            if rank is None:  # the rank decides which axes to reduce: leave the node as it is
+                nodes.append(n)
+                count -= 1
+                continue
+            axis += rank
+        axes = list(range(axis, rank if rank is not None else axis + 1))
+
+        def mean(src: str, dst: str) -> onnx.NodeProto:
+            if opset >= 18:
+                return helper.make_node("ReduceMean", [src, f"{p}_axes"], [dst], keepdims=1)
+            return helper.make_node("ReduceMean", [src], [dst], axes=axes, keepdims=1)
+
+        if opset >= 18:
+            model.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), f"{p}_axes"))
+        dtype = helper.tensor_dtype_to_np_dtype(next(
+            (t.data_type for t in model.graph.initializer if t.name == scale), onnx.TensorProto.FLOAT))
+        model.graph.initializer.append(numpy_helper.from_array(np.array(eps, dtype), f"{p}_eps"))
+        y = n.output[0]
+        nodes += [mean(x, f"{p}_mean"),
+                  helper.make_node("Sub", [x, f"{p}_mean"], [f"{p}_d"]),
+                  helper.make_node("Mul", [f"{p}_d", f"{p}_d"], [f"{p}_d2"]),
+                  mean(f"{p}_d2", f"{p}_var"),
+                  helper.make_node("Add", [f"{p}_var", f"{p}_eps"], [f"{p}_ve"]),
+                  helper.make_node("Sqrt", [f"{p}_ve"], [f"{p}_std"]),
+                  helper.make_node("Div", [f"{p}_d", f"{p}_std"], [f"{p}_n"]),
+                  helper.make_node("Mul", [f"{p}_n", scale], [y if not bias else f"{p}_s"])]
+        if bias:
+            nodes.append(helper.make_node("Add", [f"{p}_s", bias], [y]))
     if count:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
