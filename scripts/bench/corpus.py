@@ -388,6 +388,7 @@ def markdown(rows: List[Dict[str, Any]], argv: Sequence[str], wall: float) -> st
         table(rows), "",
         "## Failures (one line each)", "", *(failures(rows) or ["none"]), "",
         "## Why ops stayed in TVM (first node of each op)", "", *(tvm_reasons(rows) or ["none"]), "",
+        "## Looked at and left out", "", *(f"- {line}" for line in cm.LEFT_OUT), "",
         "## Models", "",
         "| model | package file member | sha256 | inputs |", "|---|---|---|---|",
     ]

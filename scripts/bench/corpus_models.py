@@ -113,6 +113,16 @@ CORPUS: List[Entry] = [
           extra=("khmersm/model.onnx.data",), note="Khmer word segmentation; weights in model.onnx.data"),
 ]
 
+# Published files looked at and left out of the floors, with the reason as seen (one line each).
+LEFT_OUT: List[str] = [
+    "`silero-vad==6.2.3` `silero_vad.onnx` (the default file, one If on sr over two rate-specific networks): "
+    "once its input is bound to a shape (1x512), its 8 kHz branch no longer type-checks; onnxruntime itself "
+    "refuses the bound graph (\"[ShapeInferenceError] ... LSTM\"), so `deploy compile` stops with that one line. "
+    "The same package's 16 kHz op15 and op18 files are in the corpus.",
+    "`ddddocr==1.6.1` `common_old.onnx`: dynamically quantized (ConvInteger, DynamicQuantizeLSTM, com.microsoft); "
+    "explicit Q/DQ quantization is issue 15.",
+]
+
 # sha256 of each extracted model file, as first fetched (2026-12-02); a mismatch fails that entry
 SHA256: Dict[str, str] = {
     "ppocr4-det": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
