@@ -19,6 +19,7 @@ import onnx
 from device_agent.errors import InvalidInput, Unavailable
 from host.compiler.emit import EmitError, part_model
 from host.compiler.partition import TRT, Partition
+from host.compiler.graphs import subgraphs
 from host.compiler.patterns import Context, check_node, first_version_taking
 from host.compiler.profiles import Profile, format_version
 
@@ -46,10 +47,9 @@ def _tensor_type(rx, tirx, dtype: str, shape: list, symbols: Dict[str, object]):
 def _ops_within(node: onnx.NodeProto) -> List[str]:
     """The node's op and the ops of its subgraphs (If branches, Loop bodies), recursively."""
     ops = [node.op_type]
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                ops.extend(_ops_within(n))
+    for _, g in subgraphs(node):
+        for n in g.node:
+            ops.extend(_ops_within(n))
     return ops
 
 
@@ -136,9 +136,8 @@ def _safe_names(model: onnx.ModelProto) -> onnx.ModelProto:
         for n in g.node:
             n.input[:] = [new(t) for t in n.input]
             n.output[:] = [new(t) for t in n.output]
-            for a in n.attribute:
-                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                    walk(sub)
+            for _, sub in subgraphs(n):
+                walk(sub)
 
     walk(m.graph)
     return m

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from host.compiler.optable.base import (INDEX_TYPES, V1000, Check, Context, Ladder, Rule,
                                         attr, axes_of, first_version_with, input_value, needs, types_at, ver)
 from host.compiler.frontend import is_batch_dim
+from host.compiler.graphs import subgraphs
 from host.compiler.optable.rows import LEFT_OUT, RULES
 from host.compiler.profiles import Version, format_version, max_parser_opset
 
@@ -101,15 +102,6 @@ def _dtype_order(dt: str) -> tuple:
 
 # -- subgraphs (If / Loop bodies)
 
-def _subgraphs(node: onnx.NodeProto) -> Iterable[Tuple[str, onnx.GraphProto]]:
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            yield a.name, a.g
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            for g in a.graphs:
-                yield a.name, g
-
-
 def outer_scope_inputs(node: onnx.NodeProto) -> List[str]:
     """Names a node's subgraphs read from the enclosing graph (recursively), in first-use order."""
     out: List[str] = []
@@ -120,11 +112,11 @@ def outer_scope_inputs(node: onnx.NodeProto) -> List[str]:
             for t in n.input:
                 if t and t not in bound and t not in out:
                     out.append(t)
-            for _, sub in _subgraphs(n):
+            for _, sub in subgraphs(n):
                 walk(sub, bound)
             bound = bound | {t for t in n.output if t}
 
-    for _, g in _subgraphs(node):
+    for _, g in subgraphs(node):
         walk(g, set())
     return out
 
@@ -177,7 +169,7 @@ def _inner_context(g: onnx.GraphProto, ctx: Context) -> Context:
 
 
 def _subgraph_reason(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str]) -> Optional[str]:
-    for attr_name, g in _subgraphs(node):
+    for attr_name, g in subgraphs(node):
         inner = _inner_context(g, ctx)
         for n in g.node:
             r = check_node(n, inner, exclude)

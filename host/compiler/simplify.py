@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import onnx
 
+from host.compiler.graphs import subgraphs
+
 log = logging.getLogger(__name__)
 
 # Beyond protobuf's 2 GB a model needs external data; we leave such models as they are.
@@ -66,7 +68,7 @@ def _optimize_with_onnxruntime(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _has_subgraphs(graph: onnx.GraphProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
+    return any(True for n in graph.node for _ in subgraphs(n))
 
 
 def _fold_subgraphs(model: onnx.ModelProto, rounds: int = 4) -> onnx.ModelProto:
@@ -99,10 +101,7 @@ def _node_count(graph: onnx.GraphProto) -> int:
     """Nodes, counting those of subgraphs."""
     n = 0
     for node in graph.node:
-        n += 1
-        for a in node.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                n += _node_count(g)
+        n += 1 + sum(_node_count(g) for _, g in subgraphs(node))
     return n
 
 
