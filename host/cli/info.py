@@ -1,16 +1,15 @@
 """`deploy info`: what an agent reports about its device."""
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-
-from host.client.agent import connect
-from protos import agent_pb2
+from typing import TYPE_CHECKING, Any
 
 from ._options import DeviceOpt, JsonOpt
 from .output import Output
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from protos import agent_pb2
 
 
 def info_dict(address: str, info: agent_pb2.DeviceInfo) -> dict[str, Any]:
@@ -45,6 +44,8 @@ def info_dict(address: str, info: agent_pb2.DeviceInfo) -> dict[str, Any]:
 
 
 def render_info(data: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None)
     for key in ("address", "hostname", "agent_version", "os", "arch", "cpu_count", "python_version", "profile",
                 "jetson_model", "l4t_release", "cuda_version", "trt_version", "tvm_runtime"):
@@ -61,6 +62,8 @@ def render_info(data: dict[str, Any], console: Console) -> None:
 
 def info(device: DeviceOpt = "local", json: JsonOpt = False) -> None:
     """Show what the device's agent reports: TensorRT, CUDA, GPU, memory, disk, backends."""
+    from host.client.agent import connect
+
     with connect(device) as client:
         data = info_dict(client.address, client.info())
     Output(json).result(data, lambda c: render_info(data, c))

@@ -1,4 +1,6 @@
-"""One output object for every command: a human rendering on a terminal, or exactly one JSON object."""
+"""One output object for every command: a human rendering on a terminal, or exactly one JSON object.
+
+rich is imported when something is first printed through it, so `--json` output never loads it."""
 from __future__ import annotations
 
 import json
@@ -6,10 +8,10 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Output:
@@ -18,11 +20,37 @@ class Output:
     def __init__(self, json_mode: bool = False, verbose: bool = False) -> None:
         self.json_mode = json_mode
         self.verbose = verbose
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._console: Optional[Console] = None
+        self._err: Optional[Console] = None
         if verbose:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @property
+    def console(self) -> Console:
+        """rich's console on stdout, made on first use."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True)
+        return self._console
+
+    @console.setter
+    def console(self, value: Console) -> None:
+        self._console = value
+
+    @property
+    def err(self) -> Console:
+        """rich's console on stderr, made on first use."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
+
+    @err.setter
+    def err(self, value: Console) -> None:
+        self._err = value
 
     @property
     def interactive(self) -> bool:
@@ -50,6 +78,9 @@ class Output:
             yield lambda done, total: None
             return
         if self.interactive:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
             with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                           TimeRemainingColumn(), console=self.err, transient=True) as bar:
                 task = bar.add_task(description, total=total)
