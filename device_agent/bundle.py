@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from device_agent.errors import DataLoss, InvalidInput
-from device_agent.fileio import sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
+from device_agent.errors import DataLoss, InvalidInput, ResourceExhausted
+from device_agent.fileio import is_disk_full, sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -585,8 +585,14 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
     If ``dest_dir`` already exists (another extraction of the same digest won), it is kept.
     """
     dest = Path(dest_dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    needed = total = written = 0
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise _disk_full(dest, 0, 0) from None
+        raise
     try:
         try:
             tar = tarfile.open(archive_path, mode="r:")
@@ -594,9 +600,14 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
             raise InvalidInput(f"{archive_path} is not an uncompressed tar bundle archive: {e}") from None
         with tar:
             seen: set = set()
-            total = 0
             count = 0
             try:
+                needed = _unpacked_bytes(tar, max_members)  # headers only: tarfile seeks past the data
+                # a plausible size (no more than the archive holds, within the bound) that does not fit: refused
+                # before a byte is written; an implausible one is left to the checks below (INVALID_ARGUMENT)
+                plausible = needed <= min(max_bytes, os.path.getsize(archive_path))
+                if plausible and needed > _free_bytes(dest.parent):
+                    raise _disk_full(dest, needed, 0)
                 for m in tar:
                     count += 1
                     if count > max_members:
@@ -620,6 +631,7 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
                             if not chunk:
                                 raise InvalidInput(f"bundle archive is truncated inside {rel!r}")
                             f.write(chunk)
+                            written += len(chunk)
                             remaining -= len(chunk)
                     os.chmod(out, 0o644)
             except tarfile.TarError as e:
@@ -638,9 +650,39 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
                 return dest
             raise
         return dest
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):  # ENOSPC part-way (the space went to someone else): nothing of this one is left
+            raise _disk_full(dest, needed, written) from None
         raise
+
+
+def _unpacked_bytes(tar: tarfile.TarFile, max_members: int) -> int:
+    """The bytes the regular members of `tar` unpack to (the first `max_members`; the loop refuses more)."""
+    needed = 0
+    for i, m in enumerate(tar):
+        if i >= max_members:
+            break
+        if m.isreg():
+            needed += m.size
+    return needed
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def _disk_full(dest: Path, needed: int, written: int) -> ResourceExhausted:
+    """RESOURCE_EXHAUSTED for a bundle that does not fit where it is unpacked, with the numbers and what to do."""
+    try:
+        free = _free_bytes(dest.parent)
+    except OSError:
+        free = -1
+    at = f" (disk full after {written} bytes)" if written else ""
+    return ResourceExhausted(
+        f"disk full unpacking bundle {dest.name[:16]}... into {dest.parent}: it needs {needed or 'unknown'} "
+        f"bytes, {free} bytes free{at}; nothing of it was kept; free disk space or prune the engine cache "
+        "(deploy cache prune), then build again")
 
 
 def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifest:
