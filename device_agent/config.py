@@ -1,12 +1,16 @@
 """Agent settings: one dataclass, filled from flags, `DEPLOY_AGENT_*` environment variables and defaults.
 
 Each setting has a flag and an environment variable so an agent under systemd and one started by hand agree.
+The seed's runtime variables (TVM's TensorRT integration: `TVM_TENSORRT_USE_FP16`, `TVM_TENSORRT_CACHE_DIR`,
+`TVM_TENSORRT_MAX_WORKSPACE_SIZE`, `TVM_TENSORRT_MULTI_ENGINE`) keep their meaning as aliases of our own settings.
+Precedence: flag > `DEPLOY_AGENT_*` > `TVM_TENSORRT_*` > default; each setting remembers where its value came from
+(`AgentSettings.source`), and `GetInfo` reports it.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -44,6 +48,17 @@ class AgentSettings:
     max_workers: int = 16
     max_concurrent_rpcs: int = 16  # calls in flight past this are answered RESOURCE_EXHAUSTED at once
     log_level: str = "INFO"
+    # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source(self, name: str) -> str:
+        """Where the value of setting `name` came from; one given in code (not from_namespace) counts as "flag"."""
+        if name in self.sources:
+            return self.sources[name]
+        default = next(f for f in fields(self) if f.name == name)
+        if name == "cache_dir" or default.default_factory is not MISSING:  # type: ignore[misc]
+            return "default"
+        return "default" if getattr(self, name) == default.default else "flag"
 
     def __post_init__(self) -> None:
         self.store = Path(self.store).expanduser()
@@ -85,6 +100,16 @@ _FLAGS: dict[str, tuple[str, Any]] = {
 }
 
 
+# setting -> the seed's environment variable read as its alias, below DEPLOY_AGENT_<NAME>.
+SEED_ALIASES: dict[str, str] = {
+    "fp16": "TVM_TENSORRT_USE_FP16",
+    "cache_dir": "TVM_TENSORRT_CACHE_DIR",
+    "max_workspace_bytes": "TVM_TENSORRT_MAX_WORKSPACE_SIZE",
+    "multi_engine_mode": "TVM_TENSORRT_MULTI_ENGINE",
+}
+REPORTED_SETTINGS = ("fp16", "cache_dir", "max_workspace_bytes", "multi_engine_mode")  # GetInfo's `settings`
+
+
 def env_name(name: str) -> str:
     return "DEPLOY_AGENT_" + name.upper()
 
@@ -97,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, (help_text, kind) in _FLAGS.items():
         flag = "--" + name.replace("_", "-")
         env = env_name(name)
+        if name in SEED_ALIASES:
+            env = f"{env}, {SEED_ALIASES[name]}"
         if kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=f"{help_text} [{env}]")
         else:
@@ -104,18 +131,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_namespace(ns: argparse.Namespace, environ: Optional[dict[str, str]] = None) -> AgentSettings:
-    """Flags win over environment variables, which win over defaults."""
+    """Flags win over `DEPLOY_AGENT_*` variables, which win over the seed's `TVM_TENSORRT_*` ones, then defaults."""
     environ = dict(os.environ) if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     known = {f.name for f in fields(AgentSettings)}
     for name, (_help, kind) in _FLAGS.items():
-        value = getattr(ns, name, None)
-        if value is None and env_name(name) in environ:
-            raw = environ[env_name(name)]
-            value = _parse_bool(raw) if kind is bool else kind(raw)
+        value, source = getattr(ns, name, None), "flag"
+        if value is None:
+            for var in (env_name(name), SEED_ALIASES.get(name)):
+                if var is None or var not in environ or (var != env_name(name) and not environ[var].strip()):
+                    continue
+                value, source = _convert(var, environ[var], kind), var
+                break
         if value is not None and name in known:
             values[name] = value
-    return AgentSettings(**values)
+            sources[name] = source
+    settings = AgentSettings(**values)
+    settings.sources = {name: sources.get(name, "default") for name in _FLAGS if name in known}
+    return settings
+
+
+def _convert(var: str, raw: str, kind: Any) -> Any:
+    try:
+        return _parse_bool(raw) if kind is bool else kind(raw.strip() if kind in (int, float) else raw)
+    except ValueError:
+        raise SystemExit(f"deploy-agent: {var}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> AgentSettings:

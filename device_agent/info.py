@@ -9,9 +9,14 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from protos import agent_pb2
+
+    from .config import AgentSettings
 
 
 @dataclass
@@ -127,3 +132,17 @@ def probe_device() -> DeviceFacts:
 
 def disk_free(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def settings_info(settings: AgentSettings) -> agent_pb2.AgentSettingsInfo:
+    """GetInfo's `settings`: the build defaults the agent runs with and where each came from (flag, variable)."""
+    from protos import agent_pb2
+
+    from .config import REPORTED_SETTINGS
+
+    pb = agent_pb2.AgentSettingsInfo(fp16=bool(settings.fp16), cache_dir=str(settings.cache_dir),
+                                     max_workspace_bytes=int(settings.max_workspace_bytes),
+                                     multi_engine_mode=int(settings.multi_engine_mode))
+    for name in REPORTED_SETTINGS:
+        pb.sources[name] = settings.source(name)
+    return pb

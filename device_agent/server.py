@@ -21,7 +21,7 @@ from protos import agent_pb2, agent_pb2_grpc
 from . import auth
 from .config import AgentSettings
 from .errors import DeployError, InvalidInput, Unimplemented
-from .info import DeviceFacts, disk_free, meminfo, probe_device
+from .info import DeviceFacts, disk_free, meminfo, probe_device, settings_info
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
             store_free_bytes=disk_free(self.store.root), python_version=facts.python_version,
             agent_version=facts.agent_version, store_dir=str(self.store.root),
             max_upload_bytes=self.settings.max_upload_bytes, profile=self.settings.profile,
-            default_backend=self.settings.backend,
+            default_backend=self.settings.backend, settings=settings_info(self.settings),
         )
         for name in ("jetson_model", "l4t_release", "cuda_version"):
             value = getattr(facts, name)

@@ -34,7 +34,7 @@ class GpuInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., compute_capability: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("hostname", "os", "arch", "cpu_count", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "python_version", "agent_version", "jetson_model", "l4t_release", "gpus", "cuda_version", "trt_version", "trt_module", "backends", "tvm_runtime", "default_backend", "store_dir", "max_upload_bytes", "profile")
+    __slots__ = ("hostname", "os", "arch", "cpu_count", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "python_version", "agent_version", "jetson_model", "l4t_release", "gpus", "cuda_version", "trt_version", "trt_module", "backends", "tvm_runtime", "default_backend", "store_dir", "max_upload_bytes", "profile", "settings")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class DeviceInfo(_message.Message):
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     os: str
     arch: str
@@ -77,7 +78,29 @@ class DeviceInfo(_message.Message):
     store_dir: str
     max_upload_bytes: int
     profile: str
-    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., python_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., jetson_model: _Optional[str] = ..., l4t_release: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., cuda_version: _Optional[str] = ..., trt_version: _Optional[str] = ..., trt_module: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., tvm_runtime: _Optional[bool] = ..., default_backend: _Optional[str] = ..., store_dir: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., profile: _Optional[str] = ...) -> None: ...
+    settings: AgentSettingsInfo
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., python_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., jetson_model: _Optional[str] = ..., l4t_release: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., cuda_version: _Optional[str] = ..., trt_version: _Optional[str] = ..., trt_module: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., tvm_runtime: _Optional[bool] = ..., default_backend: _Optional[str] = ..., store_dir: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., profile: _Optional[str] = ..., settings: _Optional[_Union[AgentSettingsInfo, _Mapping]] = ...) -> None: ...
+
+class AgentSettingsInfo(_message.Message):
+    __slots__ = ("fp16", "cache_dir", "max_workspace_bytes", "multi_engine_mode", "sources")
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FP16_FIELD_NUMBER: _ClassVar[int]
+    CACHE_DIR_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKSPACE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MULTI_ENGINE_MODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    fp16: bool
+    cache_dir: str
+    max_workspace_bytes: int
+    multi_engine_mode: int
+    sources: _containers.ScalarMap[str, str]
+    def __init__(self, fp16: _Optional[bool] = ..., cache_dir: _Optional[str] = ..., max_workspace_bytes: _Optional[int] = ..., multi_engine_mode: _Optional[int] = ..., sources: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "chunk")

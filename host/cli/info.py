@@ -40,7 +40,20 @@ def info_dict(address: str, info: agent_pb2.DeviceInfo) -> dict[str, Any]:
         "default_backend": info.default_backend,
         "backends": [{"name": b.name, "available": b.available, "version": b.version, "detail": b.detail}
                      for b in info.backends],
+        "settings": settings_dict(info),
     }
+
+
+SETTINGS = ("fp16", "cache_dir", "max_workspace_bytes", "multi_engine_mode")
+
+
+def settings_dict(info: agent_pb2.DeviceInfo) -> dict[str, Any]:
+    """`settings`: each build default of the agent, its `value` and `source` ("flag", "DEPLOY_AGENT_<NAME>",
+    "TVM_TENSORRT_<NAME>", "default"); an agent older than this field reports null."""
+    if not info.HasField("settings"):
+        return {name: {"value": None, "source": None} for name in SETTINGS}
+    s = info.settings
+    return {name: {"value": getattr(s, name), "source": s.sources.get(name) or None} for name in SETTINGS}
 
 
 def render_info(data: dict[str, Any], console: Console) -> None:
@@ -57,6 +70,9 @@ def render_info(data: dict[str, Any], console: Console) -> None:
     for b in data["backends"]:
         state = f"{b['version']}" if b["available"] else f"unavailable: {b['detail']}"
         table.add_row(f"backend {b['name']}", state)
+    for name, setting in data["settings"].items():
+        if setting["source"] is not None:
+            table.add_row(name, f"{setting['value']} ({setting['source']})")
     console.print(table)
 
 
