@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from device_agent.errors import InvalidInput
 from host.client.agent import connect
@@ -24,6 +23,8 @@ from .output import Output
 from .push_view import latency_table, mib, observer_for, render_push
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from host.pipeline.push import PushOptions
 
 SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
@@ -51,6 +52,8 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
 
 
 def _samples(npz: Optional[Path], items: list[str]) -> dict[str, Any]:
+    if npz is None and not items:  # no numpy to import for a push without sample inputs
+        return {}
     from host.pipeline.tensors import read_samples
 
     return read_samples(npz, items)
@@ -270,6 +273,8 @@ def _device_state(device: Any, timeout: float) -> dict[str, Any]:
 
 
 def _devices_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", padding=(0, 2))
     for col in ("device", "address", "profile", "state", "TensorRT", "GPU", "free disk", "engines"):
         table.add_column(col)
@@ -297,6 +302,8 @@ def cache_ls(device: DeviceOpt = "local", json: JsonOpt = False) -> None:
     data = {"device": device, "engines": rows, "total_bytes": reply.total_bytes, "limit_bytes": reply.limit_bytes}
 
     def render(c: Any) -> None:
+        from rich.table import Table
+
         table = Table(box=None, header_style="bold", padding=(0, 2))
         for col in ("key", "segment", "backend", "size", "last used"):
             table.add_column(col)

@@ -5,17 +5,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Optional
 
 from host.pipeline.observer import Observer, SegmentState
 
 from .output import Output
+
+if TYPE_CHECKING:  # rich is imported where something is drawn, so `--json` never loads it
+    from rich.console import Console, Group
+    from rich.table import Table
 
 _STAGE_STYLE = {"waiting": "dim", "started": "yellow", "miss": "yellow", "parsed": "yellow", "hit": "green",
                 "built": "green", "failed": "bold red"}
@@ -94,6 +92,8 @@ class LiveObserver(Observer):
         self.phases: list[tuple[str, str, str]] = []  # (name, state, detail)
         self.segments: dict[str, SegmentState] = {}
         self.progress: Optional[tuple[str, float, float, str]] = None
+        from rich.live import Live
+
         self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
 
     def __enter__(self) -> "LiveObserver":
@@ -106,6 +106,11 @@ class LiveObserver(Observer):
         self.live.__exit__(*exc)
 
     def _render(self) -> Group:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         phases = Table.grid(padding=(0, 1))
         for name, state, detail in self.phases:
             mark = "[green]done[/green]" if state == "done" else "[yellow]...[/yellow]"
@@ -184,6 +189,8 @@ def observer_for(out: Output, title: str = "", prefix: str = "") -> tuple[Observ
 # ---------------------------------------------------------------- summaries
 
 def latency_table(rows: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     """Metrics down, devices across: the side-by-side table of `deploy bench` (one column for push)."""
     table = Table(box=None, header_style="bold", padding=(0, 2))
     table.add_column("latency")
@@ -203,6 +210,8 @@ def latency_table(rows: dict[str, Any]) -> Table:
 
 
 def render_push(data: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     target = data.get("target") or {}
     console.print(f"[bold]pushed[/bold] to {data['device']} ({data['address']})  bundle {data['bundle_digest']}")
     if target:
