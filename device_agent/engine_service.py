@@ -27,8 +27,8 @@ from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
-from .errors import (BuildFailed, DeployError, InvalidInput, NotFound, PreconditionFailed,
-                     ResourceExhausted)
+from .errors import (Aborted, BuildFailed, DeadlineExceeded, DeployError, InvalidInput, NotFound,
+                     PreconditionFailed, ResourceExhausted)
 
 log = logging.getLogger(__name__)
 MAX_RUN_BYTES = 256 * 1024 * 1024
@@ -37,6 +37,11 @@ CHUNK = 1024 * 1024
 MAX_BATCH = 4096
 LOADED_ENGINES = 16
 PROBE_WAIT_S = 120.0  # GetInfo waits this long for the start-up probe before probing in-process
+LOAD_WAIT_S = 600.0  # a run waits this long for another thread's load of the same engine, then ABORTED
+#: A benchmark whose worker sends nothing for this long, beyond what its own first run predicts, has hung: the
+#: call ends DEADLINE_EXCEEDED (see _bench_stall_s). The worker is also joined for at most this long.
+BENCH_STALL_S = 300.0
+BENCH_POLL_S = 1.0  # how often the benchmark's RPC thread looks at the client and the call's deadline
 #: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
 RTX_PARTITION_MAJOR = "10"
 
@@ -57,6 +62,11 @@ def _major_minor(version: str) -> str:
 
 def _cc_tuple(cc: str) -> Tuple[int, ...]:
     return tuple(int(x) for x in cc.split(".") if x.isdigit())
+
+
+def _bench_stall_s(first_run_s: float, runs: int) -> float:
+    """How long a benchmark may send nothing: `runs` iterations at 4x the first run's time, plus BENCH_STALL_S."""
+    return BENCH_STALL_S + 4.0 * first_run_s * runs
 
 
 def check_target(bundle: Bundle, backend: Backend, gpu_cc: Optional[str]) -> None:
@@ -320,7 +330,11 @@ class EngineService:
             if entry.key in self._loaded:
                 self._loaded.move_to_end(entry.key)
                 return self._loaded[entry.key]
-        with self._key_locks[entry.key]:
+        key_lock = self._key_locks[entry.key]
+        if not key_lock.acquire(timeout=LOAD_WAIT_S):
+            raise Aborted(f"another call has been loading engine {entry.key[:16]}... for {LOAD_WAIT_S:.0f} s; "
+                          "retry later")
+        try:
             with self._lock:
                 if entry.key in self._loaded:
                     return self._loaded[entry.key]
@@ -332,6 +346,8 @@ class EngineService:
             for k in stale:
                 self._forget(k)
             return eng
+        finally:
+            key_lock.release()
 
     def _model(self, bundle: Bundle, opts: Options, batch: int) -> ModelRunner:
         check_target(bundle, opts.backend, self.gpu[1] or None)
@@ -439,7 +455,9 @@ class EngineService:
             stats, timings = native(feeds, warmup, iterations, duration, batch)
             yield self._bench_result(stats, timings, opts, batch)
             return
+        t_first = time.perf_counter()
         runner.run(feeds)  # first run outside the timing: allocations, lazy initialisation
+        first_s = time.perf_counter() - t_first
         runner.reset_timings()
         events: "queue.Queue[Any]" = queue.Queue()
         stop = threading.Event()
@@ -457,9 +475,27 @@ class EngineService:
 
         worker = threading.Thread(target=work, name="benchmark", daemon=True)
         worker.start()
+        first_wait = _bench_stall_s(first_s, warmup + 1)  # no progress is sent during the warm-up
+        later_wait = _bench_stall_s(first_s, 1)
+        join_s = later_wait
         try:
+            waited_for, since = first_wait, time.monotonic()
             while True:
-                item = events.get()
+                try:
+                    item = events.get(timeout=BENCH_POLL_S)
+                except queue.Empty:
+                    if context is not None and not context.is_active():
+                        stop.set()  # the client is gone or its deadline passed: gRPC has ended the call
+                        return
+                    quiet = time.monotonic() - since
+                    if quiet > waited_for:
+                        stop.set()
+                        join_s = BENCH_POLL_S  # stuck inside one run: waiting longer would not free it
+                        raise DeadlineExceeded(
+                            f"benchmark made no progress for {quiet:.0f} s (its first run took {first_s:.3f} s); "
+                            "the backend looks hung; the benchmark was stopped, the agent keeps serving")
+                    continue
+                waited_for, since = later_wait, time.monotonic()
                 if item is None:
                     break
                 if context is not None and not context.is_active():
@@ -470,7 +506,10 @@ class EngineService:
                     done=p.done, total=p.total, elapsed_s=p.elapsed_s, last_ms=p.last_ms))
         finally:
             stop.set()
-            worker.join()
+            worker.join(join_s)  # the iteration in flight ends, then run_loop sees `stop`
+            if worker.is_alive():
+                log.warning("benchmark worker still inside one run %.1f s after it was stopped; left to finish",
+                            join_s)
         if "error" in done:
             raise done["error"]
         yield self._bench_result(done["stats"], runner.timings(), opts, batch)

@@ -69,3 +69,9 @@ class Unauthenticated(DeployError):
 
 class Cancelled(DeployError):
     code = grpc.StatusCode.CANCELLED
+
+
+class DeadlineExceeded(DeployError):
+    """A wait inside the agent passed its bound (a hung backend, a stuck worker); the agent keeps serving."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

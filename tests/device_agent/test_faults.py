@@ -230,3 +230,50 @@ def test_disk_full_during_a_builds_cache_write_is_resource_exhausted_and_the_cac
         events = list(client.build(big_digest))
     summary = events[-1].summary
     assert summary.failed == 0 and summary.built == 1
+
+
+# ---------------------------------------------------------------- waits with a deadline
+
+def test_a_benchmark_whose_backend_hangs_ends_deadline_exceeded_instead_of_waiting_forever(monkeypatch):
+    """The benchmark's RPC thread waits on its worker with a bound: a run that never returns is DEADLINE_EXCEEDED."""
+    from types import SimpleNamespace
+
+    from device_agent import engine_service
+    from device_agent.errors import DeadlineExceeded
+
+    release = threading.Event()
+    calls = []
+
+    class HangingRunner:
+        engine = object()  # no native_benchmark: the agent times the runs itself
+
+        def run(self, feeds):
+            calls.append(1)
+            if len(calls) > 1:  # the first run (outside the timing) returns; the next one hangs
+                release.wait(60)
+            return {}
+
+        def reset_timings(self):
+            pass
+
+        def timings(self):
+            return {}
+
+    monkeypatch.setattr(engine_service, "BENCH_STALL_S", 0.5)
+    monkeypatch.setattr(engine_service, "BENCH_POLL_S", 0.05)
+    monkeypatch.setattr(engine_service, "batch_of", lambda inputs, feeds: 1)
+    service = engine_service.EngineService.__new__(engine_service.EngineService)
+    service._bundle = lambda digest: SimpleNamespace(manifest=SimpleNamespace(inputs=[], options={}))
+    service._options = lambda o: SimpleNamespace(backend=SimpleNamespace(name="fake"), batch=0)
+    service._bench_feeds = lambda request, bundle: {}
+    service._model = lambda bundle, opts, batch: HangingRunner()
+    context = SimpleNamespace(is_active=lambda: True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeadlineExceeded) as info:
+            list(service.Benchmark(agent_pb2.BenchmarkRequest(bundle_digest="sha256:" + "0" * 64, iterations=5,
+                                                              warmup=0), context))
+        assert time.monotonic() - started < 5
+        assert "no progress" in str(info.value) and "hung" in str(info.value)
+    finally:
+        release.set()
