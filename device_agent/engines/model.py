@@ -126,8 +126,10 @@ def compose(bundle: Bundle, segment_engines: Dict[str, Engine], backend: str, ar
                                  f"(profile {m.target.profile}), this device is {arch}; "
                                  f"recompile for this device's profile")
     if m.target.device == "cuda" and not has_gpu:
-        raise PreconditionFailed(f"the bundle's TVM remainder runs on CUDA ({m.remainder.target}) and this "
-                                 f"device has no GPU; recompile with a CPU profile (e.g. x86-cpu)")
+        cpu_profile = "jetson-nano, or --remainder-device cpu" if arch == "aarch64" else "x86-cpu"
+        raise PreconditionFailed(f"the bundle (profile {m.target.profile}) runs its TVM remainder on CUDA "
+                                 f"({m.remainder.target}) and this {arch} device has no GPU; recompile for a "
+                                 f"CPU remainder ({cpu_profile})")
     from device_agent.engines.tvm import TvmModel
 
     return ModelRunner(TvmModel(bundle, segment_engines, backend), backend, dict(segment_engines))

@@ -147,7 +147,8 @@ def test_orin_bundle_with_a_cuda_remainder_is_refused_in_one_line_naming_both_si
     assert len(errors) == 1, proc.stderr
     assert "FAILED_PRECONDITION" in errors[0]
     assert "CUDA" in errors[0] and "sm_87" in errors[0]  # the bundle's side
-    assert "no GPU" in errors[0]  # the device's side
+    assert "this aarch64 device has no GPU" in errors[0]  # the device's side
+    assert "recompile for a CPU remainder (jetson-nano, or --remainder-device cpu)" in errors[0]  # what to do
     assert nano.alive()
 
 
