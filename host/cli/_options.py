@@ -31,6 +31,11 @@ RetryForOpt = Annotated[float, typer.Option(
 
 def retry_lines(out: "Output", prefix: str = "") -> "Callable[[str], None]":
     """How a command shows that it retries: one progress line on stderr (none with --json)."""
-    from rich.markup import escape
+    def show(line: str) -> None:
+        if out.json_mode:
+            return
+        from rich.markup import escape
 
-    return lambda line: out.status(escape(f"{prefix}retrying: {line}"))
+        out.status(escape(f"{prefix}retrying: {line}"))
+
+    return show

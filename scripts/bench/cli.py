@@ -1,13 +1,15 @@
 """Start-up time of `deploy`: whole-process wall time of everyday commands, medians of several runs.
 
-    python scripts/bench/cli.py [--runs 7] [--label before|after] [--model resnet18]
+    python scripts/bench/cli.py [--runs 7] [--label before|after] [--model resnet18] [--tree DIR]
 
 Times, with subprocess, the installed `deploy` as a user runs it (bytecode caching on): `deploy --version`,
 `deploy --help`, `deploy info --device local` with the local agent already running, and a second `deploy push` of
 a small model that has nothing to do (host compile cache hit, nothing uploaded, every engine a cache hit). All of
 it in a fresh user cache dir, so the local agent and the caches are this script's own; the agent is stopped at the
 end. With `--label L` the medians are saved under L in `.bench/cli.json` and the table shows every saved label as
-a column (e.g. run once with `--label before`, change the code, run with `--label after`).
+a column (e.g. run once with `--label before`, change the code, run with `--label after`). `--tree DIR` times the
+code of another checkout instead (e.g. `git archive COMMIT | tar -x -C DIR`), run as `python -c` with
+PYTHONPATH=DIR, so an older commit can be measured right beside the current one.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = Path(sys.executable).parent / "deploy"
@@ -34,9 +37,16 @@ def median(values: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
+TREE: Optional[Path] = None
+
+
 def _run(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    cmd = [str(DEPLOY)]
+    if TREE is not None:
+        cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'deploy'; from host.cli.app import entry; entry()"]
+        env = {**env, "PYTHONPATH": str(TREE)}
     started = time.perf_counter()
-    proc = subprocess.run([str(DEPLOY), *args], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, cwd=str(TREE or REPO), timeout=600)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"deploy {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -48,7 +58,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="timed runs of each command (median and min reported)")
     ap.add_argument("--label", help="save the medians under this label and show every saved label")
     ap.add_argument("--model", default="resnet18", help="a model of scripts/make_models.py for the second push")
+    ap.add_argument("--tree", type=Path, help="time the code of this checkout (python -c, PYTHONPATH=DIR)")
     a = ap.parse_args()
+    global TREE
+    TREE = a.tree.resolve() if a.tree else None
 
     models = REPO / ".bench" / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -96,8 +109,9 @@ def main() -> None:
         RESULTS.write_text(json.dumps(saved, indent=2))
     others = [label for label in saved if label != a.label]
 
-    print(f"`deploy` start-up, whole process, {a.runs} runs each, load average {min(load):.2f}-{max(load):.2f}, "
-          f"{os.cpu_count()} cores")
+    code = f"code of {TREE}" if TREE else f"{DEPLOY}"
+    print(f"`deploy` start-up ({code}), whole process, {a.runs} runs each, load average "
+          f"{min(load):.2f}-{max(load):.2f}, {os.cpu_count()} cores")
     print()
     head = ["command", *[f"{label} (median)" for label in others], "median", "min", "floor"]
     print("| " + " | ".join(head) + " |")
