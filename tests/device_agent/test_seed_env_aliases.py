@@ -90,3 +90,13 @@ def test_the_flag_wins_over_the_seed_variable_on_a_running_agent(agent_factory, 
     assert settings["multi_engine_mode"] == {"value": 0, "source": "flag"}
     assert settings["max_workspace_bytes"] == {"value": 1000, "source": "TVM_TENSORRT_MAX_WORKSPACE_SIZE"}
     assert settings["fp16"] == {"value": False, "source": "default"}
+
+
+def test_deploy_agent_help_names_the_seed_variables():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "device_agent", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for var in SEED_ALIASES.values():
+        assert var in out

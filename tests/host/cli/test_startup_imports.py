@@ -86,3 +86,10 @@ def test_usage_errors_still_exit_2(args):
     proc = subprocess.run([sys.executable, "-m", "host.cli.app", *args], capture_output=True, text=True,
                           cwd=str(REPO), timeout=120)
     assert proc.returncode == 2, proc.stderr
+
+
+def test_info_json_imports_neither_rich_nor_numpy_nor_the_compiler(agent):
+    code, modules, out = _imported("info", "--device", agent.address, "--json")
+    assert code == 0 and json.loads(out)["address"] == agent.address
+    assert "grpc" in modules
+    assert _loaded(modules, ("rich", "numpy", "onnx", "tvm", "host.compiler", "host.pipeline")) == []
