@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from device_agent.errors import InvalidInput
 from host.client.agent import AgentClient
@@ -20,6 +18,9 @@ from protos import agent_pb2
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
 from ._options import JsonOpt, RetryForOpt, TagOpt
 from .output import Output
+
+if TYPE_CHECKING:  # rich is imported where a table is drawn, so `--json` never loads it
+    from rich.console import Console
 
 fleet_app = typer.Typer(help="The fleet: devices grouped by class, engine caches warmed once per class.",
                         no_args_is_help=True)
@@ -61,6 +62,8 @@ def fleet_listing(devices: list[Device], concurrency: int = DEFAULT_CONCURRENCY)
 
 
 def _render_listing(data: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{sum(len(c['devices']) for c in data['classes'])} device(s) in "
                         f"{len(data['classes'])} class(es)")
     for col in ("class", "devices", "free memory (GiB)"):
@@ -84,6 +87,8 @@ def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, json
 
 
 def _render_warm(data: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{data['builds']} build(s), {data['wall_s']:.1f} s")
     stopped = any(c["not_started"] for c in data["classes"])
     for col in ("class", "built on", "copied to", "already warm", "unreachable", "failed") + (
