@@ -286,6 +286,107 @@ def restarts(runs: int, rng: random.Random, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------- a flapping, lossy link
+
+NETEM = ("netem", "loss", "10%", "delay", "500ms")
+#: where the kernel lacks sch_netem: a slower link (so the flaps land inside the upload) and the 10 % loss made
+#: with nftables at each end's ingress; no added delay (nothing but netem delays packets)
+FALLBACK_SHAPE = ("tbf", "rate", "4mbit", "burst", "32kb", "latency", "400ms")
+
+
+def _nft_loss(ns: str, dev: str, percent: int) -> None:
+    rules = (f"table netdev dbench_loss {{\n chain lossy {{\n  type filter hook ingress device {dev} priority 0;\n"
+             f"  numgen random mod 100 < {percent} drop\n }}\n}}\n")
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True,
+                   capture_output=True)
+
+
+def netem(flaps: int, down_s: float, up_s: float, size_mb: int, work: Path) -> dict[str, Any]:
+    """`deploy push` from one namespace to an agent in the other across a lossy veth pair, link down and up."""
+    import shutil
+
+    from upload import ADDR_A, NS_A, NS_B, make_namespaces, teardown_namespaces  # the namespaces and veth pair
+
+    from tests.device_agent.onnx_models import single_segment_bundle, wide_mlp
+
+    archive, _, _ = single_segment_bundle(work, wide_mlp(512 if size_mb <= 4 else 1024, max(1, size_mb // 4),
+                                                         seed=11), "flap")
+    size = archive.stat().st_size
+    scenario = (f"`deploy push` across a veth pair between network namespaces, 10 % loss, %s, the link taken "
+                f"down for {down_s:g} s and up again {flaps} times during the upload")
+    command = f"faults.py --only netem --flaps {flaps} --down-s {down_s:g} --size-mb {size_mb}"
+    shaping = "netem 500 ms delay"
+    why = make_namespaces(NETEM)
+    if why and "unknown" in why:  # no sch_netem in this kernel: loss from nftables, a slower link, no delay
+        shaping = "no added delay (this kernel has no sch_netem; loss by nftables, link 4 Mbit/s)"
+        why = make_namespaces(FALLBACK_SHAPE)
+        if not why and shutil.which("nft"):
+            try:
+                _nft_loss(NS_A, "dbv_a", 10)
+                _nft_loss(NS_B, "dbv_b", 10)
+            except subprocess.CalledProcessError as exc:
+                why = f"nft: {exc.stderr.strip()}"
+        elif not why:
+            why = "no sch_netem in this kernel and no nft for the loss"
+    scenario = scenario.replace("%s", shaping)
+    if why:
+        teardown_namespaces()
+        return row(scenario, "1 run", f"skipped: {why}", command, False)
+    ns_a, ns_b = ["ip", "netns", "exec", NS_A], ["ip", "netns", "exec", NS_B]
+    agent = None
+    try:
+        agent, address = start_agent(work / "agent" / "store", listen=f"{ADDR_A}:7312", extra=["--insecure"],
+                                     prefix=ns_a)
+        t0 = time.monotonic()
+        proc = subprocess.Popen([*ns_b, DEPLOY, "push", str(archive), "--device", address, "--json",
+                                 "--retry-for", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        partial = work / "agent" / "store" / "partial"
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                partial.is_dir() and any(p.stat().st_size >= MB for p in partial.iterdir())):
+            time.sleep(0.05)
+        flapped, at = 0, []
+        for k in range(flaps):
+            # each flap once the agent has committed a further share of the bundle (or 20 s passed), so the
+            # five land spread over the upload rather than all at its start
+            want, wait_until = size * (k + 1) // (flaps + 2), time.monotonic() + 20
+            while proc.poll() is None and time.monotonic() < wait_until:
+                part = [p.stat().st_size for p in partial.iterdir()] if partial.is_dir() else []
+                if max(part, default=0) >= want or not part:
+                    break
+                time.sleep(0.05)
+            if proc.poll() is not None:
+                break
+            part = [p.stat().st_size for p in partial.iterdir()] if partial.is_dir() else []
+            at.append(max(part, default=size))
+            subprocess.run([*ns_b, "ip", "link", "set", "dbv_b", "down"], check=True)
+            time.sleep(down_s)
+            subprocess.run([*ns_b, "ip", "link", "set", "dbv_b", "up"], check=True)
+            flapped += 1
+            time.sleep(up_s)
+        out, err = proc.communicate(timeout=900)
+        seconds = time.monotonic() - t0
+    finally:
+        if agent is not None:
+            _try(lambda: stop_agent(agent))
+        teardown_namespaces()
+    data = json.loads(out) if out.strip() else {}
+    up = data.get("upload") or {}
+    ok = proc.returncode == 0 and data.get("bundle_digest") == sha_file(archive) and \
+        bool((data.get("verify") or {}).get("passed"))
+    resent = int(up.get("bytes_sent", 0)) - (size - int(up.get("resumed_from", 0)))
+    retry_lines = [line for line in err.splitlines() if line.startswith("retrying")]
+    retries = len(retry_lines)  # push --json has no retry count; its progress lines on stderr say each one
+    per = resent / max(1, retries)
+    result = (f"{'completed by itself' if ok else f'FAILED (exit {proc.returncode}): {err.strip()[-300:]}'} in "
+              f"{seconds:.0f} s; {size} byte bundle; link down at {', '.join(f'{b / MB:.1f}' for b in at)} MiB "
+              f"committed; {retries} client retries; {resent} bytes re-sent in all, {per:.0f} per retry "
+              f"(one chunk is {MB})")
+    for line in retry_lines:
+        print("  " + line[:300], file=sys.stderr)
+    return row(scenario, f"1 push, {flapped} flaps", result, command, ok and flapped == flaps and per <= MB)
+
+
 # ---------------------------------------------------------------- overload
 
 def _rss_peak(pid: int) -> int:
@@ -381,7 +482,11 @@ def main() -> int:
     ap.add_argument("--cli-runs", type=int, default=3)
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--concurrent-uploads", type=int, default=64)
-    ap.add_argument("--only", default="uploads,builds,restart,overload,enospc,commit-order")
+    ap.add_argument("--only", default="uploads,builds,restart,netem,overload,enospc,commit-order")
+    ap.add_argument("--flaps", type=int, default=5, help="netem: times the link goes down and up")
+    ap.add_argument("--down-s", type=float, default=3.0, help="netem: seconds the link stays down")
+    ap.add_argument("--up-s", type=float, default=3.0, help="netem: seconds it stays up between")
+    ap.add_argument("--size-mb", type=int, default=12, help="netem: about the bundle's size in MB")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print the rows as one JSON object at the end")
     args = ap.parse_args()
@@ -403,6 +508,9 @@ def main() -> int:
         if "restart" in only:
             (work / "restart").mkdir()
             rows += restarts(args.cli_runs, rng, work / "restart")
+        if "netem" in only:
+            (work / "netem").mkdir()
+            rows.append(netem(args.flaps, args.down_s, args.up_s, args.size_mb, work / "netem"))
         if "overload" in only:
             (work / "overload").mkdir()
             rows += overload(args.calls, args.concurrent_uploads, rng, work / "overload")

@@ -112,8 +112,12 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def make_namespaces() -> str | None:
-    """Two namespaces joined by a veth pair, each end shaped to 1 Gbit/s; returns why not, or None."""
+SHAPE_1GBIT = ("tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms")
+
+
+def make_namespaces(qdisc: tuple[str, ...] = SHAPE_1GBIT) -> str | None:
+    """Two namespaces joined by a veth pair, each end shaped by `qdisc` (`tc qdisc add dev D root ...`; default
+    1 Gbit/s); returns why not, or None. scripts/bench/faults.py uses it with netem."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         return "needs root and iproute2 (ip, tc)"
     teardown_namespaces()
@@ -127,8 +131,7 @@ def make_namespaces() -> str | None:
             sh("ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1gbit",
-               "burst", "256kb", "latency", "50ms")
+            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", *qdisc)
     except subprocess.CalledProcessError as exc:
         teardown_namespaces()
         return f"could not make namespaces: {exc.stderr.decode(errors='replace').strip() or exc}"
