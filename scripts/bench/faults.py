@@ -16,7 +16,12 @@ Scenarios (each prints one row of scenario / count / result; docs/reliability.md
               --max-concurrent-rpcs 16, no client retries: each answered OK or RESOURCE_EXHAUSTED within its 10 s
               deadline; then --concurrent-uploads concurrent 8 MiB uploads with retrying clients: all complete;
               the agent's peak RSS.
-- enospc, commit-order: the suite's own tests (tests/device_agent/test_faults.py -k disk, test_commit_order.py),
+- netem:      `deploy push` (a ~12 MB bundle) from one network namespace to an agent in another across
+              upload.py's veth pair with 10 % loss and 500 ms delay (tc netem; where the kernel has no sch_netem:
+              10 % loss by nftables at each end's ingress, a 4 Mbit/s tbf link, no delay), the link taken down
+              for --down-s and up again --flaps times, spread over the upload; it must complete by itself; the
+              client's retries and the bytes it sent twice (needs root, iproute2, nft for the fallback).
+- enospc, commit-order: the suite's own tests (test_faults.py and test_build_faults.py -k disk, test_commit_order.py),
               run once each (they need root for the tmpfs and strace).
 
 usage: .venv/bin/python scripts/bench/faults.py [--uploads 200] [--builds 50] [--cli-runs 3] [--calls 500]
@@ -518,8 +523,10 @@ def main() -> int:
             (work / "overload").mkdir()
             rows += overload(args.calls, args.concurrent_uploads, rng, work / "overload")
     if "enospc" in only:
-        rows.append(suite("enospc", ["tests/device_agent/test_faults.py", "-k", "disk"],
-                          "ENOSPC on a 24 MiB tmpfs during an upload and during a build's cache write"))
+        rows.append(suite("enospc", ["tests/device_agent/test_faults.py", "tests/device_agent/test_build_faults.py",
+                                     "-k", "disk"],
+                          "ENOSPC on a 24 MiB tmpfs during an upload, a build's bundle unpacking and its cache "
+                          "write"))
     if "commit-order" in only:
         rows.append(suite("commit-order", ["tests/device_agent/test_commit_order.py"],
                           "strace of blob publish, cache entry (built, imported), local agent state: fsync, "
