@@ -6,10 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from device_agent.errors import InvalidInput
 from host.client.agent import AgentClient
 from host.client.retry import DEFAULT_RETRY_FOR_S
-from host.fleet import inventory
 from host.fleet.classes import classify, group
 from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
 from host.fleet.inventory import Device
@@ -29,13 +27,9 @@ ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-j", min=1, max=2
 
 
 def _devices(tags: Optional[list[str]]) -> list[Device]:
-    inv = inventory.load()
-    devices = inv.select(tags)
-    if not devices:
-        which = f" with tag(s) {', '.join(tags)}" if tags else ""
-        raise InvalidInput(f"no devices{which} in the inventory {inv.path}; add [devices.NAME] entries "
-                           "(address, profile, tags) to deploy.toml")
-    return devices
+    from host.api import select_devices
+
+    return select_devices(tags or [])
 
 
 def _info(device: Device) -> agent_pb2.DeviceInfo:
@@ -129,10 +123,9 @@ def warm(
     """Build engines once per device class and copy them to every other device of the class."""
     from rich.markup import escape
 
-    from host.fleet.warm import WarmEvent, Warmer, failure_bound, model_plans
+    from host import api
+    from host.fleet.warm import WarmEvent
 
-    if not model_or_bundle.exists():
-        raise InvalidInput(f"{model_or_bundle}: no such file or directory; pass an ONNX model or a bundle")
     out = Output(json)
 
     def show(event: WarmEvent) -> None:
@@ -141,18 +134,12 @@ def warm(
         detail = f": {event.detail}" if event.detail else ""
         out.status(escape(f"{event.kind:>13} {event.device}{detail}"))
 
-    devices = _devices(tag)
-    failure_bound(max_failures, len(devices))  # a bad --max-failures fails before any device work
-    result = Warmer(devices, model_plans(model_or_bundle), concurrency=concurrency, on_event=show,
-                    retry_for=retry_for, max_failures=max_failures).run()
-    errors = [c.plan_error for c in result.classes]
-    if errors and all(isinstance(e, InvalidInput) for e in errors):
-        raise errors[0]  # the model itself is bad: one line, exit 2, not a table of identical failures
-    data = result.to_dict()
+    data = api.fleet_warm(model_or_bundle, tag, concurrency=concurrency, max_failures=max_failures,
+                          retry_for=retry_for, on_event=show)
     out.result(data, lambda c: _render_warm(data, c))
-    if not result.ok:
-        failures = [f for c in result.classes for f in c.failed] + result.unreachable
-        raise typer.Exit(EXIT_UNREACHABLE if all(f.unreachable for f in failures) else EXIT_DEVICE)
+    if not data["ok"]:
+        failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]
+        raise typer.Exit(EXIT_UNREACHABLE if all(f["unreachable"] for f in failures) else EXIT_DEVICE)
 
 
 def register(app: typer.Typer) -> None:

@@ -93,19 +93,20 @@ def push(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for the device's TensorRT (or reuse), upload, build, verify and optionally benchmark."""
-    from host.pipeline.push import check_source, push as run_push
+    from host import api
+    from host.pipeline.push import check_source
 
     check_source(source)
     out = Output(json, verbose)
-    options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
-                       sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
-                       verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
-                       iterations=iterations, duration_s=duration, batch=batch)
+    options = dict(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
+                   input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
+                   sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
+                   verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
+                   iterations=iterations, duration_s=duration, batch=batch)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
-    with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client, live:
-        result = run_push(client, source, options, observer)
-    data = result.to_json()
+    with live:
+        data = api.push(source, device, observer=observer, retry_for=retry_for, on_retry=retry_lines(out),
+                        **options)
     out.result(data, lambda c: render_push(data, c))
 
 
@@ -132,8 +133,9 @@ def bench(
     verbose: VerboseOpt = False,
 ) -> None:
     """Benchmark on one or several devices (one after another, so they do not compete); a side-by-side table."""
+    from host import api
     from host.pipeline import push as pipeline
-    from host.pipeline.report import require_matplotlib, write_report
+    from host.pipeline.report import require_matplotlib
 
     pipeline.check_source(source)
     if report is not None:
@@ -146,15 +148,11 @@ def bench(
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
-        with connect(name, retry_for=retry_for, on_retry=retry_lines(out, f"[{name}] ")) as client, live:
-            ready = pipeline.make_ready(client, source, options, observer)
-            result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
-        runs.append({"device": name, "address": client.address, "bundle_digest": ready.prepared.digest,
-                     "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
-                     **result.to_json(samples=True)})
-    files = write_report(report, str(source), runs) if report is not None else None
-    data = {"source": str(source), "devices": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
-            "report": files}
+        with live:
+            runs.append(api.bench_one(source, name, options, observer, retry_for=retry_for,
+                                      on_retry=retry_lines(out, f"[{name}] ")))
+    data = api.bench_summary(source, runs, report)
+    files = data["report"]
     out.result(data, lambda c: (c.print(latency_table({r["device"]: r for r in runs})),
                                 files and c.print(f"report: {files['report']}")))
 
@@ -177,8 +175,9 @@ def run(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the model once on the device with the given inputs; write its outputs to an .npz file."""
+    from host import api
     from host.pipeline import push as pipeline
-    from host.pipeline.tensors import read_inputs, to_arrays, to_tensors, write_npz
+    from host.pipeline.tensors import read_inputs, write_npz
 
     pipeline.check_source(source)
     arrays = read_inputs(input)  # bad input fails before any device work
@@ -189,36 +188,15 @@ def run(
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False,
                        sample_inputs=arrays, exclude_ops=list(no_offload))
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
-    with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client, live:
-        ready = pipeline.make_ready(client, source, options, observer,
-                                    check=lambda prepared: _check_inputs(prepared.manifest, arrays))
-        from protos import agent_pb2
-
-        observer.phase("run", f"{len(arrays)} input(s)")
-        reply = client.run(agent_pb2.RunRequest(bundle_digest=ready.prepared.digest, options=ready.build_options,
-                                                inputs=to_tensors(arrays)))
-        observer.phase_done("run", reply.latency_ms / 1e3, f"{reply.latency_ms:.2f} ms on {reply.backend}")
-    outputs = to_arrays(reply.outputs)
+    with live:
+        ran, outputs = api.run_once(source, device, arrays, options, observer, retry_for=retry_for,
+                                    on_retry=retry_lines(out))
     write_npz(output, outputs)
-    data = {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
-            "output": str(output),
-            "latency_ms": reply.latency_ms, "backend": reply.backend,
-            "outputs": [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape)} for k, v in outputs.items()]}
+    data = {**{k: ran[k] for k in ("device", "address", "bundle_digest")}, "output": str(output),
+            **{k: ran[k] for k in ("latency_ms", "backend", "outputs")}}
     out.result(data, lambda c: c.print(
         f"wrote {output}: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in data["outputs"])
-        + f"  ({reply.latency_ms:.2f} ms on {reply.backend})"))
-
-
-def _check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
-    if manifest is None:
-        return
-    wanted = [t.name for t in manifest.inputs]
-    missing = [n for n in wanted if n not in arrays]
-    unknown = [n for n in arrays if n not in wanted]
-    if unknown or missing:
-        raise InvalidInput(f"the model's inputs are {wanted}; "
-                           + (f"unknown --input {unknown}" if unknown else f"missing --input for {missing}")
-                           + "; pass --input NAME=FILE.npy for each")
+        + f"  ({data['latency_ms']:.2f} ms on {data['backend']})"))
 
 
 # ---------------------------------------------------------------- devices and the engine cache

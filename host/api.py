@@ -1,0 +1,178 @@
+"""The Python API for notebooks and scripts: what `deploy compile/push/bench/run/fleet warm` do, as functions.
+
+Each returns the same data as the command's `--json` (plain dicts and lists), and raises the project's own
+exception types (`device_agent.errors.DeployError` subclasses, `host.client.errors.AgentError`), so a script
+can tell bad input from an unreachable device. `docs/api.md` has runnable examples. The CLI commands are thin
+layers over these functions and add only progress views and output formatting.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from host.pipeline.observer import Observer
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def compile(model: PathLike, output: PathLike, **options: Any) -> dict[str, Any]:  # noqa: A001 - the verb
+    """Compile an ONNX model into a bundle in ``output``; ``options`` are `CompileOptions` fields
+    (``profile``, ``trt_version``, ``input_shapes``, ``sample_inputs``, ``exclude_ops``, ``fp16``, ...)."""
+    from host.compiler.api import compile_model
+
+    return compile_model(model, output, **options).to_json()
+
+
+def _push_options(**kw: Any):
+    from device_agent.errors import InvalidInput
+    from host.pipeline.push import PushOptions
+
+    if kw.get("iterations") and kw.get("duration_s"):
+        raise InvalidInput("give iterations or duration_s, not both")
+    return PushOptions(**kw)
+
+
+def push(source: PathLike, device: str = "local", *, observer: Optional["Observer"] = None, retry_for: float = 0,
+         on_retry: Any = None, **options: Any) -> dict[str, Any]:
+    """Compile (or reuse) for the device, upload, build, verify, optionally benchmark (``bench=True``).
+
+    ``options`` are `host.pipeline.push.PushOptions` fields; ``device`` an inventory name, ``local`` or
+    HOST:PORT."""
+    from host.client.agent import connect
+    from host.pipeline.push import check_source, push as run_push
+
+    source = Path(source)
+    check_source(source)
+    opts = _push_options(**options)
+    with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
+        return run_push(client, source, opts, observer).to_json()
+
+
+def bench_one(source: Path, device: str, options: Any, observer: Optional["Observer"] = None,
+              retry_for: float = 0, on_retry: Any = None) -> dict[str, Any]:
+    """One device's row of `deploy bench` (with the raw samples under ``samples_ms``)."""
+    from host.client.agent import connect
+    from host.pipeline import push as pipeline
+
+    with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
+        ready = pipeline.make_ready(client, source, options, observer)
+        result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
+    return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
+            "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
+            **result.to_json(samples=True)}
+
+
+def bench_summary(source: Path, runs: list[dict[str, Any]], report: Optional[PathLike] = None) -> dict[str, Any]:
+    """`deploy bench --json` from the rows; writes the report (Markdown + PNGs) when ``report`` is a directory."""
+    from host.pipeline.report import write_report
+
+    files = write_report(Path(report), str(source), runs) if report is not None else None
+    return {"source": str(source), "devices": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
+            "report": files}
+
+
+def bench(source: PathLike, devices: Sequence[str] = ("local",), *, report: Optional[PathLike] = None,
+          retry_for: float = 0, **options: Any) -> dict[str, Any]:
+    """Benchmark on each device in turn (so they do not compete); ``options`` as for `push`."""
+    from host.pipeline.push import check_source
+    from host.pipeline.report import require_matplotlib
+
+    source = Path(source)
+    check_source(source)
+    if report is not None:
+        require_matplotlib()
+    opts = _push_options(verify=False, bench=True, **options)
+    runs = [bench_one(source, d, opts, retry_for=retry_for) for d in dict.fromkeys(devices)]
+    return bench_summary(source, runs, report)
+
+
+def run_once(source: Path, device: str, inputs: dict[str, "np.ndarray"], options: Any,
+             observer: Optional["Observer"] = None, retry_for: float = 0, on_retry: Any = None):
+    """Make the model ready on the device and run it once: (its `--json` data without ``output``, output arrays)."""
+    from host.client.agent import connect
+    from host.pipeline import push as pipeline
+    from host.pipeline.observer import Observer
+    from host.pipeline.tensors import to_arrays, to_tensors
+    from protos import agent_pb2
+
+    observer = observer or Observer()
+    with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
+        ready = pipeline.make_ready(client, source, options, observer,
+                                    check=lambda prepared: check_inputs(prepared.manifest, inputs))
+        observer.phase("run", f"{len(inputs)} input(s)")
+        reply = client.run(agent_pb2.RunRequest(bundle_digest=ready.prepared.digest, options=ready.build_options,
+                                                inputs=to_tensors(inputs)))
+        observer.phase_done("run", reply.latency_ms / 1e3, f"{reply.latency_ms:.2f} ms on {reply.backend}")
+    outputs = to_arrays(reply.outputs)
+    data = {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
+            "latency_ms": reply.latency_ms, "backend": reply.backend,
+            "outputs": [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape)} for k, v in outputs.items()]}
+    return data, outputs
+
+
+def run(source: PathLike, inputs: dict[str, "np.ndarray"], device: str = "local", *, retry_for: float = 0,
+        **options: Any) -> dict[str, Any]:
+    """Run once with ``inputs`` (name -> array); the `--json` data plus ``arrays``: the outputs by name.
+
+    A model compiled here takes the inputs as its sample inputs too (they bind symbolic dims)."""
+    from host.pipeline.push import check_source
+
+    source = Path(source)
+    check_source(source)
+    opts = _push_options(verify=False, sample_inputs=dict(inputs), **options)
+    data, outputs = run_once(source, device, dict(inputs), opts, retry_for=retry_for)
+    return {**data, "arrays": outputs}
+
+
+def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
+    """Every model input given once, nothing else: one line naming what is missing or unknown."""
+    from device_agent.errors import InvalidInput
+
+    if manifest is None:
+        return
+    wanted = [t.name for t in manifest.inputs]
+    missing = [n for n in wanted if n not in arrays]
+    unknown = [n for n in arrays if n not in wanted]
+    if unknown or missing:
+        raise InvalidInput(f"the model's inputs are {wanted}; "
+                           + (f"unknown --input {unknown}" if unknown else f"missing --input for {missing}")
+                           + "; pass --input NAME=FILE.npy for each")
+
+
+def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optional[int] = None,
+               max_failures: Optional[str] = None, retry_for: float = 0, on_event: Any = None) -> dict[str, Any]:
+    """Build once per device class of the inventory's devices (those with every tag), copy to the rest.
+
+    The result's ``ok`` is False when a device failed; the per-class ``failed`` lists say why."""
+    from device_agent.errors import InvalidInput
+    from host.fleet.warm import DEFAULT_CONCURRENCY, Warmer, failure_bound, model_plans
+
+    source = Path(source)
+    if not source.exists():
+        raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle")
+    devices = select_devices(tags)
+    failure_bound(max_failures, len(devices))
+    result = Warmer(devices, model_plans(source), concurrency=concurrency or DEFAULT_CONCURRENCY,
+                    on_event=on_event, retry_for=retry_for, max_failures=max_failures).run()
+    errors = [c.plan_error for c in result.classes]
+    if errors and all(isinstance(e, InvalidInput) for e in errors):
+        raise errors[0]  # the model itself is bad: one error, not a table of identical failures
+    return result.to_dict()
+
+
+def select_devices(tags: Sequence[str] = ()) -> list:
+    """The inventory's devices with every tag; none is one line saying where to add them."""
+    from device_agent.errors import InvalidInput
+    from host.fleet.inventory import load
+
+    inventory = load()
+    devices = inventory.select(list(tags))
+    if not devices:
+        which = f" with tag(s) {', '.join(tags)}" if tags else ""
+        raise InvalidInput(f"no devices{which} in the inventory {inventory.path}; add [devices.NAME] entries "
+                           "(address, profile, tags) to deploy.toml")
+    return devices
