@@ -167,7 +167,7 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
 def select_devices(tags: Sequence[str] = ()) -> list:
     """The inventory's devices with every tag; none is one line saying where to add them."""
     from device_agent.errors import InvalidInput
-    from host.fleet.inventory import load
+    from host.inventory import load
 
     inventory = load()
     devices = inventory.select(list(tags))

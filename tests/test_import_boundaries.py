@@ -61,3 +61,22 @@ def test_agent_starts_without_heavy_libraries_loaded():
     # (`before`: site .pth hooks of installed packages, e.g. cuda-bindings' redirector, are not ours)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def _full_imports(path: Path) -> list[tuple[str, int]]:
+    """Dotted module names imported anywhere in the file (``from host import inventory`` -> host.inventory)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]
+    return found
+
+
+def test_client_compiler_and_pipeline_never_import_the_fleet_layer_above_them():
+    lower = [REPO / "host" / d for d in ("client", "compiler", "pipeline")] + [REPO / "host" / "inventory.py"]
+    files = [p for d in lower for p in ([d] if d.is_file() else d.rglob("*.py"))]
+    bad = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in files
+           for name, line in _full_imports(p) if name == "host.fleet" or name.startswith("host.fleet.")]
+    assert files and bad == []

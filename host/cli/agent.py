@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from host.client import local
-from host.fleet.inventory import LOCAL
+from host.inventory import LOCAL
 
 from ._options import DeviceOpt, JsonOpt
 from .output import Output

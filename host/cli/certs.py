@@ -23,7 +23,7 @@ def default_dir() -> Path:
 
 
 def _device_names(inventory_path: Optional[Path]) -> list:
-    from host.fleet import inventory as inv
+    from host import inventory as inv
     from host.security.certs import DeviceNames, host_of
 
     names = []

@@ -10,7 +10,7 @@ from host.client.agent import AgentClient
 from host.client.retry import DEFAULT_RETRY_FOR_S
 from host.fleet.classes import classify, group
 from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE

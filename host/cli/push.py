@@ -208,7 +208,7 @@ def devices(
 ) -> None:
     """The inventory with each device's live state, queried in parallel with a short deadline."""
     from host.client import local
-    from host.fleet.inventory import LOCAL, Device, load
+    from host.inventory import LOCAL, Device, load
 
     inventory = load()
     chosen = inventory.select(tag)

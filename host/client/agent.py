@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Optional
 import grpc
 
 from device_agent.errors import InvalidInput
-from host.fleet.inventory import LOCAL, Device
+from host.inventory import LOCAL, Device
 from protos import agent_pb2, agent_pb2_grpc
 
 from . import local
@@ -228,7 +228,7 @@ class AgentClient:
 
 def connect(spec: str, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> AgentClient:
     """Client for an inventory name, `local` or HOST:PORT."""
-    from host.fleet.inventory import resolve
+    from host.inventory import resolve
 
     return AgentClient(resolve(spec), retry_for=retry_for, on_retry=on_retry)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import grpc
 
 from device_agent.errors import InvalidInput
-from host.fleet.inventory import Device
+from host.inventory import Device
 
 from .errors import AgentError, from_rpc_error
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
 
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 
 #: Segment backends in the order an agent's `auto` picks them (device_agent/engines BACKENDS).

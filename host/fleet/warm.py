@@ -27,7 +27,7 @@ from host.client.errors import AgentError
 from host.fleet.classes import DeviceClass, classify, group
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
                                is_unreachable, retrying)
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 
 FETCH_CHUNK_BYTES = 1024 * 1024

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from device_agent.errors import InvalidInput, PreconditionFailed, Unavailable
-from host.fleet import inventory as inv
+from host import inventory as inv
 from host.security import certs
 
 from . import service, wheels

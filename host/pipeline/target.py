@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from device_agent.errors import InvalidInput
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 
 TRT_BACKENDS = ("tensorrt", "trtexec")

@@ -40,7 +40,7 @@ def main() -> int:
             proc, address = start_agent(Path(tmp) / "store")
             try:
                 from host.client.agent import AgentClient
-                from host.fleet.inventory import Device
+                from host.inventory import Device
 
                 with AgentClient(Device(name="f", address=address)) as c:
                     c.info()  # one real call, then idle

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _agent import median, start_agent, stop_agent  # noqa: E402
 
 from host.client.agent import AgentClient  # noqa: E402
-from host.fleet.inventory import Device, TlsFiles  # noqa: E402
+from host.inventory import Device, TlsFiles  # noqa: E402
 from host.security import certs  # noqa: E402
 
 NAME = "bench-agent"

@@ -40,7 +40,7 @@ from _agent import REPO, median, start_agent, stop_agent  # noqa: E402
 from host.client.agent import AgentClient  # noqa: E402
 from host.fleet.classes import classify, group  # noqa: E402
 from host.fleet.fanout import fan_out  # noqa: E402
-from host.fleet.inventory import Device  # noqa: E402
+from host.inventory import Device  # noqa: E402
 from host.fleet.warm import ClassPlan, Warmer, model_plans  # noqa: E402
 from protos import agent_pb2  # noqa: E402
 from tests.system.envs import agent_envs  # noqa: E402

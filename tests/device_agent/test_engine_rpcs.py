@@ -10,7 +10,7 @@ import pytest
 
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 from tests.device_agent.onnx_models import (conv_net, max_rel_err, single_segment_bundle,
                                              wide_mlp)

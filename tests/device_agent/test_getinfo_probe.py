@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from host.client.agent import AgentClient
-from host.fleet.inventory import Device
+from host.inventory import Device
 
 
 def test_getinfo_reports_onnxruntime_without_loading_it_into_the_agent(agent):

@@ -16,7 +16,7 @@ import pytest
 
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 
 MB = 1024 * 1024

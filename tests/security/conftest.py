@@ -11,7 +11,7 @@ import pytest
 
 from device_agent.config import AgentSettings
 from device_agent.server import AgentServer
-from host.fleet.inventory import Device, TlsFiles
+from host.inventory import Device, TlsFiles
 from host.security import certs
 
 AGENT = "agent-one"

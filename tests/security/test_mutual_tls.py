@@ -148,7 +148,7 @@ def test_health_check_over_mutual_tls_needs_the_client_certificate(mtls_agent, p
 
 def test_missing_client_key_file_is_one_clear_error(pki, tmp_path: Path) -> None:
     from device_agent.errors import InvalidInput
-    from host.fleet.inventory import Device, TlsFiles
+    from host.inventory import Device, TlsFiles
 
     device = Device(name=pki.name, address="127.0.0.1:1",
                     tls=TlsFiles(ca=pki.ca, cert=pki.client.cert, key=tmp_path / "nope.key"))

@@ -15,7 +15,7 @@ from device_agent.config import AgentSettings
 from device_agent.errors import InvalidInput
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2, agent_pb2_grpc
 
 

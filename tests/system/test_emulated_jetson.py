@@ -170,7 +170,7 @@ def test_only_aarch64_profiles_are_emulated():
 def test_killed_during_a_build_then_restarted_on_the_same_store_the_next_push_succeeds(emulation, model, tmp_path):
     from device_agent.cache import EngineCache
     from host.client.agent import AgentClient
-    from host.fleet.inventory import Device
+    from host.inventory import Device
     from protos import agent_pb2
 
     out = tmp_path / "bundle"
@@ -211,7 +211,7 @@ def test_fleet_warm_over_an_emulated_aarch64_class_and_an_x86_class_builds_once_
     import tomli_w
 
     from host.client.agent import AgentClient
-    from host.fleet.inventory import Device
+    from host.inventory import Device
     from protos import agent_pb2
     from tests.device_agent.onnx_models import conv_net, reference_run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from host.client.agent import AgentClient
-from host.fleet.inventory import Device
+from host.inventory import Device
 from host.fleet.warm import ClassPlan, WarmEvent, Warmer, failure_bound
 from device_agent.errors import InvalidInput
 from protos import agent_pb2

@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 
 from host.client.agent import AgentClient
-from host.fleet.inventory import Device, load
+from host.inventory import Device, load
 from host.fleet.warm import WarmEvent, Warmer, model_plans
 from protos import agent_pb2
 from tests.device_agent.onnx_models import conv_net, reference_run

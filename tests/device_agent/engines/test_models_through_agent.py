@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from host.client.agent import AgentClient
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 from tests.device_agent.onnx_models import max_rel_err, reference_run
 

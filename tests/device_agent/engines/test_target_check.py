@@ -57,7 +57,7 @@ def test_cuda_remainder_on_an_agent_without_gpu_is_refused_over_grpc(agent, tmp_
     from host.client.agent import AgentClient
     from host.client.errors import AgentError
     from host.compiler.api import CompileOptions, compile_model
-    from host.fleet.inventory import Device
+    from host.inventory import Device
     from protos import agent_pb2
 
     repo = Path(__file__).resolve().parents[3]

@@ -104,7 +104,7 @@ def test_push_of_a_deploy_compile_output_directory_pushes_that_bundle(agent_fact
 def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, deploy, resnet18):
     from host.client.agent import AgentClient
     from host.client.digests import digest_of
-    from host.fleet.inventory import Device
+    from host.inventory import Device
     from protos import agent_pb2
 
     a, b = agent_factory(), agent_factory()

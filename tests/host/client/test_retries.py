@@ -18,7 +18,7 @@ import pytest
 
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2
 from tests.conftest import deploy_bin
 from tests.device_agent.onnx_models import single_segment_bundle, wide_mlp

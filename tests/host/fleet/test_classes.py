@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from host.client.agent import AgentClient
 from host.fleet.classes import classify, effective_backend, group
-from host.fleet.inventory import Device
+from host.inventory import Device
 
 
 def info_of(handle):

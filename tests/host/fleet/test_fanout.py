@@ -10,7 +10,7 @@ import pytest
 from device_agent.errors import InvalidInput
 from host.client.agent import AgentClient
 from host.fleet.fanout import Limiter, RetryPolicy, fan_out
-from host.fleet.inventory import Device
+from host.inventory import Device
 
 
 def closed_port() -> int:

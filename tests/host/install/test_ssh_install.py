@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from host.client.agent import AgentClient
 from host.client.channel import make_channel
 from host.client.errors import AgentError
-from host.fleet import inventory as inv
+from host import inventory as inv
 
 DEVICE_PYTHON = "/usr/bin/python3"  # Debian's Python, without grpcio or numpy: everything arrives as wheels
 DEPLOY = str(Path(sys.executable).parent / "deploy")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from device_agent.errors import InvalidInput
-from host.fleet.inventory import Device
+from host.inventory import Device
 from host.pipeline.target import choose_target
 from protos import agent_pb2
 
