@@ -384,14 +384,17 @@ def netem(flaps: int, down_s: float, up_s: float, size_mb: int, work: Path) -> d
     ok = proc.returncode == 0 and sent is not None and blob.is_file() and "verify:" in out
     resent = max(0, int(round((float(sent.group(1)) - size / MB) * MB))) if sent else -1  # to 0.05 MiB
     retry_lines = [line for line in err.splitlines() if line.startswith("retrying")]
-    retries = len(retry_lines)
-    per = resent / max(1, retries)
+    cut = sum(1 for line in retry_lines if line.startswith("retrying: upload of"))  # an Upload stream broken
+    queries = len(retry_lines) - cut  # QueryUpload (or another call) refused while the link was still down
+    per = resent / max(1, cut)
     result = (f"{'completed by itself' if ok else f'FAILED (exit {proc.returncode}): {err.strip()[-300:]}'} in "
               f"{seconds:.0f} s; {size} byte bundle; link down at {', '.join(f'{b / MB:.1f}' for b in at)} MiB "
-              f"committed; {retries} client retries (a resumed upload each); {resent / MB:.1f} MiB re-sent in "
-              f"all, {per / MB:.2f} MiB per retry (one chunk is 1 MiB)")
+              f"committed; {cut} upload streams cut (each resumed at the committed offset; {queries} more retries "
+              f"of calls while the link was down); {resent / MB:.1f} MiB re-sent in all (to 0.05 MiB), "
+              f"{per / MB:.2f} MiB per interruption (one chunk is 1 MiB)")
     for line in retry_lines:
-        print("  " + line[:300], file=sys.stderr)
+        if line.startswith("retrying: upload of"):
+            print("  " + line[:300], file=sys.stderr)
     return row(scenario, f"1 push, {flapped} flaps", result, command, ok and flapped == flaps and per <= MB)
 
 
