@@ -52,7 +52,7 @@ from _agent import REPO, start_agent, stop_agent  # noqa: E402
 import grpc  # noqa: E402
 
 from host.client.agent import AgentClient  # noqa: E402
-from host.fleet.inventory import Device  # noqa: E402
+from host.inventory import Device  # noqa: E402
 from protos import agent_pb2, agent_pb2_grpc  # noqa: E402
 
 MB = 1024 * 1024

@@ -30,7 +30,7 @@ from _agent import REPO, median, start_agent, stop_agent  # noqa: E402
 
 from host.client.agent import AgentClient  # noqa: E402
 from host.client.digests import hash_file  # noqa: E402
-from host.fleet.inventory import Device  # noqa: E402
+from host.inventory import Device  # noqa: E402
 
 LINK_RATE_BPS = 1_000_000_000
 NS_A, NS_B = "dbench_a", "dbench_b"
@@ -78,7 +78,7 @@ GRPC_CLIENT = r"""
 import sys, time
 sys.path.insert(0, sys.argv[4])
 from host.client.agent import AgentClient
-from host.fleet.inventory import Device
+from host.inventory import Device
 c = AgentClient(Device(name="b", address=sys.argv[2]))
 t = time.perf_counter(); s = c.upload(sys.argv[1], digest=sys.argv[3]); dt = time.perf_counter() - t
 print(dt, s.bytes_sent)

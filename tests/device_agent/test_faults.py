@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
-from host.fleet.inventory import Device
+from host.inventory import Device
 from protos import agent_pb2, agent_pb2_grpc
 from tests.device_agent.onnx_models import conv_net, single_segment_bundle, wide_mlp
 
