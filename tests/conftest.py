@@ -49,15 +49,20 @@ class AgentHandle:
     port: int = 0
     extra: dict = field(default_factory=dict)
 
+    ready_timeout: float = 60
+
+    def command(self, listen: str) -> list[str]:
+        return [self.python, "-m", "device_agent", "--listen", listen, "--store", str(self.store_dir), *self.args]
+
     def start(self) -> "AgentHandle":
-        listen = f"127.0.0.1:{self.port}"
-        cmd = [self.python, "-m", "device_agent", "--listen", listen, "--store", str(self.store_dir), *self.args]
+        cmd = self.command(f"127.0.0.1:{self.port}")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=str(REPO))
         log.close()
-        address = wait_ready(self.proc, timeout=60)
+        address = wait_ready(self.proc, timeout=self.ready_timeout)
         if address is None:
-            raise RuntimeError(f"agent did not start (exit {self.proc.poll()}): {self.log()[-2000:]}")
+            raise RuntimeError(f"{type(self).__name__} did not start (exit {self.proc.poll()}): "
+                               f"{self.log()[-2000:]}")
         self.address = address
         self.port = int(self.address.rsplit(":", 1)[1])
         return self

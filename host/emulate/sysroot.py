@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from device_agent.errors import PreconditionFailed
+from device_agent.fileio import fsync_dir
 
 FORMAT = 1
 PYTHON = "3.11"
@@ -180,20 +181,12 @@ def prepare(say: Optional[Say] = None, root: Optional[Path] = None) -> Emulation
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(root)
+            fsync_dir(root)
     except Timeout:
         raise EmulationError(f"another preparation of {final} held its lock for {LOCK_TIMEOUT_S:.0f} s; "
                              f"remove {root / (key + '.lock')} if no other deploy runs") from None
     say(f"emulate: prepared {final}")
     return Emulation(final, key)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _run(cmd: list, what: str, timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -321,4 +314,4 @@ def _build(tmp: Path, pins: list, tools: dict, say: Say) -> None:
         f.write(cache_key(pins) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)

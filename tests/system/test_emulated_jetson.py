@@ -18,8 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from device_agent.ready import wait_ready
-from tests.conftest import REPO, AgentHandle, deploy_bin
+from tests.conftest import AgentHandle, deploy_bin
 from tests.system import envs
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -52,18 +51,11 @@ class EmulatedAgent(AgentHandle):
 
     profile: str = "jetson-nano"
 
-    def start(self) -> "EmulatedAgent":
-        cmd = [deploy_bin(), "agent", "emulate", "--profile", self.profile, "--listen", f"127.0.0.1:{self.port}",
-               "--store", str(self.store_dir), *self.args]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=str(REPO))
-        log.close()
-        address = wait_ready(self.proc, timeout=180)
-        if address is None:
-            raise RuntimeError(f"emulated agent did not start (exit {self.proc.poll()}): {self.log()[-2000:]}")
-        self.address = address
-        self.port = int(address.rsplit(":", 1)[1])
-        return self
+    ready_timeout: float = 180
+
+    def command(self, listen: str) -> list[str]:
+        return [deploy_bin(), "agent", "emulate", "--profile", self.profile, "--listen", listen,
+                "--store", str(self.store_dir), *self.args]
 
 
 def start_emulated(root: Path, profile: str = "jetson-nano", store: Path | None = None) -> EmulatedAgent:
