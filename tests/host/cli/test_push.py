@@ -129,10 +129,16 @@ def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, de
             client.stub.Upload(cut_off(), timeout=30)
         except Exception:  # noqa: BLE001 - the cut is the point
             pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and client.query_upload(digest).committed_offset == 0:
+        # the agent's writer may still be committing chunks that arrived before the cut: wait until the
+        # offset is non-zero and has stood still for half a second
+        deadline, committed, still_since = time.monotonic() + 10, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now = client.query_upload(digest).committed_offset
+            if now != committed:
+                committed, still_since = now, time.monotonic()
+            elif committed > 0 and time.monotonic() - still_since >= 0.5:
+                break
             time.sleep(0.05)
-        committed = client.query_upload(digest).committed_offset
     assert 0 < committed < size
     pushed = parse_json(deploy("push", str(resnet18), "--device", b.address, "--no-verify", "--json"))
     assert pushed["upload"]["resumed_from"] == committed
