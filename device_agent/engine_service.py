@@ -41,6 +41,7 @@ LOAD_WAIT_S = 600.0  # a run waits this long for another thread's load of the sa
 #: A benchmark whose worker sends nothing for this long, beyond what its own first run predicts, has hung: the
 #: call ends DEADLINE_EXCEEDED (see _bench_stall_s). The worker is also joined for at most this long.
 BENCH_STALL_S = 300.0
+MAX_SAMPLES = 100_000  # the first this many per-iteration samples travel back; 800 KB keeps the result far under the message cap
 BENCH_POLL_S = 1.0  # how often the benchmark's RPC thread looks at the client and the call's deadline
 #: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
 RTX_PARTITION_MAJOR = "10"
@@ -520,7 +521,7 @@ class EngineService:
         lat = agent_pb2.LatencyStats(min_ms=stats.min_ms, mean_ms=stats.mean_ms, p50_ms=stats.p50_ms,
                                      p90_ms=stats.p90_ms, p95_ms=stats.p95_ms, p99_ms=stats.p99_ms,
                                      max_ms=stats.max_ms, throughput=stats.throughput, iterations=stats.iterations)
-        lat.samples_ms.extend(stats.samples_ms[:100_000])
+        lat.samples_ms.extend(stats.samples_ms[:MAX_SAMPLES])
         result = agent_pb2.BenchmarkResult(latency=lat, backend=opts.backend.name, batch=batch)
         for k, v in timings.items():
             result.backend_timings_ms[k] = float(v)
