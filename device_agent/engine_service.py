@@ -459,6 +459,7 @@ class EngineService:
         t_first = time.perf_counter()
         runner.run(feeds)  # first run outside the timing: allocations, lazy initialisation
         first_s = time.perf_counter() - t_first
+        call = runner.bench_call(feeds)
         runner.reset_timings()
         events: "queue.Queue[Any]" = queue.Queue()
         stop = threading.Event()
@@ -466,7 +467,7 @@ class EngineService:
 
         def work() -> None:
             try:
-                done["stats"] = run_loop(lambda: runner.run(feeds), warmup=warmup, iterations=iterations,
+                done["stats"] = run_loop(call, warmup=warmup, iterations=iterations,
                                          duration_s=duration, batch=batch, on_progress=events.put,
                                          should_stop=stop.is_set)
             except BaseException as exc:  # handed to the RPC thread, raised there

@@ -8,7 +8,7 @@ import threading
 from typing import Dict, List, Optional, Type
 
 from device_agent.engines.base import Backend, BuildSpec, Engine, ProbeResult, TensorMeta
-from device_agent.engines.onnxruntime import OnnxRuntimeBackend
+from device_agent.engines.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeCudaBackend
 from device_agent.engines.tensorrt import TensorRTBackend
 from device_agent.engines.trtexec import TrtexecBackend
 from device_agent.errors import InvalidInput, Unavailable
@@ -17,6 +17,7 @@ from device_agent.errors import InvalidInput, Unavailable
 BACKENDS: Dict[str, Type[Backend]] = {
     "tensorrt": TensorRTBackend,
     "trtexec": TrtexecBackend,
+    "onnxruntime-cuda": OnnxRuntimeCudaBackend,
     "onnxruntime": OnnxRuntimeBackend,
 }
 #: Backends that build plans with TensorRT: bundles must be partitioned for their TensorRT version.
@@ -79,7 +80,7 @@ def select(name_or_auto: Optional[str], default: Optional[str] = None) -> Backen
         name = default.strip().lower()
     if name == "tvm":
         raise InvalidInput("tvm runs a bundle's remainder, not its TensorRT segments; "
-                           "choose tensorrt, trtexec, onnxruntime or auto for the segments")
+                           "choose tensorrt, trtexec, onnxruntime-cuda, onnxruntime or auto for the segments")
     if name in ("", "auto"):
         for candidate in BACKENDS:
             backend = get(candidate)

@@ -1,20 +1,32 @@
-"""onnxruntime as an engine backend: the CPU path, and the CUDA provider where it is installed.
+"""onnxruntime as an engine backend: ``onnxruntime`` on the CPU, ``onnxruntime-cuda`` on the GPU.
 
 The plan is onnxruntime's own optimised model (``SessionOptions.optimized_model_filepath``) saved
 at the *extended* level, which holds no hardware-specific layout ops, so a cached plan stays valid
 on every device of its class; the layout optimisations run again, quickly, when it is loaded.
+
+``onnxruntime-cuda`` needs onnxruntime-gpu (whose CUDA major must match the device's CUDA
+libraries) and a GPU. Its benchmark keeps inputs and outputs on the GPU between iterations (I/O
+binding) and times each run with CUDA events on the provider's compute stream (cuda-python).
 """
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 from device_agent.engines.base import (ONNX_DTYPES, Backend, BuildFailedWithMessages, BuildOutput, BuildSpec,
                                        Engine, ProbeResult, TensorMeta)
+from device_agent.errors import BuildFailed, Unavailable
+
+CUDA_EP = "CUDAExecutionProvider"
+# A one-node model (Relu over float[1], opset 13), serialized: the probe opens a CUDA session on it, since
+# onnxruntime lists the CUDA provider whenever onnxruntime-gpu is installed, GPU and CUDA libraries or not.
+_PROBE_MODEL = (b'\x08\x07:3\n\x0c\n\x01x\x12\x01y"\x04Relu\x12\x01pZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n'
+                b'\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r')
 
 
 def _ort():
@@ -36,6 +48,49 @@ class OrtEngine(Engine):
         return dict(zip(self._names, values))
 
 
+class OrtCudaEngine(OrtEngine):
+    """A CUDA-provider session on a compute stream of our own, so CUDA events can time its GPU work."""
+
+    backend = "onnxruntime-cuda"
+
+    def __init__(self, session, cuda: Any, device_id: int) -> None:
+        super().__init__(session)
+        self.cuda, self.device_id = cuda, device_id
+        self._gpu_ms: List[float] = []
+        self._bound: Any = None
+        self._lock = threading.Lock()  # one pair of events: one timed run at a time
+
+    def bench_call(self, feeds: Dict[str, np.ndarray]) -> Callable[[], None]:
+        """One iteration with the inputs copied to the GPU once and the outputs left there (I/O binding)."""
+        ort = _ort()
+        binding = self.session.io_binding()
+        keep = []  # the OrtValues must outlive the binding
+        for name, arr in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", self.device_id)
+            keep.append(value)
+            binding.bind_ortvalue_input(name, value)
+        for name in self._names:
+            binding.bind_output(name, "cuda", self.device_id)
+        start, end = self.cuda.event(), self.cuda.event()
+        self._bound = (binding, keep)  # the GPU copies of the inputs live as long as the prepared call
+
+        def once() -> None:
+            with self._lock:
+                self.cuda.record(start)
+                self.session.run_with_iobinding(binding)
+                self.cuda.record(end)
+                self.cuda.sync()
+                self._gpu_ms.append(self.cuda.elapsed_ms(start, end))
+
+        return once
+
+    def timings(self) -> Dict[str, float]:
+        return {"gpu_compute": float(np.mean(self._gpu_ms))} if self._gpu_ms else {}
+
+    def reset_timings(self) -> None:
+        self._gpu_ms.clear()
+
+
 def _metas(args) -> List[TensorMeta]:
     metas = []
     for a in args:
@@ -48,21 +103,15 @@ def _metas(args) -> List[TensorMeta]:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    providers: List[str] = ["CPUExecutionProvider"]
 
-    def __init__(self, threads: int = 0, use_cuda: bool = True) -> None:
+    def __init__(self, threads: int = 0) -> None:
         super().__init__()
         self.threads = threads
-        self.use_cuda = use_cuda
 
     def probe_impl(self) -> ProbeResult:
         ort = _ort()
-        providers = ort.get_available_providers()
-        return ProbeResult(self.name, True, ort.__version__, "providers: " + ", ".join(providers))
-
-    def providers(self) -> List[str]:
-        available = _ort().get_available_providers()
-        wanted = ["CUDAExecutionProvider"] if self.use_cuda else []
-        return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+        return ProbeResult(self.name, True, ort.__version__, "providers: " + ", ".join(ort.get_available_providers()))
 
     def session_options(self, level: str):
         ort = _ort()
@@ -73,11 +122,16 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         return so
 
-    def build_impl(self, onnx_bytes: bytes, spec: BuildSpec) -> BuildOutput:
-        ort = _ort()
-        messages = []
+    def prepare_model(self, onnx_bytes: bytes, spec: BuildSpec, messages: List[str]) -> bytes:
+        """The segment as this backend builds it: on the CPU, in the model's own precision."""
         if spec.fp16:
             messages.append("onnxruntime builds in the model's own precision; fp16 is recorded in the key only")
+        return onnx_bytes
+
+    def build_impl(self, onnx_bytes: bytes, spec: BuildSpec) -> BuildOutput:
+        ort = _ort()
+        messages: List[str] = []
+        onnx_bytes = self.prepare_model(onnx_bytes, spec, messages)
         with tempfile.TemporaryDirectory(prefix="ort-build-") as tmp:
             path = os.path.join(tmp, "optimized.onnx")
             so = self.session_options("ORT_ENABLE_EXTENDED")
@@ -95,6 +149,66 @@ class OnnxRuntimeBackend(Backend):
         return BuildOutput(plan=plan, parse_s=0.0, build_s=build_s, messages=messages)
 
     def load_impl(self, plan: bytes, spec: BuildSpec) -> Engine:
-        session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"),
-                                          providers=self.providers())
+        session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"), providers=self.providers)
         return OrtEngine(session)
+
+
+class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    """onnxruntime-gpu's CUDA provider; unavailable (with the reason) where a CUDA session cannot open."""
+
+    name = "onnxruntime-cuda"
+
+    def __init__(self, threads: int = 0, device_id: int = 0) -> None:
+        super().__init__(threads)
+        self.device_id = device_id
+
+    def probe_impl(self) -> ProbeResult:
+        ort = _ort()
+        available = ort.get_available_providers()
+        if CUDA_EP not in available:
+            return ProbeResult(self.name, False, ort.__version__,
+                               f"onnxruntime {ort.__version__} has no CUDA provider (providers: "
+                               f"{', '.join(available)}); install onnxruntime-gpu built for this device's CUDA")
+        so = self.session_options("ORT_DISABLE_ALL")
+        session = ort.InferenceSession(_PROBE_MODEL, so, providers=[CUDA_EP, "CPUExecutionProvider"])
+        if session.get_providers()[0] != CUDA_EP:
+            return ProbeResult(self.name, False, ort.__version__,
+                               "the CUDA provider is installed but did not open a session (no GPU, or its CUDA "
+                               "and cuDNN libraries are missing or of another CUDA major; see the agent's log)")
+        return ProbeResult(self.name, True, ort.__version__, f"providers: {', '.join(available)}; CUDA device "
+                                                             f"{self.device_id}")
+
+    def prepare_model(self, onnx_bytes: bytes, spec: BuildSpec, messages: List[str]) -> bytes:
+        if not spec.fp16:
+            return onnx_bytes
+        return _to_fp16(onnx_bytes, messages)
+
+    def load_impl(self, plan: bytes, spec: BuildSpec) -> Engine:
+        from device_agent.engines.cuda import CudaRt
+
+        try:
+            cuda: Optional[Any] = CudaRt()
+        except Exception:  # no cuda-python or pycuda (or it failed): runs, benchmarks by wall clock only
+            cuda = None
+        options: Dict[str, str] = {"device_id": str(self.device_id)}
+        if cuda is not None:
+            options["user_compute_stream"] = str(int(cuda.stream))
+        session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"),
+                                          providers=[(CUDA_EP, options), "CPUExecutionProvider"])
+        if session.get_providers()[0] != CUDA_EP:
+            raise Unavailable("onnxruntime fell back to the CPU when loading the engine; the CUDA provider "
+                              "could not start (see the agent's log)")
+        return OrtCudaEngine(session, cuda, self.device_id) if cuda is not None else OrtEngine(session)
+
+
+def _to_fp16(onnx_bytes: bytes, messages: List[str]) -> bytes:
+    """FP16 weights and compute with FP32 inputs and outputs (onnxruntime's own converter, which needs onnx)."""
+    try:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise BuildFailed(f"fp16 on onnxruntime-cuda needs the onnx package ({exc}); install onnx on the device "
+                          "or build without --fp16") from None
+    model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
+    messages.append("converted to fp16 (inputs and outputs stay fp32)")
+    return model.SerializeToString()

@@ -25,6 +25,9 @@ def compile_cmd(
     no_offload: NoOffloadOpt = [],
     remainder_device: Annotated[Optional[str], typer.Option("--remainder-device",
                                                             help="Run the TVM remainder on cpu or cuda.")] = None,
+    compute_capability: Annotated[Optional[str], typer.Option(
+        "--compute-capability", help="Compile CUDA code for this GPU (e.g. 9.0) instead of the profile's; "
+                                     "deploy push asks the agent.")] = None,
     implicit_batch: Annotated[bool, typer.Option("--use-implicit-batch", help="TensorRT < 10 implicit-batch "
                                                                               "limits.")] = False,
     remove_no_mac: Annotated[bool, typer.Option("--remove-no-mac-subgraphs", help="Keep segments without "
@@ -47,7 +50,7 @@ def compile_cmd(
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
                           max_workspace_size=workspace, exclude_ops=tuple(no_offload),
-                          remainder_device=remainder_device, seed=seed, host_check=not no_host_check,
+                          remainder_device=remainder_device, compute_capability=compute_capability, seed=seed, host_check=not no_host_check,
                           sample_inputs=samples)
     out.status(f"compiling {model} for {profile} ...")
     result = compile_model(model, output, opts)

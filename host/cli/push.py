@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
 Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build FP16 engines.")]
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="Segment backend on the device (default: "
-                                                   "its TensorRT, else onnxruntime).")]
+                                                   "its TensorRT, else onnxruntime-cuda on a GPU, else onnxruntime).")]
 ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device profile to compile for (default: "
                                                    "what the agent or the inventory says).")]
 TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "

@@ -40,6 +40,7 @@ class CompileOptions:
     max_workspace_size: int = 1 << 30
     exclude_ops: Sequence[str] = ()             # ops kept in TVM on request
     remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
+    compute_capability: Optional[str] = None    # override the profile's GPU ("9.0"), e.g. the device's own
     seed: int = 0
     host_check: bool = True                     # run a host-runnable remainder bundle against the reference
     sample_inputs: Dict[str, np.ndarray] = field(default_factory=dict)  # reference/verify inputs (--inputs)
@@ -126,7 +127,7 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
     if unknown:
         raise TypeError(f"unknown compile options {unknown}")
     opts = dataclasses.replace(options or CompileOptions(), **overrides)
-    profile = get_profile(opts.profile, opts.trt_version, opts.remainder_device)
+    profile = get_profile(opts.profile, opts.trt_version, opts.remainder_device, opts.compute_capability)
     trt = profile.trt
     if opts.use_implicit_batch and trt >= (10, 0, 0):
         raise InvalidInput(f"use_implicit_batch needs TensorRT < 10, target is {profile.trt_version}")

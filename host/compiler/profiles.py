@@ -105,11 +105,14 @@ PROFILES: Dict[str, Profile] = {
 }
 
 
-def get_profile(name: str, trt_version: Optional[str] = None, remainder_device: Optional[str] = None) -> Profile:
-    """The named profile, with the TensorRT version and remainder device overridden if given."""
+def get_profile(name: str, trt_version: Optional[str] = None, remainder_device: Optional[str] = None,
+                compute_capability: Optional[str] = None) -> Profile:
+    """The named profile, with the TensorRT version, remainder device and GPU overridden if given."""
     if name not in PROFILES:
         raise InvalidInput(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
     p = PROFILES[name]
+    if compute_capability is not None:
+        p = _with_compute_capability(p, compute_capability)
     if trt_version is not None:
         p = replace(p, trt_version=format_version(parse_version(trt_version)))
     if remainder_device is not None:
@@ -122,3 +125,22 @@ def get_profile(name: str, trt_version: Optional[str] = None, remainder_device: 
                     "because it was asked for (--remainder-device)")
             p = replace(p, device=remainder_device, remainder_note=note)
     return p
+
+
+def _with_compute_capability(p: Profile, cc: str) -> Profile:
+    """The profile for another GPU (``--compute-capability``, or the GPU the agent reports for generic-cuda)."""
+    import re
+
+    cc = cc.strip()
+    if not re.fullmatch(r"\d{1,2}\.\d", cc):
+        raise InvalidInput(f"compute capability {cc!r} is not MAJOR.MINOR; give it as the GPU reports it, e.g. 9.0")
+    if p.compute_capability is None:
+        raise InvalidInput(f"profile {p.name} has no GPU, so --compute-capability does not apply; "
+                           "use generic-cuda for a GPU")
+    if cc == p.compute_capability:
+        return p
+    note = p.remainder_note
+    if p.device == "cuda":
+        code = "PTX" if p.cuda_code == "ptx" else "cubin"
+        note = f"the TVM remainder runs on the GPU (CUDA {code} for sm_{cc.replace('.', '')}, the GPU it was given)"
+    return replace(p, compute_capability=cc, remainder_note=note)

@@ -15,7 +15,7 @@ from host.inventory import Device
 from protos import agent_pb2
 
 #: Segment backends in the order an agent's `auto` picks them (device_agent/engines BACKENDS).
-AUTO_ORDER = ("tensorrt", "trtexec", "onnxruntime")
+AUTO_ORDER = ("tensorrt", "trtexec", "onnxruntime-cuda", "onnxruntime")
 
 
 @dataclass(frozen=True, order=True)

@@ -235,6 +235,11 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     return archive, digest_of(archive)
 
 
+def _cuda_target(target: TargetChoice) -> Optional[str]:
+    """generic-cuda compiles for the GPU the agent reports; a Jetson profile names its own GPU."""
+    return target.compute_capability if target.profile == "generic-cuda" else None
+
+
 def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> bundle_cache.CompileFn:
     """A `bundle_cache.CompileFn`: run the host compiler (TVM is imported only here)."""
 
@@ -244,7 +249,8 @@ def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> b
         result = compile_model(source, tmp / "out", profile=target.profile, trt_version=target.trt_version,
                                fp16=options.fp16, input_shapes=dict(options.input_shapes),
                                batch=options.batch_range, sample_inputs=dict(options.sample_inputs),
-                               exclude_ops=tuple(options.exclude_ops))
+                               exclude_ops=tuple(options.exclude_ops),
+                               compute_capability=_cuda_target(target))
         return Path(result.bundle_dir), Path(result.archive), str(result.digest)
 
     return run

@@ -22,7 +22,7 @@ class TargetChoice:
     profile: str
     trt_version: str
     compute_capability: Optional[str]
-    backend: str  # "auto" (the agent's TensorRT) or "onnxruntime" (no TensorRT on the device)
+    backend: str  # "auto" (the agent's TensorRT), else "onnxruntime-cuda" or "onnxruntime" (no TensorRT there)
     why: str
 
     def to_json(self) -> dict[str, Any]:
@@ -49,6 +49,10 @@ def _trt_available(info: agent_pb2.DeviceInfo) -> Optional[str]:
             reported = info.trt_version if info.HasField("trt_version") else ""
             return reported or backend.version or None
     return None
+
+
+def _ort_cuda(info: agent_pb2.DeviceInfo) -> bool:
+    return any(b.name == "onnxruntime-cuda" and b.available for b in info.backends)
 
 
 def choose_target(info: agent_pb2.DeviceInfo, device: Device, profile: Optional[str] = None,
@@ -89,7 +93,7 @@ def choose_target(info: agent_pb2.DeviceInfo, device: Device, profile: Optional[
     cc = info.gpus[0].compute_capability if info.gpus else base.compute_capability
     chosen = (backend or "").strip().lower()
     if chosen in ("", "auto"):
-        chosen = "auto" if device_trt else "onnxruntime"
+        chosen = "auto" if device_trt else ("onnxruntime-cuda" if _ort_cuda(info) else "onnxruntime")
     reasons.append(f"segments built by {chosen if chosen != 'auto' else 'the device TensorRT'}")
     return TargetChoice(profile=name, trt_version=version, compute_capability=cc or None, backend=chosen,
                         why="; ".join(reasons))

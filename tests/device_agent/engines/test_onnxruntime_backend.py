@@ -6,7 +6,7 @@ import pytest
 
 import device_agent.engines as engines
 from device_agent.engines.base import BuildFailedWithMessages, BuildSpec
-from device_agent.engines.onnxruntime import OnnxRuntimeBackend
+from device_agent.engines.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeCudaBackend
 from device_agent.errors import InvalidInput, ResourceExhausted, Unavailable
 from tests.device_agent.onnx_models import max_rel_err, reference_run
 
@@ -76,9 +76,32 @@ def test_unavailable_backend_is_refused_with_its_probe_detail():
         engines.select("tensorrt")
 
 
+def test_onnxruntime_cuda_without_a_cuda_provider_is_unavailable_and_says_what_to_install():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    probe = OnnxRuntimeCudaBackend().probe()
+    assert not probe.available and "install onnxruntime-gpu" in probe.detail
+    with pytest.raises(Unavailable, match="'onnxruntime-cuda' is not available"):
+        engines.select("onnxruntime-cuda")
+    assert engines.select("auto").name != "onnxruntime-cuda"
+
+
+def test_onnxruntime_cuda_fp16_keeps_fp32_io_and_stays_close(small_model):
+    """The fp16 segment the CUDA provider builds, run here on the CPU: same I/O types, fp16 error level."""
+    messages: list = []
+    fp16 = OnnxRuntimeCudaBackend().prepare_model(small_model, BuildSpec(fp16=True), messages)
+    assert fp16 != small_model and "fp16" in messages[0]
+    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    got = reference_run(fp16, {"x": x})["y"]
+    want = reference_run(small_model, {"x": x})["y"]
+    assert got.dtype == np.float32 and 0 < max_rel_err(got, want) < 2e-2
+
+
 def test_probe_all_reports_each_backend_with_a_reason():
     results = {p.name: p for p in engines.probe_all()}
-    assert set(results) == {"tensorrt", "trtexec", "onnxruntime", "tvm"}
+    assert set(results) == {"tensorrt", "trtexec", "onnxruntime-cuda", "onnxruntime", "tvm"}
     for p in results.values():
         assert p.available or p.detail
     import onnxruntime

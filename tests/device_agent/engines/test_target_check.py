@@ -48,6 +48,8 @@ def test_generic_cuda_remainder_follows_cubin_compatibility():
     with pytest.raises(PreconditionFailed, match=r"compute capability 8.0 .* compute capability 9.0"):
         check_target_facts(t, True, "onnxruntime", "", "1.32.0", "9.0")
     check_target_facts(t, False, "tensorrt", "tensorrt", "10.3.0", "9.0")  # segments only: built for this GPU
+    # compiled for the GPU the agent reports (push asks it; deploy compile --compute-capability 9.0): accepted
+    check_target_facts(target(profile="generic-cuda", cc="9.0"), True, "onnxruntime-cuda", "", "1.31.1", "9.0")
 
 
 def test_cuda_remainder_on_an_agent_without_gpu_is_refused_over_grpc(agent, tmp_path):

@@ -26,17 +26,13 @@ def _gpu_sm():
 
 
 @pytest.mark.skipif(_gpu_sm() is None, reason="needs an NVIDIA GPU and TVM's CUDA runtime")
-def test_cuda_remainder_with_embedded_cubin_runs_on_the_gpu_and_matches(tiny, save_model, tmp_path, monkeypatch):
-    import dataclasses
-
-    from host.compiler import profiles
-
+def test_cuda_remainder_compiled_for_this_gpu_runs_on_it_and_matches(tiny, save_model, tmp_path):
     cc = _gpu_sm()
-    monkeypatch.setitem(profiles.PROFILES, "generic-cuda",
-                        dataclasses.replace(profiles.PROFILES["generic-cuda"], compute_capability=cc))
     m = tiny([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Erf", ["a"], ["b"]),
               helper.make_node("Sigmoid", ["b"], ["y"])], [("x", [4, 32])], [("y", [4, 32])])
-    r = compile_model(save_model(m), tmp_path / "out", profile="generic-cuda", trt_version="6.0.1")
+    r = compile_model(save_model(m), tmp_path / "out", profile="generic-cuda", trt_version="6.0.1",
+                      compute_capability=cc)
+    assert r.manifest.target.compute_capability == cc
     b = Bundle.open(r.bundle_dir)
     ins, want = b.read_reference()
     got = run_bundle(b, onnxruntime_runners(b), ins, device="cuda")

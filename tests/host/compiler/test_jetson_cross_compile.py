@@ -63,6 +63,26 @@ def test_generic_cuda_remainder_embeds_ptx_for_sm80_and_newer(tiny, save_model, 
     assert _machine(r.bundle_dir / r.manifest.remainder.path) == "Advanced Micro Devices X86-64"
 
 
+def test_generic_cuda_compiles_for_the_compute_capability_it_is_given(tiny, save_model, tmp_path):
+    from host.compiler.cuda_embed import embedded_ptx_targets
+
+    r = compile_model(save_model(_erf_model(tiny)), tmp_path / "out", profile="generic-cuda", trt_version="6.0.1",
+                      compute_capability="9.0")
+    assert embedded_ptx_targets((r.bundle_dir / r.manifest.remainder.path).read_bytes()) == ["sm_90"]
+    assert r.manifest.target.compute_capability == "9.0"
+    assert "sm_90" in r.manifest.options["remainder"]["why"]
+
+
+@pytest.mark.parametrize("profile, cc, words", [("x86-cpu", "9.0", "has no GPU"),
+                                                ("generic-cuda", "sm_90", "not MAJOR.MINOR")])
+def test_a_compute_capability_that_cannot_apply_is_refused(profile, cc, words):
+    from device_agent.errors import InvalidInput
+    from host.compiler.profiles import get_profile
+
+    with pytest.raises(InvalidInput, match=words):
+        get_profile(profile, compute_capability=cc)
+
+
 def test_jetson_bundle_is_host_checked_with_an_x86_build_of_the_same_remainder(tiny, save_model, tmp_path):
     import numpy as np
 

@@ -57,6 +57,15 @@ def test_tensorrt_rtx_is_compiled_for_the_tensorrt_10_line_it_parses():
     assert t.profile == "generic-cuda" and t.trt_version.startswith("10.") and t.compute_capability == "9.0"
 
 
+def test_a_gpu_without_tensorrt_gets_generic_cuda_for_its_own_gpu_and_the_cuda_provider():
+    info = _info(gpus=[("NVIDIA H200", "9.0")],
+                 backends=[("tensorrt", False, ""), ("onnxruntime-cuda", True, "1.31.1"), ("onnxruntime", True, "1.31.1")])
+    t = choose_target(info, DEV)
+    assert (t.profile, t.compute_capability, t.backend) == ("generic-cuda", "9.0", "onnxruntime-cuda")
+    no_provider = _info(gpus=[("NVIDIA H200", "9.0")], backends=[("onnxruntime-cuda", False, "1.32.0")])
+    assert choose_target(no_provider, DEV).backend == "onnxruntime"
+
+
 def test_an_unknown_profile_is_refused_naming_the_choices():
     with pytest.raises(InvalidInput, match="unknown profile 'tx9'.*jetson-nano"):
         choose_target(_info(), DEV, profile="tx9")
