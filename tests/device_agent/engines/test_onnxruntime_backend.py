@@ -118,3 +118,20 @@ def test_importing_the_engines_imports_no_optional_library():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_onnxruntime_cuda_plans_hold_no_cpu_only_fusions():
+    """Seen on the H200: the CPU provider's extended fusions (FusedConv with HardSigmoid) do not load under the
+    CUDA provider, so the onnxruntime-cuda plan keeps provider-independent folding only."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], np.random.default_rng(0).standard_normal(108).tolist())
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("HardSigmoid", ["c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
+    ops = lambda plan: {n.op_type for n in onnx.load_from_string(plan).graph.node}  # noqa: E731
+    assert "FusedConv" in ops(OnnxRuntimeBackend().build_impl(model, BuildSpec()).plan)
+    assert ops(OnnxRuntimeCudaBackend().build_impl(model, BuildSpec()).plan) == {"Conv", "HardSigmoid"}
