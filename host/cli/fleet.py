@@ -10,6 +10,7 @@ from host.client.agent import AgentClient
 from host.client.retry import DEFAULT_RETRY_FOR_S
 from host.fleet.classes import classify, group
 from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
+from host.fleet.prometheus import DEFAULT_METRICS_PORT
 from host.fleet.states import short_state, summary_line
 from host.inventory import Device
 from protos import agent_pb2
@@ -150,6 +151,31 @@ def warm(
     if not data["ok"]:
         failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]
         raise typer.Exit(EXIT_UNREACHABLE if all(f["unreachable"] for f in failures) else EXIT_DEVICE)
+
+
+@fleet_app.command("prometheus-targets")
+def prometheus_targets(
+    tag: TagOpt = [],
+    metrics_port: Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="The port each agent "
+                                              "serves /metrics on (its --metrics-listen).")] = DEFAULT_METRICS_PORT,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the targets file here "
+                                                   "(atomically) instead of printing it.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Write the inventory as Prometheus file_sd targets (docs/operations.md)."""
+    import json as _json
+
+    from host.fleet.prometheus import scrape_targets
+
+    targets = scrape_targets(_devices(tag), metrics_port)
+    text = _json.dumps(targets, indent=2) + "\n"
+    if output is not None:
+        from host.security.certs import write_atomic
+
+        write_atomic(output, text.encode(), 0o644)
+    data = {"path": str(output) if output else None, "targets": targets}
+    Output(json).result(data, lambda c: c.print(f"wrote {len(targets)} target(s) to {output}", markup=False)
+                        if output else c.out(text, end=""))
 
 
 def register(app: typer.Typer) -> None:
