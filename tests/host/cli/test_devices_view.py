@@ -75,3 +75,31 @@ def test_fleet_ls_shows_the_short_state_and_keeps_the_reason_in_json(deploy, tmp
     assert data["unreachable"][0]["state"] == "down: refused"
     assert "Connection refused" in data["unreachable"][0]["reason"]
     assert data["summary"] == "1 device: 0 up, 1 down (refused 1)"
+
+
+def test_devices_watch_redraws_in_place_on_a_terminal_and_ctrl_c_exits_with_the_last_state(deploy_path, tmp_path):
+    import pty
+    import signal
+    import subprocess
+    import time
+
+    from tests.host.cli.helpers import default_sigint
+
+    env = _inventory(tmp_path, {"gone": f"127.0.0.1:{_closed_port()}"})
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([deploy_path, "devices", "--watch", "--interval", "0.5", "--timeout", "0.5"],
+                            stdin=follower, stdout=follower, stderr=follower, env={**env, "LINES": "24"},
+                            preexec_fn=default_sigint)
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and screen.count(b"1 device: 0 up, 1 down") < 3:
+        try:
+            screen += os.read(leader, 65536)
+        except OSError:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(15) == 1, screen[-500:]
+    os.close(leader)
+    assert screen.count(b"1 device: 0 up, 1 down (refused 1)") >= 3, screen[-500:]
+    assert b"\x1b[1A" in screen or b"\x1b[2K" in screen, "later rounds overwrite the earlier ones"
