@@ -53,7 +53,8 @@ def fleet_listing(devices: list[Device], concurrency: int = DEFAULT_CONCURRENCY)
                          "store_free_bytes": info.store_free_bytes} for d, info in members],
         })
     unreachable = [{"device": o.item.name, "address": o.item.address, "reason": first_line(o.error),
-                    "unreachable": is_unreachable(o.error), "state": short_state(o.error)}
+                    "unreachable": is_unreachable(o.error), "state": short_state(o.error),
+                    "request_id": getattr(o.error, "request_id", "") or None}
                    for o in outcomes if not o.ok]
     return {"classes": classes, "unreachable": unreachable,
             "summary": summary_line([short_state(o.error) for o in outcomes])}
@@ -75,7 +76,7 @@ def _render_listing(data: dict[str, Any], console: Console, verbose: bool = Fals
     console.print(table)
     console.print(data["summary"], markup=False)
     for u in data["unreachable"] if verbose else ():
-        console.print(f"  {u['device']}: {u['reason']}", markup=False)
+        console.print(f"  {u['device']}: {_why(u, True)}", markup=False)
 
 
 @fleet_app.command("ls")
@@ -86,6 +87,14 @@ def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, verb
     Output(json).result(data, lambda c: _render_listing(data, c, verbose))
     if data["unreachable"]:
         raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _why(failure: dict[str, Any], verbose: bool) -> str:
+    """The short state, or under -v the whole reason and the request id the device logged it under."""
+    if not verbose:
+        return failure["state"]
+    rid = f" (request {failure['request_id']})" if failure.get("request_id") else ""
+    return f"{failure['reason']}{rid}"
 
 
 def _render_warm(data: dict[str, Any], console: Console, verbose: bool = False) -> None:
@@ -99,14 +108,14 @@ def _render_warm(data: dict[str, Any], console: Console, verbose: bool = False) 
     reasons = []
     for c in data["classes"]:
         failed = [f["device"] for f in c["failed"] if not f["unreachable"]]
-        reasons += [f"{f['device']}: {f['reason'] if verbose else f['state']}" for f in c["failed"]]
+        reasons += [f"{f['device']}: {_why(f, verbose)}" for f in c["failed"]]
         table.add_row(c["class"], c["built_on"] or (f"(from {c['source']})" if c["source"] else "-"),
                       ", ".join(c["copied_to"]) or "-", ", ".join(c["skipped"]) or "-",
                       ", ".join(c["unreachable"]) or "-", ", ".join(failed) or "-",
                       *((", ".join(c["not_started"]) or "-",) if stopped else ()))
     for u in data["unreachable"]:
         table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-", *(("-",) if stopped else ()))
-        reasons.append(f"{u['device']}: {u['reason'] if verbose else u['state']}")
+        reasons.append(f"{u['device']}: {_why(u, verbose)}")
     console.print(table)
     for line in reasons:
         console.print(f"  {line}", markup=False)

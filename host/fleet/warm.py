@@ -45,10 +45,12 @@ class Failure:
     reason: str
     unreachable: bool = False
     state: str = ""  # the short state of host.fleet.states: "down: refused", "failed: build", ...
+    request_id: str = ""  # of the failed call, as the device's agent logged it
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "reason": self.reason, "unreachable": self.unreachable,
-                "state": self.state or ("down: unreachable" if self.unreachable else "failed")}
+                "state": self.state or ("down: unreachable" if self.unreachable else "failed"),
+                "request_id": self.request_id or None}
 
 
 @dataclass
@@ -298,7 +300,8 @@ class Warmer:
                     self._emit("queried", name, members[-1][1])
                 else:
                     result.unreachable.append(Failure(name, first_line(out.error), is_unreachable(out.error),
-                                                      short_state(out.error)))
+                                                      short_state(out.error),
+                                                      getattr(out.error, "request_id", "")))
                     self._note_failure(name)
                     self._emit("unreachable", name, None, first_line(out.error))
             grouped = group(members)
@@ -395,7 +398,8 @@ class Warmer:
         self._note_failure(name)
         unreachable = is_unreachable(exc)
         reason = f"{stage}: {'unreachable: ' if unreachable else ''}{first_line(exc)}"
-        res.failed.append(Failure(name, reason, unreachable, failure_state(exc, stage)))
+        res.failed.append(Failure(name, reason, unreachable, failure_state(exc, stage),
+                                  getattr(exc, "request_id", "")))
         self._emit("failed", name, res.device_class, reason)
 
     # -- steps

@@ -74,6 +74,7 @@ def test_fleet_ls_shows_the_short_state_and_keeps_the_reason_in_json(deploy, tmp
     data = parse_json(deploy("fleet", "ls", "--json", env=env), exit_code=3)
     assert data["unreachable"][0]["state"] == "down: refused"
     assert "Connection refused" in data["unreachable"][0]["reason"]
+    assert len(data["unreachable"][0]["request_id"]) == 12
     assert data["summary"] == "1 device: 0 up, 1 down (refused 1)"
 
 
