@@ -70,7 +70,6 @@ class AgentMetrics:
 
     def __init__(self, service: Any) -> None:
         pc = _prometheus()
-        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily  # noqa: F401 - checked here
 
         self.service = service
         self.registry = r = pc.CollectorRegistry()

@@ -15,7 +15,7 @@ from host.client.agent import connect
 from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
-    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, TagOpt, VerboseOpt,
+    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
     retry_lines,
 )
 from .output import Output

@@ -1,7 +1,6 @@
 """`--metrics-listen`: real agents, real scrapes of /metrics parsed by prometheus_client's own parser."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import ssl
@@ -167,4 +166,19 @@ def test_an_agent_without_metrics_listen_serves_no_metrics_port(agent):
     assert "metrics on" not in agent.log()
     with AgentClient(Device(name="a", address=agent.address)) as client:
         assert client.info().hostname
-    assert json  # the module's imports stay used
+
+
+def test_a_bad_or_busy_metrics_address_is_one_line_exit_2(tmp_path):
+    bad = _agent("--metrics-listen", "abc", tmp_path=tmp_path, python_prefix=("-m", "device_agent"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "deploy-agent: error: --metrics-listen 'abc': give HOST:PORT or PORT (e.g. 127.0.0.1:9311)")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = _agent("--metrics-listen", str(port), tmp_path=tmp_path, python_prefix=("-m", "device_agent"))
+    assert busy.returncode == 2
+    assert busy.stderr.strip().splitlines()[-1].startswith(f"deploy-agent: error: cannot serve metrics on "
+                                                           f"127.0.0.1:{port}: ")
