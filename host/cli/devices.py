@@ -55,12 +55,10 @@ def device_row(device: Device, timeout: float) -> dict[str, Any]:
                 row["request_id"] = exc.request_id or None
     except Exception as exc:  # noqa: BLE001 - one bad entry must not hide the others
         failure = exc
-    if failure is not None:
+    if failure is not None:  # the whole reason, uncut: --json and -v are where it is read
         state = device_state(failure)
-        row.update(state=state.short, error=str(failure) if state.reason is None else state.reason,
-                   request_id=state.request_id)
-        if not str(failure):
-            row["error"] = type(failure).__name__
+        reason = str(failure) if isinstance(failure, AgentError) else f"{type(failure).__name__}: {failure}"
+        row.update(state=state.short, error=reason, request_id=state.request_id)
     return row
 
 

@@ -103,3 +103,12 @@ def test_summary_line_counts_up_and_down_by_class():
     assert summary_line(["up", "down: refused", "down: timeout", "down: refused"]) == \
         "4 devices: 1 up, 3 down (refused 2, timeout 1)"
     assert summary_line(["up"]) == "1 device: 1 up, 0 down"
+
+
+def test_a_credential_file_the_inventory_names_but_we_cannot_read_is_down_config(tmp_path):
+    from device_agent.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as caught:
+        AgentClient(Device(name="board", address="127.0.0.1:7311", token_file=tmp_path / "missing.token"))
+    state = device_state(caught.value)
+    assert state.short == "down: config" and "missing.token" in state.reason and state.request_id is None
