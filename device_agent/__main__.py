@@ -1,7 +1,6 @@
 """`deploy-agent`: start the device agent (also `python -m device_agent`)."""
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from typing import Optional, Sequence
@@ -13,7 +12,13 @@ from .ready import ready_line
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = parse_args(argv)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logfmt import FORMATS, configure
+
+    if settings.log_format not in FORMATS:
+        print(f"deploy-agent: error: --log-format {settings.log_format!r}: use one of {', '.join(FORMATS)}",
+              file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
     from .server import AgentServer  # after argument parsing, so `--help` stays fast
 
     try:

@@ -79,6 +79,7 @@ class EngineCache:
         for d in (self.entries_dir, self.tmp_dir, self.locks_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.Lock()
+        self.evictions = 0  # entries removed to stay within max_bytes (a metric: device_agent/metrics.py)
         # key -> (inode, size, mtime_ns) of a plan whose digest this process has checked or written
         self._verified: Dict[str, Tuple[int, int, int]] = {}
         self._clean_tmp()
@@ -207,7 +208,8 @@ class EngineCache:
         if stamp is not None:
             self._verified[key] = stamp
         if self.max_bytes:
-            self.prune(max_bytes=self.max_bytes, keep=(key,))
+            removed, _freed = self.prune(max_bytes=self.max_bytes, keep=(key,))
+            self.evictions += len(removed)
         return entry
 
     def check_external(self, key: str, parts: Mapping[str, Any], expected: Mapping[str, Any]) -> None:

@@ -48,6 +48,8 @@ class AgentSettings:
     max_workers: int = 16
     max_concurrent_rpcs: int = 16  # calls in flight past this are answered RESOURCE_EXHAUSTED at once
     log_level: str = "INFO"
+    log_format: str = "plain"  # or "json": one JSON object per line (device_agent/logfmt.py)
+    metrics_listen: str = ""  # HOST:PORT or PORT of /metrics (Prometheus); empty: no metrics
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -97,6 +99,9 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "max_concurrent_rpcs": ("calls served at once; more are answered RESOURCE_EXHAUSTED at once (clients back "
                             "off and retry)", int),
     "log_level": ("log level", str),
+    "log_format": ("log lines: plain or json (one object per line, with the request id)", str),
+    "metrics_listen": ("serve Prometheus metrics on HOST:PORT (PORT alone: loopback); beyond loopback only with "
+                       "--tls-cert/--tls-key (HTTPS) or --insecure; needs prometheus_client", str),
 }
 
 

@@ -22,6 +22,7 @@ from . import auth
 from .config import AgentSettings
 from .errors import DeployError, InvalidInput, Unimplemented
 from .info import DeviceFacts, disk_free, meminfo, probe_device, settings_info
+from .logfmt import RequestLogInterceptor
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -228,12 +229,24 @@ class AgentServer:
         if not 1 <= limit <= MAX_CONCURRENT_RPCS:
             raise InvalidInput(f"--max-concurrent-rpcs {limit} must be between 1 and {MAX_CONCURRENT_RPCS}")
         self.settings = settings
+        self.metrics: Optional[Any] = None
+        if settings.metrics_listen:
+            from .metrics import check_metrics_policy
+
+            check_metrics_policy(settings)
         self.service = DeviceAgentService(settings)
+        # request ids and the one log line per call first, so they see calls the token check refuses too
+        observers: list = [RequestLogInterceptor()]
+        if settings.metrics_listen:
+            from .metrics import AgentMetrics, MetricsInterceptor
+
+            self.metrics = AgentMetrics(self.service)
+            observers.append(MetricsInterceptor(self.metrics))
         # one thread per admitted call: a call past the bound is refused at once (RESOURCE_EXHAUSTED), never
         # queued without a deadline behind busy threads
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(settings.max_workers, limit)),
-                                  interceptors=auth.interceptors(settings), options=server_options(settings),
-                                  maximum_concurrent_rpcs=limit)
+                                  interceptors=observers + auth.interceptors(settings),
+                                  options=server_options(settings), maximum_concurrent_rpcs=limit)
         agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -247,6 +260,7 @@ class AgentServer:
             self.port = self.server.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise InvalidInput(f"cannot listen on {settings.listen}: address in use or not valid")
+        self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
 
     @property
@@ -271,6 +285,8 @@ class AgentServer:
     def stop(self, grace: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._stopped.set()
 
     def wait(self) -> None:

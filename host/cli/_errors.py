@@ -23,6 +23,12 @@ class Rule:
     message: Callable[[BaseException], str]
 
 
+def agent_line(exc: BaseException) -> str:
+    """An agent's error, naming the call's request id that the agent logged, so its journal can be searched."""
+    request_id = getattr(exc, "request_id", "")
+    return f"{exc} (request {request_id})" if request_id else str(exc)
+
+
 @lru_cache(maxsize=1)
 def error_table() -> list[Rule]:
     """The ordered rules; first match wins."""
@@ -34,9 +40,9 @@ def error_table() -> list[Rule]:
     input_codes = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     return [
         Rule(lambda e: isinstance(e, KeyboardInterrupt), EXIT_INTERRUPTED, lambda e: "interrupted"),
-        Rule(lambda e: isinstance(e, AgentError) and e.unreachable, EXIT_UNREACHABLE, str),
-        Rule(lambda e: isinstance(e, AgentError) and e.code in input_codes, EXIT_INPUT, str),
-        Rule(lambda e: isinstance(e, AgentError), EXIT_DEVICE, str),
+        Rule(lambda e: isinstance(e, AgentError) and e.unreachable, EXIT_UNREACHABLE, agent_line),
+        Rule(lambda e: isinstance(e, AgentError) and e.code in input_codes, EXIT_INPUT, agent_line),
+        Rule(lambda e: isinstance(e, AgentError), EXIT_DEVICE, agent_line),
         Rule(lambda e: isinstance(e, (InvalidInput, NotFound, PreconditionFailed)), EXIT_INPUT, str),
         Rule(lambda e: isinstance(e, DeployError), EXIT_DEVICE, str),
         Rule(lambda e: isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)), EXIT_INPUT,

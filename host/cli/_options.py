@@ -13,6 +13,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Inventory name, 
 DevicesOpt = Annotated[list[str], typer.Option("--device", "-d", help="Device (repeat for several).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only one JSON object on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs.")]
+DetailOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each failed device's whole reason.")]
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Only devices with this tag (repeat to AND).")]
 
 # What shapes and sample inputs mean is the same for `compile`, `push`, `bench` and `run`.

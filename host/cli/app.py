@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                "a side-by-side table."),
     "run": ("host.cli.push", "Run the model once on the device with the given inputs; write its outputs to an .npz "
                              "file."),
-    "devices": ("host.cli.push", "The inventory with each device's live state, queried in parallel with a short "
+    "devices": ("host.cli.devices", "The inventory with each device's live state, queried in parallel with a short "
                                  "deadline."),
     "agent": ("host.cli.agent", "Run, stop and install device agents."),
     "cache": ("host.cli.push", "The engine cache of a device: list and prune."),

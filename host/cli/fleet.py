@@ -10,11 +10,13 @@ from host.client.agent import AgentClient
 from host.client.retry import DEFAULT_RETRY_FOR_S
 from host.fleet.classes import classify, group
 from host.fleet.fanout import DEFAULT_CONCURRENCY, fan_out, first_line, is_unreachable
+from host.fleet.prometheus import DEFAULT_METRICS_PORT
+from host.fleet.states import short_state, summary_line
 from host.inventory import Device
 from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
-from ._options import JsonOpt, RetryForOpt, TagOpt
+from ._options import DetailOpt, JsonOpt, RetryForOpt, TagOpt
 from .output import Output
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn, so `--json` never loads it
@@ -51,11 +53,14 @@ def fleet_listing(devices: list[Device], concurrency: int = DEFAULT_CONCURRENCY)
                          "store_free_bytes": info.store_free_bytes} for d, info in members],
         })
     unreachable = [{"device": o.item.name, "address": o.item.address, "reason": first_line(o.error),
-                    "unreachable": is_unreachable(o.error)} for o in outcomes if not o.ok]
-    return {"classes": classes, "unreachable": unreachable}
+                    "unreachable": is_unreachable(o.error), "state": short_state(o.error),
+                    "request_id": getattr(o.error, "request_id", "") or None}
+                   for o in outcomes if not o.ok]
+    return {"classes": classes, "unreachable": unreachable,
+            "summary": summary_line([short_state(o.error) for o in outcomes])}
 
 
-def _render_listing(data: dict[str, Any], console: Console) -> None:
+def _render_listing(data: dict[str, Any], console: Console, verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"{sum(len(c['devices']) for c in data['classes'])} device(s) in "
@@ -67,20 +72,32 @@ def _render_listing(data: dict[str, Any], console: Console) -> None:
         free = ", ".join(f"{d['memory_available_bytes'] / 2**30:.1f}" for d in c["devices"])
         table.add_row(c["class"], names, free)
     for u in data["unreachable"]:
-        table.add_row("[red]unreachable[/red]", u["device"], u["reason"])
+        table.add_row(f"[red]{u['state']}[/red]", u["device"], "-")
     console.print(table)
+    console.print(data["summary"], markup=False)
+    for u in data["unreachable"] if verbose else ():
+        console.print(f"  {u['device']}: {_why(u, True)}", markup=False)
 
 
 @fleet_app.command("ls")
-def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, json: JsonOpt = False) -> None:
+def ls(tag: TagOpt = [], concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY, verbose: DetailOpt = False,
+       json: JsonOpt = False) -> None:
     """Ask every device for its facts and show the fleet grouped by device class."""
     data = fleet_listing(_devices(tag), concurrency)
-    Output(json).result(data, lambda c: _render_listing(data, c))
+    Output(json).result(data, lambda c: _render_listing(data, c, verbose))
     if data["unreachable"]:
         raise typer.Exit(EXIT_UNREACHABLE)
 
 
-def _render_warm(data: dict[str, Any], console: Console) -> None:
+def _why(failure: dict[str, Any], verbose: bool) -> str:
+    """The short state, or under -v the whole reason and the request id the device logged it under."""
+    if not verbose:
+        return failure["state"]
+    rid = f" (request {failure['request_id']})" if failure.get("request_id") else ""
+    return f"{failure['reason']}{rid}"
+
+
+def _render_warm(data: dict[str, Any], console: Console, verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"{data['builds']} build(s), {data['wall_s']:.1f} s")
@@ -91,17 +108,19 @@ def _render_warm(data: dict[str, Any], console: Console) -> None:
     reasons = []
     for c in data["classes"]:
         failed = [f["device"] for f in c["failed"] if not f["unreachable"]]
-        reasons += [f"{f['device']}: {f['reason']}" for f in c["failed"]]
+        reasons += [f"{f['device']}: {_why(f, verbose)}" for f in c["failed"]]
         table.add_row(c["class"], c["built_on"] or (f"(from {c['source']})" if c["source"] else "-"),
                       ", ".join(c["copied_to"]) or "-", ", ".join(c["skipped"]) or "-",
                       ", ".join(c["unreachable"]) or "-", ", ".join(failed) or "-",
                       *((", ".join(c["not_started"]) or "-",) if stopped else ()))
     for u in data["unreachable"]:
         table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-", *(("-",) if stopped else ()))
-        reasons.append(f"{u['device']}: {u['reason']}")
+        reasons.append(f"{u['device']}: {_why(u, verbose)}")
     console.print(table)
     for line in reasons:
         console.print(f"  {line}", markup=False)
+    if reasons and not verbose:
+        console.print("  (-v for the whole reasons)")
     if data.get("stopped"):
         console.print(f"Stopped: {data['stopped']}.", markup=False)
     if not data["ok"]:
@@ -118,6 +137,7 @@ def warm(
         "--max-failures", metavar="N|P%", help="Start no new device once more than N devices (or P% of them) "
         "have failed; devices in flight finish, the rest are reported not started.")] = None,
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
+    verbose: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Build engines once per device class and copy them to every other device of the class."""
@@ -136,10 +156,35 @@ def warm(
 
     data = api.fleet_warm(model_or_bundle, tag, concurrency=concurrency, max_failures=max_failures,
                           retry_for=retry_for, on_event=show)
-    out.result(data, lambda c: _render_warm(data, c))
+    out.result(data, lambda c: _render_warm(data, c, verbose))
     if not data["ok"]:
         failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]
         raise typer.Exit(EXIT_UNREACHABLE if all(f["unreachable"] for f in failures) else EXIT_DEVICE)
+
+
+@fleet_app.command("prometheus-targets")
+def prometheus_targets(
+    tag: TagOpt = [],
+    metrics_port: Annotated[int, typer.Option("--metrics-port", min=1, max=65535, help="The port each agent "
+                                              "serves /metrics on (its --metrics-listen).")] = DEFAULT_METRICS_PORT,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the targets file here "
+                                                   "(atomically) instead of printing it.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Write the inventory as Prometheus file_sd targets (docs/operations.md)."""
+    import json as _json
+
+    from host.fleet.prometheus import scrape_targets
+
+    targets = scrape_targets(_devices(tag), metrics_port)
+    text = _json.dumps(targets, indent=2) + "\n"
+    if output is not None:
+        from host.security.certs import write_atomic
+
+        write_atomic(output, text.encode(), 0o644)
+    data = {"path": str(output) if output else None, "targets": targets}
+    Output(json).result(data, lambda c: c.print(f"wrote {len(targets)} target(s) to {output}", markup=False)
+                        if output else c.out(text, end=""))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,11 +1,10 @@
-"""`deploy push`, `bench`, `run`, `devices` and `cache`: thin adapters over `host.pipeline`.
+"""`deploy push`, `bench`, `run` and `cache`: thin adapters over `host.pipeline`.
 
 Errors propagate to the CLI edge (`_errors.handle`), KeyboardInterrupt included, so Ctrl-C exits 130 after the
 pipeline's streams have cancelled the remote work.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -16,15 +15,13 @@ from host.client.agent import connect
 from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
-    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, TagOpt, VerboseOpt,
+    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
     retry_lines,
 )
 from .output import Output
 from .push_view import latency_table, mib, observer_for, render_push
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from host.pipeline.push import PushOptions
 
 SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
@@ -199,71 +196,7 @@ def run(
         + f"  ({data['latency_ms']:.2f} ms on {data['backend']})"))
 
 
-# ---------------------------------------------------------------- devices and the engine cache
-
-def devices(
-    tag: TagOpt = [],
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Deadline per device, seconds.")] = 3.0,
-    json: JsonOpt = False,
-) -> None:
-    """The inventory with each device's live state, queried in parallel with a short deadline."""
-    from host.client import local
-    from host.inventory import LOCAL, Device, load
-
-    inventory = load()
-    chosen = inventory.select(tag)
-    if LOCAL not in inventory.devices and not tag:
-        running = local.running()
-        if running:  # the on-demand local agent is listed only while it runs; `devices` starts nothing
-            chosen.append(Device(name=LOCAL, address=running.address, profile=""))
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(chosen)))) as pool:
-        rows = list(pool.map(lambda d: _device_state(d, timeout), chosen))
-    data = {"inventory": str(inventory.path) if inventory.path else None, "devices": rows}
-    Output(json).result(data, lambda c: c.print(_devices_table(rows)) if rows else c.print(
-        f"no devices in {inventory.path}; add [devices.NAME] entries (see README) or use --device local"))
-
-
-def _device_state(device: Any, timeout: float) -> dict[str, Any]:
-    from host.client.agent import AgentClient
-    from host.client.errors import AgentError
-
-    row: dict[str, Any] = {"name": device.name, "address": device.address, "profile": device.profile or None,
-                           "tags": list(device.tags), "reachable": False, "error": None, "trt_version": None,
-                           "gpu": None, "store_free_bytes": None, "engines": None, "engine_bytes": None,
-                           "agent_version": None, "default_backend": None}
-    try:
-        with AgentClient(device) as client:
-            info = client.info(timeout=timeout)
-            row.update(reachable=True, agent_version=info.agent_version, store_free_bytes=info.store_free_bytes,
-                       trt_version=info.trt_version if info.HasField("trt_version") else None,
-                       gpu=(f"{info.gpus[0].name} (sm {info.gpus[0].compute_capability})" if info.gpus else None),
-                       default_backend=info.default_backend, profile=device.profile or info.profile or None)
-            try:
-                engines = client.list_engines(timeout=timeout)
-                row.update(engines=len(engines.engines), engine_bytes=engines.total_bytes)
-            except AgentError as exc:
-                row["error"] = f"engine cache: {exc}"
-    except AgentError as exc:
-        row["error"] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - one bad entry must not hide the others
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    return row
-
-
-def _devices_table(rows: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", padding=(0, 2))
-    for col in ("device", "address", "profile", "state", "TensorRT", "GPU", "free disk", "engines"):
-        table.add_column(col)
-    for r in rows:
-        state = "[green]up[/green]" if r["reachable"] else f"[red]down[/red] {r['error'] or ''}"
-        engines = "-" if r["engines"] is None else f"{r['engines']} ({mib(r['engine_bytes'] or 0)})"
-        free = "-" if r["store_free_bytes"] is None else f"{r['store_free_bytes'] / 2**30:.1f} GiB"
-        table.add_row(r["name"], r["address"], r["profile"] or "-", state, r["trt_version"] or "-", r["gpu"] or "-",
-                      free, engines)
-    return table
-
+# ---------------------------------------------------------------- the engine cache (`deploy devices`: devices.py)
 
 cache_app = typer.Typer(help="The engine cache of a device: list and prune.", no_args_is_help=True)
 
@@ -326,7 +259,6 @@ def register(app: typer.Typer) -> None:
     app.command("push")(push)
     app.command("bench")(bench)
     app.command("run")(run)
-    app.command("devices")(devices)
     app.add_typer(cache_app, name="cache")
 
 

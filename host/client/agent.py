@@ -16,6 +16,7 @@ from . import local
 from .channel import explain, make_channel
 from .digests import digest_of
 from .errors import AgentError
+from .request_ids import metadata_with_id, new_request_id
 from .retry import Retrier, RetryFn
 
 CHUNK_BYTES = 1024 * 1024
@@ -76,10 +77,13 @@ class AgentClient:
         return err
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        request_id = new_request_id()
         try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, metadata=metadata_with_id(request_id), **kwargs)
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            err = self._error(exc)
+            err.request_id = request_id
+            raise err from None
         self._heard = True
         return result
 
@@ -87,14 +91,15 @@ class AgentClient:
         """A unary call that is safe to repeat, repeated on transient failures within the retry window."""
         return self.retrier.call(what, lambda: self._call(fn, *args, **kwargs))
 
-    def _stream(self, what: str, start: Callable[[], Any], *, replay: bool,
+    def _stream(self, what: str, start: Callable[[Any], Any], *, replay: bool,
                 finished: Callable[[Any], bool] = lambda msg: False) -> Iterator[Any]:
         """Messages of a server stream; one cut off by a lost agent is asked again within the retry window,
         from the start, if `replay` (builds and benchmarks: idempotent through the engine cache) or if it had
         yielded nothing yet; never after a message for which `finished(msg)` holds."""
         attempts = self.retrier.attempts(what)
         while True:
-            call = start()
+            request_id = new_request_id()
+            call = start(metadata_with_id(request_id))  # start(metadata) begins the call
             yielded = done = False
             try:
                 for msg in call:
@@ -104,6 +109,7 @@ class AgentClient:
                 return
             except grpc.RpcError as exc:
                 err = self._error(exc)
+                err.request_id = request_id
                 if done or (yielded and not replay) or not attempts.should_retry(err, deadline=False):
                     raise err from None
             finally:
@@ -195,7 +201,7 @@ class AgentClient:
               timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BuildEvent]:
         """Build events; a build cut off by a lost agent is asked again (cache hits for what was built)."""
         request = agent_pb2.BuildRequest(bundle_digest=bundle_digest, options=options)
-        return self._stream("Build", lambda: self.stub.Build(request, timeout=timeout), replay=True,
+        return self._stream("Build", lambda md: self.stub.Build(request, timeout=timeout, metadata=md), replay=True,
                             finished=lambda ev: ev.WhichOneof("event") == "summary")
 
     def run(self, request: agent_pb2.RunRequest, timeout: float = UNARY_TIMEOUT_S * 10) -> agent_pb2.RunReply:
@@ -205,7 +211,7 @@ class AgentClient:
     def benchmark(self, request: agent_pb2.BenchmarkRequest,
                   timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BenchmarkEvent]:
         """Benchmark events; a benchmark cut off by a lost agent is run again from the start."""
-        return self._stream("Benchmark", lambda: self.stub.Benchmark(request, timeout=timeout),
+        return self._stream("Benchmark", lambda md: self.stub.Benchmark(request, timeout=timeout, metadata=md),
                             replay=True, finished=lambda ev: ev.WhichOneof("event") == "result")
 
     def list_engines(self, segment_digest: str = "", timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ListEnginesReply:
@@ -215,7 +221,7 @@ class AgentClient:
     def fetch_engine(self, key: str, timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.EngineChunk]:
         """Entry then chunks; asked again only if the agent was lost before the first message."""
         request = agent_pb2.FetchEngineRequest(key=key)
-        return self._stream("FetchEngine", lambda: self.stub.FetchEngine(request, timeout=timeout),
+        return self._stream("FetchEngine", lambda md: self.stub.FetchEngine(request, timeout=timeout, metadata=md),
                             replay=False)
 
     def put_engine(self, chunks: Iterator[agent_pb2.EngineChunk],

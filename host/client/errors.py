@@ -10,13 +10,14 @@ class AgentError(Exception):
     """A call to an agent failed; `code` is the gRPC status, `address` the agent."""
 
     def __init__(self, code: grpc.StatusCode, message: str, address: str = "", answered: bool = False,
-                 detail: str = "") -> None:
+                 detail: str = "", request_id: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.address = address
         self.answered = answered  # the agent itself set this status (e.g. a backend it lacks), it is reachable
         self.detail = detail or message  # gRPC's own words, before we add advice (for retry lines)
+        self.request_id = request_id  # the `x-request-id` the call carried; the agent logs it (docs/operations.md)
 
     @property
     def unreachable(self) -> bool:

@@ -27,6 +27,7 @@ from host.client.errors import AgentError
 from host.fleet.classes import DeviceClass, classify, group
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
                                is_unreachable, retrying)
+from host.fleet.states import failure_state, short_state
 from host.inventory import Device
 from protos import agent_pb2
 
@@ -43,9 +44,13 @@ class Failure:
     device: str
     reason: str
     unreachable: bool = False
+    state: str = ""  # the short state of host.fleet.states: "down: refused", "failed: build", ...
+    request_id: str = ""  # of the failed call, as the device's agent logged it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "reason": self.reason, "unreachable": self.unreachable}
+        return {"device": self.device, "reason": self.reason, "unreachable": self.unreachable,
+                "state": self.state or ("down: unreachable" if self.unreachable else "failed"),
+                "request_id": self.request_id or None}
 
 
 @dataclass
@@ -294,7 +299,9 @@ class Warmer:
                     members.append((member, classify(out.value, out.item)))
                     self._emit("queried", name, members[-1][1])
                 else:
-                    result.unreachable.append(Failure(name, first_line(out.error), is_unreachable(out.error)))
+                    result.unreachable.append(Failure(name, first_line(out.error), is_unreachable(out.error),
+                                                      short_state(out.error),
+                                                      getattr(out.error, "request_id", "")))
                     self._note_failure(name)
                     self._emit("unreachable", name, None, first_line(out.error))
             grouped = group(members)
@@ -313,7 +320,8 @@ class Warmer:
             bundle = self._bundle(cls, members[0])
         except Exception as exc:  # noqa: BLE001 - a compile error fails this class, not the whole fleet
             res.plan_error = exc
-            res.failed = [Failure(m.name, f"no bundle for this class: {first_line(exc)}") for m in members]
+            res.failed = [Failure(m.name, f"no bundle for this class: {first_line(exc)}", state="failed: compile")
+                          for m in members]
             return res
         res.bundle_digest = bundle.digest
         # 1. one query per device: which engines it holds (and whether it has the bundle)
@@ -390,7 +398,8 @@ class Warmer:
         self._note_failure(name)
         unreachable = is_unreachable(exc)
         reason = f"{stage}: {'unreachable: ' if unreachable else ''}{first_line(exc)}"
-        res.failed.append(Failure(name, reason, unreachable))
+        res.failed.append(Failure(name, reason, unreachable, failure_state(exc, stage),
+                                  getattr(exc, "request_id", "")))
         self._emit("failed", name, res.device_class, reason)
 
     # -- steps

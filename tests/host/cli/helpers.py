@@ -42,9 +42,9 @@ def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1) -> Path:
     return path
 
 
-def parse_json(proc: subprocess.CompletedProcess) -> dict:
+def parse_json(proc: subprocess.CompletedProcess, exit_code: int = 0) -> dict:
     """The one JSON object a `--json` command prints; fails with the command's stderr when there is none."""
-    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    assert proc.returncode == exit_code, f"exit {proc.returncode}: {proc.stderr}"
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {proc.stdout!r}"
     return json.loads(lines[0])

@@ -25,7 +25,7 @@ def test_devices_shows_live_state_of_each_inventory_device_and_marks_the_dead_on
                          f'[devices.gone]\naddress = "{dead}"\ntags = ["lab"]\n')
     env = {**os.environ, "DEPLOY_INVENTORY": str(inventory)}
     started = time.monotonic()
-    data = parse_json(deploy("devices", "--timeout", "2", "--json", env=env))
+    data = parse_json(deploy("devices", "--timeout", "2", "--json", env=env), exit_code=1)
     assert time.monotonic() - started < 15
     rows = {r["name"]: r for r in data["devices"]}
     assert set(rows) >= {"alpha", "beta", "gone"}
@@ -34,13 +34,14 @@ def test_devices_shows_live_state_of_each_inventory_device_and_marks_the_dead_on
     assert rows["beta"]["reachable"] and rows["beta"]["engines"] == 0
     assert rows["beta"]["profile"] == "jetson-nano", "the agent's own --profile shows when the inventory has none"
     assert rows["gone"]["reachable"] is False and "unreachable" in rows["gone"]["error"]
+    assert rows["gone"]["state"] == "down: refused" and rows["alpha"]["state"] == "up"
 
-    lab = parse_json(deploy("devices", "--tag", "lab", "--json", env=env))
+    lab = parse_json(deploy("devices", "--tag", "lab", "--json", env=env), exit_code=1)
     assert sorted(r["name"] for r in lab["devices"]) == ["alpha", "gone"]
 
     table = deploy("devices", env=env)
-    assert table.returncode == 0, table.stderr
-    assert "alpha" in table.stdout and "down" in table.stdout and "up" in table.stdout
+    assert table.returncode == 1, table.stderr
+    assert "alpha" in table.stdout and "down: refused" in table.stdout and "up" in table.stdout
 
 
 def test_devices_queries_in_parallel_and_answers_within_the_deadline_when_devices_never_answer(deploy, tmp_path):
@@ -56,13 +57,14 @@ def test_devices_queries_in_parallel_and_answers_within_the_deadline_when_device
         inventory.write_text("\n".join(lines))
         env = {**os.environ, "DEPLOY_INVENTORY": str(inventory)}
         started = time.monotonic()
-        data = parse_json(deploy("devices", "--timeout", "1.5", "--json", env=env))
+        data = parse_json(deploy("devices", "--timeout", "1.5", "--json", env=env), exit_code=1)
         elapsed = time.monotonic() - started
     finally:
         for s in sockets:
             s.close()
     assert [r["reachable"] for r in data["devices"]] == [False] * 8
     assert all("DEADLINE_EXCEEDED" in r["error"] for r in data["devices"]), data
+    assert {r["state"] for r in data["devices"]} == {"down: timeout"}
     # one after another would take 8 x 1.5 s = 12 s
     assert elapsed < 9, f"took {elapsed:.1f} s for eight silent devices with a 1.5 s deadline"
 

@@ -48,8 +48,10 @@ def test_fleet_warm_prints_a_table_per_class_reports_a_dead_device_and_skips_war
     assert first.returncode == 3, first.stderr  # every failure was an unreachable device
     assert "1 build(s)" in first.stdout and "built on" in first.stdout and "gone" in first.stdout
     assert "next `deploy fleet warm`" in first.stdout
+    assert "gone: down: refused" in first.stdout and "Connection refused" not in first.stdout, "short state; -v for more"
     second = deploy("fleet", "warm", str(model), "--json", env=env)
     data = json.loads(second.stdout)
     assert second.returncode == 3 and data["builds"] == 0 and not data["ok"]
     assert sorted(data["classes"][0]["skipped"]) == ["a", "b"]
     assert [u["device"] for u in data["unreachable"]] == ["gone"]
+    assert data["unreachable"][0]["state"] == "down: refused" and "Connection refused" in data["unreachable"][0]["reason"]
