@@ -74,6 +74,15 @@ def compile_cmd(
 
         for line in render_lines(describe(result.manifest, result.digest)):
             console.print(line, markup=False)
+        int8 = data.get("int8")
+        if int8:
+            acc = int8["accuracy"]
+            console.print(f"INT8 ({int8['calibrator']}, {int8['calibration_samples']} calibration samples, "
+                          f"{int8['qdq']['per_channel']} per-channel / {int8['qdq']['per_tensor']} per-tensor Q/DQ): "
+                          f"vs FP32 on {acc['samples']} {acc['dataset']} sample(s) max rel err "
+                          f"{acc['max_rel_err']:.3g}, min cosine {acc['min_cosine']:.5f}", markup=False)
+            if int8.get("warning"):
+                console.print(f"warning: {int8['warning']}", markup=False)
         console.print(f"bundle {result.bundle_dir}  archive {result.archive}  ({data['seconds']:.1f} s)", markup=False)
 
     out.result(data, render)

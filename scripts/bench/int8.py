@@ -31,20 +31,21 @@ from _agent import median, start_agent, stop_agent  # noqa: E402
 CORPUS = Path(os.environ.get("DEPLOY_CORPUS", Path.home() / ".cache" / "deploy" / "corpus")) / "models"
 
 
-def _models(tmp: Path, n_cal: int, n_val: int) -> list[tuple[str, Path, Path, Path]]:
+def _models(tmp: Path, n_cal: int, n_val: int) -> list[tuple[str, Path, Path, Path, dict]]:
     import make_models
     from corpus_models import by_name, input_specs, make_inputs
 
     out = []
     rn = make_models.write_models(tmp / "models", only=["resnet50"])["resnet50"]
     make = lambda seed: {"input": np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    out.append(("resnet50", Path(rn), *_write_sets(tmp / "resnet50", make, n_cal, n_val)))
+    out.append(("resnet50", Path(rn), *_write_sets(tmp / "resnet50", make, n_cal, n_val), {}))
     entry = by_name(["nudenet-320n"])[0]
     det = CORPUS / f"{entry.package}-{entry.version}" / entry.file_name
     if det.is_file():
         specs = input_specs(det, entry)
+        shapes = {str(sp["name"]): list(sp["shape"]) for sp in specs}
         out.append((entry.name, det, *_write_sets(tmp / entry.name, lambda seed: make_inputs(specs, entry, seed),
-                                                  n_cal, n_val)))
+                                                  n_cal, n_val), shapes))
     else:
         print(f"skipped nudenet-320n: {det} is missing (run scripts/bench/corpus_models.py)", file=sys.stderr)
     return out
@@ -61,12 +62,13 @@ def _write_sets(folder: Path, make, n_cal: int, n_val: int) -> tuple[Path, Path]
     return paths[0], paths[1]
 
 
-def _push(address: str, model: Path, int8, runs: int, iterations: int) -> dict:
+def _push(address: str, model: Path, int8, runs: int, iterations: int, shapes: dict) -> dict:
     from host import api
 
     p50s, last = [], None
     for _ in range(runs):
-        last = api.push(model, address, bench=True, iterations=iterations, warmup=3, int8=int8)
+        last = api.push(model, address, bench=True, iterations=iterations, warmup=3, int8=int8,
+                        input_shapes=shapes)
         p50s.append(last["bench"]["p50_ms"])
     last["p50_median_ms"] = median(p50s)
     last["engine_bytes"] = sum(s["engine_bytes"] for s in last["build"]["segments"])
@@ -90,10 +92,10 @@ def main() -> None:
         proc, address = start_agent(tmp / "store")
         rows = []
         try:
-            for name, path, cal, val in models:
-                fp32 = _push(address, path, None, args.runs, args.iterations)
+            for name, path, cal, val, shapes in models:
+                fp32 = _push(address, path, None, args.runs, args.iterations, shapes)
                 q = _push(address, path, Int8Options(cal, calibrator=args.calibrator, validation=val),
-                          args.runs, args.iterations)
+                          args.runs, args.iterations, shapes)
                 rows.append((name, fp32, q))
         finally:
             stop_agent(proc)
