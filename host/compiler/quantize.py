@@ -10,7 +10,9 @@ onnxruntime's quantization is imported only here, lazily.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import onnx
 from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
 
+_log = logging.getLogger(__name__)
 CALIBRATORS = ("minmax", "entropy", "percentile")
 #: ops whose inputs get Q/DQ: what TensorRT runs in INT8 kernels (NVIDIA's Q/DQ placement recommendation)
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -150,12 +153,15 @@ def quantize(model: onnx.ModelProto, calibration: Dict[str, np.ndarray], nodes: 
     added = not root.handlers  # onnxruntime's quantizer calls logging.warning(), which would configure the root
     if added:
         root.addHandler(quiet)
+    printed = io.StringIO()  # its histogram calibrators print() progress, which would break `--json` on stdout
     try:
-        with tempfile.TemporaryDirectory(prefix="deploy-int8-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="deploy-int8-") as tmp, contextlib.redirect_stdout(printed):
             return _quantize_in(Path(tmp), model, calibration, nodes, method, per_channel)
     finally:
         if added:
             root.removeHandler(quiet)
+        if printed.getvalue():
+            _log.debug("onnxruntime.quantization: %s", printed.getvalue().strip())
 
 
 def _quantize_in(tmp: Path, model: onnx.ModelProto, calibration: Dict[str, np.ndarray], nodes: Sequence[str],

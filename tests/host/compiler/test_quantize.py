@@ -120,3 +120,29 @@ def test_int8_for_the_nano_records_the_warning_in_the_manifest(model, tmp_path):
     result = compile_model(model, tmp_path / "out", profile="jetson-nano",
                            int8=Int8Options(_calib(tmp_path / "cal.npz")))
     assert "5.3" in result.manifest.options["int8"]["warning"]
+
+
+def test_with_a_tvm_remainder_only_tensorrt_segments_hold_qdq_and_the_host_check_passes(model, tmp_path):
+    result = compile_model(model, tmp_path / "out", exclude_ops=("Relu",),
+                           int8=Int8Options(_calib(tmp_path / "cal.npz")))
+    parts = result.manifest.options["parts"]
+    assert result.manifest.remainder is not None
+    tvm_ops = {op for p in parts if p["kind"] == "tvm" for op in p["ops"]}
+    assert tvm_ops == {"Relu"}
+    for seg in result.manifest.segments:
+        ops = [n.op_type for n in onnx.load(str(result.bundle_dir / seg.path)).graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and seg.calibration
+
+
+@pytest.mark.parametrize("calibrator", ["percentile"])  # entropy: see docs/int8.md (same scales as minmax here)
+def test_another_calibrator_gives_other_scales(model, tmp_path, calibrator):
+    cal = _calib(tmp_path / "cal.npz")
+    base = compile_model(model, tmp_path / "minmax", int8=Int8Options(cal))
+    other = compile_model(model, tmp_path / calibrator, int8=Int8Options(cal, calibrator=calibrator))
+    assert other.manifest.options["int8"]["calibrator"] == calibrator
+    assert other.manifest.segments[0].digest != base.manifest.segments[0].digest
+
+
+def test_int8_with_fp16_is_recorded_as_int8_with_fp16_fallback(model, tmp_path):
+    result = compile_model(model, tmp_path / "out", fp16=True, int8=Int8Options(_calib(tmp_path / "cal.npz")))
+    assert result.to_json()["precision"] == "int8+fp16"
