@@ -33,14 +33,16 @@ def apply(loaded: frontend.LoadedModel, ctx: Context, profile: Profile, opts: qu
     calib = quantize.read_samples(opts.calibration, loaded.inputs, loaded.concrete_inputs, "calibration")
     val = (quantize.read_samples(opts.validation, loaded.inputs, loaded.concrete_inputs, "validation")
            if opts.validation is not None else None)
+    taken = {n.name for n in loaded.model.graph.node}
+    for i, n in enumerate(loaded.model.graph.node):  # nodes_to_quantize goes by name: give unnamed nodes one
+        if not n.name:
+            n.name = next(f"{n.op_type}_{i}_{k}" for k in range(len(taken) + 1) if f"{n.op_type}_{i}_{k}" not in taken)
+            taken.add(n.name)
     first = partition(loaded.model, ctx, exclude=exclude, remove_no_mac_subgraphs=remove_no_mac)
     nodes = [n.name for seg in first.segments for n in seg.nodes if n.op_type in quantize.QUANTIZED_OPS]
     if not nodes:
         raise InvalidInput("--int8: no Conv, ConvTranspose, Gemm or MatMul lands in a TensorRT segment, so there is "
                            "nothing to quantize; build without --int8")
-    unnamed = [n for n in loaded.model.graph.node if not n.name]
-    if unnamed:  # nodes_to_quantize goes by name
-        raise InvalidInput(f"--int8 needs named nodes; {len(unnamed)} node(s) have no name")
     per_channel = min(loaded.opset, ctx.parser_opset) >= 13 and ctx.trt >= (8, 0, 0)
     q = quantize.quantize(loaded.model, calib, nodes, opts.calibrator, per_channel)
     q = onnx.shape_inference.infer_shapes(q, strict_mode=True)

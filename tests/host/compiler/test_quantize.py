@@ -146,3 +146,22 @@ def test_another_calibrator_gives_other_scales(model, tmp_path, calibrator):
 def test_int8_with_fp16_is_recorded_as_int8_with_fp16_fallback(model, tmp_path):
     result = compile_model(model, tmp_path / "out", fp16=True, int8=Int8Options(_calib(tmp_path / "cal.npz")))
     assert result.to_json()["precision"] == "int8+fp16"
+
+
+def test_unnamed_nodes_are_named_so_they_can_be_quantized(model, tmp_path):
+    m = onnx.load(str(model))
+    for n in m.graph.node:
+        n.name = ""
+    path = tmp_path / "unnamed.onnx"
+    onnx.save(m, str(path))
+    result = compile_model(path, tmp_path / "out", int8=Int8Options(_calib(tmp_path / "cal.npz")))
+    assert result.manifest.options["int8"]["quantized_nodes"] == 2  # the Conv and the Gemm
+
+
+def test_a_model_with_nothing_to_quantize_in_tensorrt_is_refused_with_one_line(model, tmp_path):
+    from device_agent.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="nothing to quantize"):
+        compile_model(model, tmp_path / "out", exclude_ops=("Conv", "Gemm"),
+                      int8=Int8Options(_calib(tmp_path / "cal.npz")))
+    assert not (tmp_path / "out").exists()
