@@ -372,14 +372,15 @@ def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
     return result
 
 
-def precision_of(manifest: Optional[Any]) -> dict[str, Any]:
-    """`precision` and `accuracy` of `deploy push --json`, from the bundle's manifest."""
+def precision_of(manifest: Optional[Any], fp16: bool = False) -> dict[str, Any]:
+    """`precision` and `accuracy` of `deploy push --json`: the bundle's (INT8 or not) and the build's FP16 flag."""
     if manifest is None:
-        return {}
+        return {"precision": "fp16" if fp16 else "fp32"}
     opts = manifest.options
     int8 = opts.get("int8") or {}
-    return {"precision": opts.get("precision", "fp16" if opts.get("fp16") else "fp32"),
-            "accuracy": int8.get("accuracy")}
+    half = fp16 or bool(opts.get("fp16"))
+    base = "int8" if int8 else "fp32"
+    return {"precision": (base + "+fp16" if int8 else "fp16") if half else base, "accuracy": int8.get("accuracy")}
 
 
 def default_tolerance(fp16: bool, int8: bool = False) -> float:
@@ -550,4 +551,4 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
                       target=ready.target, compile=prepared.compile, upload=ready.upload, build=built, verify=verified,
                       bench=benched, timings=timings, segments_where=where_parts_run(prepared, built),
-                      **precision_of(prepared.manifest))
+                      **precision_of(prepared.manifest, options.fp16))

@@ -135,8 +135,11 @@ def test_the_agent_cache_keeps_fp32_and_int8_engines_of_one_model_apart(agent_fa
     assert [s["cache"] for s in again["build"]["segments"]] == ["miss"]  # other samples, other scales
     engines = parse_json(deploy("cache", "ls", "--device", agent.address, "--json"))["engines"]
     precisions = sorted(e["attributes"]["precision"] for e in engines)
-    assert precisions == ["fp32", "int8", "int8"]
+    assert precisions == ["fp32", "int8", "int8"]  # (the int8+fp16 push below adds a fourth)
     calibrations = {e["attributes"].get("calibration") for e in engines if e["attributes"]["precision"] == "int8"}
     assert len(calibrations) == 2 and all(c.startswith("sha256:") for c in calibrations)
     assert [s["cache"] for s in parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--int8",
                                                   "--calibration", str(calib), "--json"))["build"]["segments"]] == ["hit"]
+    half = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--int8", "--calibration",
+                             str(calib), "--fp16", "--json"))
+    assert half["precision"] == "int8+fp16" and [s["cache"] for s in half["build"]["segments"]] == ["miss"]
