@@ -180,6 +180,7 @@ class PushResult:
     segments_where: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"
     accuracy: Optional[dict[str, Any]] = None  # INT8: FP32 against INT8 on the host (host/compiler/accuracy.py)
+    int8_warning: Optional[str] = None  # INT8 on a GPU without fast INT8 (the Nano)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +197,7 @@ class PushResult:
             "parts": self.segments_where,
             "precision": self.precision,
             "accuracy": self.accuracy,
+            "int8_warning": self.int8_warning,
         }
 
 
@@ -380,7 +382,8 @@ def precision_of(manifest: Optional[Any], fp16: bool = False) -> dict[str, Any]:
     int8 = opts.get("int8") or {}
     half = fp16 or bool(opts.get("fp16"))
     base = "int8" if int8 else "fp32"
-    return {"precision": (base + "+fp16" if int8 else "fp16") if half else base, "accuracy": int8.get("accuracy")}
+    return {"precision": (base + "+fp16" if int8 else "fp16") if half else base, "accuracy": int8.get("accuracy"),
+            "int8_warning": int8.get("warning")}
 
 
 def default_tolerance(fp16: bool, int8: bool = False) -> float:
@@ -510,10 +513,6 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
     t = time.perf_counter()
     prepared = prepare(source, target, options, observer)
     timings["compile"] = time.perf_counter() - t
-    warning = ((prepared.manifest.options.get("int8") or {}).get("warning")
-               if prepared.manifest is not None else None)
-    if warning:
-        observer.log(f"warning: {warning}")
     if check is not None:
         check(prepared)
     t = time.perf_counter()
