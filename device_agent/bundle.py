@@ -187,14 +187,18 @@ class Segment:
     outputs: List[TensorSpec]
     opset: int
     kind: str = "tensorrt"
+    calibration: str = ""  # sha256 of the INT8 calibration samples when the segment holds Q/DQ, else ""
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        d = {
             "id": self.id, "kind": self.kind, "path": self.path, "digest": self.digest,
             "ops": list(self.ops), "opset": self.opset,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
+        if self.calibration:  # absent for FP32/FP16 bundles, whose archives stay byte-identical
+            d["calibration"] = self.calibration
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "segment") -> "Segment":
@@ -213,6 +217,7 @@ class Segment:
             opset=_int(_req(d, "opset", where), f"{where}.opset", lo=1, hi=1000),
             inputs=_tensors(_req(d, "inputs", where), f"{where}.inputs"),
             outputs=_tensors(_req(d, "outputs", where), f"{where}.outputs"),
+            calibration=_digest(d["calibration"], f"{where}.calibration") if "calibration" in d else "",
         )
 
 

@@ -27,6 +27,8 @@ SCHEMA = 1
 #: Key parts that say which devices a plan is valid for; an imported entry must match this agent on each.
 DEVICE_CLASS_FIELDS = ("backend", "backend_version", "gpu", "cc", "l4t", "arch")
 KEY_FIELDS = ("schema", "segment", *DEVICE_CLASS_FIELDS, "precision", "workspace", "profiles", "flags")
+#: Key parts hashed only when present, so the keys of engines without them stay what they were.
+OPTIONAL_KEY_FIELDS = ("calibration",)  # INT8: digest of the calibration samples behind the Q/DQ scales
 _TMP_MAX_AGE_S = 3600.0
 #: How long a Build waits for another build of the same key (the builder's own bound is 3 h, see host/fleet).
 LOCK_WAIT_S = 3 * 3600.0
@@ -41,7 +43,8 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     missing = [f for f in KEY_FIELDS if f not in parts]
     if missing:
         raise InvalidInput(f"engine key parts lack {missing}")
-    return hashlib.sha256(canonical_json({f: parts[f] for f in KEY_FIELDS})).hexdigest()
+    fields = KEY_FIELDS + tuple(f for f in OPTIONAL_KEY_FIELDS if parts.get(f))
+    return hashlib.sha256(canonical_json({f: parts[f] for f in fields})).hexdigest()
 
 
 def device_class(parts: Mapping[str, Any]) -> str:

@@ -200,13 +200,15 @@ class EngineService:
             profiles = self._mode0_profiles(seg, opts, batch, strict) or profiles
         meta = lambda ts: [TensorMeta(t.name, t.dtype, tuple(d if isinstance(d, int) else None for d in t.shape))
                            for t in ts]
-        return BuildSpec(fp16=opts.fp16, max_workspace_bytes=opts.workspace, profiles=profiles,
+        return BuildSpec(fp16=opts.fp16, int8=bool(seg.calibration), calibration=seg.calibration,
+                         max_workspace_bytes=opts.workspace, profiles=profiles,
                          timing_cache_path=str(self.timing_cache) if strict else None,
                          inputs=meta(seg.inputs), outputs=meta(seg.outputs))
 
     def _mode0_profiles(self, seg: Segment, opts: Options, batch: int, strict: bool):
         """Mode 0: reuse the cached engine whose batch range covers ``batch`` (the largest built so far)."""
-        base = self._parts(seg, opts, BuildSpec(fp16=opts.fp16, max_workspace_bytes=opts.workspace))
+        base = self._parts(seg, opts, BuildSpec(fp16=opts.fp16, int8=bool(seg.calibration),
+                                                calibration=seg.calibration, max_workspace_bytes=opts.workspace))
         best = None
         for e in self.cache.list(seg.digest):
             rng = profile_max_batch(e.parts.get("profiles", []))
@@ -537,6 +539,8 @@ class EngineService:
                                    device_class=e.device_class)
         for k in ("precision", "workspace", "gpu", "cc", "l4t", "arch"):
             pb.attributes[k] = str(e.parts.get(k, ""))
+        if e.parts.get("calibration"):
+            pb.attributes["calibration"] = str(e.parts["calibration"])
         pb.attributes["profiles"] = json.dumps(e.parts.get("profiles", []), sort_keys=True)
         pb.attributes["parts"] = canonical_json(e.parts).decode()
         return pb

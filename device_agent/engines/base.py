@@ -71,6 +71,8 @@ class BuildSpec:
     """Everything that changes the built plan; each field is part of the engine cache key."""
 
     fp16: bool = False
+    int8: bool = False          # the segment holds Q/DQ (explicit quantization); with fp16: FP16 fallback
+    calibration: str = ""       # digest of the calibration samples (INT8 only)
     max_workspace_bytes: int = 1 << 30
     profiles: List[List[ProfileShape]] = field(default_factory=list)
     builder_flags: Tuple[str, ...] = ()
@@ -81,10 +83,14 @@ class BuildSpec:
 
     @property
     def precision(self) -> str:
+        if self.int8:
+            return "int8+fp16" if self.fp16 else "int8"
         return "fp16" if self.fp16 else "fp32"
 
     def key_parts(self) -> Dict[str, Any]:
+        extra = {"calibration": self.calibration} if self.int8 and self.calibration else {}
         return {
+            **extra,
             "precision": self.precision,
             "workspace": int(self.max_workspace_bytes),
             "profiles": [[p.as_json() for p in prof] for prof in self.profiles],

@@ -252,6 +252,11 @@ class TensorRTBackend(Backend):
             else:
                 messages.append(f"{trt.__name__} {trt.__version__} has no FP16 builder flag "
                                 "(strongly typed: precision comes from the model)")
+        if spec.int8:
+            # Explicit quantization: the segment's Q/DQ carry the scales, no calibrator. TensorRT 8.x builds
+            # quantized layers only with the INT8 flag set; TensorRT 10 takes Q/DQ as they are.
+            if trt_major(trt) < 10 and hasattr(trt.BuilderFlag, "INT8"):
+                config.set_flag(trt.BuilderFlag.INT8)
         for flag in spec.builder_flags:
             if not hasattr(trt.BuilderFlag, flag):
                 raise BuildFailedWithMessages(f"unknown TensorRT builder flag {flag!r}", [flag])

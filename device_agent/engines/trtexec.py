@@ -203,7 +203,9 @@ class TrtexecBackend(Backend):
             major_minor = tuple(int(x) for x in version.split(".")[:2])
             cmd.append(f"--memPoolSize=workspace:{mib}" if major_minor >= (8, 4) else f"--workspace={mib}")
             if spec.fp16:
-                cmd.append("--fp16")
+                cmd.append("--fp16")  # with --int8: FP16 fallback for layers that have no INT8 kernel
+            if spec.int8 and major_minor < (10, 0):
+                cmd.append("--int8")  # a Q/DQ segment: TensorRT 8.x needs INT8 enabled; no calibrator is used
             if spec.timing_cache_path:
                 cmd.append(f"--timingCacheFile={spec.timing_cache_path}")
             for prof in spec.profiles[:1]:  # trtexec takes one profile on its command line

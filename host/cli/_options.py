@@ -23,6 +23,17 @@ InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Sample inpu
                                                    "the reference and verify data; their shapes bind symbolic dims.")]
 SampleOpt = Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, a sample input (repeat; wins "
                                               "over --inputs).")]
+# INT8 through explicit quantization (Q/DQ), the same for `compile` and `push` (docs/int8.md).
+Int8Opt = Annotated[bool, typer.Option("--int8", help="Quantize the TensorRT segments to INT8 (Q/DQ) from "
+                                       "--calibration samples; with --fp16, FP16 for layers without INT8 kernels.")]
+CalibrationOpt = Annotated[Optional[Path], typer.Option("--calibration", help="INT8 calibration samples: .npz with "
+                                                        "one array per input, shape [N, *input_shape], or a folder "
+                                                        "of NAME.npy.")]
+CalibratorOpt = Annotated[str, typer.Option("--calibrator", help="minmax, entropy or percentile.")]
+ValidationOpt = Annotated[Optional[Path], typer.Option("--validation", help="Samples (like --calibration) for the "
+                                                       "FP32-vs-INT8 accuracy report; default: the calibration set.")]
+MinCosineOpt = Annotated[Optional[float], typer.Option("--min-cosine", help="Fail when an INT8 output's cosine "
+                                                       "similarity to FP32 is below this.")]
 NoOffloadOpt = Annotated[list[str], typer.Option("--no-offload", help="Keep this ONNX op in TVM (repeat).")]
 RetryForOpt = Annotated[float, typer.Option(
     "--retry-for", min=0, max=86400, envvar="DEPLOY_RETRY_FOR", metavar="SECONDS",

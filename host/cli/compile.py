@@ -6,7 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._options import InputsOpt, JsonOpt, NoOffloadOpt, SampleOpt, ShapeOpt, VerboseOpt
+from ._options import (
+    CalibrationOpt, CalibratorOpt, InputsOpt, Int8Opt, JsonOpt, MinCosineOpt, NoOffloadOpt, SampleOpt, ShapeOpt,
+    ValidationOpt, VerboseOpt,
+)
 from .output import Output
 
 
@@ -18,6 +21,13 @@ def compile_cmd(
     trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="Partition for this TensorRT "
                                                                               "version instead of the profile's.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Build engines in FP16 on the device.")] = False,
+    int8: Int8Opt = False,
+    calibration: CalibrationOpt = None,
+    calibrator: CalibratorOpt = "minmax",
+    validation: ValidationOpt = None,
+    max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="With --int8: fail when an output's "
+                                                         "max relative error against FP32 is above this.")] = None,
+    min_cosine: MinCosineOpt = None,
     input_shape: ShapeOpt = [],
     inputs: InputsOpt = None,
     input: SampleOpt = [],
@@ -42,16 +52,23 @@ def compile_cmd(
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
     from host.compiler.api import CompileOptions, compile_model
     from host.compiler.frontend import parse_input_shape
+    from host.pipeline.int8 import int8_options
     from host.pipeline.tensors import read_samples
 
     out = Output(json_mode=json_out, verbose=verbose)
+    if max_rel_err is not None and not int8:
+        from device_agent.errors import InvalidInput
+
+        raise InvalidInput("--max-rel-err bounds INT8 against FP32; it only applies with --int8")
+    quant = int8_options(int8, calibration, calibrator, validation, max_rel_err, min_cosine)
     shapes = dict(parse_input_shape(s) for s in input_shape)
     samples = read_samples(inputs, input)
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
                           max_workspace_size=workspace, exclude_ops=tuple(no_offload),
-                          remainder_device=remainder_device, compute_capability=compute_capability, seed=seed, host_check=not no_host_check,
-                          sample_inputs=samples)
+                          remainder_device=remainder_device, compute_capability=compute_capability, seed=seed,
+                          host_check=not no_host_check,
+                          sample_inputs=samples, int8=quant)
     out.status(f"compiling {model} for {profile} ...")
     result = compile_model(model, output, opts)
     data = result.to_json()
@@ -61,6 +78,15 @@ def compile_cmd(
 
         for line in render_lines(describe(result.manifest, result.digest)):
             console.print(line, markup=False)
+        int8 = data.get("int8")
+        if int8:
+            acc = int8["accuracy"]
+            console.print(f"INT8 ({int8['calibrator']}, {int8['calibration_samples']} calibration samples, "
+                          f"{int8['qdq']['per_channel']} per-channel / {int8['qdq']['per_tensor']} per-tensor Q/DQ): "
+                          f"vs FP32 on {acc['samples']} {acc['dataset']} sample(s) max rel err "
+                          f"{acc['max_rel_err']:.3g}, min cosine {acc['min_cosine']:.5f}", markup=False)
+            if int8.get("warning"):
+                console.print(f"warning: {int8['warning']}", markup=False)
         console.print(f"bundle {result.bundle_dir}  archive {result.archive}  ({data['seconds']:.1f} s)", markup=False)
 
     out.result(data, render)

@@ -15,6 +15,7 @@ from host.client.agent import connect
 from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
+    CalibrationOpt, CalibratorOpt, Int8Opt, MinCosineOpt, ValidationOpt,
     DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
     retry_lines,
 )
@@ -69,6 +70,11 @@ def push(
     device: DeviceOpt = "local",
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     fp16: Fp16Opt = False,
+    int8: Int8Opt = False,
+    calibration: CalibrationOpt = None,
+    calibrator: CalibratorOpt = "minmax",
+    validation: ValidationOpt = None,
+    min_cosine: MinCosineOpt = None,
     bench: Annotated[bool, typer.Option("--bench", help="Benchmark after the build.")] = False,
     iterations: IterOpt = 0,
     duration: DurationOpt = 0.0,
@@ -85,17 +91,20 @@ def push(
     force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
     max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="Fail above this relative error "
-                                                         "(default 1e-3 for FP32, 5e-2 for FP16).")] = None,
+                                                         "(default 1e-3 for FP32, 5e-2 for FP16/INT8); with --int8 "
+                                                         "it also bounds INT8 against FP32 on the host.")] = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for the device's TensorRT (or reuse), upload, build, verify and optionally benchmark."""
     from host import api
+    from host.pipeline.int8 import int8_options
     from host.pipeline.push import check_source
 
     check_source(source)
     out = Output(json, verbose)
-    options = dict(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
+    quant = int8_options(int8, calibration, calibrator, validation, max_rel_err, min_cosine)
+    options = dict(fp16=fp16, int8=quant, profile=profile, trt_version=trt_version, backend=backend,
                    input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
                    sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                    verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,

@@ -220,6 +220,14 @@ def render_push(data: dict[str, Any], console: Console) -> None:
     comp = data["compile"]
     console.print(f"compile: {'host cache hit' if comp['cache'] == 'hit' else 'given bundle' if comp['cache'] == 'none' else 'compiled'}"
                   f" in {comp['seconds']:.2f} s")
+    acc = data.get("accuracy")
+    if acc:
+        top1 = [o["top1_agreement"] for o in acc["outputs"] if o.get("top1_agreement") is not None]
+        console.print(f"precision {data.get('precision')}: INT8 vs FP32 on {acc['samples']} {acc['dataset']} "
+                      f"sample(s): max rel err {acc['max_rel_err']:.3g}, min cosine {acc['min_cosine']:.5f}"
+                      + (f", top-1 agreement {min(top1):.1%}" if top1 else ""), markup=False)
+    if data.get("int8_warning"):
+        console.print(f"warning: {data['int8_warning']}", markup=False)
     parts = Table(box=None, header_style="bold", padding=(0, 2))
     for col in ("part", "kind", "ops", "runs on", "cache", "build s", "engine"):
         parts.add_column(col)

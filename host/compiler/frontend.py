@@ -260,6 +260,17 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                        concrete_inputs=concrete, batch=batch, value_types=types, simplified=report)
 
 
+def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[str, List]]:
+    """(dtype, shape) of every tensor a shape-inferred model declares: inputs, value_info, outputs, initializers."""
+    types: Dict[str, Tuple[str, List]] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if vi.type.HasField("tensor_type") and _shape_of(vi) is not None:
+            types[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), _shape_of(vi))
+    for init in model.graph.initializer:
+        types[init.name] = (_dtype_name(init.data_type), list(init.dims))
+    return types
+
+
 def is_batch_dim(d: Union[int, str]) -> bool:
     """The dynamic batch ("batch") or a dim that grows with it ("batch*2"): known to the compiler."""
     return isinstance(d, str) and (d == "batch" or d.startswith("batch*"))

@@ -261,7 +261,7 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
         return f"{op} is not offloaded with use_implicit_batch (it needs explicit batch)"
     for pos in rule.const_inputs:
         name = node.input[pos] if pos < len(node.input) else ""
-        if not name or name in ctx.constants:
+        if not name or name in ctx.constants or (pos not in rule.shape_inputs and name in ctx.quantized_weights):
             continue
         since = rule.shape_inputs.get(pos)
         what = f"{op} input {pos} ({name!r}) is computed at run time"
@@ -282,7 +282,8 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
         if not ctx.in_subgraph and any(isinstance(d, str) and not is_batch_dim(d) for d in shape):
             return f"{op}: the shape of {name!r} is not known at compile time"
     outer = [t for t in outer_scope_inputs(node) if t not in ctx.constants]
-    if not data_inputs and not outer and not ctx.in_subgraph:
+    qdq_weight = op in ("QuantizeLinear", "DequantizeLinear") and any(o in ctx.quantized_weights for o in node.output)
+    if not data_inputs and not outer and not ctx.in_subgraph and not qdq_weight:
         return f"{op} has only constant inputs (folded by TVM instead)"
     reason = _implicit_batch_reason(node, rule, ctx)
     if reason:

@@ -57,13 +57,19 @@ class PushOptions:
     iterations: int = 0
     duration_s: float = 0.0
     batch: int = 0
+    int8: Optional[Any] = None  # host.compiler.quantize.Int8Options (--int8 --calibration ...)
 
     def compile_options(self) -> dict[str, Any]:
         from host.pipeline.tensors import samples_digest
 
-        return {"fp16": self.fp16, "input_shapes": {k: list(v) for k, v in sorted(self.input_shapes.items())},
+        opts = {"fp16": self.fp16, "input_shapes": {k: list(v) for k, v in sorted(self.input_shapes.items())},
                 "batch": self.batch_range, "exclude_ops": sorted(self.exclude_ops),
                 "samples": samples_digest(self.sample_inputs)}
+        if self.int8 is not None:  # absent otherwise, so FP32/FP16 compile-cache keys stay what they were
+            from host.pipeline.int8 import int8_cache_part
+
+            opts["int8"] = int8_cache_part(self.int8)
+        return opts
 
     def build_options(self, target: TargetChoice) -> agent_pb2.BuildOptions:
         opts = agent_pb2.BuildOptions(backend=target.backend, force_rebuild=self.force_rebuild)
@@ -172,6 +178,9 @@ class PushResult:
     bench: Optional[BenchResult]
     timings: dict[str, float]
     segments_where: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    accuracy: Optional[dict[str, Any]] = None  # INT8: FP32 against INT8 on the host (host/compiler/accuracy.py)
+    int8_warning: Optional[str] = None  # INT8 on a GPU without fast INT8 (the Nano)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +195,9 @@ class PushResult:
             "bench": self.bench.to_json() if self.bench else None,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "parts": self.segments_where,
+            "precision": self.precision,
+            "accuracy": self.accuracy,
+            "int8_warning": self.int8_warning,
         }
 
 
@@ -249,7 +261,7 @@ def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> b
         result = compile_model(source, tmp / "out", profile=target.profile, trt_version=target.trt_version,
                                fp16=options.fp16, input_shapes=dict(options.input_shapes),
                                batch=options.batch_range, sample_inputs=dict(options.sample_inputs),
-                               exclude_ops=tuple(options.exclude_ops),
+                               exclude_ops=tuple(options.exclude_ops), int8=options.int8,
                                compute_capability=_cuda_target(target))
         return Path(result.bundle_dir), Path(result.archive), str(result.digest)
 
@@ -368,9 +380,22 @@ def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
     return result
 
 
-def default_tolerance(fp16: bool) -> float:
-    """Relative error is max|diff| / max|reference| (the agent's `compare`), so these bounds are meaningful."""
-    return 5e-2 if fp16 else 1e-3
+def precision_of(manifest: Optional[Any], fp16: bool = False) -> dict[str, Any]:
+    """`precision` and `accuracy` of `deploy push --json`: the bundle's (INT8 or not) and the build's FP16 flag."""
+    if manifest is None:
+        return {"precision": "fp16" if fp16 else "fp32"}
+    opts = manifest.options
+    int8 = opts.get("int8") or {}
+    half = fp16 or bool(opts.get("fp16"))
+    base = "int8" if int8 else "fp32"
+    return {"precision": (base + "+fp16" if int8 else "fp16") if half else base, "accuracy": int8.get("accuracy"),
+            "int8_warning": int8.get("warning")}
+
+
+def default_tolerance(fp16: bool, int8: bool = False) -> float:
+    """Relative error is max|diff| / max|reference| (the agent's `compare`), so these bounds are meaningful.
+    INT8 is verified against the quantized graph under onnxruntime; TensorRT's INT8 kernels round differently."""
+    return 5e-2 if fp16 or int8 else 1e-3
 
 
 def verify(client: AgentClient, digest: str, options: agent_pb2.BuildOptions, tolerance: Optional[float],
@@ -517,7 +542,8 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     verified = None
     if options.verify:
         t = time.perf_counter()
-        tolerance = options.max_rel_err if options.max_rel_err is not None else default_tolerance(options.fp16)
+        tolerance = options.max_rel_err if options.max_rel_err is not None else default_tolerance(
+            options.fp16, prepared.manifest is not None and "int8" in prepared.manifest.options)
         verified = verify(client, prepared.digest, build_options, tolerance, observer)
         timings["verify"] = time.perf_counter() - t
 
@@ -529,4 +555,5 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     timings["total"] = time.perf_counter() - t0
     return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
                       target=ready.target, compile=prepared.compile, upload=ready.upload, build=built, verify=verified,
-                      bench=benched, timings=timings, segments_where=where_parts_run(prepared, built))
+                      bench=benched, timings=timings, segments_where=where_parts_run(prepared, built),
+                      **precision_of(prepared.manifest, options.fp16))

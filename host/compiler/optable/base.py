@@ -87,13 +87,21 @@ class Context:
     use_implicit_batch: bool = False
     initializers: Mapping[str, onnx.TensorProto] = field(default_factory=dict)  # values of constants, by name
     in_subgraph: bool = False     # judging a node inside an If/Loop body (the whole op is offloaded)
+    #: weights behind Q -> DQ (explicit INT8): computed by nodes, but TensorRT's parser takes them as weights
+    quantized_weights: Set[str] = field(default_factory=set)
 
     @classmethod
     def for_model(cls, model: onnx.ModelProto, types: Dict[str, Tuple[str, list]], trt: Version,
                   parser_opset: int, model_opset: int, use_implicit_batch: bool = False) -> "Context":
         inits = {i.name: i for i in model.graph.initializer}
+        weights: Set[str] = set()
+        for n in model.graph.node:  # topological order: Q(weight) comes before its DQ
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input and (
+                    n.input[0] in inits or n.input[0] in weights):
+                weights.update(o for o in n.output if o)
         return cls(types=types, constants=set(inits), trt=trt, parser_opset=parser_opset,
-                   model_opset=model_opset, use_implicit_batch=use_implicit_batch, initializers=inits)
+                   model_opset=model_opset, use_implicit_batch=use_implicit_batch, initializers=inits,
+                   quantized_weights=weights)
 
     def rank(self, name: str) -> int:
         return len(self.types.get(name, ("", []))[1] or [])
