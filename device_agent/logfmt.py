@@ -109,6 +109,17 @@ def call_code(context: grpc.ServicerContext, failed: bool) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+def timed(call: Callable[[], Any], on_end: Callable[[float, bool], None]) -> Any:
+    """Run a unary call; ``on_end(started, failed)`` runs however it ends (the interceptors' shared bracket)."""
+    started, failed = time.perf_counter(), True
+    try:
+        result = call()
+        failed = False
+        return result
+    finally:
+        on_end(started, failed)
+
+
 def wrap_handler(handler: grpc.RpcMethodHandler,
                  around: Callable[[Callable[[], Any], Any, bool], Any]) -> grpc.RpcMethodHandler:
     """The same handler with its behaviour run through `around(call, context, streaming_response)`."""
@@ -158,13 +169,9 @@ class RequestLogInterceptor(grpc.ServerInterceptor):
             if streaming:
                 return _logged_stream(call, context, request_id, finish)
             token = request_id_var.set(request_id)
-            started, failed = time.perf_counter(), True
             try:
-                result = call()
-                failed = False
-                return result
+                return timed(call, lambda started, failed: finish(context, started, failed))
             finally:
-                finish(context, started, failed)
                 request_id_var.reset(token)
 
         return wrap_handler(handler, around)

@@ -17,7 +17,7 @@ import grpc
 from .auth import LOOPBACK_HOSTS, is_loopback
 from .config import AgentSettings
 from .errors import InvalidInput
-from .logfmt import call_code, wrap_handler
+from .logfmt import call_code, timed, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +236,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         def around(call: Callable[[], Any], context: Any, streaming: bool) -> Any:
             if streaming:
                 return stream(call, context)
-            started, failed = time.perf_counter(), True
-            try:
-                result = call()
-                failed = False
-                return result
-            finally:
-                m.call_ended(method, call_code(context, failed), time.perf_counter() - started)
+            return timed(call, lambda started, failed: m.call_ended(method, call_code(context, failed),
+                                                                    time.perf_counter() - started))
 
         def stream(call: Callable[[], Any], context: Any) -> Iterator[Any]:
             started, failed = time.perf_counter(), True

@@ -155,3 +155,24 @@ def deploy():
         return proc
 
     return run
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Start an in-process agent with the given settings on an ephemeral loopback port."""
+    from device_agent.config import AgentSettings
+    from device_agent.server import AgentServer
+
+    started: list = []
+
+    def start(**settings: object) -> "AgentServer":
+        settings.setdefault("listen", "127.0.0.1:0")
+        settings.setdefault("store", tmp_path / f"agent{len(started)}" / "store")
+        server = AgentServer(AgentSettings(**settings))  # type: ignore[arg-type]
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(grace=0.1)

@@ -225,12 +225,7 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001
         raise ShapeError(f"shape inference failed: {str(e).splitlines()[0][:200]}") from None
-    types: Dict[str, Tuple[str, List]] = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        if vi.type.HasField("tensor_type") and _shape_of(vi) is not None:
-            types[vi.name] = (_dtype_name(vi.type.tensor_type.elem_type), _shape_of(vi))
-    for init in model.graph.initializer:
-        types[init.name] = (_dtype_name(init.data_type), list(init.dims))
+    types = tensor_types(model)
     unknown = [t for n in model.graph.node for t in n.output
                if t and (t not in types or any(isinstance(d, str) and not is_batch_dim(d) for d in types[t][1]))]
     if unknown and batch is None:

@@ -64,7 +64,7 @@ def deploy_bench(model: Path, inputs: Optional[Path], extra: List[str], iteratio
 
 def feeds_for(model: Path, inputs: Optional[Path]) -> Dict[str, np.ndarray]:
     if inputs is not None:
-        with np.load(inputs) as z:
+        with np.load(inputs, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     import onnxruntime as ort
 

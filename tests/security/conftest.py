@@ -5,11 +5,10 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from device_agent.config import AgentSettings
 from device_agent.server import AgentServer
 from host.inventory import Device, TlsFiles
 from host.security import certs
@@ -52,24 +51,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         not_after=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc))
     expired = certs.write_pair(cert, key, root / "old-client.pem", root / "old-client.key")
     return Pki(root, other, made[AGENT], made["client"], expired, foreign["client"], foreign[AGENT])
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., AgentServer]]:
-    """Start an in-process agent with the given settings on an ephemeral loopback port."""
-    started: list[AgentServer] = []
-
-    def start(**settings: object) -> AgentServer:
-        settings.setdefault("listen", "127.0.0.1:0")
-        settings.setdefault("store", tmp_path / f"agent{len(started)}" / "store")
-        server = AgentServer(AgentSettings(**settings))  # type: ignore[arg-type]
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(grace=0.1)
 
 
 @pytest.fixture

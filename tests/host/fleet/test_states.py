@@ -4,15 +4,11 @@ from __future__ import annotations
 import secrets
 import socket
 from concurrent import futures
-from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from device_agent.config import AgentSettings
-from device_agent.server import AgentServer
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from host.fleet.states import device_state, failure_state, short_state, summary_line
@@ -24,22 +20,6 @@ def _failure(device: Device, timeout: float = 2.0) -> AgentError:
     with AgentClient(device) as client, pytest.raises(AgentError) as caught:
         client.info(timeout=timeout)
     return caught.value
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
-    started: list[AgentServer] = []
-
-    def start(**settings: object) -> AgentServer:
-        server = AgentServer(AgentSettings(listen="127.0.0.1:0", store=tmp_path / f"a{len(started)}" / "store",
-                                           **settings))  # type: ignore[arg-type]
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(grace=0.1)
 
 
 def test_a_closed_port_is_down_refused_with_the_whole_reason_kept():
