@@ -33,6 +33,10 @@ def _push_options(**kw: Any):
 
     if kw.get("iterations") and kw.get("duration_s"):
         raise InvalidInput("give iterations or duration_s, not both")
+    if kw.get("registry"):  # a bad address is refused before any work
+        from device_agent.registry import RegistryRef
+
+        RegistryRef.parse(kw["registry"])
     return PushOptions(**kw)
 
 
