@@ -30,6 +30,7 @@ class RegistryWarmer(Warmer):
         self._published: dict[str, threading.Lock] = {}
         self._done: set[str] = set()
         self._tags: dict[tuple[str, DeviceClass], str] = {}
+        self.payload_bytes = 0  # bundle + engine bytes it published, once each: the per-class floor of bytes_sent
 
     def _bundle_in_registry(self, bundle: _Bundle) -> None:
         with self._lock:
@@ -42,6 +43,7 @@ class RegistryWarmer(Warmer):
             self._count(self.registry.bytes_sent - before)
             with self._lock:
                 self._done.add(bundle.digest)
+                self.payload_bytes += bundle.path.stat().st_size
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         self._bundle_in_registry(bundle)
@@ -53,6 +55,7 @@ class RegistryWarmer(Warmer):
         self._count(self.registry.bytes_sent - before)
         with self._lock:
             self._tags[(bundle.digest, res.device_class)] = tag
+            self.payload_bytes += sum(path.stat().st_size for _e, path in plans)
         self._emit("published", res.built_on or res.source or "", res.device_class, tag)
 
     def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
