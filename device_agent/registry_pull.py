@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .errors import DataLoss, InvalidInput, ResourceExhausted, Unavailable
+from .errors import DataLoss, DeployError, InvalidInput, NotFound, ResourceExhausted, Unavailable
 from .registry import (BUNDLE_LAYER, ENGINE_LAYER, ANN_KEY, ANN_PARTS, Credentials, RegistryClient, RegistryRef,
                        check_digest)
 
 MAX_ENGINE_BYTES = 8 * 1024 ** 3
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,6 +143,27 @@ class Puller:
                     raise
             res.retries += 1
             _sleep(attempt)
+
+
+def prefetch(service: Any, bundle_digest: str, backend: str, keys: List[str]) -> None:
+    """Before a build: when a segment's engine is missing, pull this class's engines artifact for the bundle if the
+    registry has one. Best effort: a miss, an unreachable registry or a refused blob only means building here."""
+    if all(service.cache.check(k) is not None for k in keys):
+        return
+    from .cache import device_class
+    from .registry import RetryPolicy, engines_tag
+
+    client = client_from_settings(service.settings)
+    if client is None:
+        return
+    client.retry = RetryPolicy(attempts=2)
+    tag = engines_tag(bundle_digest, device_class(service.device_parts(backend)))
+    try:
+        Puller(client, service.store, service).pull("", tag)
+    except NotFound:
+        return
+    except DeployError as exc:
+        log.warning("registry %s: engines %s not used, building here: %s", client.ref.host, tag, exc)
 
 
 def _sleep(attempt: int) -> None:

@@ -110,3 +110,20 @@ def test_registry_address_without_scheme_is_plain_http_on_loopback_only():
     assert RegistryRef.parse("registry.fleet:443/a").scheme == "https"
     with pytest.raises(Exception, match="HOST"):
         RegistryRef.parse("no-repo")
+
+
+def test_an_agent_with_a_registry_builds_nothing_when_its_class_engines_are_there(agent_factory, published):
+    archive, digest, _tag, entry, ref = published
+    other = agent_factory(registry=ref)
+    with client_for(other) as c:
+        c.upload(archive)  # the bundle over gRPC; the engine only in the registry
+        assert build_stages(c, digest) == [Stage.STARTED, Stage.CACHE_HIT]
+        assert [e.key for e in c.list_engines().engines] == [entry.key]
+
+
+def test_a_build_with_an_unreachable_registry_builds_here(agent_factory, published):
+    archive, digest, _tag, _entry, _ref = published
+    other = agent_factory(registry="127.0.0.1:9/nothing/here")
+    with client_for(other) as c:
+        c.upload(archive)
+        assert Stage.BUILT in build_stages(c, digest)
