@@ -120,7 +120,7 @@ class RegistryClient:
         self._bearer = self.credentials.token
         self._ssl = ssl.create_default_context(cafile=str(self.credentials.ca_file)) \
             if ref.scheme == "https" and self.credentials.ca_file else None
-        self.bytes_sent = 0
+        self.bytes_sent = 0  # totals over every thread using this client; each call also returns its own
         self.bytes_received = 0
 
     # -- plumbing
@@ -285,7 +285,8 @@ class RegistryClient:
         digest = sha256_hex(data)
         return digest, len(data), self.push_blob(digest, len(data), lambda: data)
 
-    def push_manifest(self, reference: str, manifest: Dict[str, Any]) -> str:
+    def push_manifest(self, reference: str, manifest: Dict[str, Any]) -> Tuple[str, int]:
+        """(digest, bytes sent) of the manifest put at `reference`."""
         body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
         def once() -> None:
@@ -295,7 +296,7 @@ class RegistryClient:
             self.bytes_sent += len(body)
 
         self.retried(f"PUT manifest {reference}", once)
-        return sha256_hex(body)
+        return sha256_hex(body), len(body)
 
 
 def artifact_manifest(artifact_type: str, layers: list, annotations: Optional[Dict[str, str]] = None

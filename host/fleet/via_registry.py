@@ -38,9 +38,7 @@ class RegistryWarmer(Warmer):
         with lock:
             if bundle.digest in self._done:
                 return
-            before = self.registry.bytes_sent
-            publish_bundle(self.registry, bundle.path, bundle.digest)
-            self._count(self.registry.bytes_sent - before)
+            self._count(publish_bundle(self.registry, bundle.path, bundle.digest).bytes_sent)
             with self._lock:
                 self._done.add(bundle.digest)
                 self.payload_bytes += bundle.path.stat().st_size
@@ -50,9 +48,9 @@ class RegistryWarmer(Warmer):
         self._client(m.device).pull(bundle.digest)
 
     def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]]) -> None:
-        before = self.registry.bytes_sent
-        tag = publish_engines(self.registry, bundle.digest, class_of([e for e, _ in plans]), plans).reference
-        self._count(self.registry.bytes_sent - before)
+        published = publish_engines(self.registry, bundle.digest, class_of([e for e, _ in plans]), plans)
+        self._count(published.bytes_sent)
+        tag = published.reference
         with self._lock:
             self._tags[(bundle.digest, res.device_class)] = tag
             self.payload_bytes += sum(path.stat().st_size for _e, path in plans)

@@ -22,33 +22,39 @@ from protos import agent_pb2
 class Published:
     reference: str      # the tag
     manifest_digest: str
-    bytes_sent: int     # blob bytes this call uploaded (0 when the registry had them)
+    bytes_sent: int     # blob and manifest bytes this call uploaded (blobs the registry had cost nothing)
 
 
 def publish_bundle(client: RegistryClient, archive: Path, digest: Optional[str] = None) -> Published:
     """The bundle archive as an artifact; agents `Pull` it by its digest."""
-    before = client.bytes_sent
-    client.push_bytes(EMPTY_CONFIG)
-    digest, size, _sent = client.push_file(Path(archive), digest)
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    digest, size, pushed = client.push_file(Path(archive), digest)
+    sent += size if pushed else 0
     tag = bundle_tag(digest)
     manifest = artifact_manifest(BUNDLE_ARTIFACT, [{"mediaType": BUNDLE_LAYER, "digest": digest, "size": size}],
                                  {ANN_BUNDLE: digest})
-    return Published(tag, client.push_manifest(tag, manifest), client.bytes_sent - before)
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
 
 
 def publish_engines(client: RegistryClient, bundle_digest: str, device_class: str,
                     engines: Sequence[Tuple[agent_pb2.EngineEntry, Path]]) -> Published:
     """A class's engines (entries as FetchEngine sent them, plans in host files already checked by digest)."""
-    before = client.bytes_sent
-    client.push_bytes(EMPTY_CONFIG)
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
     layers = []
     for entry, path in engines:
-        digest, size, _sent = client.push_file(path, entry.digest)
+        digest, size, pushed = client.push_file(path, entry.digest)
+        sent += size if pushed else 0
         layers.append({"mediaType": ENGINE_LAYER, "digest": digest, "size": size,
                        "annotations": {ANN_KEY: entry.key, ANN_PARTS: entry.attributes["parts"]}})
     tag = engines_tag(bundle_digest, device_class)
     manifest = artifact_manifest(ENGINES_ARTIFACT, layers, {ANN_BUNDLE: bundle_digest, ANN_CLASS: device_class})
-    return Published(tag, client.push_manifest(tag, manifest), client.bytes_sent - before)
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
+
+
+def _sent(pushed: Tuple[str, int, bool]) -> int:
+    return pushed[1] if pushed[2] else 0
 
 
 def class_of(entries: Sequence[agent_pb2.EngineEntry]) -> str:
