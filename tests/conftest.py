@@ -165,6 +165,7 @@ class RegistryHandle:
     port: int
     log_path: Path
     proc: Optional[subprocess.Popen] = None
+    htpasswd: Optional[Path] = None  # basic auth (bcrypt entries) when set
 
     @property
     def address(self) -> str:
@@ -177,11 +178,13 @@ class RegistryHandle:
     def start(self) -> "RegistryHandle":
         import socket
         import time
+        import urllib.error
         import urllib.request
 
         config = self.root.parent / "registry.yml"
         config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root}\n"
-                          f"http:\n  addr: 127.0.0.1:{self.port}\n")
+                          f"http:\n  addr: 127.0.0.1:{self.port}\n" +
+                          (f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n" if self.htpasswd else ""))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
         log.close()
@@ -192,6 +195,10 @@ class RegistryHandle:
                     pass
                 urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2).close()
                 return self
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.htpasswd:
+                    return self
+                time.sleep(0.05)
             except OSError:
                 if self.proc.poll() is not None:
                     break
