@@ -50,6 +50,11 @@ class AgentSettings:
     log_level: str = "INFO"
     log_format: str = "plain"  # or "json": one JSON object per line (device_agent/logfmt.py)
     metrics_listen: str = ""  # HOST:PORT or PORT of /metrics (Prometheus); empty: no metrics
+    registry: str = ""  # [https://]HOST[:PORT]/REPO that Pull reads (device_agent/registry_pull.py); empty: none
+    registry_token_file: Optional[Path] = None
+    registry_user: str = ""
+    registry_password_file: Optional[Path] = None
+    registry_ca: Optional[Path] = None
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -67,7 +72,8 @@ class AgentSettings:
         if self.cache_dir is None:
             self.cache_dir = self.store.parent / "engines"
         self.cache_dir = Path(self.cache_dir).expanduser()
-        for name in ("tls_cert", "tls_key", "tls_ca", "token_file"):
+        for name in ("tls_cert", "tls_key", "tls_ca", "token_file", "registry_token_file", "registry_password_file",
+                     "registry_ca"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())
@@ -102,6 +108,11 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "log_format": ("log lines: plain or json (one object per line, with the request id)", str),
     "metrics_listen": ("serve Prometheus metrics on HOST:PORT (PORT alone: loopback); beyond loopback only with "
                        "--tls-cert/--tls-key (HTTPS) or --insecure; needs prometheus_client", str),
+    "registry": ("OCI registry [https://]HOST[:PORT]/REPO that Pull fetches bundles and engines from", str),
+    "registry_token_file": ("file holding the registry's bearer token", Path),
+    "registry_user": ("registry user name (basic auth, or for its token service)", str),
+    "registry_password_file": ("file holding the registry password", Path),
+    "registry_ca": ("CA (PEM) the registry's TLS certificate must chain to (the fleet CA)", Path),
 }
 
 

@@ -281,6 +281,10 @@ class EngineService:
         segs = bundle.manifest.segments
         summary = agent_pb2.BuildSummary(bundle_digest=request.bundle_digest, segments=len(segs),
                                          backend=opts.backend.name, backend_version=opts.backend.probe().version)
+        if getattr(self.settings, "registry", "") and not opts.force:  # engines of this class there: no build
+            from .registry_pull import prefetch
+
+            prefetch(self, request.bundle_digest, opts.backend.name, [self._plan_for(s, opts, batch)[2] for s in segs])
         start = time.perf_counter()
         for i, seg in enumerate(segs):
             if context is not None and not context.is_active():

@@ -20,7 +20,7 @@ from protos import agent_pb2, agent_pb2_grpc
 
 from . import auth
 from .config import AgentSettings
-from .errors import DeployError, InvalidInput, Unimplemented
+from .errors import DeployError, InvalidInput, PreconditionFailed, Unimplemented
 from .info import DeviceFacts, disk_free, meminfo, probe_device, settings_info
 from .logfmt import RequestLogInterceptor
 from .store import Store
@@ -193,6 +193,20 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     @unary_edge
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._engines().Prune(request, context)
+
+    # ---------------------------------------------------------------- registry (device_agent/registry_pull.py)
+    @unary_edge
+    def Pull(self, request: agent_pb2.PullRequest, context: grpc.ServicerContext) -> agent_pb2.PullReply:
+        from .registry_pull import Puller, client_from_settings
+
+        client = client_from_settings(self.settings)
+        if client is None:
+            raise PreconditionFailed("this agent has no registry; start it with --registry HOST/REPO")
+        r = Puller(client, self.store, self._engines()).pull(request.bundle_digest, request.engines_reference)
+        return agent_pb2.PullReply(bundle_digest=r.bundle_digest, bundle_present=r.bundle_present,
+                                   engine_keys=r.engine_keys, engines_pulled=r.engines_pulled,
+                                   engines_present=r.engines_present, bytes_pulled=r.bytes_pulled,
+                                   retries=r.retries)
 
 
 def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:

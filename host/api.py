@@ -33,6 +33,10 @@ def _push_options(**kw: Any):
 
     if kw.get("iterations") and kw.get("duration_s"):
         raise InvalidInput("give iterations or duration_s, not both")
+    if kw.get("registry"):  # a bad address is refused before any work
+        from device_agent.registry import RegistryRef
+
+        RegistryRef.parse(kw["registry"])
     return PushOptions(**kw)
 
 
@@ -144,10 +148,12 @@ def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
 
 
 def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optional[int] = None,
-               max_failures: Optional[str] = None, retry_for: float = 0, on_event: Any = None) -> dict[str, Any]:
+               max_failures: Optional[str] = None, retry_for: float = 0, on_event: Any = None,
+               registry: Optional[str] = None, via_registry: bool = False) -> dict[str, Any]:
     """Build once per device class of the inventory's devices (those with every tag), copy to the rest.
 
-    The result's ``ok`` is False when a device failed; the per-class ``failed`` lists say why."""
+    With ``via_registry`` the copies go through ``registry`` (devices pull; docs/fleet.md). The result's ``ok``
+    is False when a device failed; the per-class ``failed`` lists say why."""
     from device_agent.errors import InvalidInput
     from host.fleet.warm import DEFAULT_CONCURRENCY, Warmer, failure_bound, model_plans
 
@@ -156,8 +162,19 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
         raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle")
     devices = select_devices(tags)
     failure_bound(max_failures, len(devices))
-    result = Warmer(devices, model_plans(source), concurrency=concurrency or DEFAULT_CONCURRENCY,
-                    on_event=on_event, retry_for=retry_for, max_failures=max_failures).run()
+    kwargs: dict[str, Any] = dict(concurrency=concurrency or DEFAULT_CONCURRENCY, on_event=on_event,
+                                  retry_for=retry_for, max_failures=max_failures)
+    if via_registry or registry:
+        if not (via_registry and registry):
+            raise InvalidInput("--via-registry needs --registry HOST/REPO (and --registry is only used with "
+                               "--via-registry here)")
+        from host.fleet.via_registry import RegistryWarmer
+        from host.registry.credentials import registry_client
+
+        warmer: Warmer = RegistryWarmer(devices, model_plans(source), registry=registry_client(registry), **kwargs)
+    else:
+        warmer = Warmer(devices, model_plans(source), **kwargs)
+    result = warmer.run()
     errors = [c.plan_error for c in result.classes]
     if errors and all(isinstance(e, InvalidInput) for e in errors):
         raise errors[0]  # the model itself is bad: one error, not a table of identical failures

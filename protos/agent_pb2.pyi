@@ -461,3 +461,29 @@ class PruneReply(_message.Message):
     freed_bytes: int
     total_bytes: int
     def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("bundle_digest", "engines_reference")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    engines_reference: str
+    def __init__(self, bundle_digest: _Optional[str] = ..., engines_reference: _Optional[str] = ...) -> None: ...
+
+class PullReply(_message.Message):
+    __slots__ = ("bundle_digest", "bundle_present", "engine_keys", "engines_pulled", "engines_present", "bytes_pulled", "retries")
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_PULLED_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PULLED_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    bundle_digest: str
+    bundle_present: bool
+    engine_keys: _containers.RepeatedScalarFieldContainer[str]
+    engines_pulled: int
+    engines_present: int
+    bytes_pulled: int
+    retries: int
+    def __init__(self, bundle_digest: _Optional[str] = ..., bundle_present: _Optional[bool] = ..., engine_keys: _Optional[_Iterable[str]] = ..., engines_pulled: _Optional[int] = ..., engines_present: _Optional[int] = ..., bytes_pulled: _Optional[int] = ..., retries: _Optional[int] = ...) -> None: ...

@@ -84,6 +84,11 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.PruneRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.PruneReply.FromString,
                 _registered_method=True)
+        self.Pull = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/Pull',
+                request_serializer=protos_dot_agent__pb2.PullRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.PullReply.FromString,
+                _registered_method=True)
 
 
 class DeviceAgentServicer:
@@ -149,6 +154,12 @@ class DeviceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pull(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +212,11 @@ def add_DeviceAgentServicer_to_server(servicer, server):
                     servicer.Prune,
                     request_deserializer=protos_dot_agent__pb2.PruneRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.PruneReply.SerializeToString,
+            ),
+            'Pull': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=protos_dot_agent__pb2.PullRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.PullReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +489,33 @@ class DeviceAgent:
             '/deploy.v1.DeviceAgent/Prune',
             protos_dot_agent__pb2.PruneRequest.SerializeToString,
             protos_dot_agent__pb2.PruneReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/Pull',
+            protos_dot_agent__pb2.PullRequest.SerializeToString,
+            protos_dot_agent__pb2.PullReply.FromString,
             options,
             channel_credentials,
             insecure,

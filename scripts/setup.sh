@@ -16,6 +16,7 @@ command -v strace >/dev/null || need_apt+=(strace)  # tests/device_agent/test_co
 # An emulated Jetson (deploy agent emulate, tests/system/test_emulated_jetson.py): qemu user mode, Debian's arm64 key
 command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # tests/host/fleet/test_prometheus_targets.py
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # tests that pull through a registry (tests/device_agent/test_registry_pull.py)
 command -v nft >/dev/null || need_apt+=(nftables)  # scripts/bench/faults.py --only netem, where the kernel has no netem
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt+=(debian-archive-keyring)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -176,3 +176,78 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop(grace=0.1)
+
+
+@dataclass
+class RegistryHandle:
+    """A real CNCF distribution registry (Debian's `docker-registry`) on loopback, storage in `root`."""
+
+    root: Path
+    port: int
+    log_path: Path
+    proc: Optional[subprocess.Popen] = None
+    htpasswd: Optional[Path] = None  # basic auth (bcrypt entries) when set
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def blob_path(self, digest: str) -> Path:
+        hexd = digest.split(":", 1)[1]
+        return self.root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+    def start(self) -> "RegistryHandle":
+        import socket
+        import time
+        import urllib.error
+        import urllib.request
+
+        config = self.root.parent / "registry.yml"
+        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root}\n"
+                          f"http:\n  addr: 127.0.0.1:{self.port}\n" +
+                          (f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n" if self.htpasswd else ""))
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2).close()
+                return self
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.htpasswd:
+                    return self
+                time.sleep(0.05)
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"registry did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryHandle]:
+    """A registry process for one test; skips when `docker-registry` is not installed (scripts/setup.sh)."""
+    import shutil
+    import socket
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry; scripts/setup.sh does)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "registry").mkdir()
+    handle = RegistryHandle(tmp_path / "registry" / "data", port, tmp_path / "registry" / "registry.log").start()
+    yield handle
+    handle.stop()

@@ -51,3 +51,10 @@ def retry_lines(out: "Output", prefix: str = "") -> "Callable[[str], None]":
         out.status(escape(f"{prefix}retrying: {line}"))
 
     return show
+RegistryOpt = Annotated[Optional[str], typer.Option(
+    "--registry", metavar="[https://]HOST[:PORT]/REPO", help="OCI registry to publish the bundle and engines to "
+    "(plain http on loopback only). Credentials: $DEPLOY_REGISTRY_TOKEN_FILE, or $DEPLOY_REGISTRY_USER with "
+    "$DEPLOY_REGISTRY_PASSWORD_FILE; TLS CA: $DEPLOY_REGISTRY_CA.")]
+ViaRegistryOpt = Annotated[bool, typer.Option(
+    "--via-registry", help="Copy through --registry: devices pull the bundle and their class's engines themselves "
+    "(agents started with --registry), so the host sends one upload per class, not per device.")]

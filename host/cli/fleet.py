@@ -16,7 +16,7 @@ from host.inventory import Device
 from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
-from ._options import DetailOpt, JsonOpt, RetryForOpt, TagOpt
+from ._options import DetailOpt, JsonOpt, RegistryOpt, RetryForOpt, TagOpt, ViaRegistryOpt
 from .output import Output
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn, so `--json` never loads it
@@ -137,6 +137,8 @@ def warm(
         "--max-failures", metavar="N|P%", help="Start no new device once more than N devices (or P% of them) "
         "have failed; devices in flight finish, the rest are reported not started.")] = None,
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
+    registry: RegistryOpt = None,
+    via_registry: ViaRegistryOpt = False,
     verbose: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -155,7 +157,7 @@ def warm(
         out.status(escape(f"{event.kind:>13} {event.device}{detail}"))
 
     data = api.fleet_warm(model_or_bundle, tag, concurrency=concurrency, max_failures=max_failures,
-                          retry_for=retry_for, on_event=show)
+                          retry_for=retry_for, on_event=show, registry=registry, via_registry=via_registry)
     out.result(data, lambda c: _render_warm(data, c, verbose))
     if not data["ok"]:
         failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]

@@ -16,7 +16,7 @@ from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
     CalibrationOpt, CalibratorOpt, Int8Opt, MinCosineOpt, ValidationOpt,
-    DeviceOpt, DevicesOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
+    DeviceOpt, DevicesOpt, RegistryOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
     retry_lines,
 )
 from .output import Output
@@ -93,6 +93,7 @@ def push(
     max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="Fail above this relative error "
                                                          "(default 1e-3 for FP32, 5e-2 for FP16/INT8); with --int8 "
                                                          "it also bounds INT8 against FP32 on the host.")] = None,
+    registry: RegistryOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -108,7 +109,7 @@ def push(
                    input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
                    sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                    verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
-                   iterations=iterations, duration_s=duration, batch=batch)
+                   iterations=iterations, duration_s=duration, batch=batch, registry=registry)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
     with live:
         data = api.push(source, device, observer=observer, retry_for=retry_for, on_retry=retry_lines(out),

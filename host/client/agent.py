@@ -231,6 +231,12 @@ class AgentClient:
     def prune(self, request: agent_pb2.PruneRequest) -> agent_pb2.PruneReply:
         return self._call(self.stub.Prune, request, timeout=UNARY_TIMEOUT_S)
 
+    def pull(self, bundle_digest: str = "", engines_reference: str = "",
+             timeout: float = STREAM_TIMEOUT_S) -> agent_pb2.PullReply:
+        """The agent fetches from its own registry (--registry); idempotent, so repeated on transient failures."""
+        return self._retried("Pull", self.stub.Pull, agent_pb2.PullRequest(
+            bundle_digest=bundle_digest, engines_reference=engines_reference), timeout=timeout)
+
 
 def connect(spec: str, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> AgentClient:
     """Client for an inventory name, `local` or HOST:PORT."""

@@ -232,6 +232,7 @@ class Warmer:
         self._clients: dict[str, AgentClient] = {}
         self._lock = threading.Lock()
         self._manifests: dict[Path, tuple[str, Manifest]] = {}
+        self.bytes_sent = 0  # payload bytes the host sent (bundles, engines), for scripts/bench/fleet.py
 
     # -- plumbing
     def _emit(self, kind: str, device: str, cls: Optional[DeviceClass] = None, detail: str = "") -> None:
@@ -354,8 +355,8 @@ class Warmer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-upload") as background:
             uploads = None
             if not holders:
-                uploads = background.submit(fan_out, candidates[1:], lambda m: self._client(m.device).upload(
-                    bundle.path, digest=bundle.digest, kind="bundle"), limiter=self.limiter,
+                uploads = background.submit(fan_out, candidates[1:], lambda m: self._send_bundle(m, bundle),
+                    limiter=self.limiter,
                     concurrency=self.concurrency, policy=self.policy, stopped=self._stopped,
                     on_done=self._noted)
             source, entries = self._source(res, bundle, holders, members, candidates, uploads)
@@ -374,6 +375,7 @@ class Warmer:
         with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
             try:
                 plans = [self._fetch(source, entry, Path(tmp)) for entry in entries]
+                self._publish(res, bundle, plans)
             except Exception as exc:  # noqa: BLE001 - reported per device below
                 for m in pending:
                     self._fail(res, m.name, exc, f"fetching engines from {source.name}")
@@ -473,7 +475,7 @@ class Warmer:
             if why:
                 raise NotStarted(why)
             self._emit("uploading", builder.name, cls, bundle.digest)
-            retrying(lambda: client.upload(bundle.path, digest=bundle.digest, kind="bundle"), self.policy)
+            retrying(lambda: self._send_bundle(builder, bundle), self.policy)
             self._emit("building", builder.name, cls, bundle.digest)
             built = 0
             build_s = 0.0
@@ -507,6 +509,17 @@ class Warmer:
             raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
                               "is its engine cache too small (cache_max_bytes)?")
         return [found[_bare(d)] for d in bundle.segment_digests]
+
+    def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
+        """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
+        self._count(self._client(m.device).upload(bundle.path, digest=bundle.digest, kind="bundle").bytes_sent)
+
+    def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]]) -> None:
+        """Hook once a class's engines are on the host; the registry path publishes them here."""
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.bytes_sent += n
 
     def _fetch(self, source: _Member, entry: agent_pb2.EngineEntry, tmp: Path) -> tuple[agent_pb2.EngineEntry, Path]:
         """Stream one engine from `source` to a host file; its sha256 must match the entry's digest."""
@@ -544,13 +557,14 @@ class Warmer:
               held: dict[str, agent_pb2.EngineEntry]) -> int:
         """Bundle and every missing engine onto one device; returns the engines sent."""
         client = self._client(m.device)
-        client.upload(bundle.path, digest=bundle.digest, kind="bundle")
+        self._send_bundle(m, bundle)
         have = {e.key for e in held.values()}
         sent = 0
         for entry, path in plans:
             if entry.key in have:
                 continue
-            client.put_engine(_chunks(entry, path), timeout=upload_timeout(path.stat().st_size))
+            reply = client.put_engine(_chunks(entry, path), timeout=upload_timeout(path.stat().st_size))
+            self._count(reply.bytes_received)
             sent += 1
         self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent

@@ -58,6 +58,7 @@ class PushOptions:
     duration_s: float = 0.0
     batch: int = 0
     int8: Optional[Any] = None  # host.compiler.quantize.Int8Options (--int8 --calibration ...)
+    registry: Optional[str] = None  # HOST/REPO: the bundle goes through it, the engines are published after
 
     def compile_options(self) -> dict[str, Any]:
         from host.pipeline.tensors import samples_digest
@@ -317,10 +318,26 @@ def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
     return Prepared(cached.digest, cached.archive, cached.bundle_dir, target, result, manifest)
 
 
-def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer] = None) -> UploadResult:
+def _manifest(prepared: Prepared) -> Any:
+    from device_agent.bundle import read_manifest_from_archive
+
+    return prepared.manifest if prepared.manifest is not None else read_manifest_from_archive(prepared.archive)
+
+
+def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer] = None,
+           registry: Optional[Any] = None) -> UploadResult:
     observer = observer or Observer()
     size = prepared.archive.stat().st_size
     observer.phase("upload", f"{size} bytes")
+    if registry is not None:  # through the registry: publish once, the agent pulls (host/registry/from_agent.py)
+        from host.registry.from_agent import bundle_via_registry
+
+        t = time.perf_counter()
+        via = bundle_via_registry(client, registry, prepared.archive, prepared.digest)
+        seconds = time.perf_counter() - t
+        observer.phase_done("upload", seconds, "already on the device" if via.already_present else
+                            f"pulled from {registry.ref} ({via.bytes_sent} bytes sent to it)")
+        return UploadResult(size, via.bytes_sent, seconds, via.already_present, 0)
     summary = client.upload(prepared.archive, digest=prepared.digest, progress=observer.upload_progress,
                             kind="bundle")
     result = UploadResult(summary.size, summary.bytes_sent, summary.seconds, summary.already_present,
@@ -522,12 +539,27 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
     if check is not None:
         check(prepared)
     t = time.perf_counter()
-    uploaded = upload(client, prepared, observer)
+    registry = None
+    if options.registry:
+        from host.registry.credentials import registry_client
+
+        registry = registry_client(options.registry)
+    uploaded = upload(client, prepared, observer, registry)
     timings["upload"] = time.perf_counter() - t
     build_options = options.build_options(target)
     t = time.perf_counter()
     built = build(client, prepared.digest, build_options, observer)
     timings["build"] = time.perf_counter() - t
+    if registry is not None:
+        from host.registry.from_agent import publish_built_engines
+
+        observer.phase("publish", str(registry.ref))
+        t = time.perf_counter()
+        published = publish_built_engines(client, registry, prepared.digest,
+                                          [s.digest for s in _manifest(prepared).segments], built.backend,
+                                          built.backend_version)
+        timings["publish"] = time.perf_counter() - t
+        observer.phase_done("publish", timings["publish"], f"engines as {published.reference}")
     return Ready(target, prepared, uploaded, built, build_options, timings)
 
 

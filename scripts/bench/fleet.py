@@ -18,8 +18,17 @@ transformer encoder chained with onnx.compose; 19 MB, more optimizer work per by
 d=32: 4,800 nodes in 4 MB, so the build is graph work and the plan is small: the regime of TensorRT, whose builds
 take minutes for plans of tens of MB). Any .onnx path works too.
 
+--mode registry (issue 17) compares, for the same N, `warm` over gRPC (the host uploads the bundle and puts the
+engines on every device) with `warm --via-registry` (host/fleet/via_registry.py: the host publishes one bundle and
+one set of engines per class to a real `docker-registry` process on loopback, the devices pull). Every run starts
+from empty engine caches, no bundle in any store and an empty registry. Host MB sent is the payload the host
+process sent (bundle and engine bytes: gRPC uploads and PutEngine, or registry blob uploads), from the warmer's own
+counter. All agents run in the main venv; the classes come from 3 profiles (x86-cpu, jetson-xavier-nx,
+jetson-nano), so there is no need for the older onnxruntime environments. Floor: registry host bytes per class,
+not per device (at most classes x (bundle + engines) plus manifests).
+
 usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--models thin96,resnet18]
-                                               [--concurrency 8] [--json]
+                                               [--concurrency 8] [--mode everywhere|registry] [--json]
 """
 from __future__ import annotations
 
@@ -178,6 +187,94 @@ def bench_size(n: int, envs, model: Path, runs: int, concurrency: int, tmp: Path
             stop_agent(proc)
 
 
+def reset(devices: list[Device], stores: list[Path], registry) -> None:
+    """Empty engine caches, no bundle in any store (the bench's own agent dirs), an empty registry."""
+    import shutil
+
+    prune_all(devices)
+    for store in stores:
+        for blob in (store / "blobs").iterdir():
+            blob.unlink()
+    registry.stop()
+    shutil.rmtree(registry.root, ignore_errors=True)
+    registry.start()
+
+
+def warm_bytes(devices: list[Device], plan_for, concurrency: int, registry_ref: str = "") -> dict:
+    if registry_ref:
+        from host.fleet.via_registry import RegistryWarmer
+        from host.registry.credentials import registry_client
+
+        warmer: Warmer = RegistryWarmer(devices, plan_for, registry=registry_client(registry_ref),
+                                        concurrency=concurrency)
+    else:
+        warmer = Warmer(devices, plan_for, concurrency=concurrency)
+    result = warmer.run()
+    if not result.ok:
+        raise RuntimeError(f"warm failed: {json.dumps(result.to_dict())[:2000]}")
+    return {"wall_s": result.wall_s, "builds": result.builds, "classes": len(result.classes),
+            "bytes_sent": warmer.bytes_sent, "payload_bytes": getattr(warmer, "payload_bytes", 0)}
+
+
+def bench_registry(n: int, model: Path, runs: int, concurrency: int, tmp: Path) -> dict:
+    import socket
+
+    from tests.conftest import RegistryHandle
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp / f"r{n}").mkdir(parents=True, exist_ok=True)
+    registry = RegistryHandle(tmp / f"r{n}" / "data", port, tmp / f"r{n}" / "registry.log").start()
+    ref = f"{registry.address}/bench/fleet"
+    procs, devices, stores = [], [], []
+    try:
+        for i in range(n):
+            k = i % len(PROFILES)
+            store = tmp / f"r{n}" / f"agent{i}" / "store"
+            proc, address = start_agent(store, extra=["--registry", ref])
+            procs.append(proc)
+            stores.append(store)
+            devices.append(Device(name=f"c{k}-{i}", address=address, profile=PROFILES[k]))
+        plan_for = model_plans(model)
+        plans = plans_by_device(devices, plan_for)  # compiles into the host cache, outside the timings
+        sizes = {str(p.archive): Path(p.archive).stat().st_size for p in plans.values()}
+        grpc_runs, registry_runs = [], []
+        for _ in range(runs):  # interleaved
+            reset(devices, stores, registry)
+            grpc_runs.append(timed(procs, lambda: warm_bytes(devices, plan_for, concurrency)))
+            reset(devices, stores, registry)
+            registry_runs.append(timed(procs, lambda: warm_bytes(devices, plan_for, concurrency, ref)))
+        return {"n": n, "grpc": grpc_runs, "registry": registry_runs, "bundle_bytes": sum(sizes.values())}
+    finally:
+        for proc in procs:
+            stop_agent(proc)
+        registry.stop()
+
+
+def report_registry(model: Path, results: list[dict], args) -> list[tuple[str, bool]]:
+    print(f"\nmodel {model.name} ({model.stat().st_size / 2**20:.0f} MB), {len(PROFILES)} classes (profiles "
+          f"{', '.join(PROFILES)}; one onnxruntime), concurrency {args.concurrency}, median of {args.runs} runs, "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| N | gRPC wall s | registry wall s | wall ratio (registry/gRPC) | gRPC host MB sent | registry host MB "
+          "sent | host bytes ratio (registry/gRPC) | builds (gRPC, registry) | gRPC CPU s | registry CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    for r in results:
+        g = {k: median([x[k] for x in r["grpc"]]) for k in ("wall_s", "builds", "cpu_s", "bytes_sent")}
+        q = {k: median([x[k] for x in r["registry"]]) for k in ("wall_s", "builds", "cpu_s", "bytes_sent")}
+        print(f"| {r['n']} | {g['wall_s']:.2f} | {q['wall_s']:.2f} | {q['wall_s'] / g['wall_s']:.2f} | "
+              f"{g['bytes_sent'] / 2**20:.1f} | {q['bytes_sent'] / 2**20:.1f} | "
+              f"{q['bytes_sent'] / max(1, g['bytes_sent']):.3f} | {g['builds']:.0f}, {q['builds']:.0f} | "
+              f"{g['cpu_s']:.1f} | {q['cpu_s']:.1f} |")
+        verdicts.append((f"{model.stem} N={r['n']}: builds == classes in both modes",
+                         all(x["builds"] == r["registry"][0]["classes"] for x in r["registry"] + r["grpc"])))
+        over = [x["bytes_sent"] - x["payload_bytes"] for x in r["registry"]]
+        verdicts.append((f"{model.stem} N={r['n']}: registry host bytes <= one bundle + one set of engines per "
+                         f"class + 64 KiB (largest excess {max(over) / 1024:.1f} KiB)", max(over) <= 64 * 1024))
+    return verdicts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="6,12,24")
@@ -186,9 +283,12 @@ def main() -> int:
                         "another scripts/make_models.py name, or .onnx paths")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the raw measurements as JSON")
+    parser.add_argument("--mode", choices=("everywhere", "registry"), default="everywhere",
+                        help="everywhere: warm against every device building; registry: warm over gRPC against "
+                        "warm --via-registry (needs docker-registry)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    envs = agent_envs()
+    envs = agent_envs() if args.mode == "everywhere" else []
     verdicts: list[tuple[str, bool]] = []
     raw = {}
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmpdir:
@@ -196,9 +296,13 @@ def main() -> int:
         os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "host-cache"))  # host compile cache: this run only
         for name in args.models.split(","):
             model = make_model(name, tmp / "models")
-            results = [bench_size(n, envs, model, args.runs, args.concurrency, tmp / name) for n in sizes]
+            if args.mode == "registry":
+                results = [bench_registry(n, model, args.runs, args.concurrency, tmp / name) for n in sizes]
+                verdicts += report_registry(model, results, args)
+            else:
+                results = [bench_size(n, envs, model, args.runs, args.concurrency, tmp / name) for n in sizes]
+                verdicts += report(model, results, envs, args)
             raw[name] = results
-            verdicts += report(model, results, envs, args)
     print()
     for what, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {what}")

@@ -32,7 +32,7 @@ SERVICE = "/deploy.v1.DeviceAgent/"
 METHODS = {  # name -> (request streaming, response streaming)
     "GetInfo": (False, False), "Upload": (True, False), "QueryUpload": (False, False), "Build": (False, True),
     "Run": (False, False), "Benchmark": (False, True), "ListEngines": (False, False),
-    "FetchEngine": (False, True), "PutEngine": (True, False), "Prune": (False, False),
+    "FetchEngine": (False, True), "PutEngine": (True, False), "Prune": (False, False), "Pull": (False, False),
 }
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                 database=None)

@@ -1,0 +1,173 @@
+"""The agent's `Pull`: a bundle and a class's engines from the registry, every digest checked as the bytes stream.
+
+The bundle goes through `Store.receive` (partial file, sha256 while writing, fsync, rename), so a pull cut off by a
+registry restart resumes at the committed byte with a Range request, and a tampered blob is DATA_LOSS with nothing
+stored. Engines go through `EngineCache.put_external_stream`, the same import checks as `PutEngine` (device class,
+key, size, digest) before anything is visible.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .errors import DataLoss, DeployError, InvalidInput, NotFound, ResourceExhausted, Unavailable
+from .registry import (BUNDLE_LAYER, ENGINE_LAYER, ANN_KEY, ANN_PARTS, Credentials, RegistryClient, RegistryRef,
+                       check_digest)
+
+MAX_ENGINE_BYTES = 8 * 1024 ** 3
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PullResult:
+    bundle_digest: str = ""
+    bundle_present: bool = False
+    engine_keys: List[str] = field(default_factory=list)
+    engines_pulled: int = 0
+    engines_present: int = 0
+    bytes_pulled: int = 0
+    retries: int = 0
+
+
+def client_from_settings(settings: Any) -> Optional[RegistryClient]:
+    """The agent's registry client, or None when it was started without --registry."""
+    if not getattr(settings, "registry", ""):
+        return None
+    creds = Credentials.from_files(settings.registry_token_file, settings.registry_user or "",
+                                   settings.registry_password_file, settings.registry_ca)
+    return RegistryClient(RegistryRef.parse(settings.registry), creds)
+
+
+class Puller:
+    """Pulls into one agent's store and engine cache."""
+
+    def __init__(self, client: RegistryClient, store: Any, engines: Any) -> None:
+        self.client = client
+        self.store = store
+        self.engines = engines  # EngineService: .cache and .device_parts(backend)
+
+    def pull(self, bundle_digest: str, engines_reference: str) -> PullResult:
+        if not bundle_digest and not engines_reference:
+            raise InvalidInput("say what to pull: bundle_digest, engines_reference or both")
+        res = PullResult()
+        if bundle_digest:
+            self._bundle(check_digest(bundle_digest), res)
+        if engines_reference:
+            self._engines(engines_reference, res)
+        return res
+
+    def _bundle(self, digest: str, res: PullResult) -> None:
+        res.bundle_digest = digest
+        state = self.store.query(digest)
+        if state.complete:
+            res.bundle_present = True
+            return
+        size = self._blob_size(digest)
+        attempts = self.client.retry.attempts
+        for attempt in range(1, attempts + 1):
+            offset = self.store.query(digest).committed_offset
+            try:
+                start, chunks = self.client.retried(f"GET blob {digest}", lambda: self.client.blob_chunks(
+                    digest, offset))
+                got = self.store.receive(digest, size, start, chunks)
+                res.bytes_pulled += got.bytes_received
+                return
+            except (OSError, http.client.HTTPException, Unavailable) as exc:  # connection lost mid-blob: resume from what was committed
+                if attempt == attempts:
+                    raise Unavailable(f"pull of bundle {digest} failed {attempts} times: {exc}") from None
+                res.retries += 1
+                _sleep(attempt)
+            except InvalidInput as exc:
+                if "ended at" not in str(exc) or attempt == attempts:  # a cut-off body: resume
+                    raise
+                res.retries += 1
+                _sleep(attempt)
+
+    def _blob_size(self, digest: str) -> int:
+        """The bundle's size from its artifact manifest (`bundle-<hex>`), which names it as its one layer."""
+        from .registry import bundle_tag
+
+        doc, _ = self.client.manifest(bundle_tag(digest))
+        for layer in doc.get("layers", []):
+            if layer.get("mediaType") == BUNDLE_LAYER and layer.get("digest") == digest:
+                return int(layer.get("size", 0))
+        raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} layer")
+
+    def _engines(self, reference: str, res: PullResult) -> None:
+        doc, _ = self.client.manifest(reference)
+        layers = [layer for layer in doc.get("layers", []) if layer.get("mediaType") == ENGINE_LAYER]
+        if not layers:
+            raise InvalidInput(f"artifact {reference} holds no {ENGINE_LAYER} layer")
+        cache = self.engines.cache
+        checked = []
+        for layer in layers:  # every class check before any byte is fetched
+            ann = layer.get("annotations") or {}
+            key, raw = str(ann.get(ANN_KEY, "")), str(ann.get(ANN_PARTS, ""))
+            digest, size = check_digest(str(layer.get("digest", ""))), int(layer.get("size", 0))
+            if size <= 0 or size > min(MAX_ENGINE_BYTES, cache.max_bytes or MAX_ENGINE_BYTES):
+                raise ResourceExhausted(f"engine layer of {size} bytes is outside this cache's limit")
+            try:
+                parts = json.loads(raw)
+            except ValueError:
+                raise InvalidInput(f"engine layer {digest} lacks its key parts ({ANN_PARTS})") from None
+            if not isinstance(parts, dict):
+                raise InvalidInput(f"engine layer {digest}: key parts must be a JSON object")
+            expected: Dict[str, str] = self.engines.device_parts(str(parts.get("backend", "")))
+            cache.check_external(key, parts, expected)
+            checked.append((key, parts, digest, size, expected))
+        for key, parts, digest, size, expected in checked:
+            res.engine_keys.append(key)
+            if cache.read(key) is not None:
+                res.engines_present += 1
+                continue
+            self._engine(key, parts, digest, size, expected, res)
+
+    def _engine(self, key: str, parts: Dict[str, Any], digest: str, size: int, expected: Dict[str, str],
+                res: PullResult) -> None:
+        attempts = self.client.retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                _start, chunks = self.client.retried(f"GET blob {digest}", lambda: self.client.blob_chunks(digest))
+                self.engines.cache.put_external_stream(key, parts, chunks, size, digest, expected)
+                res.engines_pulled += 1
+                res.bytes_pulled += size
+                return
+            except (OSError, http.client.HTTPException, Unavailable) as exc:
+                if attempt == attempts:
+                    raise Unavailable(f"pull of engine {key[:16]}... failed {attempts} times: {exc}") from None
+            except DataLoss as exc:
+                if "ended at" not in str(exc) or attempt == attempts:  # a wrong digest is refused at once
+                    raise
+            res.retries += 1
+            _sleep(attempt)
+
+
+def prefetch(service: Any, bundle_digest: str, backend: str, keys: List[str]) -> None:
+    """Before a build: when a segment's engine is missing, pull this class's engines artifact for the bundle if the
+    registry has one. Best effort: a miss, an unreachable registry or a refused blob only means building here."""
+    if all(service.cache.check(k) is not None for k in keys):
+        return
+    from .cache import device_class
+    from .registry import RetryPolicy, engines_tag
+
+    client = client_from_settings(service.settings)
+    if client is None:
+        return
+    client.retry = RetryPolicy(attempts=2)
+    tag = engines_tag(bundle_digest, device_class(service.device_parts(backend)))
+    try:
+        Puller(client, service.store, service).pull("", tag)
+    except NotFound:
+        return
+    except DeployError as exc:
+        log.warning("registry %s: engines %s not used, building here: %s", client.ref.host, tag, exc)
+
+
+def _sleep(attempt: int) -> None:
+    import time
+
+    time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
+

@@ -1,0 +1,68 @@
+"""Publish a bundle and a class's engines as OCI artifacts, with the agent's own small registry client.
+
+Layout (one repository): the bundle is the one layer (`application/vnd.jetson-deploy.bundle.v1.tar`, its digest
+the bundle's digest) of an artifact tagged `bundle-<hex>`; a class's engines are the layers
+(`application/vnd.jetson-deploy.engine.v1`, annotated with the cache key and its parts) of an artifact tagged
+`engines_tag(bundle, class)`, plus a timing-cache layer when the builder has one. Blobs the registry holds are
+not sent again, so a second publish costs a HEAD per blob.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_KEY, ANN_PARTS, BUNDLE_ARTIFACT, BUNDLE_LAYER,
+                                   EMPTY_CONFIG, ENGINE_LAYER, ENGINES_ARTIFACT, RegistryClient,
+                                   artifact_manifest, bundle_tag, engines_tag)
+from protos import agent_pb2
+
+
+@dataclass
+class Published:
+    reference: str      # the tag
+    manifest_digest: str
+    bytes_sent: int     # blob and manifest bytes this call uploaded (blobs the registry had cost nothing)
+
+
+def publish_bundle(client: RegistryClient, archive: Path, digest: Optional[str] = None) -> Published:
+    """The bundle archive as an artifact; agents `Pull` it by its digest."""
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    digest, size, pushed = client.push_file(Path(archive), digest)
+    sent += size if pushed else 0
+    tag = bundle_tag(digest)
+    manifest = artifact_manifest(BUNDLE_ARTIFACT, [{"mediaType": BUNDLE_LAYER, "digest": digest, "size": size}],
+                                 {ANN_BUNDLE: digest})
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
+
+
+def publish_engines(client: RegistryClient, bundle_digest: str, device_class: str,
+                    engines: Sequence[Tuple[agent_pb2.EngineEntry, Path]]) -> Published:
+    """A class's engines (entries as FetchEngine sent them, plans in host files already checked by digest)."""
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    layers = []
+    for entry, path in engines:
+        digest, size, pushed = client.push_file(path, entry.digest)
+        sent += size if pushed else 0
+        layers.append({"mediaType": ENGINE_LAYER, "digest": digest, "size": size,
+                       "annotations": {ANN_KEY: entry.key, ANN_PARTS: entry.attributes["parts"]}})
+    tag = engines_tag(bundle_digest, device_class)
+    manifest = artifact_manifest(ENGINES_ARTIFACT, layers, {ANN_BUNDLE: bundle_digest, ANN_CLASS: device_class})
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
+
+
+def _sent(pushed: Tuple[str, int, bool]) -> int:
+    return pushed[1] if pushed[2] else 0
+
+
+def class_of(entries: Sequence[agent_pb2.EngineEntry]) -> str:
+    """The device class the engines were built for, as the agent's cache names it (one per artifact)."""
+    classes = {e.device_class for e in entries}
+    if len(classes) != 1:
+        raise ValueError(f"engines of {len(classes)} device classes cannot share one artifact")
+    return classes.pop()
+
+
+__all__ = ["Published", "publish_bundle", "publish_engines", "class_of"]
