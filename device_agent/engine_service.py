@@ -23,10 +23,13 @@ from protos import agent_pb2
 from . import engines
 from .bench import LatencyStats, Progress, run_loop
 from .bundle import Bundle, Segment, extract_archive
-from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key
+from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key, device_class
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
+from .fileio import sha256_bytes
+from .memory_guard import check_build_fits
+from .timing_cache import TimingCacheInfo, TimingCaches, build_note
 from .errors import (Aborted, BuildFailed, DeadlineExceeded, DeployError, InvalidInput, NotFound,
                      PreconditionFailed, ResourceExhausted)
 
@@ -115,7 +118,7 @@ class EngineService:
         self.facts = facts
         self.cache = EngineCache(Path(settings.cache_dir), int(settings.cache_max_bytes))
         self.bundles_dir = Path(settings.data_dir) / "bundles"
-        self.timing_cache = Path(settings.cache_dir) / "timing.cache"
+        self.timing = TimingCaches(Path(settings.cache_dir) / "timing")  # one file per device class
         self._bundles: Dict[str, Bundle] = {}
         self._loaded: "collections.OrderedDict[str, Engine]" = collections.OrderedDict()
         self._models: "collections.OrderedDict[tuple, ModelRunner]" = collections.OrderedDict()
@@ -202,7 +205,8 @@ class EngineService:
                            for t in ts]
         return BuildSpec(fp16=opts.fp16, int8=bool(seg.calibration), calibration=seg.calibration,
                          max_workspace_bytes=opts.workspace, profiles=profiles,
-                         timing_cache_path=str(self.timing_cache) if strict else None,
+                         timing_cache_path=str(self.timing.path_for(self.device_parts(opts.backend.name)))
+                         if strict else None,
                          inputs=meta(seg.inputs), outputs=meta(seg.outputs))
 
     def _mode0_profiles(self, seg: Segment, opts: Options, batch: int, strict: bool):
@@ -250,7 +254,9 @@ class EngineService:
     def _build_put(self, bundle: Bundle, seg: Segment, opts: Options, spec: BuildSpec,
                    parts: Dict[str, Any], batch: int):
         """Build with the backend and commit to the cache (caller holds the key's lock)."""
-        result = opts.backend.build(bundle.segment_path(seg.id).read_bytes(), spec)
+        onnx = bundle.segment_path(seg.id).read_bytes()
+        check_build_fits(seg.id, opts.workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))
+        result = opts.backend.build(onnx, spec)
         entry = self.cache.put(parts, result.plan)
         if opts.mode == 0 and spec.profiles:  # one engine: drop the smaller ones this one supersedes
             for e in self.cache.list(seg.digest):
@@ -308,7 +314,8 @@ class EngineService:
                     summary.cache_hits += 1
                     yield event("CACHE_HIT", key, lookup_s=lookup_s, engine_bytes=found.size, profile=prof)
                     continue
-                yield event("CACHE_MISS", key, lookup_s=lookup_s, profile=prof)
+                yield event("CACHE_MISS", key, lookup_s=lookup_s, profile=prof,
+                            timing_cache=self._timing_note(opts))
                 try:
                     entry, r = self._build_put(bundle, seg, opts, spec, parts, batch)
                 except DeployError as exc:
@@ -553,7 +560,45 @@ class EngineService:
         entries = self.cache.list(request.segment_digest)
         reply = agent_pb2.ListEnginesReply(total_bytes=self.cache.total_bytes(), limit_bytes=self.cache.max_bytes)
         reply.engines.extend(self._entry_pb(e) for e in entries)
+        reply.timing_caches.extend(timing_info_pb(t) for t in self.timing.list())
         return reply
+
+    # ---------------------------------------------------------------- timing cache RPCs
+    def _timing_note(self, opts: Options) -> str:
+        trt = opts.backend.name in engines.TENSORRT_FAMILY  # others: the tensorrt class's cache, which they skip
+        info = self.timing.info(self.device_parts(opts.backend.name if trt else "tensorrt"))
+        return build_note(info, opts.backend.name, opts.backend.name in engines.TENSORRT_FAMILY)
+
+    def TimingCacheFetch(self, request: agent_pb2.TimingCacheFetchRequest,
+                         context: Any) -> Iterator[agent_pb2.TimingCacheChunk]:
+        facts = self.device_parts(request.backend or "tensorrt")
+        info = self.timing.info(facts)
+        if info is None:
+            raise NotFound(f"no timing cache for this agent's class {device_class(facts)}; a TensorRT build "
+                           "writes one (or put one with TimingCachePut)")
+        data = info.path.read_bytes()
+        info = TimingCacheInfo(info.facts, len(data), sha256_bytes(data), info.updated, info.path)
+        yield agent_pb2.TimingCacheChunk(info=timing_info_pb(info))
+        for off in range(0, len(data), CHUNK):
+            yield agent_pb2.TimingCacheChunk(chunk=data[off:off + CHUNK])
+
+    def TimingCachePut(self, request_iterator: Iterator[agent_pb2.TimingCacheChunk],
+                       context: Any) -> agent_pb2.TimingCachePutReply:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "info":
+            raise InvalidInput("TimingCachePut must start with the cache's info (as TimingCacheFetch sends it)")
+        facts = dict(first.info.facts)
+        mine = self.device_parts(facts.get("backend", "") or "tensorrt")
+
+        def chunks() -> Iterator[bytes]:
+            for msg in request_iterator:
+                if msg.WhichOneof("msg") != "chunk" or not msg.chunk:
+                    raise InvalidInput("only non-empty chunk messages may follow the timing cache's info")
+                yield msg.chunk
+
+        info, present = self.timing.put(facts, mine, chunks(), first.info.size, first.info.digest)
+        return agent_pb2.TimingCachePutReply(digest=info.digest, already_present=present,
+                                             bytes_received=0 if present else info.size)
 
     def FetchEngine(self, request: agent_pb2.FetchEngineRequest, context: Any) -> Iterator[agent_pb2.EngineChunk]:
         found = self.cache.read(request.key)
@@ -601,6 +646,13 @@ class EngineService:
         for k in removed:
             self._forget(k)
         return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes())
+
+
+def timing_info_pb(t: TimingCacheInfo) -> agent_pb2.TimingCacheInfo:
+    pb = agent_pb2.TimingCacheInfo(device_class=t.device_class, class_digest=t.class_digest, size=t.size,
+                                   digest=t.digest, updated=t.updated)
+    pb.facts.update(t.facts)
+    return pb
 
 
 def compare(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]) -> Tuple[float, float]:

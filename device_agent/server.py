@@ -190,6 +190,14 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     def PutEngine(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         return self._engines().PutEngine(request_iterator, context)
 
+    @stream_edge
+    def TimingCacheFetch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield from self._engines().TimingCacheFetch(request, context)
+
+    @unary_edge
+    def TimingCachePut(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        return self._engines().TimingCachePut(request_iterator, context)
+
     @unary_edge
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._engines().Prune(request, context)

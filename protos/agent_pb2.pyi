@@ -177,7 +177,7 @@ class BuildRequest(_message.Message):
     def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ...) -> None: ...
 
 class SegmentEvent(_message.Message):
-    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total", "lookup_s", "profile")
+    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total", "lookup_s", "profile", "timing_cache")
     class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STAGE_UNSPECIFIED: _ClassVar[SegmentEvent.Stage]
@@ -207,6 +207,7 @@ class SegmentEvent(_message.Message):
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_S_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_CACHE_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     stage: SegmentEvent.Stage
     parse_s: float
@@ -220,7 +221,8 @@ class SegmentEvent(_message.Message):
     total: int
     lookup_s: float
     profile: str
-    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., lookup_s: _Optional[float] = ..., profile: _Optional[str] = ...) -> None: ...
+    timing_cache: str
+    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., lookup_s: _Optional[float] = ..., profile: _Optional[str] = ..., timing_cache: _Optional[str] = ...) -> None: ...
 
 class BuildSummary(_message.Message):
     __slots__ = ("bundle_digest", "segments", "cache_hits", "built", "failed", "total_s", "backend", "backend_version")
@@ -409,14 +411,63 @@ class ListEnginesRequest(_message.Message):
     def __init__(self, segment_digest: _Optional[str] = ...) -> None: ...
 
 class ListEnginesReply(_message.Message):
-    __slots__ = ("engines", "total_bytes", "limit_bytes")
+    __slots__ = ("engines", "total_bytes", "limit_bytes", "timing_caches")
     ENGINES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_CACHES_FIELD_NUMBER: _ClassVar[int]
     engines: _containers.RepeatedCompositeFieldContainer[EngineEntry]
     total_bytes: int
     limit_bytes: int
-    def __init__(self, engines: _Optional[_Iterable[_Union[EngineEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ...) -> None: ...
+    timing_caches: _containers.RepeatedCompositeFieldContainer[TimingCacheInfo]
+    def __init__(self, engines: _Optional[_Iterable[_Union[EngineEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., timing_caches: _Optional[_Iterable[_Union[TimingCacheInfo, _Mapping]]] = ...) -> None: ...
+
+class TimingCacheInfo(_message.Message):
+    __slots__ = ("facts", "device_class", "class_digest", "size", "digest", "updated")
+    class FactsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    facts: _containers.ScalarMap[str, str]
+    device_class: str
+    class_digest: str
+    size: int
+    digest: str
+    updated: float
+    def __init__(self, facts: _Optional[_Mapping[str, str]] = ..., device_class: _Optional[str] = ..., class_digest: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., updated: _Optional[float] = ...) -> None: ...
+
+class TimingCacheFetchRequest(_message.Message):
+    __slots__ = ("backend",)
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    def __init__(self, backend: _Optional[str] = ...) -> None: ...
+
+class TimingCacheChunk(_message.Message):
+    __slots__ = ("info", "chunk")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    info: TimingCacheInfo
+    chunk: bytes
+    def __init__(self, info: _Optional[_Union[TimingCacheInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class TimingCachePutReply(_message.Message):
+    __slots__ = ("digest", "already_present", "bytes_received")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    already_present: bool
+    bytes_received: int
+    def __init__(self, digest: _Optional[str] = ..., already_present: _Optional[bool] = ..., bytes_received: _Optional[int] = ...) -> None: ...
 
 class FetchEngineRequest(_message.Message):
     __slots__ = ("key",)

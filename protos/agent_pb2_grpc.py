@@ -89,6 +89,16 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.PullRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.PullReply.FromString,
                 _registered_method=True)
+        self.TimingCacheFetch = channel.unary_stream(
+                '/deploy.v1.DeviceAgent/TimingCacheFetch',
+                request_serializer=protos_dot_agent__pb2.TimingCacheFetchRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.TimingCacheChunk.FromString,
+                _registered_method=True)
+        self.TimingCachePut = channel.stream_unary(
+                '/deploy.v1.DeviceAgent/TimingCachePut',
+                request_serializer=protos_dot_agent__pb2.TimingCacheChunk.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.TimingCachePutReply.FromString,
+                _registered_method=True)
 
 
 class DeviceAgentServicer:
@@ -160,6 +170,18 @@ class DeviceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TimingCacheFetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TimingCachePut(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +239,16 @@ def add_DeviceAgentServicer_to_server(servicer, server):
                     servicer.Pull,
                     request_deserializer=protos_dot_agent__pb2.PullRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.PullReply.SerializeToString,
+            ),
+            'TimingCacheFetch': grpc.unary_stream_rpc_method_handler(
+                    servicer.TimingCacheFetch,
+                    request_deserializer=protos_dot_agent__pb2.TimingCacheFetchRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.TimingCacheChunk.SerializeToString,
+            ),
+            'TimingCachePut': grpc.stream_unary_rpc_method_handler(
+                    servicer.TimingCachePut,
+                    request_deserializer=protos_dot_agent__pb2.TimingCacheChunk.FromString,
+                    response_serializer=protos_dot_agent__pb2.TimingCachePutReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +548,60 @@ class DeviceAgent:
             '/deploy.v1.DeviceAgent/Pull',
             protos_dot_agent__pb2.PullRequest.SerializeToString,
             protos_dot_agent__pb2.PullReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TimingCacheFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/TimingCacheFetch',
+            protos_dot_agent__pb2.TimingCacheFetchRequest.SerializeToString,
+            protos_dot_agent__pb2.TimingCacheChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TimingCachePut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/deploy.v1.DeviceAgent/TimingCachePut',
+            protos_dot_agent__pb2.TimingCacheChunk.SerializeToString,
+            protos_dot_agent__pb2.TimingCachePutReply.FromString,
             options,
             channel_credentials,
             insecure,

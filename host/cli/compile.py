@@ -42,7 +42,8 @@ def compile_cmd(
                                                                               "limits.")] = False,
     remove_no_mac: Annotated[bool, typer.Option("--remove-no-mac-subgraphs", help="Keep segments without "
                                                                                   "conv/matmul in TVM.")] = False,
-    workspace: Annotated[int, typer.Option("--max-workspace-size", help="Builder workspace bytes.")] = 1 << 30,
+    workspace: Annotated[Optional[int], typer.Option(
+        "--max-workspace-size", help="Builder workspace bytes (default: the profile's, e.g. 256 MiB on a Nano).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")] = 0,
     no_host_check: Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM "
                                                                         "remainder on this host first.")] = False,

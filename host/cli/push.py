@@ -220,7 +220,10 @@ def cache_ls(device: DeviceOpt = "local", json: JsonOpt = False) -> None:
              "backend_version": e.backend_version, "size": e.size, "digest": e.digest, "created": e.created,
              "last_used": e.last_used, "device_class": e.device_class, "attributes": dict(e.attributes)}
             for e in reply.engines]
-    data = {"device": device, "engines": rows, "total_bytes": reply.total_bytes, "limit_bytes": reply.limit_bytes}
+    timing = [{"device_class": t.device_class, "class_digest": t.class_digest, "size": t.size, "digest": t.digest,
+               "updated": t.updated, "facts": dict(t.facts)} for t in reply.timing_caches]
+    data = {"device": device, "engines": rows, "total_bytes": reply.total_bytes, "limit_bytes": reply.limit_bytes,
+            "timing_caches": timing}
 
     def render(c: Any) -> None:
         from rich.table import Table
@@ -236,6 +239,9 @@ def cache_ls(device: DeviceOpt = "local", json: JsonOpt = False) -> None:
                           mib(r["size"]), used)
         c.print(table)
         c.print(f"{len(rows)} engine(s), {mib(reply.total_bytes)} of {mib(reply.limit_bytes)}")
+        for t in timing:  # TensorRT timing caches, one per device class
+            when = dt.datetime.fromtimestamp(t["updated"]).strftime("%Y-%m-%d %H:%M")
+            c.print(f"timing cache {t['device_class']}: {mib(t['size'])} {t['digest'][:19]} updated {when}")
 
     Output(json).result(data, render)
 

@@ -228,6 +228,18 @@ class AgentClient:
                    timeout: float = STREAM_TIMEOUT_S) -> agent_pb2.PutEngineReply:
         return self._call(self.stub.PutEngine, chunks, timeout=timeout)
 
+    def fetch_timing_cache(self, backend: str = "",
+                           timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.TimingCacheChunk]:
+        """Info then chunks of the timing cache of this agent's class (for `backend`, default tensorrt)."""
+        request = agent_pb2.TimingCacheFetchRequest(backend=backend)
+        return self._stream("TimingCacheFetch",
+                            lambda md: self.stub.TimingCacheFetch(request, timeout=timeout, metadata=md),
+                            replay=False)
+
+    def put_timing_cache(self, chunks: Iterator[agent_pb2.TimingCacheChunk],
+                         timeout: float = STREAM_TIMEOUT_S) -> agent_pb2.TimingCachePutReply:
+        return self._call(self.stub.TimingCachePut, chunks, timeout=timeout)
+
     def prune(self, request: agent_pb2.PruneRequest) -> agent_pb2.PruneReply:
         return self._call(self.stub.Prune, request, timeout=UNARY_TIMEOUT_S)
 

@@ -38,7 +38,7 @@ class CompileOptions:
     batch: Optional[str] = None                 # "MIN:OPT:MAX"
     use_implicit_batch: bool = False
     remove_no_mac_subgraphs: bool = False
-    max_workspace_size: int = 1 << 30
+    max_workspace_size: Optional[int] = None    # None: the profile's default_workspace_bytes
     exclude_ops: Sequence[str] = ()             # ops kept in TVM on request
     remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
     compute_capability: Optional[str] = None    # override the profile's GPU ("9.0"), e.g. the device's own
@@ -202,7 +202,8 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
                 **({"int8": int8_result.info} if int8_result is not None else {}),
                 "use_implicit_batch": bool(opts.use_implicit_batch),
                 "remove_no_mac_subgraphs": bool(opts.remove_no_mac_subgraphs),
-                "max_workspace_size": int(opts.max_workspace_size),
+                "max_workspace_size": int(opts.max_workspace_size if opts.max_workspace_size is not None
+                                          else profile.default_workspace_bytes),
                 "batch": None if batch is None else batch.to_list(),
                 "input_shapes": {k: list(v) for k, v in sorted(opts.input_shapes.items())},
                 "exclude_ops": sorted(opts.exclude_ops), "segment_opset": seg_opset,

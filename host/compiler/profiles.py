@@ -57,6 +57,10 @@ class Profile:
     cuda_driver: Optional[str] = None  # CUDA version of the device's driver, when known
     remainder_note: str = ""           # why the remainder runs where it does
     cuda_code: str = "cubin"           # "cubin" for exactly this sm, "ptx" for this sm and newer GPUs
+    #: builder workspace when the user gives none; Jetsons share RAM with the GPU, so it must leave room
+    #: for the weights, the OS and the build itself (device_agent/memory_guard.py): Nano 4 GB -> 256 MiB,
+    #: Xavier NX 8 GB -> 512 MiB, Orin (8 GB and up) -> 1 GiB
+    default_workspace_bytes: int = 1 << 30
 
     @property
     def trt(self) -> Version:
@@ -93,11 +97,12 @@ PROFILES: Dict[str, Profile] = {
         Profile("generic-cuda", "10.3.0", "8.0", "cuda", "x86_64", cuda_driver="12.0", cuda_code="ptx",
                 remainder_note="the TVM remainder runs on the GPU (CUDA PTX for sm_80, JIT-compiled by the "
                                "driver for the GPU it meets)"),
-        Profile("jetson-nano", "8.2.1", "5.3", "cpu", "aarch64", cuda_driver="10.2",
+        Profile("jetson-nano", "8.2.1", "5.3", "cpu", "aarch64", cuda_driver="10.2", default_workspace_bytes=256 << 20,
                 remainder_note="JetPack 4.6 has a CUDA 10.2 driver, which cannot load code from this "
                                "host's NVRTC 12.9, so the TVM remainder runs on the device CPU "
                                "(llvm, aarch64)"),
         Profile("jetson-xavier-nx", "8.5.2", "7.2", "cuda", "aarch64", cuda_driver="11.4",
+                default_workspace_bytes=512 << 20,
                 remainder_note="the TVM remainder runs on the GPU (CUDA sm_72, aarch64 host code)"),
         Profile("jetson-orin", "10.3.0", "8.7", "cuda", "aarch64", cuda_driver="12.6",
                 remainder_note="the TVM remainder runs on the GPU (CUDA sm_87, aarch64 host code)"),

@@ -28,6 +28,9 @@ from host.fleet.classes import DeviceClass, classify, group
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
                                is_unreachable, retrying)
 from host.fleet.states import failure_state, short_state
+from host.fleet.timing import TimingCopy
+from host.fleet.timing import fetch as fetch_timing
+from host.fleet.timing import put as put_timing
 from host.inventory import Device
 from protos import agent_pb2
 
@@ -69,6 +72,9 @@ class ClassResult:
     builds: int = 0
     build_s: float = 0.0                  # the builder's own parse + build seconds
     engines: list[str] = field(default_factory=list)
+    timing_cache: Optional[str] = None    # digest of the builder's timing cache, if it had one
+    timing_copied_to: list[str] = field(default_factory=list)
+    timing_refused: dict[str, str] = field(default_factory=dict)  # device -> why its agent refused it
     plan_error: Optional[BaseException] = field(default=None, repr=False)  # no bundle could be made
 
     @property
@@ -96,6 +102,8 @@ class ClassResult:
             "builds": self.builds,
             "build_s": round(self.build_s, 3),
             "engines": list(self.engines),
+            "timing_cache": {"digest": self.timing_cache, "copied_to": list(self.timing_copied_to),
+                             "refused": dict(self.timing_refused)},
         }
 
 
@@ -381,7 +389,14 @@ class Warmer:
                     self._fail(res, m.name, exc, f"fetching engines from {source.name}")
                 return res
             self._emit("fetched", source.name, cls, f"{len(plans)} engine(s)")
-            copies = fan_out(pending, lambda m: self._copy(m, cls, bundle, plans, holders.get(m.name, {})),
+            try:
+                timing = fetch_timing(self._client(source.device), cls.backend)
+            except Exception as exc:  # noqa: BLE001 - a speed-up only: the engines still move
+                timing = None
+                self._emit("timing_cache_failed", source.name, cls, first_line(exc))
+            res.timing_cache = timing.info.digest if timing else None
+            copies = fan_out(pending, lambda m: self._copy(m, cls, bundle, plans, holders.get(m.name, {}),
+                                                           timing, res),
                              limiter=self.limiter, concurrency=self.concurrency, policy=self.policy,
                              stopped=self._stopped, on_done=self._noted)
         for out in copies:
@@ -554,8 +569,9 @@ class Warmer:
             return retrying(once, self.policy)[0]
 
     def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
-              held: dict[str, agent_pb2.EngineEntry]) -> int:
-        """Bundle and every missing engine onto one device; returns the engines sent."""
+              held: dict[str, agent_pb2.EngineEntry], timing: Optional[TimingCopy] = None,
+              res: Optional[ClassResult] = None) -> int:
+        """Bundle, every missing engine and the class's timing cache onto one device; returns the engines sent."""
         client = self._client(m.device)
         self._send_bundle(m, bundle)
         have = {e.key for e in held.values()}
@@ -566,6 +582,12 @@ class Warmer:
             reply = client.put_engine(_chunks(entry, path), timeout=upload_timeout(path.stat().st_size))
             self._count(reply.bytes_received)
             sent += 1
+        if timing is not None and res is not None:
+            refused = put_timing(client, timing)  # list appends: atomic under the GIL across fan_out threads
+            if refused:
+                res.timing_refused[m.name] = refused
+            else:
+                res.timing_copied_to.append(m.name)
         self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent
 

@@ -1,0 +1,47 @@
+"""Fleet warm moves the builder's timing cache to the rest of its class, and never to another class."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from host.client.agent import AgentClient
+from host.fleet.warm import warm, model_plans
+from host.inventory import Device
+from tests.device_agent.onnx_models import conv_net
+from tests.device_agent.test_timing_cache import chunks, class_facts
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def timing_digests(device: Device) -> list[str]:
+    with AgentClient(device) as client:
+        return [t.digest for t in client.list_engines().timing_caches]
+
+
+def test_fleet_warm_copies_the_builders_timing_cache_within_its_class_only(agent_factory, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(conv_net(seed=21))
+    devices = [Device(name="a", address=agent_factory().address, profile="x86-cpu"),
+               Device(name="b", address=agent_factory().address, profile="x86-cpu"),
+               Device(name="c", address=agent_factory().address, profile="jetson-nano")]
+    blobs = {d.name: f"timing cache of {d.name} ".encode() * 500 for d in devices}
+    for d in devices:  # onnxruntime builds write none: each builder-to-be gets its own, told apart by digest
+        with AgentClient(d) as client:
+            client.put_timing_cache(chunks(class_facts(client), blobs[d.name]))
+
+    result = warm(devices, model_plans(model))
+    assert result.ok, result.to_dict()
+    by_label = {tuple(c.devices): c for c in result.classes}
+    x86, nano = by_label[("a", "b")], by_label[("c",)]
+    other = "b" if x86.built_on == "a" else "a"
+    assert x86.timing_cache == sha(blobs[x86.built_on]) and x86.timing_copied_to == [other]
+    assert timing_digests(devices[0]) == timing_digests(devices[1]) == [sha(blobs[x86.built_on])]
+    # the other class built alone: it kept its own cache and never received the x86 one
+    assert nano.timing_cache == sha(blobs["c"]) and nano.timing_copied_to == []
+    assert timing_digests(devices[2]) == [sha(blobs["c"])]
+    assert result.to_dict()["classes"][0]["timing_cache"]["digest"]
