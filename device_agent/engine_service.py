@@ -255,7 +255,9 @@ class EngineService:
                    parts: Dict[str, Any], batch: int):
         """Build with the backend and commit to the cache (caller holds the key's lock)."""
         onnx = bundle.segment_path(seg.id).read_bytes()
-        check_build_fits(seg.id, opts.workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))
+        # the workspace is TensorRT's builder scratch; onnxruntime's builds take none
+        workspace = opts.workspace if opts.backend.name in engines.TENSORRT_FAMILY else 0
+        check_build_fits(seg.id, workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))
         result = opts.backend.build(onnx, spec)
         entry = self.cache.put(parts, result.plan)
         if opts.mode == 0 and spec.profiles:  # one engine: drop the smaller ones this one supersedes
