@@ -28,6 +28,7 @@ from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
 from .fileio import sha256_bytes
+from .build_progress import run_with_progress
 from .memory_guard import check_build_fits
 from .timing_cache import TimingCacheInfo, TimingCaches, build_note
 from .errors import (Aborted, BuildFailed, DeadlineExceeded, DeployError, InvalidInput, NotFound,
@@ -254,11 +255,28 @@ class EngineService:
     def _build_put(self, bundle: Bundle, seg: Segment, opts: Options, spec: BuildSpec,
                    parts: Dict[str, Any], batch: int):
         """Build with the backend and commit to the cache (caller holds the key's lock)."""
+        for item in self._build_put_progress(bundle, seg, opts, spec, parts, batch, heartbeat_s=0):
+            if isinstance(item, tuple):
+                return item[1]
+        raise AssertionError("build ended without a result")
+
+    def _build_put_progress(self, bundle: Bundle, seg: Segment, opts: Options, spec: BuildSpec,
+                            parts: Dict[str, Any], batch: int, heartbeat_s: float):
+        """_build_put yielding progress dicts while the backend builds in a worker, then ("result", (entry, out))."""
         onnx = bundle.segment_path(seg.id).read_bytes()
         # the workspace is TensorRT's builder scratch; onnxruntime's builds take none
         workspace = opts.workspace if opts.backend.name in engines.TENSORRT_FAMILY else 0
         check_build_fits(seg.id, workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))
-        result = opts.backend.build(onnx, spec)
+        result = None
+        for item in run_with_progress(lambda sp: opts.backend.build(onnx, sp), spec, heartbeat_s):
+            if isinstance(item, tuple):
+                result = item[1]
+            else:
+                yield item
+        yield ("result", self._commit_build(seg, opts, spec, parts, batch, result))
+
+    def _commit_build(self, seg: Segment, opts: Options, spec: BuildSpec, parts: Dict[str, Any], batch: int,
+                      result: Any):
         entry = self.cache.put(parts, result.plan)
         if opts.mode == 0 and spec.profiles:  # one engine: drop the smaller ones this one supersedes
             for e in self.cache.list(seg.digest):
@@ -319,7 +337,16 @@ class EngineService:
                 yield event("CACHE_MISS", key, lookup_s=lookup_s, profile=prof,
                             timing_cache=self._timing_note(opts))
                 try:
-                    entry, r = self._build_put(bundle, seg, opts, spec, parts, batch)
+                    for item in self._build_put_progress(bundle, seg, opts, spec, parts, batch,
+                                                         float(getattr(self.settings, "build_heartbeat_s", 5.0))):
+                        if isinstance(item, tuple):
+                            entry, r = item[1]
+                        else:
+                            yield event("PROGRESS", key, progress_kind=str(item.get("kind", "")),
+                                        progress_phase=str(item.get("phase", ""))[:200],
+                                        progress_step=int(item.get("step", 0)),
+                                        progress_steps=int(item.get("steps", 0)),
+                                        elapsed_s=float(item.get("elapsed_s", 0.0)))
                 except DeployError as exc:
                     if not isinstance(exc, BuildFailed):
                         raise

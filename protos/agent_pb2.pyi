@@ -177,7 +177,7 @@ class BuildRequest(_message.Message):
     def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ...) -> None: ...
 
 class SegmentEvent(_message.Message):
-    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total", "lookup_s", "profile", "timing_cache")
+    __slots__ = ("segment_id", "stage", "parse_s", "build_s", "engine_bytes", "cache_key", "error", "messages", "backend", "index", "total", "lookup_s", "profile", "timing_cache", "progress_kind", "progress_phase", "progress_step", "progress_steps", "elapsed_s")
     class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STAGE_UNSPECIFIED: _ClassVar[SegmentEvent.Stage]
@@ -187,6 +187,7 @@ class SegmentEvent(_message.Message):
         PARSED: _ClassVar[SegmentEvent.Stage]
         BUILT: _ClassVar[SegmentEvent.Stage]
         FAILED: _ClassVar[SegmentEvent.Stage]
+        PROGRESS: _ClassVar[SegmentEvent.Stage]
     STAGE_UNSPECIFIED: SegmentEvent.Stage
     STARTED: SegmentEvent.Stage
     CACHE_HIT: SegmentEvent.Stage
@@ -194,6 +195,7 @@ class SegmentEvent(_message.Message):
     PARSED: SegmentEvent.Stage
     BUILT: SegmentEvent.Stage
     FAILED: SegmentEvent.Stage
+    PROGRESS: SegmentEvent.Stage
     SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     PARSE_S_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +210,11 @@ class SegmentEvent(_message.Message):
     LOOKUP_S_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     TIMING_CACHE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_KIND_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_PHASE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_STEP_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_STEPS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     segment_id: str
     stage: SegmentEvent.Stage
     parse_s: float
@@ -222,7 +229,12 @@ class SegmentEvent(_message.Message):
     lookup_s: float
     profile: str
     timing_cache: str
-    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., lookup_s: _Optional[float] = ..., profile: _Optional[str] = ..., timing_cache: _Optional[str] = ...) -> None: ...
+    progress_kind: str
+    progress_phase: str
+    progress_step: int
+    progress_steps: int
+    elapsed_s: float
+    def __init__(self, segment_id: _Optional[str] = ..., stage: _Optional[_Union[SegmentEvent.Stage, str]] = ..., parse_s: _Optional[float] = ..., build_s: _Optional[float] = ..., engine_bytes: _Optional[int] = ..., cache_key: _Optional[str] = ..., error: _Optional[str] = ..., messages: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., index: _Optional[int] = ..., total: _Optional[int] = ..., lookup_s: _Optional[float] = ..., profile: _Optional[str] = ..., timing_cache: _Optional[str] = ..., progress_kind: _Optional[str] = ..., progress_phase: _Optional[str] = ..., progress_step: _Optional[int] = ..., progress_steps: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class BuildSummary(_message.Message):
     __slots__ = ("bundle_digest", "segments", "cache_hits", "built", "failed", "total_s", "backend", "backend_version")

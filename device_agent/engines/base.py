@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -80,6 +80,8 @@ class BuildSpec:
     # the segment's I/O from the manifest (fixed by the segment digest, so not part of the key either)
     inputs: List[TensorMeta] = field(default_factory=list)
     outputs: List[TensorMeta] = field(default_factory=list)
+    # build progress sink (TensorRT's IProgressMonitor events as dicts); not part of the key
+    progress: Optional[Callable[[Dict[str, Any]], None]] = field(default=None, compare=False, repr=False)
 
     @property
     def precision(self) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
                                        ProbeResult, TensorMeta)
 from device_agent.engines.cuda import CudaRt as _CudaRt
+from device_agent.engines.trt_progress import attach_progress_monitor
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, Unavailable
 
 
@@ -271,8 +272,10 @@ class TensorRTBackend(Backend):
         except Exception as exc:  # only a speed-up: build without it, and say so
             timing_cache = None
             messages.append(f"timing cache not used: {' '.join(str(exc).split())[:200]}")
+        monitor = attach_progress_monitor(trt, config, spec.progress)  # kept alive until the build returns
         t1 = time.perf_counter()
         plan = builder.build_serialized_network(network, config)
+        del monitor
         build_s = time.perf_counter() - t1
         if plan is None:
             raise BuildFailedWithMessages("TensorRT's builder failed: " +

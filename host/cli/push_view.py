@@ -32,7 +32,7 @@ def _segment_line(s: SegmentState) -> str:
     if s.stage == "hit":
         return f"build {where}{s.id}: cache hit"
     if s.stage == "miss":
-        return f"build {where}{s.id}: cache miss, building"
+        return f"build {where}{s.id}: cache miss, building" + (f" ({s.progress})" if s.progress else "")
     if s.stage == "built":
         return f"build {where}{s.id}: built in {s.build_s:.2f} s ({mib(s.engine_bytes)}, {s.backend or 'backend'})"
     if s.stage == "failed":
@@ -47,7 +47,7 @@ class PlainObserver(Observer):
         self.err = console
         self.prefix = prefix
         self._last = 0.0
-        self._seen: dict[str, str] = {}
+        self._seen: dict[str, tuple[str, str]] = {}
 
     def _print(self, line: str) -> None:
         self.err.print(f"{self.prefix}{line}", markup=False)
@@ -70,8 +70,11 @@ class PlainObserver(Observer):
             self._print(f"upload: {done}/{total} bytes ({100.0 * done / max(total, 1):.0f}%)")
 
     def segment(self, state: SegmentState) -> None:
-        if self._seen.get(state.id) != state.stage and state.stage not in ("parsed",):
-            self._seen[state.id] = state.stage
+        seen = (state.stage, state.progress)
+        if self._seen.get(state.id) != seen and state.stage not in ("parsed",):
+            if state.progress and self._seen.get(state.id, ("",))[0] == state.stage and not self._throttled(False):
+                return  # progress of a running build: at most one line per throttle interval
+            self._seen[state.id] = seen
             self._print(_segment_line(state))
 
     def bench_progress(self, done: int, total: int, elapsed_s: float, last_ms: Optional[float]) -> None:
@@ -123,7 +126,8 @@ class LiveObserver(Observer):
                 seg.add_column(col)
             for s in self.segments.values():
                 style = _STAGE_STYLE.get(s.stage, "")
-                state = {"hit": "cache hit", "miss": "building", "started": "started", "parsed": "building",
+                building = f"building ({s.progress})" if s.progress else "building"
+                state = {"hit": "cache hit", "miss": building, "started": "started", "parsed": building,
                          "built": "built", "failed": f"failed: {s.error}"}.get(s.stage, s.stage)
                 seg.add_row(s.id, Text(state, style=style), _fmt(s.parse_s), _fmt(s.build_s),
                             mib(s.engine_bytes) if s.engine_bytes else "-", s.backend or "-")

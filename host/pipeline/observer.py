@@ -19,6 +19,7 @@ class SegmentState:
     engine_bytes: int = 0
     backend: str = ""
     error: str = ""
+    progress: str = ""      # while building: "12 s" (heartbeat) or "phase NAME step 3/10, 12 s" (TensorRT >= 10)
     messages: list[str] = field(default_factory=list)
 
 

@@ -347,6 +347,15 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
     return result
 
 
+def progress_text(seg: agent_pb2.SegmentEvent) -> str:
+    """A running build in a few words: TensorRT's phase and step where it reports them, else the time so far."""
+    elapsed = f"{seg.elapsed_s:.0f} s"
+    if seg.progress_kind != "heartbeat" and seg.progress_phase:
+        step = f" step {seg.progress_step}/{seg.progress_steps}" if seg.progress_steps else ""
+        return f"{seg.progress_phase}{step}, {elapsed}"
+    return elapsed
+
+
 def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
           observer: Optional[Observer] = None) -> BuildResult:
     """Stream the build; one state per segment; a failed segment raises `BuildFailed` with its messages."""
@@ -375,6 +384,8 @@ def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
                 state.backend = seg.backend or state.backend
                 if seg.error:
                     state.error = seg.error
+                if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
+                    state.progress = progress_text(seg)
                 state.messages.extend(seg.messages)
                 for message in seg.messages:
                     log.info("segment %s: %s", seg.segment_id, message)
