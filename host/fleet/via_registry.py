@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from device_agent.registry import RegistryClient
 from host.fleet.classes import DeviceClass
+from host.fleet.timing import TimingCopy
 from host.fleet.warm import ClassResult, PlanFor, Warmer, _Bundle, _Member
 from host.inventory import Device
 from host.registry.publish import class_of, publish_bundle, publish_engines
@@ -57,10 +58,13 @@ class RegistryWarmer(Warmer):
         self._emit("published", res.built_on or res.source or "", res.device_class, tag)
 
     def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
-              held: dict[str, agent_pb2.EngineEntry]) -> int:
+              held: dict[str, agent_pb2.EngineEntry], timing: Optional[TimingCopy] = None,
+              res: Optional[ClassResult] = None) -> int:
         self._bundle_in_registry(bundle)
         with self._lock:
             tag = self._tags[(bundle.digest, cls)]
-        reply = self._client(m.device).pull(bundle.digest, tag)
+        client = self._client(m.device)
+        reply = client.pull(bundle.digest, tag)
+        self._copy_timing(client, m, timing, res)  # timing caches are not registry layers yet
         self._emit("copied", m.name, cls, f"{reply.engines_pulled} engine(s) pulled from the registry")
         return reply.engines_pulled

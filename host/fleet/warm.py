@@ -582,14 +582,21 @@ class Warmer:
             reply = client.put_engine(_chunks(entry, path), timeout=upload_timeout(path.stat().st_size))
             self._count(reply.bytes_received)
             sent += 1
-        if timing is not None and res is not None:
-            refused = put_timing(client, timing)  # list appends: atomic under the GIL across fan_out threads
-            if refused:
-                res.timing_refused[m.name] = refused
-            else:
-                res.timing_copied_to.append(m.name)
+        self._copy_timing(client, m, timing, res)
         self._emit("copied", m.name, cls, f"{sent} engine(s)")
         return sent
+
+    @staticmethod
+    def _copy_timing(client: AgentClient, m: _Member, timing: Optional[TimingCopy],
+                     res: Optional[ClassResult]) -> None:
+        """The class's timing cache onto one device of that class (over gRPC on both warm paths)."""
+        if timing is None or res is None:
+            return
+        refused = put_timing(client, timing)  # list appends: atomic under the GIL across fan_out threads
+        if refused:
+            res.timing_refused[m.name] = refused
+        else:
+            res.timing_copied_to.append(m.name)
 
 
 def _out_of_resources(exc: BaseException) -> bool:

@@ -42,7 +42,7 @@ def test_a_class_of_8_warmed_through_the_registry_builds_once_and_each_agent_pul
     env = dict(os.environ, DEPLOY_INVENTORY=str(inventory))
     proc = deploy("fleet", "warm", str(model), "--via-registry", "--registry", ref, "--concurrency", "4",
                   "--json", env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     data = json.loads(proc.stdout)
     (cls,) = data["classes"]
     assert data["builds"] == 1 and cls["builds"] == 1
