@@ -282,7 +282,8 @@ def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOpti
     outputs = reference.run_onnxruntime(loaded.model, inputs)
     loose = opts.fp16 or opts.int8 is not None  # int8: one rounding step of a Q node moves a value by a scale
     entries: Dict[str, Any] = {"seed": opts.seed, "rtol": 1e-2 if loose else 1e-4,
-                               "atol": 1e-2 if loose else 1e-5}
+                               "atol": 1e-2 if loose else 1e-5,
+                               "fp32_spread": float(reference.fp32_spread(loaded.model, inputs, outputs))}
     for key, arrays, order in (("inputs", inputs, loaded.inputs), ("outputs", outputs, loaded.outputs)):
         (bdir / "reference" / key).mkdir(parents=True, exist_ok=True)
         items = []
