@@ -57,6 +57,7 @@ class AgentSettings:
     registry_user: str = ""
     registry_password_file: Optional[Path] = None
     registry_ca: Optional[Path] = None
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # onnxruntime-cuda: how cuDNN picks convolution algorithms
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -118,8 +119,14 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "registry_user": ("registry user name (basic auth, or for its token service)", str),
     "registry_password_file": ("file holding the registry password", Path),
     "registry_ca": ("CA (PEM) the registry's TLS certificate must chain to (the fleet CA)", Path),
+    "cudnn_conv_algo_search": ("onnxruntime-cuda: EXHAUSTIVE (benchmark cuDNN's algorithms when a session "
+                               "loads; onnxruntime's default), HEURISTIC (cuDNN's pick: the same every load) "
+                               "or DEFAULT", str),
 }
 
+
+#: onnxruntime's values of the CUDA provider's cudnn_conv_algo_search option
+CUDNN_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 # setting -> the seed's environment variable read as its alias, below DEPLOY_AGENT_<NAME>.
 SEED_ALIASES: dict[str, str] = {
@@ -169,6 +176,11 @@ def from_namespace(ns: argparse.Namespace, environ: Optional[dict[str, str]] = N
             values[name] = value
             sources[name] = source
     settings = AgentSettings(**values)
+    algo = settings.cudnn_conv_algo_search.strip().upper()
+    if algo not in CUDNN_ALGO_SEARCH:
+        raise SystemExit(f"deploy-agent: cudnn_conv_algo_search {settings.cudnn_conv_algo_search!r} "
+                         f"({sources.get('cudnn_conv_algo_search')}) is not one of {', '.join(CUDNN_ALGO_SEARCH)}")
+    settings.cudnn_conv_algo_search = algo
     settings.sources = {name: sources.get(name, "default") for name in _FLAGS if name in known}
     return settings
 

@@ -128,6 +128,8 @@ class EngineService:
         # Backend facts for GetInfo, probed once in a child process from start-up on (see engines/probe.py).
         self._probes: Optional[List[engines.ProbeResult]] = None
         self._probed = threading.Event()
+        # checked by config.from_namespace; settings made in code (tests) fall back to onnxruntime's default
+        engines.get("onnxruntime-cuda").conv_algo_search = getattr(settings, "cudnn_conv_algo_search", "EXHAUSTIVE")
         threading.Thread(target=self._probe, name="backend-probe", daemon=True).start()
 
     def _probe(self) -> None:

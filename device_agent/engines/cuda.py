@@ -6,6 +6,8 @@ per device, so a stream made here is one onnxruntime's CUDA provider and TensorR
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from device_agent.errors import BuildFailed
@@ -72,11 +74,18 @@ class CudaRt:
             return self.drv.Event()
         return self._ok(self.rt.cudaEventCreate())
 
-    def record(self, ev) -> None:
+    def record(self, ev, stream: Optional[int] = None) -> None:
+        """On our stream, or (``stream=0``) on the legacy default stream, which waits for all blocking streams."""
         if self.kind == "pycuda":
-            ev.record(self.stream_obj)
+            ev.record(self.stream_obj if stream is None else None)
         else:
-            self._ok(self.rt.cudaEventRecord(ev, self.stream))
+            self._ok(self.rt.cudaEventRecord(ev, self.stream if stream is None else stream))
+
+    def sync_event(self, ev) -> None:
+        if self.kind == "pycuda":
+            ev.synchronize()
+        else:
+            self._ok(self.rt.cudaEventSynchronize(ev))
 
     def elapsed_ms(self, start, end) -> float:
         if self.kind == "pycuda":

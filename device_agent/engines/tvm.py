@@ -3,11 +3,14 @@ segment by name; the agent backs each name with the engine built by the selected
 
 The VM and packed-function plumbing live in ``device_agent.bundle_runtime`` (shared with the host's
 checks); this module adapts it to the engine interface so the agent runs, verifies and benchmarks a
-hybrid model exactly like a single-engine one.
+hybrid model exactly like a single-engine one. On a GPU, segments that take device pointers run on
+the VM's tensors in place, and the benchmark keeps the model's inputs and outputs on the GPU and times
+each iteration with CUDA events on the legacy default stream, which orders itself after every blocking
+stream: the span of the TVM kernels and every segment.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -34,19 +37,51 @@ class TvmModel(Engine):
         # each segment's engine checks its own inputs again, so a remainder that hands it a wrong
         # shape or dtype fails with the same message a client would get
         self.runners = {sid: eng.run for sid, eng in segments.items()}
+        self.device_runners = {} if self.device != "cuda" else {
+            sid: eng.run_device for sid, eng in segments.items() if callable(getattr(eng, "run_device", None))}
+        self._gpu_ms: List[float] = []
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         from device_agent.bundle_runtime import run_bundle
 
-        return run_bundle(self.bundle, self.runners, feeds, device=self.device)
+        return run_bundle(self.bundle, self.runners, feeds, device=self.device, device_runners=self.device_runners)
+
+    def bench_call(self, feeds: Dict[str, np.ndarray]) -> Callable[[], None]:
+        """One iteration with the inputs on the VM's device and the outputs left there; on a GPU, timed."""
+        from device_agent.bundle_runtime import resident_call
+
+        call = resident_call(self.bundle, self.runners, feeds, self.device, self.device_runners)
+        cuda = self._events() if self.device == "cuda" else None
+        if cuda is None:
+            return call
+        start, end = cuda.event(), cuda.event()
+
+        def once() -> None:
+            cuda.record(start, stream=0)
+            call()
+            cuda.record(end, stream=0)
+            cuda.sync_event(end)
+            self._gpu_ms.append(cuda.elapsed_ms(start, end))
+
+        return once
+
+    @staticmethod
+    def _events() -> Optional[Any]:
+        from device_agent.engines.cuda import CudaRt
+
+        try:
+            return CudaRt()
+        except Exception:  # no cuda-python or pycuda: timed by wall clock only
+            return None
 
     def timings(self) -> Dict[str, float]:
-        out: Dict[str, float] = {}
+        out: Dict[str, float] = {"gpu_compute": float(np.mean(self._gpu_ms))} if self._gpu_ms else {}
         for eng in self.segments.values():
             for k, v in eng.timings().items():
                 out[f"segments_{k}"] = out.get(f"segments_{k}", 0.0) + v
         return out
 
     def reset_timings(self) -> None:
+        self._gpu_ms.clear()
         for eng in self.segments.values():
             eng.reset_timings()

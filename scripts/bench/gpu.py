@@ -10,7 +10,10 @@ onnxruntime's CUDA provider with I/O binding (inputs and outputs on the GPU, as 
 and, where the model exists in torchvision, torch on the GPU. Each figure is the median over `--runs`
 runs of `--iterations` timed iterations after a warm-up; the table's ratio is agent p50 / in-process
 onnxruntime p50 (floor <= 1.05). "GPU share" is the mean GPU time of a run (CUDA events on the
-provider's compute stream) over its mean wall time.
+provider's compute stream) over its mean wall time. For a hybrid bundle (NAME.tar with a TVM part) the
+same bundle also runs in this process, through the agent's own engine classes without gRPC
+("bundle in-process"): agent p50 over that is what the agent adds; onnxruntime on the whole ONNX file is
+what splitting the model costs.
 
 Models come from DIR: `resnet50.onnx` (exported here from torchvision with seeded weights when torch is
 installed), and every `NAME.onnx` or `NAME.tar` (a bundle compiled offline with `deploy compile
@@ -81,7 +84,9 @@ def ort_in_process(model: Path, feeds: Dict[str, np.ndarray], iterations: int, w
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    cuda = ("CUDAExecutionProvider", {"use_tf32": "0"})  # as the agent builds fp32: no TF32
+    cuda = ("CUDAExecutionProvider", {"use_tf32": "0",  # as the agent builds fp32: no TF32
+                                      "cudnn_conv_algo_search": os.environ.get("DEPLOY_AGENT_CUDNN_CONV_ALGO_SEARCH",
+                                                                               "EXHAUSTIVE")})
     sess = ort.InferenceSession(str(model), so, providers=[cuda, "CPUExecutionProvider"])
     if sess.get_providers()[0] != "CUDAExecutionProvider":
         raise RuntimeError("onnxruntime did not open a CUDA session")
@@ -99,6 +104,41 @@ def ort_in_process(model: Path, feeds: Dict[str, np.ndarray], iterations: int, w
         sess.run_with_iobinding(binding)
         times.append((time.perf_counter() - t0) * 1e3)
     return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def bundle_in_process(tar: Path, iterations: int, warmup: int) -> Optional[Dict[str, float]]:
+    """The hybrid bundle run here by the agent's engine classes (onnxruntime-cuda segments, TVM part on the
+    GPU, tensors resident as in the agent's Benchmark), without the agent process or gRPC; None for a bundle
+    without a TVM part."""
+    import tempfile
+
+    from device_agent.bundle import Bundle, extract_archive
+    from device_agent.engines.base import BuildSpec
+    from device_agent.engines.onnxruntime import OnnxRuntimeCudaBackend
+    from device_agent.engines.tvm import TvmModel
+
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
+        bundle = Bundle.open(extract_archive(tar, Path(tmp) / "b"))
+        if bundle.manifest.remainder is None:
+            return None
+        backend, spec = OnnxRuntimeCudaBackend(), BuildSpec()
+        backend.conv_algo_search = os.environ.get("DEPLOY_AGENT_CUDNN_CONV_ALGO_SEARCH", "EXHAUSTIVE")
+        engines = {s.id: backend.load(backend.build(bundle.segment_path(s.id).read_bytes(), spec).plan, spec)
+                   for s in bundle.manifest.segments}
+        model = TvmModel(bundle, engines, backend.name)
+        feeds, _ = bundle.read_reference()
+        model.run(feeds)
+        once = model.bench_call(feeds)
+        for _ in range(warmup):
+            once()
+        model.reset_timings()
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            once()
+            times.append((time.perf_counter() - t0) * 1e3)
+        gpu = model.timings().get("gpu_compute")
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)), "gpu_ms": gpu}
 
 
 def torch_in_process(model: Any, iterations: int, warmup: int) -> Dict[str, float]:
@@ -145,6 +185,7 @@ def bench_model(name: str, model: Path, args: argparse.Namespace, torch_model: A
     agent_runs: List[Dict[str, Any]] = []
     ort_runs: List[Dict[str, float]] = []
     torch_runs: List[Dict[str, float]] = []
+    bundle_runs: List[Dict[str, float]] = []
     # interleaved, so a drift of the GPU's clocks between sessions hits both sides alike
     for _ in range(args.runs):
         if "agent_error" not in row:
@@ -162,6 +203,13 @@ def bench_model(name: str, model: Path, args: argparse.Namespace, torch_model: A
                 row["ort_error"] = " ".join(str(exc).split())[:600]
         if torch_model is not None:
             torch_runs.append(torch_in_process(torch_model, args.iterations, args.warmup))
+        if model.suffix == ".tar" and "bundle_error" not in row:
+            try:
+                got = bundle_in_process(model, args.iterations, args.warmup)
+                if got is not None:
+                    bundle_runs.append(got)
+            except Exception as exc:  # noqa: BLE001
+                row["bundle_error"] = " ".join(str(exc).split())[:600]
     if agent_runs:
         row["agent"] = {k: median_of(agent_runs, k) for k in ("p50_ms", "p99_ms", "mean_ms", "gpu_ms")}
         row["agent_runs"] = agent_runs
@@ -172,8 +220,15 @@ def bench_model(name: str, model: Path, args: argparse.Namespace, torch_model: A
         row["ort_runs"] = ort_runs
     if torch_runs:
         row["torch"] = {k: median_of(torch_runs, k) for k in ("p50_ms", "p99_ms", "gpu_ms")}
+    if bundle_runs:
+        row["bundle"] = {k: median_of(bundle_runs, k) for k in ("p50_ms", "p99_ms", "gpu_ms")}
+        row["bundle_runs"] = bundle_runs
     if row.get("agent") and row.get("ort"):
         row["ratio_agent_to_ort"] = row["agent"]["p50_ms"] / row["ort"]["p50_ms"]
+        # the best run of each side: interference from outside (clocks, other tenants) only ever adds time
+        row["ratio_best_agent_to_ort"] = (min(r["p50_ms"] for r in agent_runs) / min(r["p50_ms"] for r in ort_runs))
+    if row.get("agent") and row.get("bundle"):
+        row["ratio_agent_to_bundle"] = row["agent"]["p50_ms"] / row["bundle"]["p50_ms"]
     return row
 
 
@@ -183,16 +238,17 @@ def fmt(v: Optional[float], digits: int = 3) -> str:
 
 def table(rows: List[Dict[str, Any]]) -> str:
     lines = ["| model | backend | agent p50 ms | agent p99 ms | GPU share | ort p50 ms | ort p99 ms | agent/ort p50 |"
-             " torch p50 ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             " best-run agent/ort | bundle in-process p50 ms | agent/bundle p50 | torch p50 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        a, o, t = r.get("agent") or {}, r.get("ort") or {}, r.get("torch") or {}
+        a, o, t, b = r.get("agent") or {}, r.get("ort") or {}, r.get("torch") or {}, r.get("bundle") or {}
         share = a.get("gpu_share")
         lines.append(f"| {r['model']} | {r.get('backend', '-')} | {fmt(a.get('p50_ms'))} | {fmt(a.get('p99_ms'))} | "
                      f"{'-' if share is None else f'{share:.0%}'} | {fmt(o.get('p50_ms'))} | {fmt(o.get('p99_ms'))} | "
-                     f"{fmt(r.get('ratio_agent_to_ort'), 3)} | {fmt(t.get('p50_ms'))} |")
+                     f"{fmt(r.get('ratio_agent_to_ort'), 3)} | {fmt(r.get('ratio_best_agent_to_ort'), 3)} | {fmt(b.get('p50_ms'))} | "
+                     f"{fmt(r.get('ratio_agent_to_bundle'), 3)} | {fmt(t.get('p50_ms'))} |")
     for r in rows:
-        for key in ("agent_error", "ort_error"):
+        for key in ("agent_error", "ort_error", "bundle_error"):
             if r.get(key):
                 lines.append(f"\n{r['model']}: {key.replace('_', ' ')}: {r[key]}")
     return "\n".join(lines)
