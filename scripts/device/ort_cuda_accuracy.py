@@ -23,6 +23,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+from gpu import bound_times  # noqa: E402
+
 VARIANTS = {
     "cuda EXHAUSTIVE": {"cudnn_conv_algo_search": "EXHAUSTIVE"},
     "cuda HEURISTIC": {"cudnn_conv_algo_search": "HEURISTIC"},
@@ -58,21 +61,8 @@ def session(ort: Any, path: Path, provider: Optional[Dict[str, str]], level: str
     return sess
 
 
-def p50_bound(ort: Any, sess: Any, feeds: Dict[str, np.ndarray], iterations: int) -> float:
-    binding = sess.io_binding()
-    keep = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), "cuda", 0) for v in feeds.values()]
-    for name, value in zip(feeds, keep):
-        binding.bind_ortvalue_input(name, value)
-    for out in sess.get_outputs():
-        binding.bind_output(out.name, "cuda", 0)
-    for _ in range(30):
-        sess.run_with_iobinding(binding)
-    times = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        sess.run_with_iobinding(binding)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(times, 50))
+def p50_bound(sess: Any, feeds: Dict[str, np.ndarray], iterations: int) -> float:
+    return bound_times(sess, feeds, iterations, warmup=30)["p50_ms"]
 
 
 def one_model(ort: Any, path: Path, args: argparse.Namespace) -> Dict[str, Any]:
@@ -91,7 +81,7 @@ def one_model(ort: Any, path: Path, args: argparse.Namespace) -> Dict[str, Any]:
                 rec.setdefault("session_s", round(time.perf_counter() - t0, 2))
                 if k == 0:
                     rec.update(rel_err(sess.run(None, feeds), ref))
-                rec["p50_ms"].append(round(p50_bound(ort, sess, feeds, args.iterations), 4))
+                rec["p50_ms"].append(round(p50_bound(sess, feeds, args.iterations), 4))
                 del sess
             except Exception as exc:  # noqa: BLE001 - a variant's failure is a cell of the table
                 rec["error"] = " ".join(str(exc).split())[:300]
