@@ -34,6 +34,8 @@ ANN_KEY = "org.jetson-deploy.engine.key"
 ANN_PARTS = "org.jetson-deploy.engine.parts"
 ANN_BUNDLE = "org.jetson-deploy.bundle.digest"
 ANN_CLASS = "org.jetson-deploy.device-class"
+ANN_TIMING_FACTS = "org.jetson-deploy.timing-cache.facts"  # the class facts as canonical JSON (TimingCacheInfo.facts)
+ANN_TIMING_CLASS_DIGEST = "org.jetson-deploy.timing-cache.class-digest"
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_LAYERS = 256

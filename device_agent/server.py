@@ -214,7 +214,9 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         return agent_pb2.PullReply(bundle_digest=r.bundle_digest, bundle_present=r.bundle_present,
                                    engine_keys=r.engine_keys, engines_pulled=r.engines_pulled,
                                    engines_present=r.engines_present, bytes_pulled=r.bytes_pulled,
-                                   retries=r.retries)
+                                   retries=r.retries, timing_cache_pulled=r.timing_cache_pulled,
+                                   timing_cache_digest=r.timing_cache_digest,
+                                   timing_cache_refused=r.timing_cache_refused)
 
 
 def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:
