@@ -131,41 +131,34 @@ def test_a_build_with_an_unreachable_registry_builds_here(agent_factory, publish
 
 
 def test_a_registry_with_basic_auth_serves_an_agent_with_credentials_and_refuses_one_without(agent_factory,
-                                                                                             registry, tmp_path):
+                                                                                             registry_factory,
+                                                                                             tmp_path):
     import bcrypt
 
     from device_agent.registry import Credentials
-    from tests.conftest import RegistryHandle
 
     password = "s3cret-registry-pass"
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text("fleet:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() + "\n")
-    (tmp_path / "auth").mkdir()
-    locked = RegistryHandle(tmp_path / "auth" / "data", registry.port, tmp_path / "auth" / "registry.log")
-    registry.stop()  # reuse its free port
-    locked.htpasswd = htpasswd
-    locked.start()
-    try:
-        archive, _feeds, _want = single_segment_bundle(tmp_path, conv_net(seed=6), "convnet")
-        ref = f"{locked.address}/fleet/locked"
-        rc = RegistryClient(RegistryRef.parse(ref), Credentials(username="fleet", password=password))
-        from device_agent.fileio import sha256_file
+    locked = registry_factory(htpasswd=htpasswd)
+    archive, _feeds, _want = single_segment_bundle(tmp_path, conv_net(seed=6), "convnet")
+    ref = f"{locked.address}/fleet/locked"
+    rc = RegistryClient(RegistryRef.parse(ref), Credentials(username="fleet", password=password))
+    from device_agent.fileio import sha256_file
 
-        digest = sha256_file(archive)
-        publish_bundle(rc, archive, digest)
-        pw = tmp_path / "registry-password"
-        pw.write_text(password + "\n")
-        good = agent_factory(registry=ref, registry_user="fleet", registry_password_file=pw)
-        anonymous = agent_factory(registry=ref)
-        with client_for(good) as c:
-            assert not c.pull(digest).bundle_present and c.query_upload(digest).complete
-        with client_for(anonymous) as c:
-            with pytest.raises(AgentError) as err:
-                c.pull(digest)
-            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED and "credentials" in err.value.message
-        assert password not in good.log() and password not in anonymous.log()
-    finally:
-        locked.stop()
+    digest = sha256_file(archive)
+    publish_bundle(rc, archive, digest)
+    pw = tmp_path / "registry-password"
+    pw.write_text(password + "\n")
+    good = agent_factory(registry=ref, registry_user="fleet", registry_password_file=pw)
+    anonymous = agent_factory(registry=ref)
+    with client_for(good) as c:
+        assert not c.pull(digest).bundle_present and c.query_upload(digest).complete
+    with client_for(anonymous) as c:
+        with pytest.raises(AgentError) as err:
+            c.pull(digest)
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED and "credentials" in err.value.message
+    assert password not in good.log() and password not in anonymous.log()
 
 
 def test_a_timing_cache_layer_of_the_agents_class_is_stored_once_another_class_refused_a_tampered_one_not_kept(
