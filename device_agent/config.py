@@ -57,6 +57,7 @@ class AgentSettings:
     registry_user: str = ""
     registry_password_file: Optional[Path] = None
     registry_ca: Optional[Path] = None
+    registry_poll_s: float = 0.0  # > 0: poll the registry for this class's artifact (device_agent/registry_poll.py)
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -118,6 +119,8 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "registry_user": ("registry user name (basic auth, or for its token service)", str),
     "registry_password_file": ("file holding the registry password", Path),
     "registry_ca": ("CA (PEM) the registry's TLS certificate must chain to (the fleet CA)", Path),
+    "registry_poll_s": ("every this many seconds, pull what the registry says this device's class should hold "
+                        "(for devices the host cannot reach); 0: only when told (Pull)", float),
 }
 
 

@@ -34,6 +34,8 @@ ANN_KEY = "org.jetson-deploy.engine.key"
 ANN_PARTS = "org.jetson-deploy.engine.parts"
 ANN_BUNDLE = "org.jetson-deploy.bundle.digest"
 ANN_CLASS = "org.jetson-deploy.device-class"
+CLASS_ARTIFACT = "application/vnd.jetson-deploy.class.v1"  # what a class should hold now (tag class_tag(class))
+ANN_ENGINES = "org.jetson-deploy.engines.reference"  # on a class artifact: the engines artifact's tag
 ANN_TIMING_FACTS = "org.jetson-deploy.timing-cache.facts"  # the class facts as canonical JSON (TimingCacheInfo.facts)
 ANN_TIMING_CLASS_DIGEST = "org.jetson-deploy.timing-cache.class-digest"
 
@@ -346,6 +348,11 @@ def engines_tag(bundle_digest: str, device_class: str) -> str:
     """The tag of a class's engines for a bundle: both are in it, hashed (a tag is at most 128 of [\\w.-])."""
     check_digest(bundle_digest)
     return "engines-" + hashlib.sha256(f"{bundle_digest}|{device_class}".encode()).hexdigest()[:48]
+
+
+def class_tag(device_class: str) -> str:
+    """The tag of a class's current artifact (bundle + engines to hold), which agents with --registry-poll-s poll."""
+    return "class-" + hashlib.sha256(device_class.encode()).hexdigest()[:48]
 
 
 def bundle_tag(bundle_digest: str) -> str:

@@ -286,6 +286,7 @@ class AgentServer:
             raise InvalidInput(f"cannot listen on {settings.listen}: address in use or not valid")
         self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
+        self.poller: Optional[Any] = None  # device_agent/registry_poll.py, with --registry-poll-s
 
     @property
     def address(self) -> str:
@@ -298,6 +299,12 @@ class AgentServer:
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.idle_exit_s > 0:
             threading.Thread(target=self._idle_watch, name="idle-watch", daemon=True).start()
+        if self.settings.registry and self.settings.registry_poll_s > 0 and self.service.engines is not None:
+            from .registry_poll import ClassPoller
+
+            self.poller = ClassPoller(self.settings, self.service.store, self.service.engines,
+                                      self.settings.registry_poll_s)
+            self.poller.start()
 
     def _idle_watch(self) -> None:
         while not self._stopped.wait(min(5.0, self.settings.idle_exit_s / 4)):
@@ -307,6 +314,8 @@ class AgentServer:
                 return
 
     def stop(self, grace: float = 2.0) -> None:
+        if self.poller is not None:
+            self.poller.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self.metrics is not None:

@@ -20,7 +20,7 @@ from host.fleet.classes import DeviceClass
 from host.fleet.timing import TimingCopy
 from host.fleet.warm import ClassResult, PlanFor, Warmer, _Bundle, _Member
 from host.inventory import Device
-from host.registry.publish import class_of, publish_bundle, publish_engines
+from host.registry.publish import class_of, publish_bundle, publish_class, publish_engines
 from protos import agent_pb2
 
 
@@ -50,9 +50,11 @@ class PublishingWarmer(Warmer):
     def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
                  timing: Optional[TimingCopy] = None) -> None:
         self._bundle_in_registry(bundle)
-        published = publish_engines(self.registry, bundle.digest, class_of([e for e, _ in plans]), plans, timing)
-        self._count(published.bytes_sent)
+        engine_class = class_of([e for e, _ in plans])
+        published = publish_engines(self.registry, bundle.digest, engine_class, plans, timing)
         tag = published.reference
+        # then what the class should hold: agents polling the registry (--registry-poll-s) pull it themselves
+        self._count(published.bytes_sent + publish_class(self.registry, engine_class, bundle.digest, tag).bytes_sent)
         with self._lock:
             self._tags[(bundle.digest, res.device_class)] = tag
             self.payload_bytes += sum(path.stat().st_size for _e, path in plans) + (len(timing.data) if timing else 0)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from device_agent.cache import canonical_json
-from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
-                                   ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, EMPTY_CONFIG, ENGINE_LAYER,
-                                   ENGINES_ARTIFACT, TIMING_CACHE_LAYER, RegistryClient, artifact_manifest,
-                                   bundle_tag, engines_tag)
+from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
+                                   ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
+                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER,
+                                   RegistryClient, artifact_manifest, bundle_tag, class_tag, engines_tag, sha256_hex)
 from device_agent.timing_cache import class_digest, class_facts
 from host.fleet.timing import TimingCopy
 from protos import agent_pb2
@@ -62,6 +62,18 @@ def publish_engines(client: RegistryClient, bundle_digest: str, device_class: st
     return Published(tag, manifest_digest, sent + n)
 
 
+def publish_class(client: RegistryClient, device_class: str, bundle_digest: str, engines_reference: str) -> Published:
+    """What `device_class` should hold now (tag `class_tag(class)`): agents with --registry-poll-s read it and pull
+    the bundle and engines it names. Its one layer is the OCI empty descriptor; the names are annotations."""
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    empty = {"mediaType": EMPTY_CONFIG_TYPE, "digest": sha256_hex(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)}
+    manifest = artifact_manifest(CLASS_ARTIFACT, [empty], {ANN_CLASS: device_class, ANN_BUNDLE: bundle_digest,
+                                                           ANN_ENGINES: engines_reference})
+    tag = class_tag(device_class)
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
+
+
 def timing_layer(timing: TimingCopy) -> dict:
     """The timing cache's layer descriptor: its class named (string, facts, class digest) so an agent can refuse
     another class's cache before fetching a byte (device_agent/registry_pull.py)."""
@@ -83,4 +95,4 @@ def class_of(entries: Sequence[agent_pb2.EngineEntry]) -> str:
     return classes.pop()
 
 
-__all__ = ["Published", "publish_bundle", "publish_engines", "class_of", "timing_layer"]
+__all__ = ["Published", "publish_bundle", "publish_class", "publish_engines", "class_of", "timing_layer"]
