@@ -12,11 +12,21 @@ import logging
 import threading
 from typing import Any, Optional
 
-from .errors import DeployError, NotFound
-from .registry import ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, CLASS_ARTIFACT, RetryPolicy, check_digest, class_tag
+from .errors import DeployError, InvalidInput, NotFound
+from .registry import (ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, CLASS_ARTIFACT, RegistryRef, RetryPolicy, check_digest,
+                       class_tag)
 from .registry_pull import PullResult, Puller, client_from_settings
 
 log = logging.getLogger(__name__)
+
+
+def check_poll_settings(settings: Any) -> None:
+    """At start, not at the first poll: --registry-poll-s needs a registry that parses, and a positive period."""
+    if settings.registry_poll_s < 0:
+        raise InvalidInput(f"--registry-poll-s {settings.registry_poll_s}: give seconds > 0 (0: do not poll)")
+    if not settings.registry:
+        raise InvalidInput("--registry-poll-s needs --registry [https://]HOST[:PORT]/REPO to poll")
+    RegistryRef.parse(settings.registry)
 
 
 class ClassPoller:

@@ -258,6 +258,10 @@ class AgentServer:
             from .metrics import check_metrics_policy
 
             check_metrics_policy(settings)
+        if settings.registry_poll_s:
+            from .registry_poll import check_poll_settings
+
+            check_poll_settings(settings)
         self.service = DeviceAgentService(settings)
         # request ids and the one log line per call first, so they see calls the token check refuses too
         observers: list = [RequestLogInterceptor()]

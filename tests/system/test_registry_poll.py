@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
+import pytest
 import tomli_w
 
 from device_agent.cache import device_class
@@ -13,6 +16,7 @@ from device_agent.registry import RegistryClient, RegistryRef, class_tag
 from host.client.agent import AgentClient
 from host.inventory import Device
 from protos import agent_pb2
+from tests.conftest import REPO
 from tests.device_agent.onnx_models import conv_net
 from tests.device_agent.test_timing_cache import chunks, class_facts
 from tests.host.fleet.test_warm_timing import sha
@@ -54,3 +58,13 @@ def test_an_agent_polling_its_class_tag_pulls_what_fleet_warm_published_without_
     assert "DeviceAgent/Pull" not in log and "DeviceAgent/GetInfo" not in log and "DeviceAgent/Upload" not in log
     assert device_class(json.loads(entry.attributes["parts"])) == entry.device_class
 
+
+
+@pytest.mark.parametrize("args, says", [(["--registry-poll-s", "1"], "needs --registry"),
+                                        (["--registry-poll-s", "-1", "--registry", "127.0.0.1:5000/a"], "seconds > 0"),
+                                        (["--registry-poll-s", "1", "--registry", "no-repo"], "HOST[:PORT]/REPO")])
+def test_an_agent_told_to_poll_without_a_usable_registry_refuses_to_start_in_one_line(tmp_path, args, says):
+    proc = subprocess.run([sys.executable, "-m", "device_agent", "--listen", "127.0.0.1:0", "--store",
+                           str(tmp_path / "store"), *args], capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
