@@ -58,6 +58,7 @@ class AgentSettings:
     registry_password_file: Optional[Path] = None
     registry_ca: Optional[Path] = None
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # onnxruntime-cuda: how cuDNN picks convolution algorithms
+    registry_poll_s: float = 0.0  # > 0: poll the registry for this class's artifact (device_agent/registry_poll.py)
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -122,6 +123,8 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "cudnn_conv_algo_search": ("onnxruntime-cuda: EXHAUSTIVE (benchmark cuDNN's algorithms when a session "
                                "loads; onnxruntime's default), HEURISTIC (cuDNN's pick: the same every load) "
                                "or DEFAULT", str),
+    "registry_poll_s": ("every this many seconds, pull what the registry says this device's class should hold "
+                        "(for devices the host cannot reach); 0: only when told (Pull)", float),
 }
 
 

@@ -34,6 +34,10 @@ ANN_KEY = "org.jetson-deploy.engine.key"
 ANN_PARTS = "org.jetson-deploy.engine.parts"
 ANN_BUNDLE = "org.jetson-deploy.bundle.digest"
 ANN_CLASS = "org.jetson-deploy.device-class"
+CLASS_ARTIFACT = "application/vnd.jetson-deploy.class.v1"  # what a class should hold now (tag class_tag(class))
+ANN_ENGINES = "org.jetson-deploy.engines.reference"  # on a class artifact: the engines artifact's tag
+ANN_TIMING_FACTS = "org.jetson-deploy.timing-cache.facts"  # the class facts as canonical JSON (TimingCacheInfo.facts)
+ANN_TIMING_CLASS_DIGEST = "org.jetson-deploy.timing-cache.class-digest"
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_LAYERS = 256
@@ -144,25 +148,53 @@ class RegistryClient:
         realm = params.pop("realm", "")
         if not realm:
             return False
-        url = realm + "?" + urllib.parse.urlencode(params)
+        # the token request names only what the spec defines (service, scope); `error=` etc. stay out
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(
+            {k: v for k, v in params.items() if k in ("service", "scope")})
         headers = {}
         if self.credentials.username:
             raw = f"{self.credentials.username}:{self.credentials.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout,
-                                    context=self._ssl) as r:
-            body = json.loads(r.read(1 << 20))
+        try:
+            with self._urlopen(urllib.request.Request(url, headers=headers)) as r:
+                body = json.loads(r.read(1 << 20))
+        except urllib.error.HTTPError as exc:
+            where = f"registry token service {urllib.parse.urlsplit(url).netloc}"
+            if exc.code in (401, 403):
+                raise Unauthenticated(f"{where}: HTTP {exc.code}; check the registry credentials "
+                                      "(--registry-user and --registry-password-file)") from None
+            raise Unavailable(f"{where}: HTTP {exc.code}") from None
+        except ValueError:
+            raise Unavailable(f"registry token service {urllib.parse.urlsplit(url).netloc} answered no JSON") from None
         self._bearer = body.get("token") or body.get("access_token") or ""
         return bool(self._bearer)
+
+    def _urlopen(self, req: urllib.request.Request) -> Any:
+        """urlopen with our TLS context; a certificate we do not trust is one clear error, never retried."""
+        try:
+            return urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl)
+        except (urllib.error.URLError, ssl.SSLError) as exc:
+            bad = exc if isinstance(exc, ssl.SSLCertVerificationError) else getattr(exc, "reason", None)
+            if isinstance(bad, ssl.SSLCertVerificationError):
+                why = bad.verify_message or _first_line(bad)
+                host = urllib.parse.urlsplit(req.full_url).netloc
+                raise Unauthenticated(
+                    f"registry {host}: its TLS certificate is not trusted ({why}); pass the CA it chains to, the "
+                    f"fleet CA (agent: --registry-ca FILE; host: $DEPLOY_REGISTRY_CA)"
+                    + ("" if self.credentials.ca_file is None else f"; {self.credentials.ca_file} is not it")
+                ) from None
+            raise
 
     def _open(self, method: str, url: str, headers: Optional[Dict[str, str]] = None,
               data: Any = None) -> Any:
         """One request, answering one auth challenge; HTTP errors as our exceptions."""
         for attempt in range(2):
+            if attempt and hasattr(data, "seek"):
+                data.seek(0)  # the first try may have read some of the body before the 401
             req = urllib.request.Request(url, data=data, method=method,
                                          headers={**(headers or {}), **self._auth_header()})
             try:
-                return urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl)
+                return self._urlopen(req)
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and attempt == 0 and self._token_from_challenge(
                         exc.headers.get("WWW-Authenticate", "")):
@@ -316,6 +348,11 @@ def engines_tag(bundle_digest: str, device_class: str) -> str:
     """The tag of a class's engines for a bundle: both are in it, hashed (a tag is at most 128 of [\\w.-])."""
     check_digest(bundle_digest)
     return "engines-" + hashlib.sha256(f"{bundle_digest}|{device_class}".encode()).hexdigest()[:48]
+
+
+def class_tag(device_class: str) -> str:
+    """The tag of a class's current artifact (bundle + engines to hold), which agents with --registry-poll-s poll."""
+    return "class-" + hashlib.sha256(device_class.encode()).hexdigest()[:48]
 
 
 def bundle_tag(bundle_digest: str) -> str:

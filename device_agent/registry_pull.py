@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .errors import DataLoss, DeployError, InvalidInput, NotFound, ResourceExhausted, Unavailable
-from .registry import (BUNDLE_LAYER, ENGINE_LAYER, ANN_KEY, ANN_PARTS, Credentials, RegistryClient, RegistryRef,
-                       check_digest)
+from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted, Unavailable
+from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
+                       TIMING_CACHE_LAYER, Credentials, RegistryClient, RegistryRef, check_digest)
 
 MAX_ENGINE_BYTES = 8 * 1024 ** 3
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ class PullResult:
     engines_present: int = 0
     bytes_pulled: int = 0
     retries: int = 0
+    timing_cache_pulled: bool = False
+    timing_cache_digest: str = ""   # the artifact's timing cache, now this agent's for its class
+    timing_cache_refused: str = ""  # why it was not stored (another class)
 
 
 def client_from_settings(settings: Any) -> Optional[RegistryClient]:
@@ -118,12 +121,69 @@ class Puller:
             expected: Dict[str, str] = self.engines.device_parts(str(parts.get("backend", "")))
             cache.check_external(key, parts, expected)
             checked.append((key, parts, digest, size, expected))
+        timing = self._timing_checked(doc, res)  # its class too, before any byte
         for key, parts, digest, size, expected in checked:
             res.engine_keys.append(key)
             if cache.read(key) is not None:
                 res.engines_present += 1
                 continue
             self._engine(key, parts, digest, size, expected, res)
+        if timing is not None:
+            self._timing(*timing, res)
+
+    def _timing_checked(self, doc: Dict[str, Any], res: PullResult) -> Optional[tuple]:
+        """(facts, mine, digest, size) of the artifact's timing-cache layer when this agent may store it, else None.
+
+        Another class's cache is never stored (the same check as TimingCachePut); that is reported in the reply,
+        not an error: the engines, checked on their own, are still pulled (as fleet warm's gRPC path does)."""
+        layers = [layer for layer in doc.get("layers", []) if layer.get("mediaType") == TIMING_CACHE_LAYER]
+        if not layers:
+            return None
+        if len(layers) > 1:
+            raise InvalidInput(f"artifact holds {len(layers)} {TIMING_CACHE_LAYER} layers; one per class at most")
+        layer = layers[0]
+        from .timing_cache import class_digest, class_facts
+
+        ann = layer.get("annotations") or {}
+        digest, size = check_digest(str(layer.get("digest", ""))), int(layer.get("size", 0))
+        try:
+            facts = json.loads(str(ann.get(ANN_TIMING_FACTS, "")))
+        except ValueError:
+            facts = None
+        if not isinstance(facts, dict) or ann.get(ANN_TIMING_CLASS_DIGEST) != class_digest(class_facts(facts)):
+            raise InvalidInput(f"timing-cache layer {digest} lacks its class facts ({ANN_TIMING_FACTS}) or they "
+                               f"do not match its {ANN_TIMING_CLASS_DIGEST}")
+        facts = class_facts(facts)
+        mine = self.engines.device_parts(facts.get("backend", "") or "tensorrt")
+        try:
+            self.engines.timing.check(facts, mine, size, digest)
+        except PreconditionFailed as exc:
+            res.timing_cache_refused = str(exc)
+            log.warning("registry timing cache %s not stored: %s", digest, exc)
+            return None
+        return facts, mine, digest, size
+
+    def _timing(self, facts: Dict[str, str], mine: Dict[str, str], digest: str, size: int,
+                res: PullResult) -> None:
+        """Fetch the class's timing cache into the agent's store (atomic, digest checked) unless it holds it."""
+        timing = self.engines.timing
+        have = timing.info(facts)
+        if have is None or have.digest != digest:
+            attempts = self.client.retry.attempts
+            for attempt in range(1, attempts + 1):
+                try:
+                    _start, chunks = self.client.retried(f"GET blob {digest}",
+                                                         lambda: self.client.blob_chunks(digest))
+                    timing.put(facts, mine, chunks, size, digest)
+                    break
+                except (OSError, http.client.HTTPException, Unavailable) as exc:
+                    if attempt == attempts:
+                        raise Unavailable(f"pull of timing cache {digest} failed {attempts} times: {exc}") from None
+                res.retries += 1
+                _sleep(attempt)
+            res.timing_cache_pulled = True
+            res.bytes_pulled += size
+        res.timing_cache_digest = digest
 
     def _engine(self, key: str, parts: Dict[str, Any], digest: str, size: int, expected: Dict[str, str],
                 res: PullResult) -> None:

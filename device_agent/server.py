@@ -214,7 +214,9 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         return agent_pb2.PullReply(bundle_digest=r.bundle_digest, bundle_present=r.bundle_present,
                                    engine_keys=r.engine_keys, engines_pulled=r.engines_pulled,
                                    engines_present=r.engines_present, bytes_pulled=r.bytes_pulled,
-                                   retries=r.retries)
+                                   retries=r.retries, timing_cache_pulled=r.timing_cache_pulled,
+                                   timing_cache_digest=r.timing_cache_digest,
+                                   timing_cache_refused=r.timing_cache_refused)
 
 
 def server_options(settings: AgentSettings) -> list[tuple[str, Any]]:
@@ -256,6 +258,10 @@ class AgentServer:
             from .metrics import check_metrics_policy
 
             check_metrics_policy(settings)
+        if settings.registry_poll_s:
+            from .registry_poll import check_poll_settings
+
+            check_poll_settings(settings)
         self.service = DeviceAgentService(settings)
         # request ids and the one log line per call first, so they see calls the token check refuses too
         observers: list = [RequestLogInterceptor()]
@@ -284,6 +290,7 @@ class AgentServer:
             raise InvalidInput(f"cannot listen on {settings.listen}: address in use or not valid")
         self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
+        self.poller: Optional[Any] = None  # device_agent/registry_poll.py, with --registry-poll-s
 
     @property
     def address(self) -> str:
@@ -296,6 +303,12 @@ class AgentServer:
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.idle_exit_s > 0:
             threading.Thread(target=self._idle_watch, name="idle-watch", daemon=True).start()
+        if self.settings.registry and self.settings.registry_poll_s > 0 and self.service.engines is not None:
+            from .registry_poll import ClassPoller
+
+            self.poller = ClassPoller(self.settings, self.service.store, self.service.engines,
+                                      self.settings.registry_poll_s)
+            self.poller.start()
 
     def _idle_watch(self) -> None:
         while not self._stopped.wait(min(5.0, self.settings.idle_exit_s / 4)):
@@ -305,6 +318,8 @@ class AgentServer:
                 return
 
     def stop(self, grace: float = 2.0) -> None:
+        if self.poller is not None:
+            self.poller.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self.metrics is not None:

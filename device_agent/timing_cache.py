@@ -91,9 +91,11 @@ class TimingCaches:
                 out.append(found)
         return out
 
-    def put(self, facts: Mapping[str, str], mine: Mapping[str, str], chunks: Iterable[bytes], size: int,
-            digest: str) -> "tuple[TimingCacheInfo, bool]":
-        """Store a class's cache from a stream, refused unless the class is this agent's and the digest holds."""
+    @staticmethod
+    def check(facts: Mapping[str, str], mine: Mapping[str, str], size: int, digest: str) -> None:
+        """What a put refuses before any byte: another class than this agent's, too large, no digest.
+
+        TimingCachePut and a registry Pull both call it (the Pull before it fetches the layer)."""
         facts, mine = class_facts(facts), class_facts(mine)
         if facts != mine:
             raise PreconditionFailed(f"timing cache is for class {device_class(facts)}; this agent is "
@@ -102,6 +104,12 @@ class TimingCaches:
             raise ResourceExhausted(f"timing cache of {size} bytes is above the limit of {MAX_TIMING_CACHE_BYTES}")
         if not digest.startswith("sha256:"):
             raise InvalidInput("timing cache info lacks its digest ('sha256:<hex>'); fetch it with TimingCacheFetch")
+
+    def put(self, facts: Mapping[str, str], mine: Mapping[str, str], chunks: Iterable[bytes], size: int,
+            digest: str) -> "tuple[TimingCacheInfo, bool]":
+        """Store a class's cache from a stream, refused unless the class is this agent's and the digest holds."""
+        self.check(facts, mine, size, digest)
+        facts = class_facts(facts)
         path = self.path_for(facts)
         have = self._info(path, facts)
         if have is not None and have.digest == digest:

@@ -152,7 +152,8 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
                registry: Optional[str] = None, via_registry: bool = False) -> dict[str, Any]:
     """Build once per device class of the inventory's devices (those with every tag), copy to the rest.
 
-    With ``via_registry`` the copies go through ``registry`` (devices pull; docs/fleet.md). The result's ``ok``
+    With ``registry`` each class's bundle, engines and timing cache are also published there; with ``via_registry``
+    the copies go through it too (devices pull; docs/fleet.md). The result's ``ok``
     is False when a device failed; the per-class ``failed`` lists say why."""
     from device_agent.errors import InvalidInput
     from host.fleet.warm import DEFAULT_CONCURRENCY, Warmer, failure_bound, model_plans
@@ -164,14 +165,14 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
     failure_bound(max_failures, len(devices))
     kwargs: dict[str, Any] = dict(concurrency=concurrency or DEFAULT_CONCURRENCY, on_event=on_event,
                                   retry_for=retry_for, max_failures=max_failures)
-    if via_registry or registry:
-        if not (via_registry and registry):
-            raise InvalidInput("--via-registry needs --registry HOST/REPO (and --registry is only used with "
-                               "--via-registry here)")
-        from host.fleet.via_registry import RegistryWarmer
+    if via_registry and not registry:
+        raise InvalidInput("--via-registry needs --registry [https://]HOST[:PORT]/REPO to copy through")
+    if registry:
+        from host.fleet.via_registry import PublishingWarmer, RegistryWarmer
         from host.registry.credentials import registry_client
 
-        warmer: Warmer = RegistryWarmer(devices, model_plans(source), registry=registry_client(registry), **kwargs)
+        kind = RegistryWarmer if via_registry else PublishingWarmer  # pulls, or gRPC copies + publish
+        warmer: Warmer = kind(devices, model_plans(source), registry=registry_client(registry), **kwargs)
     else:
         warmer = Warmer(devices, model_plans(source), **kwargs)
     result = warmer.run()

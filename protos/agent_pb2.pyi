@@ -534,7 +534,7 @@ class PullRequest(_message.Message):
     def __init__(self, bundle_digest: _Optional[str] = ..., engines_reference: _Optional[str] = ...) -> None: ...
 
 class PullReply(_message.Message):
-    __slots__ = ("bundle_digest", "bundle_present", "engine_keys", "engines_pulled", "engines_present", "bytes_pulled", "retries")
+    __slots__ = ("bundle_digest", "bundle_present", "engine_keys", "engines_pulled", "engines_present", "bytes_pulled", "retries", "timing_cache_pulled", "timing_cache_digest", "timing_cache_refused")
     BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_PRESENT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_KEYS_FIELD_NUMBER: _ClassVar[int]
@@ -542,6 +542,9 @@ class PullReply(_message.Message):
     ENGINES_PRESENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_PULLED_FIELD_NUMBER: _ClassVar[int]
     RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_CACHE_PULLED_FIELD_NUMBER: _ClassVar[int]
+    TIMING_CACHE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TIMING_CACHE_REFUSED_FIELD_NUMBER: _ClassVar[int]
     bundle_digest: str
     bundle_present: bool
     engine_keys: _containers.RepeatedScalarFieldContainer[str]
@@ -549,4 +552,7 @@ class PullReply(_message.Message):
     engines_present: int
     bytes_pulled: int
     retries: int
-    def __init__(self, bundle_digest: _Optional[str] = ..., bundle_present: _Optional[bool] = ..., engine_keys: _Optional[_Iterable[str]] = ..., engines_pulled: _Optional[int] = ..., engines_present: _Optional[int] = ..., bytes_pulled: _Optional[int] = ..., retries: _Optional[int] = ...) -> None: ...
+    timing_cache_pulled: bool
+    timing_cache_digest: str
+    timing_cache_refused: str
+    def __init__(self, bundle_digest: _Optional[str] = ..., bundle_present: _Optional[bool] = ..., engine_keys: _Optional[_Iterable[str]] = ..., engines_pulled: _Optional[int] = ..., engines_present: _Optional[int] = ..., bytes_pulled: _Optional[int] = ..., retries: _Optional[int] = ..., timing_cache_pulled: _Optional[bool] = ..., timing_cache_digest: _Optional[str] = ..., timing_cache_refused: _Optional[str] = ...) -> None: ...

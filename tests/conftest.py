@@ -180,44 +180,68 @@ def serve(tmp_path: Path) -> Iterator:
 
 @dataclass
 class RegistryHandle:
-    """A real CNCF distribution registry (Debian's `docker-registry`) on loopback, storage in `root`."""
+    """A real CNCF distribution registry (Debian's `docker-registry`) on loopback, storage in `root`.
+
+    Optional parts of its config, each a real mode of the registry: basic auth (`htpasswd`, bcrypt entries),
+    token auth (`token`: realm, service, issuer, rootcertbundle), TLS (`tls`: certificate and key files; `ca` is
+    what the readiness check trusts), and pull-through cache of another registry (`proxy_remote`: its URL)."""
 
     root: Path
     port: int
     log_path: Path
     proc: Optional[subprocess.Popen] = None
-    htpasswd: Optional[Path] = None  # basic auth (bcrypt entries) when set
+    htpasswd: Optional[Path] = None
+    token: Optional[dict] = None
+    tls: Optional[tuple] = None  # (certificate, key)
+    ca: Optional[Path] = None
+    proxy_remote: str = ""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
     def blob_path(self, digest: str) -> Path:
         hexd = digest.split(":", 1)[1]
         return self.root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
 
+    def config(self) -> str:
+        text = (f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root}\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+        if self.tls:
+            text += f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n"
+        if self.htpasswd:
+            text += f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n"
+        elif self.token:
+            text += "auth:\n  token:\n" + "".join(f"    {k}: {v}\n" for k, v in self.token.items())
+        if self.proxy_remote:
+            text += f"proxy:\n  remoteurl: {self.proxy_remote}\n"
+        return text
+
     def start(self) -> "RegistryHandle":
         import socket
+        import ssl
         import time
         import urllib.error
         import urllib.request
 
         config = self.root.parent / "registry.yml"
-        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root}\n"
-                          f"http:\n  addr: 127.0.0.1:{self.port}\n" +
-                          (f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n" if self.htpasswd else ""))
+        config.write_text(self.config())
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
         log.close()
+        context = ssl.create_default_context(cafile=str(self.ca)) if self.tls and self.ca else None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     pass
-                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2).close()
+                urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context).close()
                 return self
             except urllib.error.HTTPError as exc:
-                if exc.code == 401 and self.htpasswd:
+                if exc.code == 401 and (self.htpasswd or self.token):
                     return self
                 time.sleep(0.05)
             except OSError:
@@ -236,18 +260,37 @@ class RegistryHandle:
                 self.proc.wait(10)
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[RegistryHandle]:
-    """A registry process for one test; skips when `docker-registry` is not installed (scripts/setup.sh)."""
-    import shutil
+def free_port() -> int:
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path) -> Iterator:
+    """`registry_factory(**options)` starts one more registry process (options as RegistryHandle's); all stopped at
+    the end. Skips when `docker-registry` is not installed (scripts/setup.sh installs it)."""
+    import shutil
 
     if shutil.which("docker-registry") is None:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry; scripts/setup.sh does)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (tmp_path / "registry").mkdir()
-    handle = RegistryHandle(tmp_path / "registry" / "data", port, tmp_path / "registry" / "registry.log").start()
-    yield handle
-    handle.stop()
+    handles: list[RegistryHandle] = []
+
+    def make(**options: object) -> RegistryHandle:
+        root = tmp_path / f"registry{len(handles) or ''}"
+        root.mkdir()
+        handle = RegistryHandle(root / "data", free_port(), root / "registry.log", **options)  # type: ignore[arg-type]
+        handles.append(handle)
+        return handle.start()
+
+    yield make
+    for handle in handles:
+        handle.stop()
+
+
+@pytest.fixture
+def registry(registry_factory) -> RegistryHandle:
+    """A plain registry process for one test (http on loopback, no auth)."""
+    return registry_factory()

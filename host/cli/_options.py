@@ -52,7 +52,7 @@ def retry_lines(out: "Output", prefix: str = "") -> "Callable[[str], None]":
 
     return show
 RegistryOpt = Annotated[Optional[str], typer.Option(
-    "--registry", metavar="[https://]HOST[:PORT]/REPO", help="OCI registry to publish the bundle and engines to "
+    "--registry", metavar="[https://]HOST[:PORT]/REPO", help="OCI registry to publish the bundle, engines and timing cache to "
     "(plain http on loopback only). Credentials: $DEPLOY_REGISTRY_TOKEN_FILE, or $DEPLOY_REGISTRY_USER with "
     "$DEPLOY_REGISTRY_PASSWORD_FILE; TLS CA: $DEPLOY_REGISTRY_CA.")]
 ViaRegistryOpt = Annotated[bool, typer.Option(

@@ -75,6 +75,7 @@ class ClassResult:
     timing_cache: Optional[str] = None    # digest of the builder's timing cache, if it had one
     timing_copied_to: list[str] = field(default_factory=list)
     timing_refused: dict[str, str] = field(default_factory=dict)  # device -> why its agent refused it
+    published: Optional[str] = None       # the engines artifact's tag, when a registry was given
     plan_error: Optional[BaseException] = field(default=None, repr=False)  # no bundle could be made
 
     @property
@@ -104,6 +105,7 @@ class ClassResult:
             "engines": list(self.engines),
             "timing_cache": {"digest": self.timing_cache, "copied_to": list(self.timing_copied_to),
                              "refused": dict(self.timing_refused)},
+            "published": self.published,
         }
 
 
@@ -383,7 +385,6 @@ class Warmer:
         with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
             try:
                 plans = [self._fetch(source, entry, Path(tmp)) for entry in entries]
-                self._publish(res, bundle, plans)
             except Exception as exc:  # noqa: BLE001 - reported per device below
                 for m in pending:
                     self._fail(res, m.name, exc, f"fetching engines from {source.name}")
@@ -395,6 +396,12 @@ class Warmer:
                 timing = None
                 self._emit("timing_cache_failed", source.name, cls, first_line(exc))
             res.timing_cache = timing.info.digest if timing else None
+            try:
+                self._publish(res, bundle, plans, timing)
+            except Exception as exc:  # noqa: BLE001 - reported per device below
+                for m in pending:
+                    self._fail(res, m.name, exc, "publish")
+                return res
             copies = fan_out(pending, lambda m: self._copy(m, cls, bundle, plans, holders.get(m.name, {}),
                                                            timing, res),
                              limiter=self.limiter, concurrency=self.concurrency, policy=self.policy,
@@ -529,8 +536,9 @@ class Warmer:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
         self._count(self._client(m.device).upload(bundle.path, digest=bundle.digest, kind="bundle").bytes_sent)
 
-    def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]]) -> None:
-        """Hook once a class's engines are on the host; the registry path publishes them here."""
+    def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
+                 timing: Optional[TimingCopy] = None) -> None:
+        """Hook once a class's engines (and timing cache) are on the host; the registry paths publish them here."""
 
     def _count(self, n: int) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from typing import Sequence
 from device_agent.errors import DataLoss, NotFound
 from device_agent.registry import RegistryClient
 from host.client.agent import AgentClient
+from host.fleet.timing import fetch as fetch_timing
 from host.registry.publish import Published, class_of, publish_bundle, publish_engines
 from protos import agent_pb2
 
@@ -37,7 +38,7 @@ def bundle_via_registry(client: AgentClient, registry: RegistryClient, archive: 
 def publish_built_engines(client: AgentClient, registry: RegistryClient, bundle_digest: str,
                           segment_digests: Sequence[str], backend: str, backend_version: str) -> Published:
     """The agent's engines for the bundle's segments (most recently used per segment), digest-checked on the host,
-    as the class's engines artifact."""
+    as the class's engines artifact, with the agent's timing cache for the class when it has one."""
     wanted = {d.split(":")[-1] for d in segment_digests}
     found: dict[str, agent_pb2.EngineEntry] = {}
     for entry in client.list_engines().engines:  # sorted by last use: a later entry wins
@@ -62,4 +63,5 @@ def publish_built_engines(client: AgentClient, registry: RegistryClient, bundle_
                 raise DataLoss(f"engine {entry.key[:16]}... arrived with another digest than its entry's; "
                                "nothing was published")
             plans.append((entry, path))
-        return publish_engines(registry, bundle_digest, class_of([e for e, _ in plans]), plans)
+        timing = fetch_timing(client, backend)  # the class's timing cache rides along as one more layer
+        return publish_engines(registry, bundle_digest, class_of([e for e, _ in plans]), plans, timing)

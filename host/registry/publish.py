@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_KEY, ANN_PARTS, BUNDLE_ARTIFACT, BUNDLE_LAYER,
-                                   EMPTY_CONFIG, ENGINE_LAYER, ENGINES_ARTIFACT, RegistryClient,
-                                   artifact_manifest, bundle_tag, engines_tag)
+from device_agent.cache import canonical_json
+from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
+                                   ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
+                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER,
+                                   RegistryClient, artifact_manifest, bundle_tag, class_tag, engines_tag, sha256_hex)
+from device_agent.timing_cache import class_digest, class_facts
+from host.fleet.timing import TimingCopy
 from protos import agent_pb2
 
 
@@ -38,8 +42,10 @@ def publish_bundle(client: RegistryClient, archive: Path, digest: Optional[str] 
 
 
 def publish_engines(client: RegistryClient, bundle_digest: str, device_class: str,
-                    engines: Sequence[Tuple[agent_pb2.EngineEntry, Path]]) -> Published:
-    """A class's engines (entries as FetchEngine sent them, plans in host files already checked by digest)."""
+                    engines: Sequence[Tuple[agent_pb2.EngineEntry, Path]],
+                    timing: Optional[TimingCopy] = None) -> Published:
+    """A class's engines (entries as FetchEngine sent them, plans in host files already checked by digest), and
+    the builder's timing cache (digest checked by `host.fleet.timing.fetch`) when it has one."""
     sent = _sent(client.push_bytes(EMPTY_CONFIG))
     layers = []
     for entry, path in engines:
@@ -47,10 +53,34 @@ def publish_engines(client: RegistryClient, bundle_digest: str, device_class: st
         sent += size if pushed else 0
         layers.append({"mediaType": ENGINE_LAYER, "digest": digest, "size": size,
                        "annotations": {ANN_KEY: entry.key, ANN_PARTS: entry.attributes["parts"]}})
+    if timing is not None:
+        layers.append(timing_layer(timing))
+        sent += _sent(client.push_bytes(timing.data))
     tag = engines_tag(bundle_digest, device_class)
     manifest = artifact_manifest(ENGINES_ARTIFACT, layers, {ANN_BUNDLE: bundle_digest, ANN_CLASS: device_class})
     manifest_digest, n = client.push_manifest(tag, manifest)
     return Published(tag, manifest_digest, sent + n)
+
+
+def publish_class(client: RegistryClient, device_class: str, bundle_digest: str, engines_reference: str) -> Published:
+    """What `device_class` should hold now (tag `class_tag(class)`): agents with --registry-poll-s read it and pull
+    the bundle and engines it names. Its one layer is the OCI empty descriptor; the names are annotations."""
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    empty = {"mediaType": EMPTY_CONFIG_TYPE, "digest": sha256_hex(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)}
+    manifest = artifact_manifest(CLASS_ARTIFACT, [empty], {ANN_CLASS: device_class, ANN_BUNDLE: bundle_digest,
+                                                           ANN_ENGINES: engines_reference})
+    tag = class_tag(device_class)
+    manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n)
+
+
+def timing_layer(timing: TimingCopy) -> dict:
+    """The timing cache's layer descriptor: its class named (string, facts, class digest) so an agent can refuse
+    another class's cache before fetching a byte (device_agent/registry_pull.py)."""
+    facts = class_facts(dict(timing.info.facts))
+    return {"mediaType": TIMING_CACHE_LAYER, "digest": timing.info.digest, "size": len(timing.data),
+            "annotations": {ANN_CLASS: timing.info.device_class, ANN_TIMING_FACTS: canonical_json(facts).decode(),
+                            ANN_TIMING_CLASS_DIGEST: class_digest(facts)}}
 
 
 def _sent(pushed: Tuple[str, int, bool]) -> int:
@@ -65,4 +95,4 @@ def class_of(entries: Sequence[agent_pb2.EngineEntry]) -> str:
     return classes.pop()
 
 
-__all__ = ["Published", "publish_bundle", "publish_engines", "class_of"]
+__all__ = ["Published", "publish_bundle", "publish_class", "publish_engines", "class_of", "timing_layer"]

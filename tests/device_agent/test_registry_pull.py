@@ -1,6 +1,7 @@
 """`Pull` on real agents from a real registry process on loopback: bundles and engines as OCI artifacts."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
@@ -130,38 +131,75 @@ def test_a_build_with_an_unreachable_registry_builds_here(agent_factory, publish
 
 
 def test_a_registry_with_basic_auth_serves_an_agent_with_credentials_and_refuses_one_without(agent_factory,
-                                                                                             registry, tmp_path):
+                                                                                             registry_factory,
+                                                                                             tmp_path):
     import bcrypt
 
     from device_agent.registry import Credentials
-    from tests.conftest import RegistryHandle
 
     password = "s3cret-registry-pass"
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text("fleet:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() + "\n")
-    (tmp_path / "auth").mkdir()
-    locked = RegistryHandle(tmp_path / "auth" / "data", registry.port, tmp_path / "auth" / "registry.log")
-    registry.stop()  # reuse its free port
-    locked.htpasswd = htpasswd
-    locked.start()
-    try:
-        archive, _feeds, _want = single_segment_bundle(tmp_path, conv_net(seed=6), "convnet")
-        ref = f"{locked.address}/fleet/locked"
-        rc = RegistryClient(RegistryRef.parse(ref), Credentials(username="fleet", password=password))
-        from device_agent.fileio import sha256_file
+    locked = registry_factory(htpasswd=htpasswd)
+    archive, _feeds, _want = single_segment_bundle(tmp_path, conv_net(seed=6), "convnet")
+    ref = f"{locked.address}/fleet/locked"
+    rc = RegistryClient(RegistryRef.parse(ref), Credentials(username="fleet", password=password))
+    from device_agent.fileio import sha256_file
 
-        digest = sha256_file(archive)
-        publish_bundle(rc, archive, digest)
-        pw = tmp_path / "registry-password"
-        pw.write_text(password + "\n")
-        good = agent_factory(registry=ref, registry_user="fleet", registry_password_file=pw)
-        anonymous = agent_factory(registry=ref)
-        with client_for(good) as c:
-            assert not c.pull(digest).bundle_present and c.query_upload(digest).complete
-        with client_for(anonymous) as c:
-            with pytest.raises(AgentError) as err:
-                c.pull(digest)
-            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED and "credentials" in err.value.message
-        assert password not in good.log() and password not in anonymous.log()
-    finally:
-        locked.stop()
+    digest = sha256_file(archive)
+    publish_bundle(rc, archive, digest)
+    pw = tmp_path / "registry-password"
+    pw.write_text(password + "\n")
+    good = agent_factory(registry=ref, registry_user="fleet", registry_password_file=pw)
+    anonymous = agent_factory(registry=ref)
+    with client_for(good) as c:
+        assert not c.pull(digest).bundle_present and c.query_upload(digest).complete
+    with client_for(anonymous) as c:
+        with pytest.raises(AgentError) as err:
+            c.pull(digest)
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED and "credentials" in err.value.message
+    assert password not in good.log() and password not in anonymous.log()
+
+
+def test_a_timing_cache_layer_of_the_agents_class_is_stored_once_another_class_refused_a_tampered_one_not_kept(
+        agent_factory, registry, published, tmp_path):
+    from host.fleet.timing import TimingCopy
+    from tests.device_agent.test_timing_cache import class_facts
+
+    _archive, digest, _tag, entry, ref = published
+    plan = tmp_path / "plan"
+    rc = RegistryClient(RegistryRef.parse(ref))
+    puller = agent_factory(registry=ref)
+
+    def artifact(facts: dict, data: bytes) -> str:
+        info = agent_pb2.TimingCacheInfo(size=len(data), digest="sha256:" + hashlib.sha256(data).hexdigest(),
+                                         device_class="|".join(f"{k}={v}" for k, v in sorted(facts.items())))
+        info.facts.update(facts)
+        bundle = "sha256:" + hashlib.sha256(data).hexdigest()  # a tag of its own per case
+        return publish_engines(rc, bundle, class_of([entry]), [(entry, plan)], TimingCopy(info, data)).reference
+
+    with client_for(puller) as c:
+        mine = class_facts(c)
+        ours = b"our class's timing cache " * 300
+        reply = c.pull(digest, artifact(mine, ours))
+        want = "sha256:" + hashlib.sha256(ours).hexdigest()
+        assert reply.timing_cache_pulled and reply.timing_cache_digest == want and not reply.timing_cache_refused
+        assert [(t.digest, dict(t.facts)) for t in c.list_engines().timing_caches] == [(want, mine)]
+        again = c.pull("", artifact(mine, ours))
+        assert not again.timing_cache_pulled and again.timing_cache_digest == want  # held: not fetched again
+
+        other = dict(mine, cc="7.2")
+        theirs = b"another class's timing cache " * 300
+        refused = c.pull("", artifact(other, theirs))
+        assert not refused.timing_cache_pulled and "class" in refused.timing_cache_refused
+        assert refused.engine_keys == [entry.key]  # the engines are checked on their own
+        assert [t.digest for t in c.list_engines().timing_caches] == [want]
+        bad = b"a timing cache edited in the registry " * 300
+        tag = artifact(mine, bad)
+        path = registry.blob_path("sha256:" + hashlib.sha256(bad).hexdigest())
+        path.write_bytes(path.read_bytes()[:-1] + b"!")
+        with pytest.raises(AgentError) as err:
+            c.pull("", tag)
+        assert err.value.code == grpc.StatusCode.DATA_LOSS and "timing cache" in err.value.message
+        assert [t.digest for t in c.list_engines().timing_caches] == [want]  # the old one, nothing partial
+        assert not [p for p in (puller.store_dir.parent / "engines" / "timing").iterdir() if p.name.endswith(".tmp")]
