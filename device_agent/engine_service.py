@@ -46,6 +46,9 @@ LOAD_WAIT_S = 600.0  # a run waits this long for another thread's load of the sa
 #: call ends DEADLINE_EXCEEDED (see _bench_stall_s). The worker is also joined for at most this long.
 BENCH_STALL_S = 300.0
 MAX_SAMPLES = 100_000  # the first this many per-iteration samples travel back; 800 KB keeps the result far under the message cap
+LAYER_RUNS = 10  # profiled runs of `bench --layers`, after the timed ones (one more warms the profiler up)
+MAX_LAYERS = 4000  # rows sent back (the largest); with MAX_LAYER_NAME, at most 8 MB, under the message cap
+MAX_LAYER_NAME = 1000
 BENCH_POLL_S = 1.0  # how often the benchmark's RPC thread looks at the client and the call's deadline
 #: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
 RTX_PARTITION_MAJOR = "10"
@@ -496,7 +499,10 @@ class EngineService:
         native = getattr(runner.engine, "native_benchmark", None)
         if native is not None:  # trtexec times itself, with its H2D / GPU compute / D2H split
             stats, timings = native(feeds, warmup, iterations, duration, batch)
-            yield self._bench_result(stats, timings, opts, batch)
+            result = self._bench_result(stats, timings, opts, batch)
+            if request.layers:
+                self._add_layers(result.result, bundle, runner, feeds)
+            yield result
             return
         t_first = time.perf_counter()
         runner.run(feeds)  # first run outside the timing: allocations, lazy initialisation
@@ -556,7 +562,23 @@ class EngineService:
                             join_s)
         if "error" in done:
             raise done["error"]
-        yield self._bench_result(done["stats"], runner.timings(), opts, batch)
+        result = self._bench_result(done["stats"], runner.timings(), opts, batch)
+        if request.layers:  # after the timed runs and their timings, so the profiler perturbs neither
+            self._add_layers(result.result, bundle, runner, feeds)
+        yield result
+
+    @staticmethod
+    def _add_layers(result: agent_pb2.BenchmarkResult, bundle: Bundle, runner: ModelRunner,
+                    feeds: Dict[str, np.ndarray]) -> None:
+        """The per-layer profile of LAYER_RUNS runs of their own; the segments' ONNX names fused kernels."""
+        sources = {s.id: bundle.segment_path(s.id).read_bytes() for s in bundle.manifest.segments}
+        prof = runner.profile_layers(feeds, LAYER_RUNS, sources)
+        for r in prof.rows[:MAX_LAYERS]:
+            result.layers.add(name=r.name[:MAX_LAYER_NAME], op=r.op[:MAX_LAYER_NAME], mean_ms=r.mean_ms,
+                              share=r.share, segment=r.segment, calls=r.calls)
+        result.layers_total_ms = sum(r.mean_ms for r in prof.rows)
+        result.layers_wall_ms = prof.wall_ms
+        result.layers_runs = prof.runs
 
     @staticmethod
     def _bench_result(stats: LatencyStats, timings: Dict[str, float], opts: Options,
