@@ -186,14 +186,21 @@ class EngineService:
             self._bundles[digest] = bundle
         return bundle
 
-    def _options(self, o: agent_pb2.BuildOptions) -> Options:
+    def _options(self, o: agent_pb2.BuildOptions, bundle: Optional[Bundle] = None) -> Options:
+        """The build options of a request: the request's, else this agent's where its operator set them, else the
+        bundle's (its workspace), else this agent's defaults."""
         s = self.settings
         backend = engines.select(o.backend, s.backend)
         mode = o.multi_engine_mode if o.HasField("multi_engine_mode") else s.multi_engine_mode
         if mode not in (0, 1):
             raise InvalidInput(f"multi_engine_mode {mode} is not 0 (one engine, rebuilt for a larger batch) "
                                "or 1 (one engine per batch size)")
-        workspace = o.max_workspace_bytes if o.HasField("max_workspace_bytes") else s.max_workspace_bytes
+        if o.HasField("max_workspace_bytes"):
+            workspace = o.max_workspace_bytes
+        elif _source(s, "max_workspace_bytes") != "default":  # --max-workspace-bytes or the seed's variable
+            workspace = s.max_workspace_bytes
+        else:  # the compiler writes the profile's default workspace (256 MiB on a Nano) into the manifest
+            workspace = manifest_workspace(bundle) or s.max_workspace_bytes
         batch = o.batch if o.HasField("batch") else 0
         if batch > MAX_BATCH:
             raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
@@ -304,7 +311,7 @@ class EngineService:
     # ---------------------------------------------------------------- Build
     def Build(self, request: agent_pb2.BuildRequest, context: Any) -> Iterator[agent_pb2.BuildEvent]:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         check_target(bundle, opts.backend, self.gpu[1] or None)
         batch = self._segment_batch(bundle, opts)
         segs = bundle.manifest.segments
@@ -439,7 +446,7 @@ class EngineService:
 
     def Run(self, request: agent_pb2.RunRequest, context: Any) -> agent_pb2.RunReply:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         if request.verify:
             if len(request.inputs):
                 raise InvalidInput("verify mode runs the bundle's reference inputs; send no inputs with it")
@@ -488,7 +495,7 @@ class EngineService:
 
     def Benchmark(self, request: agent_pb2.BenchmarkRequest, context: Any) -> Iterator[agent_pb2.BenchmarkEvent]:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         feeds = self._bench_feeds(request, bundle)
         batch = self._check_batch(bundle, batch_of(bundle.manifest.inputs, feeds))
         runner = self._model(bundle, opts, batch)
@@ -697,6 +704,20 @@ class EngineService:
         for k in removed:
             self._forget(k)
         return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes())
+
+
+def _source(settings: Any, name: str) -> str:
+    """Where a setting came from ("default", "flag", an environment variable); settings without sources: default."""
+    source = getattr(settings, "source", None)
+    return source(name) if callable(source) else "default"
+
+
+def manifest_workspace(bundle: Optional[Bundle]) -> int:
+    """The bundle manifest's ``max_workspace_size`` (the compile profile's default or the user's), or 0."""
+    value = bundle.manifest.options.get("max_workspace_size") if bundle is not None else None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0
+    return int(value)
 
 
 def timing_info_pb(t: TimingCacheInfo) -> agent_pb2.TimingCacheInfo:
