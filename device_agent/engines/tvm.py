@@ -47,7 +47,8 @@ class TvmModel(Engine):
     def profile_segments(self, feeds: Mapping[str, np.ndarray], runs: int,
                          sources: Mapping[str, Optional[bytes]]) -> LayerProfile:
         """The hybrid model's profile: each segment's layers from its backend's profiler, and the TVM remainder as
-        one row (op ``tvm``): a profiled run's wall time less the time spent inside the segments."""
+        one row (op ``tvm``): a profiled run's wall time less the time spent inside the segments' runners (so it holds
+        the VM's own work and the tensor copies between the VM and the segments)."""
         from device_agent.bundle_runtime import run_bundle
 
         profs: Dict[str, LayerProfiler] = {sid: eng.layer_profiler(sid, sources.get(sid))
@@ -79,8 +80,9 @@ class TvmModel(Engine):
                 p.close()
         m = self.bundle.manifest
         rest = max(0.0, float(np.mean(walls[1:])) - float(np.mean(segs[1:]))) if runs else 0.0
-        rows.append(LayerTime(f"TVM remainder ({len(m.not_offloaded)} op(s) not offloaded, compiled by TVM for "
-                              f"{self.device})", "tvm", rest, runs, REMAINDER))
+        rows.append(LayerTime(f"TVM remainder ({len(m.not_offloaded)} node(s) not offloaded, compiled by TVM for "
+                              f"{self.device}; with the copies to and from the segments)", "tvm", rest, runs,
+                              REMAINDER))
         return finish(rows, float(np.mean(walls[1:])) if runs else 0.0, runs)
 
     def timings(self) -> Dict[str, float]:
