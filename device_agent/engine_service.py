@@ -46,6 +46,9 @@ LOAD_WAIT_S = 600.0  # a run waits this long for another thread's load of the sa
 #: call ends DEADLINE_EXCEEDED (see _bench_stall_s). The worker is also joined for at most this long.
 BENCH_STALL_S = 300.0
 MAX_SAMPLES = 100_000  # the first this many per-iteration samples travel back; 800 KB keeps the result far under the message cap
+LAYER_RUNS = 10  # profiled runs of `bench --layers`, after the timed ones (one more warms the profiler up)
+MAX_LAYERS = 4000  # rows sent back (the largest); with MAX_LAYER_NAME, at most 8 MB, under the message cap
+MAX_LAYER_NAME = 1000
 BENCH_POLL_S = 1.0  # how often the benchmark's RPC thread looks at the client and the call's deadline
 #: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
 RTX_PARTITION_MAJOR = "10"
@@ -185,14 +188,21 @@ class EngineService:
             self._bundles[digest] = bundle
         return bundle
 
-    def _options(self, o: agent_pb2.BuildOptions) -> Options:
+    def _options(self, o: agent_pb2.BuildOptions, bundle: Optional[Bundle] = None) -> Options:
+        """The build options of a request: the request's, else this agent's where its operator set them, else the
+        bundle's (its workspace), else this agent's defaults."""
         s = self.settings
         backend = engines.select(o.backend, s.backend)
         mode = o.multi_engine_mode if o.HasField("multi_engine_mode") else s.multi_engine_mode
         if mode not in (0, 1):
             raise InvalidInput(f"multi_engine_mode {mode} is not 0 (one engine, rebuilt for a larger batch) "
                                "or 1 (one engine per batch size)")
-        workspace = o.max_workspace_bytes if o.HasField("max_workspace_bytes") else s.max_workspace_bytes
+        if o.HasField("max_workspace_bytes"):
+            workspace = o.max_workspace_bytes
+        elif _source(s, "max_workspace_bytes") != "default":  # --max-workspace-bytes or the seed's variable
+            workspace = s.max_workspace_bytes
+        else:  # the compiler writes the profile's default workspace (256 MiB on a Nano) into the manifest
+            workspace = manifest_workspace(bundle) or s.max_workspace_bytes
         batch = o.batch if o.HasField("batch") else 0
         if batch > MAX_BATCH:
             raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
@@ -303,7 +313,7 @@ class EngineService:
     # ---------------------------------------------------------------- Build
     def Build(self, request: agent_pb2.BuildRequest, context: Any) -> Iterator[agent_pb2.BuildEvent]:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         check_target(bundle, opts.backend, self.gpu[1] or None)
         batch = self._segment_batch(bundle, opts)
         segs = bundle.manifest.segments
@@ -438,7 +448,7 @@ class EngineService:
 
     def Run(self, request: agent_pb2.RunRequest, context: Any) -> agent_pb2.RunReply:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         if request.verify:
             if len(request.inputs):
                 raise InvalidInput("verify mode runs the bundle's reference inputs; send no inputs with it")
@@ -487,7 +497,7 @@ class EngineService:
 
     def Benchmark(self, request: agent_pb2.BenchmarkRequest, context: Any) -> Iterator[agent_pb2.BenchmarkEvent]:
         bundle = self._bundle(request.bundle_digest)
-        opts = self._options(request.options)
+        opts = self._options(request.options, bundle)
         feeds = self._bench_feeds(request, bundle)
         batch = self._check_batch(bundle, batch_of(bundle.manifest.inputs, feeds))
         runner = self._model(bundle, opts, batch)
@@ -498,7 +508,10 @@ class EngineService:
         native = getattr(runner.engine, "native_benchmark", None)
         if native is not None:  # trtexec times itself, with its H2D / GPU compute / D2H split
             stats, timings = native(feeds, warmup, iterations, duration, batch)
-            yield self._bench_result(stats, timings, opts, batch)
+            result = self._bench_result(stats, timings, opts, batch)
+            if request.layers:
+                self._add_layers(result.result, bundle, runner, feeds)
+            yield result
             return
         t_first = time.perf_counter()
         runner.run(feeds)  # first run outside the timing: allocations, lazy initialisation
@@ -558,7 +571,23 @@ class EngineService:
                             join_s)
         if "error" in done:
             raise done["error"]
-        yield self._bench_result(done["stats"], runner.timings(), opts, batch)
+        result = self._bench_result(done["stats"], runner.timings(), opts, batch)
+        if request.layers:  # after the timed runs and their timings, so the profiler perturbs neither
+            self._add_layers(result.result, bundle, runner, feeds)
+        yield result
+
+    @staticmethod
+    def _add_layers(result: agent_pb2.BenchmarkResult, bundle: Bundle, runner: ModelRunner,
+                    feeds: Dict[str, np.ndarray]) -> None:
+        """The per-layer profile of LAYER_RUNS runs of their own; the segments' ONNX names fused kernels."""
+        sources = {s.id: bundle.segment_path(s.id).read_bytes() for s in bundle.manifest.segments}
+        prof = runner.profile_layers(feeds, LAYER_RUNS, sources)
+        for r in prof.rows[:MAX_LAYERS]:
+            result.layers.add(name=r.name[:MAX_LAYER_NAME], op=r.op[:MAX_LAYER_NAME], mean_ms=r.mean_ms,
+                              share=r.share, segment=r.segment, calls=r.calls)
+        result.layers_total_ms = sum(r.mean_ms for r in prof.rows)
+        result.layers_wall_ms = prof.wall_ms
+        result.layers_runs = prof.runs
 
     @staticmethod
     def _bench_result(stats: LatencyStats, timings: Dict[str, float], opts: Options,
@@ -677,6 +706,20 @@ class EngineService:
         for k in removed:
             self._forget(k)
         return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes())
+
+
+def _source(settings: Any, name: str) -> str:
+    """Where a setting came from ("default", "flag", an environment variable); settings without sources: default."""
+    source = getattr(settings, "source", None)
+    return source(name) if callable(source) else "default"
+
+
+def manifest_workspace(bundle: Optional[Bundle]) -> int:
+    """The bundle manifest's ``max_workspace_size`` (the compile profile's default or the user's), or 0."""
+    value = bundle.manifest.options.get("max_workspace_size") if bundle is not None else None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0
+    return int(value)
 
 
 def timing_info_pb(t: TimingCacheInfo) -> agent_pb2.TimingCacheInfo:

@@ -65,23 +65,30 @@ def bench_one(source: Path, device: str, options: Any, observer: Optional["Obser
     with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
         ready = pipeline.make_ready(client, source, options, observer)
         result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
+    if result.layers is not None:
+        from host.pipeline.layers import name_by_model
+
+        result.layers = name_by_model(result.layers, source, ready.prepared.bundle_dir, ready.prepared.manifest)
     return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
             "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
             **result.to_json(samples=True)}
 
 
-def bench_summary(source: Path, runs: list[dict[str, Any]], report: Optional[PathLike] = None) -> dict[str, Any]:
-    """`deploy bench --json` from the rows; writes the report (Markdown + PNGs) when ``report`` is a directory."""
+def bench_summary(source: Path, runs: list[dict[str, Any]], report: Optional[PathLike] = None,
+                  top: int = 15) -> dict[str, Any]:
+    """`deploy bench --json` from the rows; writes the report (Markdown + PNGs) when ``report`` is a directory
+    (with the ``top`` slowest layers charted where the rows have a layer profile)."""
     from host.pipeline.report import write_report
 
-    files = write_report(Path(report), str(source), runs) if report is not None else None
+    files = write_report(Path(report), str(source), runs, top=top) if report is not None else None
     return {"source": str(source), "devices": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs],
             "report": files}
 
 
 def bench(source: PathLike, devices: Sequence[str] = ("local",), *, report: Optional[PathLike] = None,
-          retry_for: float = 0, **options: Any) -> dict[str, Any]:
-    """Benchmark on each device in turn (so they do not compete); ``options`` as for `push`."""
+          retry_for: float = 0, top: int = 15, **options: Any) -> dict[str, Any]:
+    """Benchmark on each device in turn (so they do not compete); ``options`` as for `push` (``layers=True``: a
+    per-layer profile per device)."""
     from host.pipeline.push import check_source
     from host.pipeline.report import require_matplotlib
 
@@ -91,7 +98,7 @@ def bench(source: PathLike, devices: Sequence[str] = ("local",), *, report: Opti
         require_matplotlib()
     opts = _push_options(verify=False, bench=True, **options)
     runs = [bench_one(source, d, opts, retry_for=retry_for) for d in dict.fromkeys(devices)]
-    return bench_summary(source, runs, report)
+    return bench_summary(source, runs, report, top=top)
 
 
 def run_once(source: Path, device: str, inputs: dict[str, "np.ndarray"], options: Any,

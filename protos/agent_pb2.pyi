@@ -305,7 +305,7 @@ class RunReply(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., latency_ms: _Optional[float] = ..., max_rel_err: _Optional[float] = ..., max_abs_err: _Optional[float] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class BenchmarkRequest(_message.Message):
-    __slots__ = ("bundle_digest", "options", "warmup", "iterations", "duration_s", "batch", "inputs")
+    __slots__ = ("bundle_digest", "options", "warmup", "iterations", "duration_s", "batch", "inputs", "layers")
     BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +313,7 @@ class BenchmarkRequest(_message.Message):
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     bundle_digest: str
     options: BuildOptions
     warmup: int
@@ -320,7 +321,8 @@ class BenchmarkRequest(_message.Message):
     duration_s: float
     batch: int
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., warmup: _Optional[int] = ..., iterations: _Optional[int] = ..., duration_s: _Optional[float] = ..., batch: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    layers: bool
+    def __init__(self, bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., warmup: _Optional[int] = ..., iterations: _Optional[int] = ..., duration_s: _Optional[float] = ..., batch: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., layers: _Optional[bool] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
     __slots__ = ("done", "total", "elapsed_s", "last_ms")
@@ -358,8 +360,24 @@ class LatencyStats(_message.Message):
     samples_ms: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, min_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., max_ms: _Optional[float] = ..., throughput: _Optional[float] = ..., iterations: _Optional[int] = ..., samples_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class LayerTime(_message.Message):
+    __slots__ = ("name", "op", "mean_ms", "share", "segment", "calls")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    op: str
+    mean_ms: float
+    share: float
+    segment: str
+    calls: int
+    def __init__(self, name: _Optional[str] = ..., op: _Optional[str] = ..., mean_ms: _Optional[float] = ..., share: _Optional[float] = ..., segment: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
+
 class BenchmarkResult(_message.Message):
-    __slots__ = ("latency", "backend_timings_ms", "backend", "batch")
+    __slots__ = ("latency", "backend_timings_ms", "backend", "batch", "layers", "layers_total_ms", "layers_wall_ms", "layers_runs")
     class BackendTimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -371,11 +389,19 @@ class BenchmarkResult(_message.Message):
     BACKEND_TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_WALL_MS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_RUNS_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     backend_timings_ms: _containers.ScalarMap[str, float]
     backend: str
     batch: int
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., backend_timings_ms: _Optional[_Mapping[str, float]] = ..., backend: _Optional[str] = ..., batch: _Optional[int] = ...) -> None: ...
+    layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
+    layers_total_ms: float
+    layers_wall_ms: float
+    layers_runs: int
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., backend_timings_ms: _Optional[_Mapping[str, float]] = ..., backend: _Optional[str] = ..., batch: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layers_total_ms: _Optional[float] = ..., layers_wall_ms: _Optional[float] = ..., layers_runs: _Optional[int] = ...) -> None: ...
 
 class BenchmarkEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from device_agent.errors import BuildFailed, DeployError, InvalidInput, ResourceExhausted, Unavailable
+
+if TYPE_CHECKING:
+    from device_agent.engines.layers import LayerProfile, LayerProfiler
 
 Dim = Union[int, str, None]
 Shape = Tuple[int, ...]
@@ -168,6 +171,37 @@ class Engine:
         return {}
 
     def reset_timings(self) -> None:
+        return None
+
+    def layer_profiler(self, segment: str, source: Optional[bytes] = None) -> "LayerProfiler":
+        """A profiler of this engine's layers for runs after the timed ones; ``source``: the segment's ONNX, to
+        name fused kernels by their nodes. A backend without a profiler gives one row, the whole engine."""
+        from device_agent.engines.layers import LayerProfiler
+
+        try:
+            prof = self._layer_profiler_impl(segment, source)
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise DeployError(f"{self.backend} could not profile its layers: {_one_line(exc)}") from exc
+        return prof if prof is not None else LayerProfiler(self.run, segment, f"{self.backend} (whole segment)")
+
+    def profile_layers(self, feeds: Mapping[str, np.ndarray], runs: int, segment: str,
+                       source: Optional[bytes] = None) -> "LayerProfile":
+        """``runs`` profiled runs (plus one warm-up) of this engine alone; rows with shares, largest first."""
+        from device_agent.engines.layers import finish
+
+        prof = self.layer_profiler(segment, source)
+        try:
+            for _ in range(runs + 1):
+                prof.run(dict(feeds))
+            rows = prof.rows()
+        finally:
+            prof.close()
+        walls = prof.walls_ms[1:]
+        return finish(rows, float(np.mean(walls)) if walls else 0.0, runs)
+
+    def _layer_profiler_impl(self, segment: str, source: Optional[bytes]) -> Optional["LayerProfiler"]:
         return None
 
     def close(self) -> None:

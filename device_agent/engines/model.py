@@ -13,6 +13,7 @@ import numpy as np
 
 from device_agent.bundle import Bundle, TensorSpec
 from device_agent.engines.base import Engine, ProfileShape
+from device_agent.engines.layers import LayerProfile
 from device_agent.errors import InvalidInput, PreconditionFailed, ResourceExhausted
 
 MAX_TENSORS = 256
@@ -116,6 +117,15 @@ class ModelRunner:
                 for k, v in eng.timings().items():
                     t[k] = t.get(k, 0.0) + v
         return t
+
+    def profile_layers(self, feeds: Mapping[str, np.ndarray], runs: int,
+                       sources: Mapping[str, Optional[bytes]]) -> LayerProfile:
+        """Per-layer times over ``runs`` runs after the timed ones; ``sources``: each segment's ONNX by id."""
+        profile_segments = getattr(self.engine, "profile_segments", None)
+        if profile_segments is not None:  # hybrid: the TVM remainder calls the segments
+            return profile_segments(feeds, runs, sources)
+        (sid,) = list(self.segments) or [""]
+        return self.engine.profile_layers(feeds, runs, sid, sources.get(sid))
 
     def reset_timings(self) -> None:
         self.engine.reset_timings()

@@ -12,7 +12,9 @@ goes through host memory between parts.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -22,6 +24,7 @@ import numpy as np
 
 from device_agent.engines.base import (ONNX_DTYPES, Backend, BuildFailedWithMessages, BuildOutput, BuildSpec,
                                        Engine, ProbeResult, TensorMeta)
+from device_agent.engines.layers import LayerProfiler, LayerTime, kernel_rows, onnx_nodes
 from device_agent.errors import BuildFailed, InvalidInput, Unavailable
 
 CUDA_EP = "CUDAExecutionProvider"
@@ -40,14 +43,76 @@ def _ort():
 class OrtEngine(Engine):
     backend = "onnxruntime"
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, reopen: Optional[Callable[[Callable[[Any], None]], Any]] = None) -> None:
         super().__init__(_metas(session.get_inputs()), _metas(session.get_outputs()))
         self.session = session
         self._names = [m.name for m in self.outputs]
+        # another session on the same plan, providers and options, with its SessionOptions adjusted first
+        self.reopen = reopen
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         values = self.session.run(self._names, feeds)
         return dict(zip(self._names, values))
+
+    def _layer_profiler_impl(self, segment: str, source: Optional[bytes]) -> Optional[LayerProfiler]:
+        return OrtLayerProfiler(self, segment, source) if self.reopen is not None else None
+
+
+class OrtLayerProfiler(LayerProfiler):
+    """onnxruntime's own profiler on a second session of the same plan and options (the timed session is never
+    profiled). Its Node events ``<kernel>_kernel_time`` give each kernel's time; the session's final graph, saved
+    beside the profile, maps fused kernels back to the segment's ONNX nodes."""
+
+    def __init__(self, engine: OrtEngine, segment: str, source: Optional[bytes]) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="ort-profile-")
+        self.graph_path = os.path.join(self.tmp, "kernels.onnx")
+        self.source = source
+
+        def profiled(so: Any, save_graph: bool) -> None:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(self.tmp, "profile")
+            if save_graph:
+                so.optimized_model_filepath = self.graph_path
+
+        assert engine.reopen is not None
+        try:
+            session = engine.reopen(lambda so: profiled(so, True))
+        except Exception:  # a provider whose final graph cannot be saved: kernels keep onnxruntime's names
+            session = engine.reopen(lambda so: profiled(so, False))
+        self.session = session
+        names = list(engine._names)
+        super().__init__(lambda feeds: dict(zip(names, session.run(names, feeds))), segment, "")
+        self._rows: Optional[List[LayerTime]] = None
+
+    def rows(self) -> List[LayerTime]:
+        if self._rows is not None:
+            return self._rows
+        path = self.session.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+        os.unlink(path)
+        runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                      key=lambda e: e["ts"])
+        warm_end = runs[0]["ts"] + runs[0]["dur"] if runs else 0  # the first run warms up: not counted
+        times: Dict[str, List[float]] = {}
+        ops: Dict[str, str] = {}
+        for e in events:
+            name = str(e.get("name", ""))
+            if e.get("cat") != "Node" or not name.endswith("_kernel_time") or e.get("ts", 0) < warm_end:
+                continue
+            kernel = name[:-len("_kernel_time")]
+            times.setdefault(kernel, []).append(float(e.get("dur", 0)) / 1e3)  # microseconds
+            ops[kernel] = str((e.get("args") or {}).get("op_name", ""))
+        kernels = None
+        if self.source and os.path.exists(self.graph_path):
+            with open(self.graph_path, "rb") as f:
+                kernels = onnx_nodes(f.read())
+        source = onnx_nodes(self.source) if self.source else None
+        self._rows = kernel_rows(times, ops, max(len(runs) - 1, 1), self.name, source, kernels)
+        return self._rows
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class OrtCudaEngine(OrtEngine):
@@ -179,7 +244,15 @@ class OnnxRuntimeBackend(Backend):
 
     def load_impl(self, plan: bytes, spec: BuildSpec) -> Engine:
         session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"), providers=self.providers)
-        return OrtEngine(session)
+        return OrtEngine(session, self._reopener(plan, self.providers))
+
+    def _reopener(self, plan: bytes, providers: List[Any]) -> Callable[[Callable[[Any], None]], Any]:
+        def reopen(adjust: Callable[[Any], None]) -> Any:
+            so = self.session_options("ORT_ENABLE_ALL")
+            adjust(so)
+            return _ort().InferenceSession(plan, so, providers=providers)
+
+        return reopen
 
 
 class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
@@ -232,12 +305,14 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
                                    "cudnn_conv_algo_search": self.conv_algo_search}
         if cuda is not None:
             options["user_compute_stream"] = str(int(cuda.stream))
-        session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"),
-                                          providers=[(CUDA_EP, options), "CPUExecutionProvider"])
+        providers = [(CUDA_EP, options), "CPUExecutionProvider"]
+        session = _ort().InferenceSession(plan, self.session_options("ORT_ENABLE_ALL"), providers=providers)
         if session.get_providers()[0] != CUDA_EP:
             raise Unavailable("onnxruntime fell back to the CPU when loading the engine; the CUDA provider "
                               "could not start (see the agent's log)")
-        return OrtCudaEngine(session, cuda, self.device_id) if cuda is not None else OrtEngine(session)
+        engine = OrtCudaEngine(session, cuda, self.device_id) if cuda is not None else OrtEngine(session)
+        engine.reopen = self._reopener(plan, providers)
+        return engine
 
 
 def _to_fp16(onnx_bytes: bytes, messages: List[str]) -> bytes:

@@ -20,6 +20,7 @@ import numpy as np
 from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
                                        ProbeResult, TensorMeta)
 from device_agent.engines.cuda import CudaRt as _CudaRt
+from device_agent.engines.layers import LayerProfiler, LayerTime
 from device_agent.engines.trt_progress import attach_progress_monitor
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, Unavailable
 
@@ -136,7 +137,15 @@ class TrtEngine(Engine):
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         with self._run_lock:
-            return self._run_locked(feeds)
+            return self._run_locked(feeds, self.context)
+
+    def run_in(self, context: Any, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """A run in another execution context of this engine (the layer profiler's), on the same buffers."""
+        with self._run_lock:
+            return self._run_locked(feeds, context)
+
+    def _layer_profiler_impl(self, segment: str, source: Optional[bytes]) -> Optional[LayerProfiler]:
+        return TrtLayerProfiler(self, segment)
 
     def _to_binding(self, name: str, arr: np.ndarray) -> np.ndarray:
         """The array in the engine binding's dtype (int64 -> int32 below TensorRT 10), refusing values it cannot hold."""
@@ -151,8 +160,8 @@ class TrtEngine(Engine):
                                    f"binding (TensorRT {self.trt.__version__} takes {arr.dtype.name} as {want.name})")
         return np.ascontiguousarray(arr.astype(want))
 
-    def _run_locked(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        ctx, cuda = self.context, self.cuda
+    def _run_locked(self, feeds: Dict[str, np.ndarray], ctx: Any) -> Dict[str, np.ndarray]:
+        cuda = self.cuda
         feeds = {name: self._to_binding(name, arr) for name, arr in feeds.items()}
         names = [m.name for m in self.inputs + self.outputs]
         for name, arr in feeds.items():
@@ -210,6 +219,43 @@ class TrtEngine(Engine):
             self.close()
         except Exception:
             pass
+
+
+class TrtLayerProfiler(LayerProfiler):
+    """TensorRT's ``IProfiler`` on an execution context of its own (the timed context never has one), as NVIDIA's
+    Python API documents it: a subclass calling ``trt.IProfiler.__init__`` and overriding ``report_layer_time(
+    layer_name, ms)``, assigned to ``context.profiler``; ``enqueue_emits_profile`` stays True, so each
+    ``execute_async_v3`` reports its layers. Layer names are TensorRT's (fused layers join names with " + ")."""
+
+    def __init__(self, engine: TrtEngine, segment: str) -> None:
+        trt = engine.trt
+
+        class Recorder(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+                self.times: Dict[str, List[float]] = {}
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:  # TensorRT's callback
+                self.times.setdefault(str(layer_name), []).append(float(ms))
+
+        self.recorder = Recorder()
+        self.context = engine.engine.create_execution_context()
+        self.context.profiler = self.recorder
+        super().__init__(lambda feeds: engine.run_in(self.context, feeds), segment, "TensorRT layer")
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        out = super().run(feeds)
+        if len(self.walls_ms) == 1:  # the warm-up run's layers are not counted
+            self.recorder.times.clear()
+        return out
+
+    def rows(self) -> List[LayerTime]:
+        runs = max(len(self.walls_ms) - 1, 1)
+        return [LayerTime(name, self.op, sum(ms) / runs, len(ms), self.name)
+                for name, ms in self.recorder.times.items()]
+
+    def close(self) -> None:
+        self.context = None  # the context, and its activation memory, go with the last reference
 
 
 class TensorRTBackend(Backend):

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from device_agent.bench import LatencyStats
+from device_agent.engines.layers import LayerProfile, LayerTime, finish
 from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
                                        ProbeResult, TensorMeta)
 from device_agent.errors import BuildFailed, InvalidInput, Unavailable
@@ -92,6 +93,20 @@ def parse_summary(text: str) -> Dict[str, Dict[str, float]]:
     return out
 
 
+def parse_profile(data: object, segment: str = "") -> Tuple[List[LayerTime], int]:
+    """(rows, runs) from trtexec's ``--exportProfile`` JSON: a list whose first element is ``{"count": N}`` (the
+    profiled runs), then one object per layer with ``name``, ``averageMs`` (per run) and ``percentage``."""
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "count" not in data[0]:
+        raise BuildFailed("trtexec's exported profile is not a list starting with {\"count\": N}")
+    runs = int(data[0]["count"])
+    rows = []
+    for item in data[1:]:
+        if not isinstance(item, dict) or "name" not in item or "averageMs" not in item:
+            raise BuildFailed(f"trtexec's exported profile has a layer without name or averageMs: {item!r:.200}")
+        rows.append(LayerTime(str(item["name"]), "TensorRT layer", float(item["averageMs"]), runs, segment))
+    return rows, runs
+
+
 def _shape_arg(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
@@ -152,6 +167,22 @@ class TrtexecEngine(Engine):
                              iterations=iterations, samples_ms=[])
         timings = {k: v["mean"] for k, v in summary.items() if k in ("h2d", "gpu_compute", "d2h") and "mean" in v}
         return stats, timings
+
+    def profile_layers(self, feeds: Dict[str, np.ndarray], runs: int, segment: str,
+                       source: Optional[bytes] = None) -> LayerProfile:
+        """A trtexec run of its own after the timed one: its per-layer profile in a separate profiling run
+        (``--separateProfileRun``, so the layer timers do not slow the timed part), exported as JSON."""
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            path = os.path.join(tmp, "profile.json")
+            text = _run(self._cmd(feeds) + [f"--iterations={max(1, runs)}", "--duration=0", "--warmUp=200",
+                                            "--dumpProfile", "--separateProfileRun", f"--exportProfile={path}"])
+            try:
+                with open(path) as f:
+                    rows, count = parse_profile(json.load(f), segment)
+            except (OSError, ValueError) as exc:
+                raise BuildFailed(f"trtexec wrote no readable profile: {exc}") from exc
+        wall = parse_summary(text).get("gpu_compute", {}).get("mean", 0.0)  # of the timed part of that run
+        return finish(rows, wall, count)
 
 
 def _run(cmd: List[str]) -> str:

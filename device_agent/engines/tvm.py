@@ -10,12 +10,16 @@ stream: the span of the TVM kernels and every segment.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
 from device_agent.bundle import Bundle
 from device_agent.engines.base import Engine, TensorMeta
+from device_agent.engines.layers import LayerProfile, LayerProfiler, LayerTime, finish
+
+REMAINDER = "remainder"  # the segment field of the TVM remainder's row
 
 
 def _metas(specs) -> list:
@@ -73,6 +77,47 @@ class TvmModel(Engine):
             return CudaRt()
         except Exception:  # no cuda-python or pycuda: timed by wall clock only
             return None
+
+    def profile_segments(self, feeds: Mapping[str, np.ndarray], runs: int,
+                         sources: Mapping[str, Optional[bytes]]) -> LayerProfile:
+        """The hybrid model's profile: each segment's layers from its backend's profiler, and the TVM remainder as
+        one row (op ``tvm``): a profiled run's wall time less the time spent inside the segments' runners (so it holds
+        the VM's own work and the tensor copies between the VM and the segments)."""
+        from device_agent.bundle_runtime import run_bundle
+
+        profs: Dict[str, LayerProfiler] = {sid: eng.layer_profiler(sid, sources.get(sid))
+                                           for sid, eng in self.segments.items()}
+        inside = [0.0]
+
+        def timed(prof: LayerProfiler):
+            def run(ins: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+                t0 = time.perf_counter()
+                try:
+                    return prof.run(ins)
+                finally:
+                    inside[0] += time.perf_counter() - t0
+            return run
+
+        runners = {sid: timed(p) for sid, p in profs.items()}
+        walls: List[float] = []
+        segs: List[float] = []
+        try:
+            for _ in range(runs + 1):  # the first warms up
+                inside[0] = 0.0
+                t0 = time.perf_counter()
+                run_bundle(self.bundle, runners, dict(feeds), device=self.device)
+                walls.append((time.perf_counter() - t0) * 1e3)
+                segs.append(inside[0] * 1e3)
+            rows = [r for p in profs.values() for r in p.rows()]
+        finally:
+            for p in profs.values():
+                p.close()
+        m = self.bundle.manifest
+        rest = max(0.0, float(np.mean(walls[1:])) - float(np.mean(segs[1:]))) if runs else 0.0
+        rows.append(LayerTime(f"TVM remainder ({len(m.not_offloaded)} node(s) not offloaded, compiled by TVM for "
+                              f"{self.device}; with the copies to and from the segments)", "tvm", rest, runs,
+                              REMAINDER))
+        return finish(rows, float(np.mean(walls[1:])) if runs else 0.0, runs)
 
     def timings(self) -> Dict[str, float]:
         out: Dict[str, float] = {"gpu_compute": float(np.mean(self._gpu_ms))} if self._gpu_ms else {}

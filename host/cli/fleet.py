@@ -128,6 +128,9 @@ def _render_warm(data: dict[str, Any], console: Console, verbose: bool = False) 
                       "serving the engines it had.")
 
 
+LABELS = {"build_progress": "progress"}  # a running build: "progress a: trt_0 building 12 s"
+
+
 @fleet_app.command("warm")
 def warm(
     model_or_bundle: Annotated[Path, typer.Argument(help="ONNX model, bundle directory or bundle archive (.tar).")],
@@ -154,7 +157,8 @@ def warm(
         if event.kind in ("queried",):
             return
         detail = f": {event.detail}" if event.detail else ""
-        out.status(escape(f"{event.kind:>13} {event.device}{detail}"))
+        kind = LABELS.get(event.kind, event.kind)
+        out.status(escape(f"{kind:>13} {event.device}{detail}"))
 
     data = api.fleet_warm(model_or_bundle, tag, concurrency=concurrency, max_failures=max_failures,
                           retry_for=retry_for, on_event=show, registry=registry, via_registry=via_registry)

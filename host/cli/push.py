@@ -20,7 +20,7 @@ from ._options import (
     retry_lines,
 )
 from .output import Output
-from .push_view import latency_table, mib, observer_for, render_push
+from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push
 
 if TYPE_CHECKING:
     from host.pipeline.push import PushOptions
@@ -134,8 +134,12 @@ def bench(
     input: SampleOpt = [],
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
+    layers: Annotated[bool, typer.Option("--layers", help="Also profile each layer (the backend's profiler, on runs "
+                                         "after the timed ones): a table of the slowest, `layers` in --json.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Layers shown in the table and the report's chart.")] = 15,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
-                                                   "histogram and CDF (PNG) into this directory.")] = None,
+                                                   "histogram and CDF (PNG) into this directory; with --layers "
+                                                   "also a bar chart of the slowest layers.")] = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -151,17 +155,26 @@ def bench(
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
                        sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
-                       warmup=warmup, iterations=iterations, duration_s=duration, batch=batch)
+                       warmup=warmup, iterations=iterations, duration_s=duration, batch=batch, layers=layers)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
         with live:
             runs.append(api.bench_one(source, name, options, observer, retry_for=retry_for,
                                       on_retry=retry_lines(out, f"[{name}] ")))
-    data = api.bench_summary(source, runs, report)
+    data = api.bench_summary(source, runs, report, top=top)
     files = data["report"]
-    out.result(data, lambda c: (c.print(latency_table({r["device"]: r for r in runs})),
-                                files and c.print(f"report: {files['report']}")))
+
+    def render(c: Any) -> None:
+        c.print(latency_table({r["device"]: r for r in runs}))
+        for r in runs:
+            if r.get("layers") is not None:
+                c.print(layers_heading(r, top))
+                c.print(layers_table(r["layers"], top))
+        if files:
+            c.print(f"report: {files['report']}")
+
+    out.result(data, render)
 
 
 def run(

@@ -213,6 +213,30 @@ def latency_table(rows: dict[str, Any]) -> Table:
     return table
 
 
+def layers_heading(run: dict[str, Any], top: int) -> str:
+    """What the layer table is over: its device, the profiled runs, and the rows' sum beside a run's wall time."""
+    rows = run.get("layers") or []
+    return (f"[bold]layers[/bold] on {run['device']}: {min(top, len(rows))} slowest of {len(rows)}, over "
+            f"{run.get('layers_runs', 0)} profiled run(s); sum {run.get('layers_total_ms', 0.0):.3f} ms, "
+            f"profiled run {run.get('layers_wall_ms', 0.0):.3f} ms, benchmark mean {run.get('mean_ms', 0.0):.3f} ms")
+
+
+def layers_table(rows: list[dict[str, Any]], top: int) -> Table:
+    """The ``top`` slowest layers (the agent sends them largest first) with their share of the sum."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", padding=(0, 2))
+    for col, justify in (("share", "right"), ("mean ms", "right"), ("calls", "right"), ("segment", "left"),
+                         ("op", "left"), ("layer", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "layer",  # type: ignore[arg-type]
+                         overflow="fold" if col == "layer" else "ellipsis")
+    for r in sorted(rows, key=lambda r: -r["mean_ms"])[:top]:
+        name = r["name"] if len(r["name"]) <= 200 else r["name"][:197] + "..."
+        op = r["op"].split(" (")[0]  # the kernel's op; the layer's name lists the nodes it does
+        table.add_row(f"{100 * r['share']:.1f} %", _fmt(r["mean_ms"], 3), str(r["calls"]), r["segment"], op, name)
+    return table
+
+
 def render_push(data: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 

@@ -37,6 +37,7 @@ from protos import agent_pb2
 FETCH_CHUNK_BYTES = 1024 * 1024
 #: A Build stream may run for many minutes on a Jetson; this bounds a hung one.
 BUILD_DEADLINE_S = 3 * 3600.0
+PROGRESS_EVERY_S = 2.0  # at most one build_progress event per builder this often (a new segment or phase: at once)
 
 
 # ---------------------------------------------------------------- results
@@ -144,8 +145,8 @@ class WarmResult:
 class WarmEvent:
     """Progress, for the CLI's status lines and for tests that act at a given moment."""
 
-    kind: str            # queried, unreachable, skipped, uploading, building, build_started, built,
-    device: str          # builder_lost, fetched, copied, failed, not_started, retrying
+    kind: str            # queried, unreachable, skipped, uploading, building, build_started, build_progress,
+    device: str          # built, builder_lost, fetched, copied, failed, not_started, retrying
     device_class: Optional[DeviceClass] = None
     detail: str = ""
 
@@ -504,6 +505,7 @@ class Warmer:
             summary: Optional[agent_pb2.BuildSummary] = None
             errors: list[str] = []
             started = False
+            progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
             for event in client.build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
                 which = event.WhichOneof("event")
                 if which == "segment":
@@ -511,7 +513,9 @@ class Warmer:
                     if not started:
                         started = True
                         self._emit("build_started", builder.name, cls, seg.segment_id)
-                    if seg.stage == agent_pb2.SegmentEvent.BUILT:
+                    if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
+                        progress.event(seg)
+                    elif seg.stage == agent_pb2.SegmentEvent.BUILT:
                         built += 1
                         build_s += seg.parse_s + seg.build_s
                     elif seg.stage == agent_pb2.SegmentEvent.FAILED:
@@ -605,6 +609,28 @@ class Warmer:
             res.timing_refused[m.name] = refused
         else:
             res.timing_copied_to.append(m.name)
+
+
+class _ProgressLimiter:
+    """A builder's PROGRESS events as fleet events: a new segment or TensorRT phase at once, else at most one per
+    PROGRESS_EVERY_S, so a fleet of heartbeating builds does not flood the terminal."""
+
+    def __init__(self, emit: Callable[[str], None], every_s: float = 0.0) -> None:
+        self.emit = emit
+        self.every_s = every_s or PROGRESS_EVERY_S
+        self._last = -float("inf")
+        self._where: tuple[str, str] = ("", "")
+
+    def event(self, seg: agent_pb2.SegmentEvent) -> None:
+        from host.pipeline.push import progress_text  # what push's live view shows for the same event
+
+        now = time.monotonic()
+        where = (seg.segment_id, seg.progress_phase if seg.progress_kind != "heartbeat" else "")
+        if where == self._where and now - self._last < self.every_s:
+            return
+        self._where, self._last = where, now
+        text = progress_text(seg)
+        self.emit(f"{seg.segment_id} {text if where[1] else 'building ' + text}")
 
 
 def _out_of_resources(exc: BaseException) -> bool:

@@ -57,6 +57,7 @@ class PushOptions:
     iterations: int = 0
     duration_s: float = 0.0
     batch: int = 0
+    layers: bool = False  # bench: a per-layer profile after the timed runs
     int8: Optional[Any] = None  # host.compiler.quantize.Int8Options (--int8 --calibration ...)
     registry: Optional[str] = None  # HOST/REPO: the bundle goes through it, the engines are published after
 
@@ -146,11 +147,19 @@ class BenchResult:
     backend: str
     backend_timings_ms: dict[str, float] = field(default_factory=dict)
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    # `bench --layers`: rows {name, op, mean_ms, share, segment, calls}, largest first; None when not asked
+    layers: Optional[list[dict[str, Any]]] = None
+    layers_total_ms: float = 0.0   # sum of the rows' mean_ms
+    layers_wall_ms: float = 0.0    # mean wall time of one profiled run
+    layers_runs: int = 0
 
     def to_json(self, samples: bool = False) -> dict[str, Any]:
         data = asdict(self)
         if not samples:
             data.pop("samples_ms")
+        if self.layers is None:
+            for k in ("layers", "layers_total_ms", "layers_wall_ms", "layers_runs"):
+                data.pop(k)
         return data
 
 
@@ -458,7 +467,8 @@ def benchmark(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
     observer.phase("bench", f"{iterations} iterations" if iterations else f"{push.duration_s:g} s")
     started = time.perf_counter()
     request = agent_pb2.BenchmarkRequest(bundle_digest=digest, options=options, warmup=push.warmup,
-                                         iterations=iterations, duration_s=push.duration_s, batch=push.batch)
+                                         iterations=iterations, duration_s=push.duration_s, batch=push.batch,
+                                         layers=push.layers)
     result: Optional[agent_pb2.BenchmarkResult] = None
     with closing(client.benchmark(request)) as events:
         for event in events:
@@ -473,6 +483,11 @@ def benchmark(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
     bench = BenchResult(lat.p50_ms, lat.p90_ms, lat.p95_ms, lat.p99_ms, lat.mean_ms, lat.min_ms, lat.max_ms,
                         lat.throughput, lat.iterations, result.batch, result.backend,
                         dict(result.backend_timings_ms), list(lat.samples_ms))
+    if push.layers:
+        bench.layers = [{"name": r.name, "op": r.op, "mean_ms": r.mean_ms, "share": r.share, "segment": r.segment,
+                         "calls": r.calls} for r in result.layers]
+        bench.layers_total_ms, bench.layers_wall_ms = result.layers_total_ms, result.layers_wall_ms
+        bench.layers_runs = result.layers_runs
     observer.phase_done("bench", time.perf_counter() - started, f"p50 {lat.p50_ms:.2f} ms")
     return bench
 

@@ -267,7 +267,7 @@ def test_a_benchmark_whose_backend_hangs_ends_deadline_exceeded_instead_of_waiti
     monkeypatch.setattr(engine_service, "batch_of", lambda inputs, feeds: 1)
     service = engine_service.EngineService.__new__(engine_service.EngineService)
     service._bundle = lambda digest: SimpleNamespace(manifest=SimpleNamespace(inputs=[], options={}))
-    service._options = lambda o: SimpleNamespace(backend=SimpleNamespace(name="fake"), batch=0)
+    service._options = lambda o, bundle=None: SimpleNamespace(backend=SimpleNamespace(name="fake"), batch=0)
     service._bench_feeds = lambda request, bundle: {}
     service._model = lambda bundle, opts, batch: HangingRunner()
     context = SimpleNamespace(is_active=lambda: True)

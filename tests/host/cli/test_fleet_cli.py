@@ -55,3 +55,25 @@ def test_fleet_warm_prints_a_table_per_class_reports_a_dead_device_and_skips_war
     assert sorted(data["classes"][0]["skipped"]) == ["a", "b"]
     assert [u["device"] for u in data["unreachable"]] == ["gone"]
     assert data["unreachable"][0]["state"] == "down: refused" and "Connection refused" in data["unreachable"][0]["reason"]
+
+
+def test_fleet_warm_shows_a_running_builds_progress(agent_factory, tmp_path, deploy):
+    from tests.device_agent.onnx_models import wide_mlp
+
+    a, b = agent_factory(build_heartbeat_s=0.005), agent_factory(build_heartbeat_s=0.005)
+    env = inventory_of(tmp_path, {"a": {"address": a.address, "profile": "x86-cpu"},
+                                  "b": {"address": b.address, "profile": "x86-cpu"}})
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(wide_mlp(1024, 2, seed=72))  # 8 MiB: its onnxruntime build beats many times at 5 ms
+    proc = deploy("fleet", "warm", str(model), env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    progress = [line.split() for line in lines if line.split()[:1] == ["progress"]]
+    assert progress, proc.stderr
+    # "progress a: trt_0 building 0 s", from the builder only, between its build start and its end
+    assert all(p[1] in ("a:", "b:") and p[3] == "building" and p[-1] == "s" for p in progress), progress
+    assert len({p[1] for p in progress}) == 1, "one build per class"
+    first = next(i for i, line in enumerate(lines) if line.split()[:1] == ["progress"])
+    assert any(line.split()[:1] == ["build_started"] for line in lines[:first])
+    assert any(line.split()[:1] == ["built"] for line in lines[first:])
+    assert len(progress) <= 3, "rate-limited: the agent sent a heartbeat every 5 ms"
