@@ -1,14 +1,14 @@
 """Per-layer profiles: the row type, the default whole-engine profiler, and mapping fused kernels to ONNX nodes.
 
 A profiler runs *after* the timed benchmark iterations, on runs of its own, so profiling never perturbs the
-latency figures. Its first run is a warm-up and is not counted. The ONNX graph is read with a small protobuf
-wire-format reader (node names, op types, input and output tensor names only), since the agent must not need
-the onnx package.
+latency figures. Its first run is a warm-up and is not counted. The ONNX graph is read through
+protos/onnx_graph.proto (node names, op types, input and output tensor names only), since the agent must not
+need the onnx package.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -73,64 +73,13 @@ class OnnxNode:
     outputs: Tuple[str, ...]
 
 
-def _varint(buf: memoryview, pos: int) -> Tuple[int, int]:
-    shift = result = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: memoryview):
-    """(field number, wire type, value) of one message; length-delimited values as memoryviews (no copy)."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-        elif wt == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
-        elif wt == 2:
-            n, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + n], pos + n
-        elif wt == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wt}")
-        yield num, wt, val
-
-
 def onnx_nodes(model: bytes) -> List[OnnxNode]:
-    """The top graph's nodes of a serialized ModelProto (graph = 7; GraphProto.node = 1; NodeProto input = 1,
-    output = 2, name = 3, op_type = 4), in graph order."""
-    nodes: List[OnnxNode] = []
-    for num, wt, graph in _fields(memoryview(model)):
-        if num != 7 or wt != 2:
-            continue
-        for gnum, gwt, node in _fields(graph):
-            if gnum != 1 or gwt != 2:
-                continue
-            ins: List[str] = []
-            outs: List[str] = []
-            name = op = ""
-            for nnum, nwt, val in _fields(node):
-                if nwt != 2:
-                    continue
-                text = bytes(val).decode("utf-8", "replace")
-                if nnum == 1:
-                    ins.append(text)
-                elif nnum == 2:
-                    outs.append(text)
-                elif nnum == 3:
-                    name = text
-                elif nnum == 4:
-                    op = text
-            nodes.append(OnnxNode(name, op, tuple(ins), tuple(outs)))
-    return nodes
+    """The top graph's nodes of a serialized ModelProto, in graph order (protos/onnx_graph.proto: onnx.proto's
+    field numbers for the node names, op types and tensor names; everything else is skipped as unknown)."""
+    from protos import onnx_graph_pb2
+
+    graph = onnx_graph_pb2.ModelProto.FromString(model).graph
+    return [OnnxNode(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in graph.node]
 
 
 #: ops an optimizer fuses into the kernel that produces their input (a convolution's activation or residual sum)
