@@ -25,7 +25,7 @@ from .bench import LatencyStats, Progress, run_loop
 from .bundle import Bundle, Segment, extract_archive
 from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key, device_class
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
-from .engines.model import (ModelRunner, batch_of, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
+from .engines.model import (ModelRunner, batch_of, compare, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
 from .fileio import sha256_bytes
 from .build_progress import run_with_progress
@@ -727,20 +727,3 @@ def timing_info_pb(t: TimingCacheInfo) -> agent_pb2.TimingCacheInfo:
                                    digest=t.digest, updated=t.updated)
     pb.facts.update(t.facts)
     return pb
-
-
-def compare(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]) -> Tuple[float, float]:
-    """(max relative, max absolute) error over the outputs; relative = max|diff| / max|reference| per output."""
-    rel = abs_ = 0.0
-    for name, ref in want.items():
-        if name not in got:
-            raise BuildFailed(f"the model returned no output {name!r} to compare with the reference")
-        out = np.asarray(got[name], dtype=np.float64)
-        r = np.asarray(ref, dtype=np.float64)
-        if out.shape != r.shape:
-            raise BuildFailed(f"output {name!r} has shape {list(out.shape)}, the reference {list(r.shape)}")
-        diff = float(np.max(np.abs(out - r))) if r.size else 0.0
-        scale = float(np.max(np.abs(r))) if r.size else 0.0
-        abs_ = max(abs_, diff)
-        rel = max(rel, diff / scale if scale > 0 else diff)
-    return rel, abs_

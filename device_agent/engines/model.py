@@ -14,7 +14,7 @@ import numpy as np
 from device_agent.bundle import Bundle, TensorSpec
 from device_agent.engines.base import Engine, ProfileShape
 from device_agent.engines.layers import LayerProfile
-from device_agent.errors import InvalidInput, PreconditionFailed, ResourceExhausted
+from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, ResourceExhausted
 
 MAX_TENSORS = 256
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
@@ -40,6 +40,29 @@ def numpy_to_wire(arr: np.ndarray) -> Tuple[str, List[int], bytes]:
     arr = np.asarray(arr, order="C")
     little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
     return arr.dtype.name, [int(d) for d in arr.shape], little.tobytes()
+
+
+def output_error(got: np.ndarray, ref: np.ndarray) -> Tuple[float, float]:
+    """(relative, absolute) error of one output of the reference's shape: max|diff| / max|reference|, max|diff|."""
+    out = np.asarray(got, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    diff = float(np.max(np.abs(out - r))) if r.size else 0.0
+    scale = float(np.max(np.abs(r))) if r.size else 0.0
+    return (diff / scale if scale > 0 else diff), diff
+
+
+def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> Tuple[float, float]:
+    """(max relative, max absolute) error over the outputs (verify's measure); a missing or reshaped output fails."""
+    rel = abs_ = 0.0
+    for name, ref in want.items():
+        if name not in got:
+            raise BuildFailed(f"the model returned no output {name!r} to compare with the reference")
+        if np.shape(got[name]) != np.shape(ref):
+            raise BuildFailed(f"output {name!r} has shape {list(np.shape(got[name]))}, the reference "
+                              f"{list(np.shape(ref))}")
+        r, a = output_error(got[name], ref)
+        rel, abs_ = max(rel, r), max(abs_, a)
+    return rel, abs_
 
 
 def batch_of(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
