@@ -11,7 +11,7 @@ import http.client
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted, Unavailable
 from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
@@ -169,37 +169,34 @@ class Puller:
         timing = self.engines.timing
         have = timing.info(facts)
         if have is None or have.digest != digest:
-            attempts = self.client.retry.attempts
-            for attempt in range(1, attempts + 1):
-                try:
-                    _start, chunks = self.client.retried(f"GET blob {digest}",
-                                                         lambda: self.client.blob_chunks(digest))
-                    timing.put(facts, mine, chunks, size, digest)
-                    break
-                except (OSError, http.client.HTTPException, Unavailable) as exc:
-                    if attempt == attempts:
-                        raise Unavailable(f"pull of timing cache {digest} failed {attempts} times: {exc}") from None
-                res.retries += 1
-                _sleep(attempt)
+            self._fetch_whole(f"timing cache {digest}", digest, lambda chunks: timing.put(facts, mine, chunks, size,
+                                                                                          digest), res)
             res.timing_cache_pulled = True
             res.bytes_pulled += size
         res.timing_cache_digest = digest
 
     def _engine(self, key: str, parts: Dict[str, Any], digest: str, size: int, expected: Dict[str, str],
                 res: PullResult) -> None:
+        self._fetch_whole(f"engine {key[:16]}...", digest,
+                          lambda chunks: self.engines.cache.put_external_stream(key, parts, chunks, size, digest,
+                                                                                expected), res)
+        res.engines_pulled += 1
+        res.bytes_pulled += size
+
+    def _fetch_whole(self, what: str, digest: str, store: Callable[[Iterator[bytes]], None], res: PullResult) -> None:
+        """GET one blob into `store` (which checks size and digest and commits atomically), from the start again when
+        the connection is lost or the body is cut off; a wrong digest is refused at once."""
         attempts = self.client.retry.attempts
         for attempt in range(1, attempts + 1):
             try:
                 _start, chunks = self.client.retried(f"GET blob {digest}", lambda: self.client.blob_chunks(digest))
-                self.engines.cache.put_external_stream(key, parts, chunks, size, digest, expected)
-                res.engines_pulled += 1
-                res.bytes_pulled += size
+                store(chunks)
                 return
             except (OSError, http.client.HTTPException, Unavailable) as exc:
                 if attempt == attempts:
-                    raise Unavailable(f"pull of engine {key[:16]}... failed {attempts} times: {exc}") from None
+                    raise Unavailable(f"pull of {what} failed {attempts} times: {exc}") from None
             except DataLoss as exc:
-                if "ended at" not in str(exc) or attempt == attempts:  # a wrong digest is refused at once
+                if "ended at" not in str(exc) or attempt == attempts:
                     raise
             res.retries += 1
             _sleep(attempt)
