@@ -23,6 +23,7 @@ from .config import AgentSettings
 from .errors import DeployError, InvalidInput, PreconditionFailed, Unimplemented
 from .info import DeviceFacts, disk_free, meminfo, probe_device, settings_info
 from .logfmt import RequestLogInterceptor
+from .memory_guard import free_memory
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     @unary_edge
     def GetInfo(self, request: agent_pb2.GetInfoRequest, context: grpc.ServicerContext) -> agent_pb2.DeviceInfo:
         facts = self.facts
-        _total, available = meminfo()
+        budget = free_memory(int(self.settings.memory_limit_bytes))  # what the build guard will allow
+        available = budget.available if budget is not None else meminfo()[1]
         reply = agent_pb2.DeviceInfo(
             hostname=facts.hostname, os=facts.os, arch=facts.arch, cpu_count=facts.cpu_count,
             memory_total_bytes=facts.memory_total_bytes, memory_available_bytes=available,

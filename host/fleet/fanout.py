@@ -125,17 +125,20 @@ def fan_out(items: Sequence[X], fn: Callable[[X], T], *, concurrency: int = DEFA
                 raise NotStarted(why)
             return retrying(attempt, policy)[0]
 
-        try:
-            if limiter is not None:
-                with limiter:
-                    out.value = start()
-            else:
+        def run() -> None:
+            try:
                 out.value = start()
-        except Exception as exc:  # noqa: BLE001 - a device's failure is a result, not a crash of the fleet
-            out.error = exc
-        out.seconds = time.perf_counter() - started
-        if on_done is not None:
-            on_done(out)
+            except Exception as exc:  # noqa: BLE001 - a device's failure is a result, not a crash of the fleet
+                out.error = exc
+            out.seconds = time.perf_counter() - started
+            if on_done is not None:
+                on_done(out)  # before the slot is free: the next item's stopped() already counts this one
+
+        if limiter is not None:
+            with limiter:
+                run()
+        else:
+            run()
         return out
 
     workers = max(1, min(concurrency, len(items)))

@@ -371,10 +371,8 @@ class Warmer:
                     concurrency=self.concurrency, policy=self.policy, stopped=self._stopped,
                     on_done=self._noted)
             source, entries = self._source(res, bundle, holders, members, candidates, uploads)
-        for out in (uploads.result() if uploads is not None else []):
-            if not out.ok and out.item.name not in {f.device for f in res.failed} | set(res.not_started) \
-                    and out.item.name != res.built_on:
-                self._fail(res, out.item.name, out.error, "upload")
+        if uploads is not None:
+            self._record_uploads(res, uploads)
         if source is None:
             return res
         res.source = source.name
@@ -413,6 +411,13 @@ class Warmer:
             else:
                 self._fail(res, out.item.name, out.error, "copy")
         return res
+
+    def _record_uploads(self, res: ClassResult, uploads: Future) -> None:
+        """The background uploads' failures into `res` (once each), waiting for them to end."""
+        for out in uploads.result():
+            if not out.ok and out.item.name not in {f.device for f in res.failed} | set(res.not_started) \
+                    and out.item.name != res.built_on:
+                self._fail(res, out.item.name, out.error, "upload")
 
     def _fail(self, res: ClassResult, name: str, exc: BaseException, stage: str) -> None:
         if isinstance(exc, NotStarted):
@@ -459,6 +464,8 @@ class Warmer:
                 entries = self._build(res, builder, bundle)
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, NotStarted):
+                    if uploads is not None:  # a device whose upload failed failed; it was not "not started"
+                        self._record_uploads(res, uploads)
                     for m in candidates[n:]:
                         if m.name not in {f.device for f in res.failed}:
                             self._fail(res, m.name, exc, "build")
@@ -491,37 +498,45 @@ class Warmer:
 
     def _build(self, res: ClassResult, builder: _Member, bundle: _Bundle) -> list[agent_pb2.EngineEntry]:
         """Upload and build on `builder`; the entries of the engines it now holds for the bundle's segments."""
-        cls = res.device_class
-        client = self._client(builder.device)
         with self.limiter:
             why = self._stopped()  # checked once this builder has its turn
             if why:
                 raise NotStarted(why)
-            self._emit("uploading", builder.name, cls, bundle.digest)
-            retrying(lambda: self._send_bundle(builder, bundle), self.policy)
-            self._emit("building", builder.name, cls, bundle.digest)
-            built = 0
-            build_s = 0.0
-            summary: Optional[agent_pb2.BuildSummary] = None
-            errors: list[str] = []
-            started = False
-            progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
-            for event in client.build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
-                which = event.WhichOneof("event")
-                if which == "segment":
-                    seg = event.segment
-                    if not started:
-                        started = True
-                        self._emit("build_started", builder.name, cls, seg.segment_id)
-                    if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
-                        progress.event(seg)
-                    elif seg.stage == agent_pb2.SegmentEvent.BUILT:
-                        built += 1
-                        build_s += seg.parse_s + seg.build_s
-                    elif seg.stage == agent_pb2.SegmentEvent.FAILED:
-                        errors.append(f"segment {seg.segment_id}: {seg.error}")
-                elif which == "summary":
-                    summary = event.summary
+            try:
+                return self._build_in_slot(res, builder, bundle)
+            except Exception:
+                # counted before the slot is free, so with one slot no device starts once the bound is passed
+                self._note_failure(builder.name)
+                raise
+
+    def _build_in_slot(self, res: ClassResult, builder: _Member, bundle: _Bundle) -> list[agent_pb2.EngineEntry]:
+        cls = res.device_class
+        client = self._client(builder.device)
+        self._emit("uploading", builder.name, cls, bundle.digest)
+        retrying(lambda: self._send_bundle(builder, bundle), self.policy)
+        self._emit("building", builder.name, cls, bundle.digest)
+        built = 0
+        build_s = 0.0
+        summary: Optional[agent_pb2.BuildSummary] = None
+        errors: list[str] = []
+        started = False
+        progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
+        for event in client.build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
+            which = event.WhichOneof("event")
+            if which == "segment":
+                seg = event.segment
+                if not started:
+                    started = True
+                    self._emit("build_started", builder.name, cls, seg.segment_id)
+                if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
+                    progress.event(seg)
+                elif seg.stage == agent_pb2.SegmentEvent.BUILT:
+                    built += 1
+                    build_s += seg.parse_s + seg.build_s
+                elif seg.stage == agent_pb2.SegmentEvent.FAILED:
+                    errors.append(f"segment {seg.segment_id}: {seg.error}")
+            elif which == "summary":
+                summary = event.summary
         if errors or summary is None or summary.failed:
             why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
                                         else f"{summary.failed} segment(s) failed")

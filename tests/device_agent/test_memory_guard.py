@@ -23,6 +23,7 @@ def test_build_above_the_memory_limit_is_refused_with_the_numbers_and_the_agent_
         with pytest.raises(AgentError) as refused:
             list(client.build(digest, agent_pb2.BuildOptions(backend="onnxruntime")))
         msg = refused.value.message
+        assert client.info().memory_available_bytes == 64 * 1024 * 1024  # GetInfo reports what the guard allows
         assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "64.0 MiB" in msg and "--memory-limit-bytes" in msg and "weights" in msg
         assert "--max-workspace-size" in msg and "--fp16" in msg

@@ -42,21 +42,37 @@ def test_max_failures_parses_counts_and_percentages():
             failure_bound(bad, 10)
 
 
-def test_warm_starts_no_new_device_once_failures_pass_max_failures(agent_factory, tmp_path):
+GiB = 1024 ** 3
+
+
+@pytest.mark.parametrize("builder", ["good", "small0"])
+def test_warm_starts_no_new_device_once_failures_pass_max_failures(agent_factory, tmp_path, builder):
+    """One slot, a bound of 1: exactly two devices fail, whichever device is picked to build first.
+
+    The builder is the device with the most memory a build may count on (GetInfo reports the agent's
+    --memory-limit-bytes cap), so each case picks it: "good", or a device that refuses the bundle, whose
+    replacement must then not start while the background uploads' failures are counted.
+    """
     archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=51), "m")
-    handles = {"good": agent_factory()}
-    handles.update({f"small{i}": agent_factory(max_upload_bytes=1000) for i in range(3)})  # refuse the bundle
+    caps = {"good": 2 * GiB, "small0": 1 * GiB, "small1": 1 * GiB, "small2": 1 * GiB}
+    caps[builder] = 3 * GiB
+    handles = {"good": agent_factory(memory_limit_bytes=caps["good"])}
+    handles.update({f"small{i}": agent_factory(max_upload_bytes=1000, memory_limit_bytes=caps[f"small{i}"])
+                    for i in range(3)})  # refuse the bundle
 
     result = Warmer(devices_of(handles), plan(archive), concurrency=1, max_failures="1").run()
 
     [c] = result.classes
     failed = [f.device for f in c.failed]
-    assert len(failed) == 2, c.to_dict()  # one past the bound, then nothing new started (one at a time)
-    assert c.not_started and set(failed) | set(c.not_started) | set(c.warm) == set(handles), c.to_dict()
+    assert len(failed) == 2 and "good" not in failed, c.to_dict()  # one past the bound, then nothing new started
+    assert c.not_started and not set(failed) & set(c.not_started), c.to_dict()  # a failed device is not "not started"
+    assert set(failed) | set(c.not_started) | set(c.warm) == set(handles), c.to_dict()
     assert not result.ok and "--max-failures 1" in result.stopped and result.to_dict()["stopped"]
     digest = c.bundle_digest
-    for name in c.not_started:  # really not started: it got nothing
-        assert holds(handles[name], digest) == (False, 0), name
+    for name in c.not_started:  # really not started: no build, no engine (good may hold the bundle sent ahead)
+        assert holds(handles[name], digest)[1] == 0, name
+        if name != "good":
+            assert holds(handles[name], digest) == (False, 0), name
 
 
 def test_warm_completes_by_itself_when_a_device_is_killed_and_back_2s_later(agent_factory, tmp_path):
