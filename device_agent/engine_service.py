@@ -242,11 +242,11 @@ class EngineService:
 
     @staticmethod
     def _check_batch(bundle: Bundle, batch: int) -> int:
-        """A batch outside the range the bundle was compiled for (``--batch MIN:OPT:MAX``) is refused."""
+        """A batch outside the range the bundle was compiled for (``--batch-range MIN:OPT:MAX``) is refused."""
         rng = bundle.manifest.options.get("batch")
         if isinstance(rng, list) and len(rng) == 3 and not rng[0] <= batch <= rng[2]:
             raise InvalidInput(f"batch {batch} is outside the range {rng[0]}..{rng[2]} this bundle was compiled "
-                               f"for; recompile with --batch {rng[0]}:{rng[1]}:{max(batch, rng[2])}")
+                               f"for; recompile with --batch-range {rng[0]}:{rng[1]}:{max(batch, rng[2])}")
         if batch > MAX_BATCH:
             raise InvalidInput(f"batch {batch} is above this agent's limit of {MAX_BATCH}")
         return batch

@@ -31,7 +31,7 @@ def compile_cmd(
     input_shape: ShapeOpt = [],
     inputs: InputsOpt = None,
     input: SampleOpt = [],
-    batch: Annotated[Optional[str], typer.Option("--batch", help="Dynamic batch MIN:OPT:MAX, e.g. 1:8:32.")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch-range", "--batch", help="Dynamic batch MIN:OPT:MAX, e.g. 1:8:32.")] = None,
     no_offload: NoOffloadOpt = [],
     remainder_device: Annotated[Optional[str], typer.Option("--remainder-device",
                                                             help="Run the TVM remainder on cpu or cuda.")] = None,

@@ -39,10 +39,10 @@ class BatchRange:
     def parse(cls, text: str) -> "BatchRange":
         m = re.fullmatch(r"(\d+):(\d+):(\d+)", text.strip())
         if not m:
-            raise ShapeError(f"--batch {text!r} must be MIN:OPT:MAX, e.g. 1:8:32")
+            raise ShapeError(f"--batch-range {text!r} must be MIN:OPT:MAX, e.g. 1:8:32")
         lo, opt, hi = (int(g) for g in m.groups())
         if not 1 <= lo <= opt <= hi:
-            raise ShapeError(f"--batch {text!r} needs 1 <= MIN <= OPT <= MAX")
+            raise ShapeError(f"--batch-range {text!r} needs 1 <= MIN <= OPT <= MAX")
         return cls(lo, opt, hi)
 
     def to_list(self) -> List[int]:
@@ -199,7 +199,7 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                     conc.append(batch.opt)
                 else:
                     raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}); pass --input-shape "
-                                     f"{vi.name}=Dx... or, for the batch dim, --batch MIN:OPT:MAX")
+                                     f"{vi.name}=Dx... or, for the batch dim, --batch-range MIN:OPT:MAX")
         declared.append(TensorSpec(vi.name, dtype, shape_decl))
         concrete[vi.name] = conc
         # write the resolved dims back so shape inference can propagate them

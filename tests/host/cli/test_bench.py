@@ -93,4 +93,7 @@ def test_a_dynamic_batch_model_is_pushed_with_a_batch_range_and_benchmarked_at_a
     assert run["batch"] == 8 and run["bundle_digest"] == pushed["bundle_digest"]
     assert run["throughput"] > 0
     missing = deploy("push", str(model), "--device", agent.address, "--json")
-    assert missing.returncode == 2 and "--batch" in missing.stderr, "a symbolic batch needs a range or a shape"
+    # the advice names the flag push takes (push's --batch is the run's batch, an int)
+    assert missing.returncode == 2 and "--batch-range MIN:OPT:MAX" in missing.stderr, missing.stderr
+    outside = deploy("bench", str(model), "-d", agent.address, "--batch-range", "1:4:8", "--batch", "16", "-n", "2")
+    assert outside.returncode != 0 and "recompile with --batch-range 1:4:16" in outside.stderr, outside.stderr
