@@ -34,6 +34,9 @@ ValidationOpt = Annotated[Optional[Path], typer.Option("--validation", help="Sam
                                                        "FP32-vs-INT8 accuracy report; default: the calibration set.")]
 MinCosineOpt = Annotated[Optional[float], typer.Option("--min-cosine", help="Fail when an INT8 output's cosine "
                                                        "similarity to FP32 is below this.")]
+WorkspaceOpt = Annotated[Optional[int], typer.Option(
+    "--max-workspace-size", min=1, help="Builder workspace bytes (default: the bundle's, from its profile, e.g. "
+    "256 MiB on a Nano).")]
 NoOffloadOpt = Annotated[list[str], typer.Option("--no-offload", help="Keep this ONNX op in TVM (repeat).")]
 RetryForOpt = Annotated[float, typer.Option(
     "--retry-for", min=0, max=86400, envvar="DEPLOY_RETRY_FOR", metavar="SECONDS",

@@ -8,7 +8,7 @@ import typer
 
 from ._options import (
     CalibrationOpt, CalibratorOpt, InputsOpt, Int8Opt, JsonOpt, MinCosineOpt, NoOffloadOpt, SampleOpt, ShapeOpt,
-    ValidationOpt, VerboseOpt,
+    ValidationOpt, VerboseOpt, WorkspaceOpt,
 )
 from .output import Output
 
@@ -42,8 +42,7 @@ def compile_cmd(
                                                                               "limits.")] = False,
     remove_no_mac: Annotated[bool, typer.Option("--remove-no-mac-subgraphs", help="Keep segments without "
                                                                                   "conv/matmul in TVM.")] = False,
-    workspace: Annotated[Optional[int], typer.Option(
-        "--max-workspace-size", help="Builder workspace bytes (default: the profile's, e.g. 256 MiB on a Nano).")] = None,
+    workspace: WorkspaceOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")] = 0,
     no_host_check: Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM "
                                                                         "remainder on this host first.")] = False,

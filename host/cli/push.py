@@ -17,6 +17,7 @@ from host.client.retry import DEFAULT_RETRY_FOR_S
 from ._options import (
     CalibrationOpt, CalibratorOpt, Int8Opt, MinCosineOpt, ValidationOpt,
     DeviceOpt, DevicesOpt, RegistryOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
+    WorkspaceOpt,
     retry_lines,
 )
 from .output import Output
@@ -89,8 +90,9 @@ def push(
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
     force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
+    max_workspace_size: WorkspaceOpt = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
-    max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", help="Fail above this relative error "
+    max_rel_err: Annotated[Optional[float], typer.Option("--max-rel-err", min=0.0, help="Fail above this relative error "
                                                          "(default 1e-3 for FP32, 5e-2 for FP16/INT8); with --int8 "
                                                          "it also bounds INT8 against FP32 on the host.")] = None,
     registry: RegistryOpt = None,
@@ -109,7 +111,8 @@ def push(
                    input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
                    sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                    verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
-                   iterations=iterations, duration_s=duration, batch=batch, registry=registry)
+                   iterations=iterations, duration_s=duration, batch=batch, registry=registry,
+                   max_workspace_size=max_workspace_size)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
     with live:
         data = api.push(source, device, observer=observer, retry_for=retry_for, on_retry=retry_lines(out),
@@ -134,6 +137,7 @@ def bench(
     input: SampleOpt = [],
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
+    max_workspace_size: WorkspaceOpt = None,
     layers: Annotated[bool, typer.Option("--layers", help="Also profile each layer (the backend's profiler, on runs "
                                          "after the timed ones): a table of the slowest, `layers` in --json.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Layers shown in the table and the report's chart.")] = 15,
@@ -155,7 +159,8 @@ def bench(
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
                        input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
                        sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
-                       warmup=warmup, iterations=iterations, duration_s=duration, batch=batch, layers=layers)
+                       warmup=warmup, iterations=iterations, duration_s=duration, batch=batch, layers=layers,
+                       max_workspace_size=max_workspace_size)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")

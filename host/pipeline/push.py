@@ -50,6 +50,7 @@ class PushOptions:
     sample_inputs: dict[str, Any] = field(default_factory=dict)  # name -> array: the reference and verify inputs
     exclude_ops: list[str] = field(default_factory=list)  # ONNX ops kept in TVM (--no-offload)
     force_rebuild: bool = False
+    max_workspace_size: Optional[int] = None  # this build's workspace, over the agent's and the bundle's
     verify: bool = True
     max_rel_err: Optional[float] = None  # fail the push above this (default: none for fp16, 1e-3 for fp32)
     bench: bool = False
@@ -79,6 +80,8 @@ class PushOptions:
             opts.fp16 = True
         if self.batch:
             opts.batch = self.batch
+        if self.max_workspace_size:
+            opts.max_workspace_bytes = self.max_workspace_size
         return opts
 
 

@@ -38,10 +38,24 @@ def test_exit_1_when_the_device_refuses_the_bundle_and_it_keeps_serving(agent_fa
     assert deploy("info", "--device", agent.address).returncode == 0
 
 
-def test_exit_1_when_verification_exceeds_the_tolerance(agent_factory, deploy, tiny_model):
+def test_exit_1_when_verification_exceeds_the_tolerance(agent_factory, deploy, tiny_model, tmp_path):
+    import json
+
+    import numpy as np
+
+    from device_agent.bundle import sha256_file
+
     agent = agent_factory()
-    # a negative bound no result can meet: the device's answer is compared and the push fails on the device side
-    proc = deploy("push", str(tiny_model), "--device", agent.address, "--max-rel-err", "-1", "--json")
+    # a bundle whose reference output is off by 1 (its manifest digest updated, so it is a valid bundle that is
+    # wrong): the device's answer is compared and the push fails on the device side
+    assert deploy("compile", str(tiny_model), "-o", str(tmp_path / "out")).returncode == 0
+    bundle = tmp_path / "out" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    [entry] = manifest["reference"]["outputs"]
+    np.save(bundle / entry["path"], np.load(bundle / entry["path"]) + 1.0)
+    entry["digest"] = sha256_file(bundle / entry["path"])
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    proc = deploy("push", str(bundle), "--device", agent.address, "--json")
     assert proc.returncode == 1, proc.stderr
     assert "differ from the host's reference" in _one_error_line(proc)
 

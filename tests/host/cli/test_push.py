@@ -195,3 +195,16 @@ def test_push_on_a_terminal_shows_live_phases_and_per_segment_status(agent_facto
     for text in ("segment", "trt_0", "built", "verify", "bench"):
         assert text in screen, text
     assert "p50 ms" in stdout and "trt_0" in stdout  # the summary goes to stdout
+
+
+def test_push_max_workspace_size_builds_with_that_workspace_the_advice_of_the_memory_guard(agent_factory, deploy,
+                                                                                          tiny_model):
+    agent = agent_factory()  # the agent's default workspace is 1 GiB
+    parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--max-workspace-size", str(96 << 20),
+                      "--json"))
+    listing = parse_json(deploy("cache", "ls", "--device", agent.address, "--json"))
+    assert sorted(int(e["attributes"]["workspace"]) for e in listing["engines"]) == [96 << 20], listing
+    bad = deploy("push", str(tiny_model), "--device", agent.address, "--max-workspace-size", "0")
+    assert bad.returncode == 2 and "--max-workspace-size" in bad.stderr, bad.stderr
+    negative = deploy("push", str(tiny_model), "--device", agent.address, "--max-rel-err", "-1")
+    assert negative.returncode == 2 and "--max-rel-err" in negative.stderr, negative.stderr
