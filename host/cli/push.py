@@ -35,11 +35,13 @@ ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device pro
 TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
                                                "of the device's.")]
 BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help="Compile a symbolic batch dim as a "
-                                                      "dynamic range MIN:OPT:MAX (like `deploy compile --batch`).")]
-IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, help="Timed iterations (default 100).")]
+                                                      "dynamic range MIN:OPT:MAX (as `deploy compile --batch-range`).")]
+IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, show_default=False,
+                                     help="Timed iterations (default 100).")]
 DurationOpt = Annotated[float, typer.Option("--duration", min=0.0, help="Benchmark for this many seconds instead.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")]
-BatchOpt = Annotated[int, typer.Option("--batch", min=0, help="Batch size (dynamic-batch bundles).")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=0, show_default=False,
+                                      help="Batch size to build and run (dynamic-batch bundles; default: OPT).")]
 
 
 def _shapes(items: list[str]) -> dict[str, list[int]]:
