@@ -22,7 +22,7 @@ from protos import agent_pb2
 
 from . import engines
 from .bench import LatencyStats, Progress, run_loop
-from .bundle import Bundle, Segment, extract_archive
+from .bundle import Bundle, Segment
 from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key, device_class
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compare, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
@@ -31,6 +31,7 @@ from .fileio import sha256_bytes
 from .build_progress import run_with_progress
 from .memory_guard import check_build_fits
 from .timing_cache import TimingCacheInfo, TimingCaches, build_note
+from .unpacked import UnpackedBundles
 from .errors import (Aborted, BuildFailed, DeadlineExceeded, DeployError, InvalidInput, NotFound,
                      PreconditionFailed, ResourceExhausted)
 
@@ -122,8 +123,8 @@ class EngineService:
         self.facts = facts
         self.cache = EngineCache(Path(settings.cache_dir), int(settings.cache_max_bytes))
         self.bundles_dir = Path(settings.data_dir) / "bundles"
+        self.unpacked = UnpackedBundles(store, self.bundles_dir)  # verified before use (docs/reliability.md)
         self.timing = TimingCaches(Path(settings.cache_dir) / "timing")  # one file per device class
-        self._bundles: Dict[str, Bundle] = {}
         self._loaded: "collections.OrderedDict[str, Engine]" = collections.OrderedDict()
         self._models: "collections.OrderedDict[tuple, ModelRunner]" = collections.OrderedDict()
         self._lock = threading.RLock()
@@ -174,19 +175,7 @@ class EngineService:
 
     # ---------------------------------------------------------------- requests
     def _bundle(self, digest: str) -> Bundle:
-        with self._lock:
-            if digest in self._bundles:
-                return self._bundles[digest]
-        path = self.store.path_of(digest)
-        if path is None:
-            raise NotFound(f"bundle {digest} is not on this agent; upload it first (deploy push)")
-        dest = self.bundles_dir / digest.split(":", 1)[-1]
-        if not (dest / "manifest.json").is_file():
-            extract_archive(path, dest)  # atomic: complete and verified, or absent
-        bundle = Bundle.open(dest)
-        with self._lock:
-            self._bundles[digest] = bundle
-        return bundle
+        return self.unpacked.get(digest)
 
     def _options(self, o: agent_pb2.BuildOptions, bundle: Optional[Bundle] = None) -> Options:
         """The build options of a request: the request's, else this agent's where its operator set them, else the
@@ -275,7 +264,7 @@ class EngineService:
     def _build_put_progress(self, bundle: Bundle, seg: Segment, opts: Options, spec: BuildSpec,
                             parts: Dict[str, Any], batch: int, heartbeat_s: float):
         """_build_put yielding progress dicts while the backend builds in a worker, then ("result", (entry, out))."""
-        onnx = bundle.segment_path(seg.id).read_bytes()
+        onnx = self.unpacked.segment_bytes("sha256:" + bundle.root.name, bundle, seg)  # never build changed bytes
         # the workspace is TensorRT's builder scratch; onnxruntime's builds take none
         workspace = opts.workspace if opts.backend.name in engines.TENSORRT_FAMILY else 0
         check_build_fits(seg.id, workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))

@@ -511,17 +511,42 @@ class Warmer:
 
     def _build_in_slot(self, res: ClassResult, builder: _Member, bundle: _Bundle) -> list[agent_pb2.EngineEntry]:
         cls = res.device_class
-        client = self._client(builder.device)
         self._emit("uploading", builder.name, cls, bundle.digest)
         retrying(lambda: self._send_bundle(builder, bundle), self.policy)
         self._emit("building", builder.name, cls, bundle.digest)
+        try:
+            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
+        except AgentError as exc:
+            if exc.code != grpc.StatusCode.DATA_LOSS:
+                raise
+            # the builder's disk changed its copy of the bundle and the agent dropped it: send it again, once
+            self._emit("retrying", builder.name, cls, f"{first_line(exc)}; sending the bundle again")
+            retrying(lambda: self._send_bundle(builder, bundle), self.policy)
+            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
+        if errors or summary is None or summary.failed:
+            why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
+                                        else f"{summary.failed} segment(s) failed")
+            raise BuildFailed(f"build on {builder.name} failed: {why}")
+        if built:
+            res.builds += 1
+            res.build_s += build_s
+        self._emit("built", builder.name, cls, f"{built} segment(s) built in {build_s:.2f} s")
+        (found, _has), _attempts = retrying(lambda: self._state(builder, cls, bundle), self.policy)
+        if found is None:
+            raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
+                              "is its engine cache too small (cache_max_bytes)?")
+        return [found[_bare(d)] for d in bundle.segment_digests]
+
+    def _stream_build(self, builder: _Member, bundle: _Bundle, cls: DeviceClass
+                      ) -> tuple[int, float, Optional[agent_pb2.BuildSummary], list[str]]:
+        """One Build stream on `builder`: (segments built, their build seconds, the summary, failed segments)."""
         built = 0
         build_s = 0.0
         summary: Optional[agent_pb2.BuildSummary] = None
         errors: list[str] = []
         started = False
         progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
-        for event in client.build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
+        for event in self._client(builder.device).build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
             which = event.WhichOneof("event")
             if which == "segment":
                 seg = event.segment
@@ -537,19 +562,7 @@ class Warmer:
                     errors.append(f"segment {seg.segment_id}: {seg.error}")
             elif which == "summary":
                 summary = event.summary
-        if errors or summary is None or summary.failed:
-            why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
-                                        else f"{summary.failed} segment(s) failed")
-            raise BuildFailed(f"build on {builder.name} failed: {why}")
-        if built:
-            res.builds += 1
-            res.build_s += build_s
-        self._emit("built", builder.name, cls, f"{built} segment(s) built in {build_s:.2f} s")
-        (found, _has), _attempts = retrying(lambda: self._state(builder, cls, bundle), self.policy)
-        if found is None:
-            raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
-                              "is its engine cache too small (cache_max_bytes)?")
-        return [found[_bare(d)] for d in bundle.segment_digests]
+        return built, build_s, summary, errors
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""

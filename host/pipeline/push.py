@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import grpc
+
 from device_agent.errors import BuildFailed, DeployError, InvalidInput
 from host.client.agent import AgentClient
+from host.client.errors import AgentError
 from protos import agent_pb2
 
 from . import bundle_cache
@@ -583,7 +586,15 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
     timings["upload"] = time.perf_counter() - t
     build_options = options.build_options(target)
     t = time.perf_counter()
-    built = build(client, prepared.digest, build_options, observer)
+    try:
+        built = build(client, prepared.digest, build_options, observer)
+    except AgentError as exc:
+        if exc.code != grpc.StatusCode.DATA_LOSS:
+            raise
+        # the device's disk changed its copy of the bundle and the agent dropped it: send it again, once
+        observer.log(f"build: {exc.detail}; uploading the bundle again")
+        uploaded = upload(client, prepared, observer, registry)
+        built = build(client, prepared.digest, build_options, observer)
     timings["build"] = time.perf_counter() - t
     if registry is not None:
         from host.registry.from_agent import publish_built_engines

@@ -115,3 +115,23 @@ def test_a_device_whose_warm_failed_keeps_serving_the_engines_it_had(agent_facto
         assert summary.cache_hits == summary.segments == 1 and summary.built == 0
         reply = client.run(agent_pb2.RunRequest(bundle_digest=c1.bundle_digest, verify=True))
     assert reply.max_rel_err < 1e-4
+
+
+def test_warm_sends_the_bundle_again_when_the_builders_stored_copy_rotted(agent_factory, tmp_path):
+    from tests.device_agent.test_unpacked import flip
+
+    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=54), "m")
+    handles = {"d0": agent_factory()}
+    with AgentClient(Device(name="x", address=handles["d0"].address)) as client:
+        digest = client.upload(archive).digest  # on the device already, never unpacked
+    handles["d0"].stop()
+    flip(handles["d0"].store_dir / "blobs" / digest.split(":", 1)[1])
+    handles["d0"].start()
+    events: list[WarmEvent] = []
+
+    result = Warmer(devices_of(handles), plan(archive), on_event=events.append).run()
+
+    [c] = result.classes
+    assert result.ok and c.built_on == "d0", c.to_dict()
+    assert any(e.kind == "retrying" and "sending the bundle again" in e.detail for e in events), events
+    assert holds(handles["d0"], digest) == (True, 1)

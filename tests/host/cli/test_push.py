@@ -208,3 +208,22 @@ def test_push_max_workspace_size_builds_with_that_workspace_the_advice_of_the_me
     assert bad.returncode == 2 and "--max-workspace-size" in bad.stderr, bad.stderr
     negative = deploy("push", str(tiny_model), "--device", agent.address, "--max-rel-err", "-1")
     assert negative.returncode == 2 and "--max-rel-err" in negative.stderr, negative.stderr
+
+
+def test_push_sends_a_bundle_again_by_itself_when_the_devices_copy_rotted(agent_factory, deploy, tiny_model):
+    from tests.device_agent.test_unpacked import flip, unpacked_segment
+
+    agent = agent_factory()
+    first = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    digest = first["bundle_digest"]
+    agent.stop()
+    flip(unpacked_segment(agent, digest))
+    flip(agent.store_dir / "blobs" / digest.split(":", 1)[1], at=0.6)
+    agent.start()
+
+    again = deploy("push", str(tiny_model), "--device", agent.address, "--force-rebuild", "--json")
+
+    assert again.returncode == 0, again.stderr
+    data = parse_json(again)
+    assert data["upload"]["bytes_sent"] == data["upload"]["size"] > 0  # sent again after the agent dropped it
+    assert data["build"]["built"] == 1 and data["verify"]["passed"]
