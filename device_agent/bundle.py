@@ -686,8 +686,8 @@ def _disk_full(dest: Path, needed: int, written: int) -> ResourceExhausted:
     at = f" (disk full after {written} bytes)" if written else ""
     return ResourceExhausted(
         f"disk full unpacking bundle {dest.name[:16]}... into {dest.parent}: it needs {needed or 'unknown'} "
-        f"bytes, {free} bytes free{at}; nothing of it was kept; free disk space or prune the engine cache "
-        "(deploy cache prune), then build again")
+        f"bytes, {free} bytes free{at}; nothing of it was kept; free disk space, remove old bundles "
+        "(deploy store prune) or prune the engine cache (deploy cache prune), then build again")
 
 
 def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifest:

@@ -201,7 +201,7 @@ class EngineCache:
             raise ResourceExhausted(
                 f"disk full writing engine {key[:16]}... ({size_hint or 'unknown'} bytes) into the engine cache "
                 f"{self.root}: {free} bytes free, the cache holds {self.total_bytes()} bytes; prune it "
-                "(deploy cache prune) or free disk space, then build again") from None
+                "(deploy cache prune), remove old bundles (deploy store prune) or free disk space, then build again") from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -204,6 +204,21 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._engines().Prune(request, context)
 
+    # ---------------------------------------------------------------- store disk use (device_agent/store_usage.py)
+    def _store_usage(self) -> Any:
+        from .store_usage import StoreUsage
+
+        unpacked = getattr(self.engines, "unpacked", None)
+        return StoreUsage(self.store, unpacked, self.settings.data_dir / "bundles")
+
+    @unary_edge
+    def ListStore(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._store_usage().list()
+
+    @unary_edge
+    def PruneStore(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._store_usage().prune(request)
+
     # ---------------------------------------------------------------- registry (device_agent/registry_pull.py)
     @unary_edge
     def Pull(self, request: agent_pb2.PullRequest, context: grpc.ServicerContext) -> agent_pb2.PullReply:

@@ -166,6 +166,44 @@ class Store:
         committed = part.stat().st_size if part.is_file() else 0
         return UploadState(digest, False, committed, 0)
 
+    def entries(self) -> list[tuple[str, int, bool, float]]:
+        """(digest, bytes, complete, last used) of every blob and partial upload."""
+        out = []
+        for folder, complete in ((self.blobs, True), (self.partial, False)):
+            for p in folder.iterdir():
+                try:
+                    st = p.stat()
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                out.append(("sha256:" + p.name, st.st_size, complete, st.st_mtime))
+        return out
+
+    def touch(self, digest: str) -> None:
+        """Mark a stored artifact used now (its mtime), for least-recently-used pruning."""
+        try:
+            os.utime(self.blobs / parse_digest(digest))
+        except OSError:
+            pass
+
+    def try_remove(self, digest: str) -> Optional[int]:
+        """Remove blob and partial file unless an upload of it holds its lock now: the bytes freed, or None."""
+        hex_digest = parse_digest(digest)
+        lock = self._lock(hex_digest)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            freed = 0
+            for p in (self.blobs / hex_digest, self.partial / hex_digest):
+                try:
+                    size = p.stat().st_size
+                    p.unlink()
+                    freed += size
+                except FileNotFoundError:
+                    pass
+            return freed
+        finally:
+            lock.release()
+
     def list(self) -> Iterator[tuple[str, int]]:
         for p in sorted(self.blobs.iterdir()):
             yield "sha256:" + p.name, p.stat().st_size
@@ -207,7 +245,8 @@ class Store:
         if needed + margin > free:
             raise ResourceExhausted(
                 f"not enough free disk for {needed} more bytes in {self.root}: {free} bytes free, "
-                f"{margin} kept in reserve; prune the engine cache (deploy cache prune) or free disk space")
+                f"{margin} kept in reserve; remove old bundles (deploy store prune), prune the engine cache "
+                "(deploy cache prune) or free disk space")
         hasher = _prefix_hash(part, offset)
         try:
             received = self._append(part, offset, size, chunks, hasher)
@@ -217,8 +256,8 @@ class Store:
             committed = part.stat().st_size if part.is_file() else 0
             raise ResourceExhausted(
                 f"disk full in {self.root} after {committed} of {size} bytes of {digest} "
-                f"({self.free_bytes()} bytes free); free disk space or prune the engine cache (deploy cache "
-                f"prune), then upload again: it resumes at byte {committed}") from None
+                f"({self.free_bytes()} bytes free); remove old bundles (deploy store prune), prune the engine "
+                f"cache (deploy cache prune) or free disk space, then upload again: it resumes at byte {committed}") from None
         if part.stat().st_size != size:
             raise InvalidInput(
                 f"upload of {digest} ended at {part.stat().st_size} of {size} bytes; "

@@ -34,11 +34,14 @@ class UnpackedBundles:
 
     def get(self, digest: str) -> Bundle:
         with self._lock:
-            if digest in self._open:
-                return self._open[digest]
+            bundle = self._open.get(digest)
+        if bundle is not None and self.store.path_of(digest) is not None:
+            self.store.touch(digest)
+            return bundle
         path = self.store.path_of(digest)
         if path is None:
             raise NotFound(f"bundle {digest} is not on this agent; upload it first (deploy push)")
+        self.store.touch(digest)  # used now: least-recently-used store pruning keeps it longest
         dest = self.root / digest.split(":", 1)[-1]
         if (dest / MANIFEST_NAME).is_file() and not self._still_sound(dest):
             shutil.rmtree(dest, ignore_errors=True)

@@ -582,3 +582,53 @@ class PullReply(_message.Message):
     timing_cache_digest: str
     timing_cache_refused: str
     def __init__(self, bundle_digest: _Optional[str] = ..., bundle_present: _Optional[bool] = ..., engine_keys: _Optional[_Iterable[str]] = ..., engines_pulled: _Optional[int] = ..., engines_present: _Optional[int] = ..., bytes_pulled: _Optional[int] = ..., retries: _Optional[int] = ..., timing_cache_pulled: _Optional[bool] = ..., timing_cache_digest: _Optional[str] = ..., timing_cache_refused: _Optional[str] = ...) -> None: ...
+
+class ListStoreRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StoreEntry(_message.Message):
+    __slots__ = ("digest", "size", "complete", "last_used", "unpacked_bytes")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    UNPACKED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    size: int
+    complete: bool
+    last_used: float
+    unpacked_bytes: int
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., complete: _Optional[bool] = ..., last_used: _Optional[float] = ..., unpacked_bytes: _Optional[int] = ...) -> None: ...
+
+class ListStoreReply(_message.Message):
+    __slots__ = ("entries", "total_bytes", "free_bytes")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[StoreEntry]
+    total_bytes: int
+    free_bytes: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[StoreEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class PruneStoreRequest(_message.Message):
+    __slots__ = ("max_bytes", "digests", "all")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, max_bytes: _Optional[int] = ..., digests: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class PruneStoreReply(_message.Message):
+    __slots__ = ("removed", "freed_bytes", "total_bytes", "busy")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    freed_bytes: int
+    total_bytes: int
+    busy: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., busy: _Optional[_Iterable[str]] = ...) -> None: ...

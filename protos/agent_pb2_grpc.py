@@ -84,6 +84,16 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.PruneRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.PruneReply.FromString,
                 _registered_method=True)
+        self.ListStore = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/ListStore',
+                request_serializer=protos_dot_agent__pb2.ListStoreRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ListStoreReply.FromString,
+                _registered_method=True)
+        self.PruneStore = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/PruneStore',
+                request_serializer=protos_dot_agent__pb2.PruneStoreRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.PruneStoreReply.FromString,
+                _registered_method=True)
         self.Pull = channel.unary_unary(
                 '/deploy.v1.DeviceAgent/Pull',
                 request_serializer=protos_dot_agent__pb2.PullRequest.SerializeToString,
@@ -164,6 +174,18 @@ class DeviceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneStore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Pull(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -234,6 +256,16 @@ def add_DeviceAgentServicer_to_server(servicer, server):
                     servicer.Prune,
                     request_deserializer=protos_dot_agent__pb2.PruneRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.PruneReply.SerializeToString,
+            ),
+            'ListStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStore,
+                    request_deserializer=protos_dot_agent__pb2.ListStoreRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ListStoreReply.SerializeToString,
+            ),
+            'PruneStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneStore,
+                    request_deserializer=protos_dot_agent__pb2.PruneStoreRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.PruneStoreReply.SerializeToString,
             ),
             'Pull': grpc.unary_unary_rpc_method_handler(
                     servicer.Pull,
@@ -521,6 +553,60 @@ class DeviceAgent:
             '/deploy.v1.DeviceAgent/Prune',
             protos_dot_agent__pb2.PruneRequest.SerializeToString,
             protos_dot_agent__pb2.PruneReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/ListStore',
+            protos_dot_agent__pb2.ListStoreRequest.SerializeToString,
+            protos_dot_agent__pb2.ListStoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/PruneStore',
+            protos_dot_agent__pb2.PruneStoreRequest.SerializeToString,
+            protos_dot_agent__pb2.PruneStoreReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "deadline."),
     "agent": ("host.cli.agent", "Run, stop and install device agents."),
     "cache": ("host.cli.push", "The engine cache of a device: list and prune."),
+    "store": ("host.cli.store", "The uploaded bundles of a device: list and prune."),
     "fleet": ("host.cli.fleet", "The fleet: devices grouped by class, engine caches warmed once per class."),
     "certs": ("host.cli.certs", "Make the fleet CA and TLS certificates (mutual TLS between host and agents)."),
 }

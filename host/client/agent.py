@@ -243,6 +243,12 @@ class AgentClient:
     def prune(self, request: agent_pb2.PruneRequest) -> agent_pb2.PruneReply:
         return self._call(self.stub.Prune, request, timeout=UNARY_TIMEOUT_S)
 
+    def list_store(self, timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ListStoreReply:
+        return self._retried("ListStore", self.stub.ListStore, agent_pb2.ListStoreRequest(), timeout=timeout)
+
+    def prune_store(self, request: agent_pb2.PruneStoreRequest) -> agent_pb2.PruneStoreReply:
+        return self._call(self.stub.PruneStore, request, timeout=UNARY_TIMEOUT_S)
+
     def pull(self, bundle_digest: str = "", engines_reference: str = "",
              timeout: float = STREAM_TIMEOUT_S) -> agent_pb2.PullReply:
         """The agent fetches from its own registry (--registry); idempotent, so repeated on transient failures."""

@@ -1,0 +1,29 @@
+"""`deploy store ls|prune`: the device's uploaded bundles, listed and pruned through the installed entry point."""
+from __future__ import annotations
+
+from tests.host.cli.helpers import parse_json
+
+
+def test_store_prune_all_frees_the_bundle_and_the_next_push_sends_it_again_with_its_engine_still_cached(
+        agent_factory, deploy, tiny_model):
+    agent = agent_factory()
+    pushed = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    listing = parse_json(deploy("store", "ls", "--device", agent.address, "--json"))
+    [entry] = listing["entries"]
+    assert entry["digest"] == pushed["bundle_digest"] and entry["complete"] and entry["unpacked_bytes"] > 0
+    assert listing["total_bytes"] == entry["size"] + entry["unpacked_bytes"] and listing["free_bytes"] > 0
+    human = deploy("store", "ls", "--device", agent.address).stdout
+    assert entry["digest"][:19] in human and "1 entry" in human
+
+    pruned = parse_json(deploy("store", "prune", "--device", agent.address, "--all", "--json"))
+    assert pruned["removed"] == [entry["digest"]] and pruned["total_bytes"] == 0
+    assert pruned["freed_bytes"] == listing["total_bytes"]
+
+    again = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    assert again["upload"]["bytes_sent"] == again["upload"]["size"]  # sent again
+    assert again["build"]["cache_hits"] == 1  # the engine stayed in the cache
+
+
+def test_store_prune_without_a_choice_is_a_usage_error_naming_the_choices(agent, deploy):
+    proc = deploy("store", "prune", "--device", agent.address)
+    assert proc.returncode == 2 and "--all, --max-bytes N or --digest" in proc.stderr, proc.stderr
