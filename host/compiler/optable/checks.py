@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import onnx
 
-from host.compiler.optable.base import (V840, V850, V860, V1000, Check, Context, attr, input_value, needs,
+from host.compiler.optable.base import (V820, V840, V850, V860, V1000, Check, Context, attr, input_value, needs,
                                         ver)
 
 
@@ -106,7 +106,9 @@ def pad_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
     mode = attr(node, "mode", "constant")
     if mode == "constant":
         return None
-    need = {"reflect": V850, "edge": V850, "wrap": V1000}.get(mode)
+    # reflect / edge are ISliceLayer's kREFLECT / kCLAMP from the 8.2 parser on (its Pad importer; the 8.0 one
+    # takes constant 0 padding only); the lists themselves name no Pad mode
+    need = {"reflect": V820, "edge": V820, "wrap": V1000}.get(mode)
     if need is not None and ctx.trt >= need:
         return None
     if need is None:
