@@ -156,8 +156,8 @@ LEFT_OUT: List[str] = [
     "`captcha_crnn.onnx`: each compiled as one segment at every profile and matched on push (2026-12-03, max rel err "
     "<= 1.1e-6), left out as kinds the corpus has (CenterNet cell detector, PP-OCR recognizer, CRNN); "
     "`rapidocr==3.10.0` `ch_ppocr_mobile_v2.0_cls_mobile.onnx` is byte for byte ppocr-cls.",
-    "No ONNX file in the package (the model is fetched at run time, or a native library is shipped): rapid-table 3.0.2, "
-    "rtmo-ort, cigpose-onnx, pibooth-modnet, remove-background, snipbg, speakeronnx, redimnet2-onnx, "
+    "No ONNX file in the package (the model is fetched at run time, or a native library is shipped): "
+    "rapid-table 3.0.2, rtmo-ort, cigpose-onnx, pibooth-modnet, remove-background, snipbg, speakeronnx, redimnet2-onnx, "
     "fast-face-python, similarfaces, audiosronnx, deforestation-detection, tiny-tts, spine-infer, pedicle-infer, "
     "hairtone, microasr, person-pose-faceid, ten-vad, findcrack, face-detection, edgeyolo-runner, goletrai, "
     "anime-speaker-embedding, millid, rapid-latex-ocr, clean-unet-inference, photo-s-plugin-scunet, rastermoves, "

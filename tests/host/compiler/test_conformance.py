@@ -110,7 +110,8 @@ KNOWN_ORT_DIFFERS = {"test_resize_downsample_scales_linear_align_corners",
 
 
 # ops whose every ONNX case uses an attribute this TensorRT version lacks (the reason is recorded per case)
-ATTRIBUTE_GATED: Set[Tuple[str, str]] = set()  # none now: Pad's cases (edge/reflect/wrap) offload edge and reflect from 8.2
+# (none now: of Pad's cases, edge/reflect/wrap, edge and reflect are offloaded from 8.2)
+ATTRIBUTE_GATED: Set[Tuple[str, str]] = set()
 # ops no TensorRT version of the table takes in the form ONNX 1.23 has, with the reason given at 10.3
 NEVER_OFFLOADED = {"GroupNormalization": "is deprecated at opset 20"}  # the lists' op is opset 18; ONNX redefined it
 # ops whose every case the frontend refuses (so the table is not exercised), with the frontend's words
