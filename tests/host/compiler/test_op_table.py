@@ -140,12 +140,12 @@ def test_new_ops_are_gated_by_the_first_list_that_takes_them(build, refused_at, 
 
 
 def test_the_version_that_would_take_a_node_looks_at_the_node_not_only_the_op():
-    # Pad is in the seed from 5.0.0, reflect padding from the 8.5 list
+    # Pad is in the seed from 5.0.0, reflect padding from the 8.2 parser (the 8.0 one pads with constant 0 only)
     m = one("Pad", [("x", F, [1, 1, 4, 4])], [("y", F, [1, 1, 6, 6])],
             inits={"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, mode="reflect")
-    c = ctx_for(m, "8.2.1")
-    assert check_node(c.nodes[0], c) == "Pad mode 'reflect' needs TensorRT >= 8.5.0, target is 8.2.1"
-    assert min_version_for("Pad") == "5.0.0" and first_version_taking(c.nodes[0], c) == "8.5.0"
+    c = ctx_for(m, "8.0.1")
+    assert check_node(c.nodes[0], c) == "Pad mode 'reflect' needs TensorRT >= 8.2.0, target is 8.0.1"
+    assert min_version_for("Pad") == "5.0.0" and first_version_taking(c.nodes[0], c) == "8.2.0"
     # GroupNormalization is on the 8.6 list as the opset-18 op, which ONNX deprecated (redefined at 21);
     # the parsers here read opset 20 at most, so no version in the table takes an opset-21 node
     m = one("GroupNormalization", [("x", F, [1, 4, 2, 2])], [("y", F, [1, 4, 2, 2])],

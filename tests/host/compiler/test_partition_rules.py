@@ -150,3 +150,20 @@ def test_host_check_refuses_a_bundle_whose_tvm_part_computes_differently(tiny, s
     assert not (tmp_path / "out").exists()
     # offloaded (TensorRT 8.2 takes linear Resize at opset 13), the same model compiles
     assert compile_model(save_model(m), tmp_path / "ok", trt_version="8.2.1").manifest.remainder is None
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_reflect_and_edge_pad_are_offloaded_from_trt_8_2(tiny, save_model, tmp_path, mode):
+    # onnx-tensorrt's 8.2 Pad importer maps reflect / edge to ISliceLayer kREFLECT / kCLAMP (silero-vad,
+    # basic-pitch, open-nsfw pad that way); its 8.0 importer takes constant 0 padding only
+    m = tiny([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Pad", ["a", "p"], ["b"], mode=mode),
+              helper.make_node("Relu", ["b"], ["y"])],
+             [("x", [1, 2, 5, 5])], [("y", [1, 2, 7, 9])],
+             inits={"p": np.array([0, 0, 1, 2, 0, 0, 1, 2], np.int64)})
+    r = compile_model(save_model(m), tmp_path / "nano", trt_version="8.2.1")
+    assert r.manifest.not_offloaded == [] and r.manifest.remainder is None and len(r.manifest.segments) == 1
+    _run_matches(r)
+    r = compile_model(save_model(m), tmp_path / "old", trt_version="8.0.1")
+    assert [(e["op"], e["reason"]) for e in r.manifest.not_offloaded] == [
+        ("Pad", f"Pad mode {mode!r} needs TensorRT >= 8.2.0, target is 8.0.1")]
+    _run_matches(r)
