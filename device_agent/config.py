@@ -38,6 +38,7 @@ class AgentSettings:
     max_workspace_bytes: int = 1 * GiB
     multi_engine_mode: int = 0
     cache_max_bytes: int = 10 * GiB
+    store_max_bytes: int = 0  # store + unpacked bundles; pruned LRU after each completed upload; 0: no bound
     build_heartbeat_s: float = 5.0  # a PROGRESS heartbeat per this many seconds of a build with no other news
     memory_limit_bytes: int = 0  # builds refused above min(this, MemAvailable, cgroup memory.max); 0: no cap
     profile: str = ""
@@ -99,6 +100,8 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "max_workspace_bytes": ("builder workspace / memory-pool limit, in bytes", int),
     "multi_engine_mode": ("dynamic batch: 0 one engine rebuilt for a larger batch, 1 one engine per batch size", int),
     "cache_max_bytes": ("engine cache size bound; least recently used entries are pruned", int),
+    "store_max_bytes": ("bound on the store and its unpacked bundles; after each completed upload the least "
+                        "recently used other entries are removed (0: no bound; deploy store prune by hand)", int),
     "build_heartbeat_s": ("seconds between heartbeat events of a running build (0: none)", float),
     "memory_limit_bytes": ("cap on the memory a build may assume free (the guard also reads MemAvailable and "
                            "cgroup v2 memory.max, lowest wins); 0: no cap", int),

@@ -157,6 +157,12 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
                 yield msg.chunk
 
         result = self.store.receive(header.digest, header.size, header.offset, chunks())
+        limit = int(getattr(self.settings, "store_max_bytes", 0) or 0)
+        if limit > 0 and not result.already_present:
+            pruned = self._store_usage().bound(limit, keep=result.digest)
+            if pruned.removed:
+                log.info("store over --store-max-bytes %d: removed %d least recently used entr(ies), %d bytes",
+                         limit, len(pruned.removed), pruned.freed_bytes)
         return agent_pb2.UploadReply(digest=result.digest, size=result.size, bytes_received=result.bytes_received,
                                      already_present=result.already_present)
 

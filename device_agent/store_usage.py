@@ -67,19 +67,27 @@ class StoreUsage:
         entries = self.entries()
         for d in request.digests:
             parse_digest(d)  # a malformed digest is refused before anything is removed
-        known = {e.digest for e in entries}
+        candidates = entries
         if request.digests:
+            known = {e.digest for e in entries}
             missing = [d for d in request.digests if d not in known]
             if missing:
                 raise InvalidInput(f"{missing[0]} is not in this agent's store; list it with `deploy store ls`")
-        total = sum(e.size + e.unpacked_bytes for e in entries)
+            candidates = [e for e in entries if e.digest in set(request.digests)]
+        return self._remove(candidates, entries, max_bytes)
+
+    def bound(self, max_bytes: int, keep: str) -> agent_pb2.PruneStoreReply:
+        """--store-max-bytes after an upload: least recently used first, never `keep` (what just arrived)."""
+        entries = self.entries()
+        return self._remove([e for e in entries if e.digest != keep], entries, max_bytes)
+
+    def _remove(self, candidates: list, everything: list, max_bytes: Optional[int]) -> agent_pb2.PruneStoreReply:
+        """Remove `candidates` in order (least recently used first) until `everything` fits `max_bytes`."""
+        total = sum(e.size + e.unpacked_bytes for e in everything)
         reply = agent_pb2.PruneStoreReply()
-        wanted = set(request.digests)
-        for e in entries:  # least recently used first
+        for e in candidates:
             if max_bytes is not None and total <= max_bytes:
                 break
-            if request.digests and e.digest not in wanted:
-                continue
             freed = self.store.try_remove(e.digest)
             if freed is None:
                 reply.busy.append(e.digest)

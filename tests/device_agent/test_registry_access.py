@@ -203,7 +203,14 @@ def test_an_agent_whose_registry_is_a_pull_through_mirror_pulls_what_was_publish
         assert build_stages(c, digest)[-1] == Stage.CACHE_HIT  # digests verified, engine used, nothing built
     log = mirror.log_path.read_text(errors="replace")
     assert f"GET /v2/{repo}/blobs/{entry.digest}" in log and f"GET /v2/{repo}/blobs/{digest}" in log
-    # the mirror now holds the blobs: with the upstream gone, the next device of the site still gets them
+    # the mirror now holds the blobs: with the upstream gone, the next device of the site still gets them.
+    # distribution's proxy writes a blob into its own storage while it streams it on, so it may still be
+    # finishing that write when the pull has ended: wait for the files before taking the upstream away
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(
+            mirror.blob_path(d).is_file() and hashlib.sha256(mirror.blob_path(d).read_bytes()).hexdigest() == d[7:]
+            for d in (entry.digest, digest)):
+        time.sleep(0.05)
     registry.stop()
     later = agent_factory(registry=f"{mirror.address}/{repo}")
     with client_for(later) as c:

@@ -106,3 +106,19 @@ def test_prune_store_refuses_an_unknown_digest_and_an_empty_request_with_one_lin
             assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and words in refused.value.message
             assert "\n" not in refused.value.message
         assert client.query_upload(digest).complete  # nothing removed
+
+
+def test_store_max_bytes_removes_the_least_recently_used_other_bundle_after_an_upload(agent_factory, tmp_path):
+    a, _, _ = single_segment_bundle(tmp_path / "a", conv_net(seed=74), "a")
+    b, _, _ = single_segment_bundle(tmp_path / "b", conv_net(seed=75), "b")
+    limit = a.stat().st_size + b.stat().st_size  # both archives fit, not with a's unpacked copy besides
+    agent = agent_factory(store_max_bytes=limit)
+    with client_for(agent) as client:
+        da = client.upload(a).digest
+        list(client.build(da, ORT))
+        db = client.upload(b).digest  # over the bound now: a goes, b (what just arrived) stays
+
+        assert not client.query_upload(da).complete and not unpacked_dir(agent, da).exists()
+        assert client.query_upload(db).complete
+        assert list(client.build(db, ORT))[-1].summary.built == 1
+        assert client.list_store().total_bytes <= limit
