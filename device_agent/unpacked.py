@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Dict
 
@@ -21,6 +22,7 @@ from .fileio import sha256_bytes, sha256_file
 from .store import Store
 
 log = logging.getLogger(__name__)
+TOUCH_EVERY_S = 60.0  # last-used times are kept to this precision
 
 
 class UnpackedBundles:
@@ -30,18 +32,19 @@ class UnpackedBundles:
         self.store = store
         self.root = Path(root)
         self._open: Dict[str, Bundle] = {}
+        self._touched: Dict[str, float] = {}  # digest -> monotonic time of its last touch
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> Bundle:
         with self._lock:
             bundle = self._open.get(digest)
         if bundle is not None and self.store.path_of(digest) is not None:
-            self.store.touch(digest)
+            self._touch(digest)
             return bundle
         path = self.store.path_of(digest)
         if path is None:
             raise NotFound(f"bundle {digest} is not on this agent; upload it first (deploy push)")
-        self.store.touch(digest)  # used now: least-recently-used store pruning keeps it longest
+        self._touch(digest)
         dest = self.root / digest.split(":", 1)[-1]
         if (dest / MANIFEST_NAME).is_file() and not self._still_sound(dest):
             shutil.rmtree(dest, ignore_errors=True)
@@ -51,6 +54,16 @@ class UnpackedBundles:
         with self._lock:
             self._open[digest] = bundle
         return bundle
+
+    def _touch(self, digest: str) -> None:
+        """Used now, for least-recently-used store pruning; at most once a minute per bundle, so a stream of Run
+        calls does not write the file's metadata to flash on every call."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._touched.get(digest, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
+                return
+            self._touched[digest] = now
+        self.store.touch(digest)
 
     def segment_bytes(self, digest: str, bundle: Bundle, seg: Segment) -> bytes:
         """The segment's ONNX, checked against its digest; a changed copy is dropped (DataLoss: build again)."""
@@ -67,6 +80,7 @@ class UnpackedBundles:
         """Drop the open bundle and its unpacked copy; the next `get` unpacks the stored archive again."""
         with self._lock:
             self._open.pop(digest, None)
+            self._touched.pop(digest, None)
         shutil.rmtree(self.root / digest.split(":", 1)[-1], ignore_errors=True)
 
     def _still_sound(self, dest: Path) -> bool:

@@ -32,13 +32,13 @@ def test_prune_to_a_size_removes_the_least_recently_used_bundle_and_its_unpacked
     a, _, _ = single_segment_bundle(tmp_path / "a", conv_net(seed=71), "a")
     b, _, _ = single_segment_bundle(tmp_path / "b", conv_net(seed=72), "b")
     with client_for(agent) as client:
-        da = client.upload(a).digest
         db = client.upload(b).digest
-        list(client.build(db, ORT))
         time.sleep(0.05)  # mtimes apart on any file system
-        list(client.build(da, ORT))  # a is now the more recently used
+        da = client.upload(a).digest  # a is the newer upload
         time.sleep(0.05)
-        list(client.build(db, ORT))  # and now b again: a is the least recently used
+        list(client.build(da, ORT))
+        time.sleep(0.05)
+        list(client.build(db, ORT))  # b, the older upload, is used last: a is now the least recently used
         listing = client.list_store()
         assert [e.digest for e in listing.entries] == [da, db]
         assert all(e.complete and e.unpacked_bytes > 0 for e in listing.entries)
