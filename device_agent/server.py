@@ -157,7 +157,7 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
                 yield msg.chunk
 
         result = self.store.receive(header.digest, header.size, header.offset, chunks())
-        limit = int(getattr(self.settings, "store_max_bytes", 0) or 0)
+        limit = int(self.settings.store_max_bytes)
         if limit > 0 and not result.already_present:
             pruned = self._store_usage().bound(limit, keep=result.digest)
             if pruned.removed:

@@ -192,17 +192,21 @@ class Store:
         if not lock.acquire(blocking=False):
             return None
         try:
-            freed = 0
-            for p in (self.blobs / hex_digest, self.partial / hex_digest):
-                try:
-                    size = p.stat().st_size
-                    p.unlink()
-                    freed += size
-                except FileNotFoundError:
-                    pass
-            return freed
+            return self._unlink(hex_digest) or 0
         finally:
             lock.release()
+
+    def _unlink(self, hex_digest: str) -> Optional[int]:
+        """Delete the blob and partial file of a digest (caller holds its lock): bytes freed, None if neither was."""
+        freed: Optional[int] = None
+        for p in (self.blobs / hex_digest, self.partial / hex_digest):
+            try:
+                size = p.stat().st_size
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            freed = (freed or 0) + size
+        return freed
 
     def list(self) -> Iterator[tuple[str, int]]:
         for p in sorted(self.blobs.iterdir()):
@@ -305,11 +309,6 @@ class Store:
         hex_digest = parse_digest(digest)
         lock = self._acquire(hex_digest, digest)
         try:
-            removed = False
-            for p in (self.blobs / hex_digest, self.partial / hex_digest):
-                if p.exists():
-                    p.unlink()
-                    removed = True
-            return removed
+            return self._unlink(hex_digest) is not None
         finally:
             lock.release()

@@ -73,7 +73,8 @@ class StoreUsage:
             missing = [d for d in request.digests if d not in known]
             if missing:
                 raise InvalidInput(f"{missing[0]} is not in this agent's store; list it with `deploy store ls`")
-            candidates = [e for e in entries if e.digest in set(request.digests)]
+            wanted = set(request.digests)
+            candidates = [e for e in entries if e.digest in wanted]
         return self._remove(candidates, entries, max_bytes)
 
     def bound(self, max_bytes: int, keep: str) -> agent_pb2.PruneStoreReply:
