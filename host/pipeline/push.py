@@ -239,7 +239,6 @@ def check_source(source: Path) -> str:
 def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     """The deterministic archive of a bundle directory, kept in the host cache by the manifest's digest."""
     import hashlib
-    import os
 
     from device_agent.bundle import write_archive
 
@@ -251,12 +250,7 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     archives.mkdir(parents=True, exist_ok=True)
     archive = archives / f"{h.hexdigest()[:32]}.tar"
     if not archive.is_file():
-        tmp = archive.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            write_archive(bundle_dir, tmp)
-            os.replace(tmp, archive)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_archive(bundle_dir, archive)  # whole or not at all (device_agent.fileio.atomic_file)
         bundle_cache.prune()
     from host.client.digests import digest_of
 
