@@ -37,7 +37,7 @@ def _push_options(**kw: Any):
         from device_agent.registry import RegistryRef
 
         RegistryRef.parse(kw["registry"])
-    return PushOptions(**kw)
+    return PushOptions.from_flat(**kw)
 
 
 def push(source: PathLike, device: str = "local", *, observer: Optional["Observer"] = None, retry_for: float = 0,
@@ -143,8 +143,6 @@ def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
     """Every model input given once, nothing else: one line naming what is missing or unknown."""
     from device_agent.errors import InvalidInput
 
-    if manifest is None:
-        return
     wanted = [t.name for t in manifest.inputs]
     missing = [n for n in wanted if n not in arrays]
     unknown = [n for n in arrays if n not in wanted]
