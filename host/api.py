@@ -44,8 +44,9 @@ def push(source: PathLike, device: str = "local", *, observer: Optional["Observe
          on_retry: Any = None, **options: Any) -> dict[str, Any]:
     """Compile (or reuse) for the device, upload, build, verify, optionally benchmark (``bench=True``).
 
-    ``options`` are `host.pipeline.push.PushOptions` fields; ``device`` an inventory name, ``local`` or
-    HOST:PORT."""
+    ``options`` are flat (`PushOptions.from_flat`): `host.pipeline.push.PushOptions`' own fields and the
+    `host.compiler.options.CompileOptions` fields (``batch_range`` for its ``batch``); ``device`` an inventory name,
+    ``local`` or HOST:PORT."""
     from host.client.agent import connect
     from host.pipeline.push import check_source, push as run_push
 
