@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from device_agent.errors import DataLoss, InvalidInput, ResourceExhausted
-from device_agent.fileio import is_disk_full, sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
+from device_agent.fileio import atomic_file, atomic_write, is_disk_full, sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -501,10 +501,9 @@ class Bundle:
 
 
 def write_manifest(bundle_dir: Union[str, os.PathLike], manifest: Manifest) -> Path:
+    """Durably (`atomic_write`): the manifest names every file, so a torn one would lose the bundle."""
     path = Path(bundle_dir) / MANIFEST_NAME
-    tmp = path.with_name(MANIFEST_NAME + ".tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, manifest.to_json().encode("utf-8"))
     return path
 
 
@@ -532,33 +531,23 @@ def write_archive(bundle_dir: Union[str, os.PathLike], archive_path: Union[str, 
     archive_path = Path(archive_path)
     if root.resolve() in archive_path.resolve().parents:
         raise InvalidInput(f"archive {archive_path} must not be written inside the bundle directory {root}")
-    archive_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tar", dir=archive_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for rel, p in _archive_members(root):
-                    info = tarfile.TarInfo(rel)
-                    info.mtime = 0
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    if p.is_dir():
-                        info.type = tarfile.DIRTYPE
-                        info.mode = 0o755
-                        tar.addfile(info)
-                    else:
-                        info.type = tarfile.REGTYPE
-                        info.mode = 0o644
-                        info.size = p.stat().st_size
-                        with open(p, "rb") as f:
-                            tar.addfile(info, f)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, archive_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(archive_path) as raw:
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for rel, p in _archive_members(root):
+                info = tarfile.TarInfo(rel)
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if p.is_dir():
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                else:
+                    info.type = tarfile.REGTYPE
+                    info.mode = 0o644
+                    info.size = p.stat().st_size
+                    with open(p, "rb") as f:
+                        tar.addfile(info, f)
     return archive_digest(archive_path)
 
 

@@ -1,10 +1,13 @@
 """Small file primitives every part shares: sha256 digests of files and bytes, durable writes."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
+import threading
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 _BUFSIZE = 4 * 1024 * 1024
@@ -53,16 +56,42 @@ def publish(src: PathLike, dst: PathLike) -> None:
         fsync_dir(src_dir)
 
 
-def atomic_write(path: PathLike, data: bytes) -> None:
-    """Replace `path` with `data` whole or not at all: temp file beside it, fsync, rename, fsync the directory."""
+@contextlib.contextmanager
+def atomic_file(path: PathLike, mode: Optional[int] = None) -> Iterator[BinaryIO]:
+    """The one way a file appears whole or not at all: yields a temp file beside `path` to write; on a normal
+    exit it is fsynced, renamed onto `path` and the directory fsynced (`publish`); on an exception it is removed
+    and `path` is left as it was. The parent directory is created when missing.
+
+    ``mode`` (e.g. 0o600 for a private key) is set on the temp file before any byte is written, so the data is
+    never readable with wider rights; without it the file gets 0o666 less the umask, as ``open`` would give.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
-        write_synced(tmp, data)
+        if mode is not None:
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+        with os.fdopen(fd, "wb") as f:
+            fd = -1
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         publish(tmp, path)
-    finally:
-        if tmp.exists():
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
             tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None) -> None:
+    """Replace `path` with `data` whole or not at all (`atomic_file`)."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from device_agent.cache import DEVICE_CLASS_FIELDS, canonical_json, device_class
 from device_agent.errors import DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted
-from device_agent.fileio import atomic_write, is_disk_full, publish, sha256_file
+from device_agent.fileio import atomic_file, atomic_write, is_disk_full, sha256_file
 
 #: A TensorRT timing cache is kilobytes to a few MiB; this bounds a put.
 MAX_TIMING_CACHE_BYTES = 64 * 1024 * 1024
@@ -118,28 +117,21 @@ class TimingCaches:
             return have, True
         h = hashlib.sha256()
         got = 0
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self)}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with atomic_file(path) as f:  # an exception below leaves the old cache (or none) in place
                 for chunk in chunks:
                     got += len(chunk)
                     if got > size:
                         raise InvalidInput(f"timing cache stream is longer than the {size} bytes announced")
                     h.update(chunk)
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if got != size or "sha256:" + h.hexdigest() != digest:
-                raise DataLoss(f"timing cache arrived as {got} bytes with digest sha256:{h.hexdigest()}; "
-                               f"expected {size} bytes with {digest}; nothing was stored, send it again")
-            publish(tmp, path)
+                if got != size or "sha256:" + h.hexdigest() != digest:
+                    raise DataLoss(f"timing cache arrived as {got} bytes with digest sha256:{h.hexdigest()}; "
+                                   f"expected {size} bytes with {digest}; nothing was stored, send it again")
         except OSError as exc:
             if is_disk_full(exc):
                 raise ResourceExhausted(f"disk full writing the timing cache under {self.root}; free space") from None
             raise
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         info = self._info(path, facts)
         assert info is not None
         return info, False

@@ -37,15 +37,16 @@ def _push_options(**kw: Any):
         from device_agent.registry import RegistryRef
 
         RegistryRef.parse(kw["registry"])
-    return PushOptions(**kw)
+    return PushOptions.from_flat(**kw)
 
 
 def push(source: PathLike, device: str = "local", *, observer: Optional["Observer"] = None, retry_for: float = 0,
          on_retry: Any = None, **options: Any) -> dict[str, Any]:
     """Compile (or reuse) for the device, upload, build, verify, optionally benchmark (``bench=True``).
 
-    ``options`` are `host.pipeline.push.PushOptions` fields; ``device`` an inventory name, ``local`` or
-    HOST:PORT."""
+    ``options`` are flat (`PushOptions.from_flat`): `host.pipeline.push.PushOptions`' own fields and the
+    `host.compiler.options.CompileOptions` fields (``batch_range`` for its ``batch``); ``device`` an inventory name,
+    ``local`` or HOST:PORT."""
     from host.client.agent import connect
     from host.pipeline.push import check_source, push as run_push
 
@@ -143,8 +144,6 @@ def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
     """Every model input given once, nothing else: one line naming what is missing or unknown."""
     from device_agent.errors import InvalidInput
 
-    if manifest is None:
-        return
     wanted = [t.name for t in manifest.inputs]
     missing = [n for n in wanted if n not in arrays]
     unknown = [n for n in arrays if n not in wanted]

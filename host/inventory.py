@@ -13,6 +13,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from device_agent.errors import InvalidInput, NotFound
+from device_agent.fileio import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -107,9 +108,7 @@ def save(inventory: Inventory, path: Optional[Path] = None) -> Path:
     for entry in data["devices"].values():
         if not entry.get("tags"):
             entry.pop("tags", None)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(tomli_w.dumps(data))
-    os.replace(tmp, path)
+    atomic_write(path, tomli_w.dumps(data).encode("utf-8"))
     return path
 
 

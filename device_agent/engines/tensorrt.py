@@ -10,7 +10,6 @@ Device buffers and events come from ``engines/cuda.py`` (cuda-python, else pycud
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,6 +22,7 @@ from device_agent.engines.cuda import CudaRt as _CudaRt
 from device_agent.engines.layers import LayerProfiler, LayerTime
 from device_agent.engines.trt_progress import attach_progress_monitor
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, Unavailable
+from device_agent.fileio import atomic_write
 
 
 def import_trt() -> Tuple[Any, str]:
@@ -329,7 +329,7 @@ class TensorRTBackend(Backend):
                                           logger.messages)
         if timing_cache is not None and spec.timing_cache_path:
             try:
-                _atomic_write(spec.timing_cache_path, bytes(memoryview(timing_cache.serialize())))
+                atomic_write(spec.timing_cache_path, bytes(memoryview(timing_cache.serialize())))
             except Exception as exc:
                 messages.append(f"timing cache not saved: {' '.join(str(exc).split())[:200]}")
         return BuildOutput(bytes(memoryview(plan)), parse_s, build_s, messages + logger.messages[-20:])
@@ -355,22 +355,6 @@ class TensorRTBackend(Backend):
             said = " | ".join(logger.messages[-3:]) or "no message"
             raise PreconditionFailed(f"{module} {trt.__version__} runtime refused the engine on this GPU: {said}")
         return TrtEngine(trt, engine, logger, list(spec.inputs), list(spec.outputs))
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["TensorRTBackend", "TrtEngine", "import_trt", "Unavailable"]

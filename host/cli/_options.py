@@ -23,6 +23,28 @@ InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Sample inpu
                                                    "the reference and verify data; their shapes bind symbolic dims.")]
 SampleOpt = Annotated[list[str], typer.Option("--input", "-i", help="NAME=FILE.npy, a sample input (repeat; wins "
                                               "over --inputs).")]
+# Compile options (host.compiler.options.CompileOptions), the same for `compile`, `push`, `bench` and `run`.
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", "-p", help="Device profile to compile for: x86-cpu, generic-cuda, jetson-nano, jetson-xavier-nx, "
+    "jetson-orin (default: `compile` x86-cpu; `push`, `bench`, `run` what the agent or the inventory says).")]
+TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
+                                               "of the device's (`compile`: the profile's).")]
+Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build FP16 engines on the device.")]
+_BATCH_RANGE_HELP = "Compile a symbolic batch dim as a dynamic range MIN:OPT:MAX, e.g. 1:8:32."
+BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help=_BATCH_RANGE_HELP)]
+# `compile` also takes --batch (push, bench and run use --batch for the batch size to build and run)
+CompileBatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", "--batch", help=_BATCH_RANGE_HELP)]
+RemainderDeviceOpt = Annotated[Optional[str], typer.Option("--remainder-device",
+                                                           help="Run the TVM remainder on cpu or cuda.")]
+ComputeCapabilityOpt = Annotated[Optional[str], typer.Option(
+    "--compute-capability", help="Compile CUDA code for this GPU (e.g. 9.0) instead of the profile's; "
+                                 "deploy push asks the agent.")]
+ImplicitBatchOpt = Annotated[bool, typer.Option("--use-implicit-batch", help="TensorRT < 10 implicit-batch limits.")]
+RemoveNoMacOpt = Annotated[bool, typer.Option("--remove-no-mac-subgraphs",
+                                              help="Keep segments without conv/matmul in TVM.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")]
+NoHostCheckOpt = Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM remainder "
+                                              "on this host first.")]
 # INT8 through explicit quantization (Q/DQ), the same for `compile` and `push` (docs/int8.md).
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Quantize the TensorRT segments to INT8 (Q/DQ) from "
                                        "--calibration samples; with --fp16, FP16 for layers without INT8 kernels.")]

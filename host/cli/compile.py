@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._options import (
-    CalibrationOpt, CalibratorOpt, InputsOpt, Int8Opt, JsonOpt, MinCosineOpt, NoOffloadOpt, SampleOpt, ShapeOpt,
-    ValidationOpt, VerboseOpt, WorkspaceOpt,
+    CalibrationOpt, CalibratorOpt, CompileBatchRangeOpt, ComputeCapabilityOpt, Fp16Opt, ImplicitBatchOpt, InputsOpt,
+    Int8Opt, JsonOpt, MinCosineOpt, NoHostCheckOpt, NoOffloadOpt, ProfileOpt, RemainderDeviceOpt, RemoveNoMacOpt,
+    SampleOpt, SeedOpt, ShapeOpt, TrtOpt, ValidationOpt, VerboseOpt, WorkspaceOpt,
 )
 from .output import Output
 
@@ -16,11 +17,9 @@ from .output import Output
 def compile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (gets bundle/ and bundle.tar).")],
-    profile: Annotated[str, typer.Option("--profile", "-p", help="x86-cpu, generic-cuda, jetson-nano, "
-                                                                 "jetson-xavier-nx, jetson-orin.")] = "x86-cpu",
-    trt_version: Annotated[Optional[str], typer.Option("--trt-version", help="Partition for this TensorRT "
-                                                                              "version instead of the profile's.")] = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Build engines in FP16 on the device.")] = False,
+    profile: ProfileOpt = None,
+    trt_version: TrtOpt = None,
+    fp16: Fp16Opt = False,
     int8: Int8Opt = False,
     calibration: CalibrationOpt = None,
     calibrator: CalibratorOpt = "minmax",
@@ -31,27 +30,22 @@ def compile_cmd(
     input_shape: ShapeOpt = [],
     inputs: InputsOpt = None,
     input: SampleOpt = [],
-    batch: Annotated[Optional[str], typer.Option("--batch-range", "--batch", help="Dynamic batch MIN:OPT:MAX, e.g. 1:8:32.")] = None,
+    batch: CompileBatchRangeOpt = None,
     no_offload: NoOffloadOpt = [],
-    remainder_device: Annotated[Optional[str], typer.Option("--remainder-device",
-                                                            help="Run the TVM remainder on cpu or cuda.")] = None,
-    compute_capability: Annotated[Optional[str], typer.Option(
-        "--compute-capability", help="Compile CUDA code for this GPU (e.g. 9.0) instead of the profile's; "
-                                     "deploy push asks the agent.")] = None,
-    implicit_batch: Annotated[bool, typer.Option("--use-implicit-batch", help="TensorRT < 10 implicit-batch "
-                                                                              "limits.")] = False,
-    remove_no_mac: Annotated[bool, typer.Option("--remove-no-mac-subgraphs", help="Keep segments without "
-                                                                                  "conv/matmul in TVM.")] = False,
+    remainder_device: RemainderDeviceOpt = None,
+    compute_capability: ComputeCapabilityOpt = None,
+    implicit_batch: ImplicitBatchOpt = False,
+    remove_no_mac: RemoveNoMacOpt = False,
     workspace: WorkspaceOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the reference inputs.")] = 0,
-    no_host_check: Annotated[bool, typer.Option("--no-host-check", help="Skip running a bundle with a TVM "
-                                                                        "remainder on this host first.")] = False,
+    seed: SeedOpt = 0,
+    no_host_check: NoHostCheckOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
-    from host.compiler.api import CompileOptions, compile_model
+    from host.compiler.api import compile_model
     from host.compiler.frontend import parse_input_shape
+    from host.compiler.options import CompileOptions
     from host.pipeline.int8 import int8_options
     from host.pipeline.tensors import read_samples
 
@@ -67,9 +61,8 @@ def compile_cmd(
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
                           max_workspace_size=workspace, exclude_ops=tuple(no_offload),
                           remainder_device=remainder_device, compute_capability=compute_capability, seed=seed,
-                          host_check=not no_host_check,
-                          sample_inputs=samples, int8=quant)
-    out.status(f"compiling {model} for {profile} ...")
+                          host_check=not no_host_check, sample_inputs=samples, int8=quant)
+    out.status(f"compiling {model} for {opts.profile_name} ...")
     result = compile_model(model, output, opts)
     data = result.to_json()
 

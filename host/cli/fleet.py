@@ -185,9 +185,9 @@ def prometheus_targets(
     targets = scrape_targets(_devices(tag), metrics_port)
     text = _json.dumps(targets, indent=2) + "\n"
     if output is not None:
-        from host.security.certs import write_atomic
+        from device_agent.fileio import atomic_write
 
-        write_atomic(output, text.encode(), 0o644)
+        atomic_write(output, text.encode(), 0o644)
     data = {"path": str(output) if output else None, "targets": targets}
     Output(json).result(data, lambda c: c.print(f"wrote {len(targets)} target(s) to {output}", markup=False)
                         if output else c.out(text, end=""))

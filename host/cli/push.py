@@ -15,10 +15,9 @@ from host.client.agent import connect
 from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
-    CalibrationOpt, CalibratorOpt, Int8Opt, MinCosineOpt, ValidationOpt,
-    DeviceOpt, DevicesOpt, RegistryOpt, InputsOpt, JsonOpt, NoOffloadOpt, RetryForOpt, SampleOpt, ShapeOpt, VerboseOpt,
-    WorkspaceOpt,
-    retry_lines,
+    BatchRangeOpt, CalibrationOpt, CalibratorOpt, DeviceOpt, DevicesOpt, Fp16Opt, InputsOpt, Int8Opt, JsonOpt,
+    MinCosineOpt, NoOffloadOpt, ProfileOpt, RegistryOpt, RetryForOpt, SampleOpt, ShapeOpt, TrtOpt, ValidationOpt,
+    VerboseOpt, WorkspaceOpt, retry_lines,
 )
 from .output import Output
 from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push
@@ -27,15 +26,8 @@ if TYPE_CHECKING:
     from host.pipeline.push import PushOptions
 
 SourceArg = Annotated[Path, typer.Argument(help="ONNX model, bundle directory (deploy compile) or bundle archive.")]
-Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build FP16 engines.")]
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="Segment backend on the device (default: "
                                                    "its TensorRT, else onnxruntime-cuda on a GPU, else onnxruntime).")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Device profile to compile for (default: "
-                                                   "what the agent or the inventory says).")]
-TrtOpt = Annotated[Optional[str], typer.Option("--trt-version", help="Compile for this TensorRT version instead "
-                                               "of the device's.")]
-BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help="Compile a symbolic batch dim as a "
-                                                      "dynamic range MIN:OPT:MAX (as `deploy compile --batch-range`).")]
 IterOpt = Annotated[int, typer.Option("--iterations", "-n", min=0, show_default=False,
                                      help="Timed iterations (default 100).")]
 DurationOpt = Annotated[float, typer.Option("--duration", min=0.0, help="Benchmark for this many seconds instead.")]
@@ -65,7 +57,7 @@ def _options(**kw: Any) -> "PushOptions":
 
     if kw.get("iterations") and kw.get("duration_s"):
         raise InvalidInput("give --iterations or --duration, not both")
-    return PushOptions(**kw)
+    return PushOptions.from_flat(**kw)
 
 
 def push(

@@ -5,13 +5,12 @@ Re-sending a file the agent already has must cost one query, not a re-hash of hu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 from filelock import FileLock
 
-from device_agent.fileio import sha256_file as hash_file
+from device_agent.fileio import atomic_write, sha256_file as hash_file
 
 from .local import cache_dir
 
@@ -54,7 +53,5 @@ def digest_of(path: Path) -> str:
         table[key] = digest
         if len(table) > MAX_ENTRIES:
             table = dict(list(table.items())[-MAX_ENTRIES:])
-        tmp = _db_path().with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table))
-        os.replace(tmp, _db_path())
+        atomic_write(_db_path(), json.dumps(table).encode())
     return digest

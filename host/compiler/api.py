@@ -9,9 +9,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,43 +20,19 @@ from device_agent.bundle import (
 )
 from device_agent.errors import BuildFailed, InvalidInput
 from host.compiler import emit, frontend, lower, reference
+from host.compiler.options import CompileOptions  # declared there; re-exported here for callers of compile_model
 from host.compiler.partition import partition
 from host.compiler.patterns import Context
-from host.compiler.profiles import format_version, get_profile, max_parser_opset
-from host.compiler.quantize import Int8Options
+from host.compiler.profiles import Profile, format_version, get_profile, max_parser_opset
 
 BUNDLE_DIRNAME = "bundle"
 ARCHIVE_NAME = "bundle.tar"
 
 
 @dataclass
-class CompileOptions:
-    profile: str = "x86-cpu"
-    trt_version: Optional[str] = None
-    fp16: bool = False
-    input_shapes: Dict[str, List[int]] = field(default_factory=dict)
-    batch: Optional[str] = None                 # "MIN:OPT:MAX"
-    use_implicit_batch: bool = False
-    remove_no_mac_subgraphs: bool = False
-    max_workspace_size: Optional[int] = None    # None: the profile's default_workspace_bytes
-    exclude_ops: Sequence[str] = ()             # ops kept in TVM on request
-    remainder_device: Optional[str] = None      # override the profile's choice ("cpu" | "cuda")
-    compute_capability: Optional[str] = None    # override the profile's GPU ("9.0"), e.g. the device's own
-    seed: int = 0
-    host_check: bool = True                     # run a host-runnable remainder bundle against the reference
-    sample_inputs: Dict[str, np.ndarray] = field(default_factory=dict)  # reference/verify inputs (--inputs)
-    fold: bool = True                           # fold constants and shape subgraphs first (simplify.py)
-    int8: Optional[Int8Options] = None          # explicit INT8 (Q/DQ) from calibration samples (int8.py)
-
-    @property
-    def precision(self) -> str:
-        if self.int8 is not None:
-            return "int8+fp16" if self.fp16 else "int8"
-        return "fp16" if self.fp16 else "fp32"
-
-
-@dataclass
 class CompileResult:
+    """A bundle written by `compile_model`: its digest, where it is, its manifest and how long it took."""
+
     digest: str
     bundle_dir: Path
     archive: Path
@@ -129,110 +105,177 @@ def _partition_and_emit(loaded: frontend.LoadedModel, ctx: Context, opts: Compil
 
 def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
                   options: Optional[CompileOptions] = None, **overrides: Any) -> CompileResult:
-    """Compile an ONNX model into a bundle for one device profile."""
+    """Compile an ONNX model into a bundle for one device profile.
+
+    The stages, each a function below: options, profile, load (shapes, folding), INT8, partition and emit,
+    then in a temp dir beside ``out_dir``: segments, remainder, reference, manifest, verify, host check, archive,
+    and one rename into place."""
     t0 = time.perf_counter()
+    opts = _resolve_options(options, overrides)
+    profile = _profile_of(opts)
+    front = _load(model_path, opts, profile)
+    if opts.int8 is not None:
+        front = _quantize(front, profile, opts)
+    part, emitted = _partition_and_emit(front.loaded, front.ctx, opts, front.seg_opset)
+    out = _check_out_dir(Path(out_dir))
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        bdir = work / BUNDLE_DIRNAME
+        manifest, remainder_module = _write_bundle(bdir, Path(model_path).stem, front, part, emitted, profile, opts)
+        bundle = Bundle.open(bdir)
+        bundle.verify()
+        if opts.host_check and remainder_module is not None:
+            _check_remainder_on_host(bundle, remainder_module, profile, work)
+        digest = write_archive(bdir, work / ARCHIVE_NAME)
+        _replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return CompileResult(digest=digest, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
+                         manifest=manifest, seconds=time.perf_counter() - t0, parts=_parts(part))
+
+
+@dataclass
+class _Front:
+    """The model after loading, folding and (with INT8) quantizing: what is partitioned and written."""
+
+    loaded: frontend.LoadedModel
+    digest: str                                 # of the source model
+    ctx: Context
+    seg_opset: int
+    batch: Optional[frontend.BatchRange]
+    samples: Dict[str, np.ndarray]              # reference inputs: the given ones, else a calibration sample
+    int8: Any = None                            # host.compiler.int8.Int8Result
+
+
+def _resolve_options(options: Optional[CompileOptions], overrides: Dict[str, Any]) -> CompileOptions:
     import dataclasses
 
     unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(CompileOptions)}]
     if unknown:
         raise TypeError(f"unknown compile options {unknown}")
-    opts = dataclasses.replace(options or CompileOptions(), **overrides)
-    profile = get_profile(opts.profile, opts.trt_version, opts.remainder_device, opts.compute_capability)
-    trt = profile.trt
-    if opts.use_implicit_batch and trt >= (10, 0, 0):
+    return dataclasses.replace(options or CompileOptions(), **overrides)
+
+
+def _profile_of(opts: CompileOptions) -> Profile:
+    profile = get_profile(opts.profile_name, opts.trt_version, opts.remainder_device, opts.compute_capability)
+    if opts.use_implicit_batch and profile.trt >= (10, 0, 0):
         raise InvalidInput(f"use_implicit_batch needs TensorRT < 10, target is {profile.trt_version}")
+    return profile
+
+
+def _context(loaded: frontend.LoadedModel, profile: Profile, opts: CompileOptions) -> Tuple[Context, int]:
+    """The partitioner's view of the target, and the opset segments are written in (what the parser reads)."""
+    parser_opset = max_parser_opset(profile.trt)
+    ctx = Context.for_model(loaded.model, loaded.value_types, profile.trt, parser_opset, loaded.opset,
+                            opts.use_implicit_batch)
+    return ctx, min(loaded.opset, parser_opset)
+
+
+def _load(model_path: Union[str, os.PathLike], opts: CompileOptions, profile: Profile) -> _Front:
+    """Read, bind shapes and batch range, fold; check the sample inputs against the prepared model."""
     batch = frontend.BatchRange.parse(opts.batch) if opts.batch else None
     model, digest = frontend.load_model(model_path)
     loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
                               fold=opts.fold, samples=opts.sample_inputs,
-                              decompose_layer_norm_below_86=trt < (8, 6, 0)
+                              decompose_layer_norm_below_86=profile.trt < (8, 6, 0)
                               and "LayerNormalization" not in opts.exclude_ops)
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
-    parser_opset = max_parser_opset(trt)
-    seg_opset = min(loaded.opset, parser_opset)
-    ctx = Context.for_model(loaded.model, loaded.value_types, trt, parser_opset, loaded.opset,
-                            opts.use_implicit_batch)
-    int8_result = None
-    if opts.int8 is not None:
-        from host.compiler import int8
+    ctx, seg_opset = _context(loaded, profile, opts)
+    return _Front(loaded, digest, ctx, seg_opset, batch, samples)
 
-        int8_result = int8.apply(loaded, ctx, profile, opts.int8, opts.exclude_ops, opts.remove_no_mac_subgraphs)
-        loaded = int8_result.loaded
-        seg_opset = min(loaded.opset, parser_opset)
-        ctx = Context.for_model(loaded.model, loaded.value_types, trt, parser_opset, loaded.opset,
-                                opts.use_implicit_batch)
-        if not samples:  # the reference input is a calibration sample, not noise the scales never saw
-            samples = int8_result.first_sample
-    part, emitted = _partition_and_emit(loaded, ctx, opts, seg_opset)
 
-    out = Path(out_dir)
+def _quantize(front: _Front, profile: Profile, opts: CompileOptions) -> _Front:
+    """INT8 (Q/DQ) on the nodes TensorRT will run; the quantized model replaces the FP32 one."""
+    from host.compiler import int8
+
+    result = int8.apply(front.loaded, front.ctx, profile, opts.int8, opts.exclude_ops, opts.remove_no_mac_subgraphs)
+    ctx, seg_opset = _context(result.loaded, profile, opts)
+    # the reference input is a calibration sample, not noise the scales never saw
+    samples = front.samples or result.first_sample
+    return _Front(result.loaded, front.digest, ctx, seg_opset, front.batch, samples, result)
+
+
+def _check_out_dir(out: Path) -> Path:
+    """``out`` may be new, empty or an earlier output (replaced whole); anything else is refused."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and any(out.iterdir()) and not (out / BUNDLE_DIRNAME / "manifest.json").is_file():
         raise InvalidInput(f"output directory {out} is not empty and holds no bundle; choose another -o")
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        bdir = work / BUNDLE_DIRNAME
-        (bdir / "segments").mkdir(parents=True)
-        segments: List[Segment] = []
-        for seg in part.segments:
-            rel = f"segments/{seg.id}.onnx"
-            (bdir / rel).write_bytes(emit.serialize(emitted[seg.id]))
-            segments.append(Segment(
-                id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
-                inputs=[emit.spec_of(t, loaded.value_types) for t in seg.inputs],
-                outputs=[emit.spec_of(t, loaded.value_types) for t in seg.outputs],
-                opset=seg_opset, calibration=_calibration_of(int8_result, emitted[seg.id])))
-        remainder = None
-        if not part.fully_offloaded:
-            lower.check_importable(part, ctx, opts.exclude_ops)
-            mod = lower.build_module(loaded.model, part, loaded.value_types,
-                                     [s.name for s in loaded.inputs], [s.name for s in loaded.outputs],
-                                     loaded.opset)
-            tgt, host = lower.compile_module(mod, profile, bdir / REMAINDER_PATH)
-            remainder = Remainder(path=REMAINDER_PATH, digest=sha256_file(bdir / REMAINDER_PATH),
-                                  target=tgt, host=host)
-        ref = _write_reference(bdir, loaded, opts, samples)
-        manifest = Manifest(
-            name=Path(model_path).stem, source_digest=digest, inputs=loaded.inputs, outputs=loaded.outputs,
-            target=Target(profile=profile.name, trt_version=profile.trt_version,
-                          compute_capability=profile.compute_capability, device=profile.device, arch=profile.arch),
-            compiler=_versions(),
-            options={
-                "fp16": bool(opts.fp16), "precision": opts.precision,
-                **({"int8": int8_result.info} if int8_result is not None else {}),
-                "use_implicit_batch": bool(opts.use_implicit_batch),
-                "remove_no_mac_subgraphs": bool(opts.remove_no_mac_subgraphs),
-                "max_workspace_size": int(opts.max_workspace_size if opts.max_workspace_size is not None
-                                          else profile.default_workspace_bytes),
-                "batch": None if batch is None else batch.to_list(),
-                "input_shapes": {k: list(v) for k, v in sorted(opts.input_shapes.items())},
-                "exclude_ops": sorted(opts.exclude_ops), "segment_opset": seg_opset,
-                "prepare": None if loaded.simplified is None else loaded.simplified.to_json(),
-                "sample_inputs": sorted(samples),
-                "remainder": {"device": profile.device, "why": profile.remainder_note}
-                if remainder is not None else None,
-                "parts": [{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts],
-            },
-            segments=segments, remainder=remainder, not_offloaded=part.not_offloaded, reference=ref)
-        write_manifest(bdir, manifest)
-        bundle = Bundle.open(bdir)
-        bundle.verify()
-        if opts.host_check and remainder is not None:
-            if profile.device == "cpu" and not profile.cross:
-                _host_check(bundle)
-            else:  # not runnable here: check an x86 CPU build of the same Relax module
-                host_lib = work / "host-check.so"
-                lower.compile_module(mod, get_profile("x86-cpu"), host_lib)
-                _host_check(bundle, str(host_lib))
-                host_lib.unlink()
-        digest_out = write_archive(bdir, work / ARCHIVE_NAME)
-        _replace_dir(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return CompileResult(digest=digest_out, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
-                         manifest=manifest, seconds=time.perf_counter() - t0,
-                         parts=[{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts])
+    return out
+
+
+def _write_bundle(bdir: Path, name: str, front: _Front, part: Any, emitted: Dict[str, Any], profile: Profile,
+                  opts: CompileOptions) -> Tuple[Manifest, Any]:
+    """Segments, remainder, reference and manifest in ``bdir``; also the remainder's Relax module (or None)."""
+    segments = _write_segments(bdir, front, part, emitted)
+    remainder, module = _write_remainder(bdir, front, part, profile, opts)
+    ref = _write_reference(bdir, front.loaded, opts, front.samples)
+    manifest = _manifest(name, front, part, profile, opts, segments, remainder, ref)
+    write_manifest(bdir, manifest)
+    return manifest, module
+
+
+def _write_segments(bdir: Path, front: _Front, part: Any, emitted: Dict[str, Any]) -> List[Segment]:
+    (bdir / "segments").mkdir(parents=True)
+    segments: List[Segment] = []
+    for seg in part.segments:
+        rel = f"segments/{seg.id}.onnx"
+        (bdir / rel).write_bytes(emit.serialize(emitted[seg.id]))
+        segments.append(Segment(
+            id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
+            inputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.inputs],
+            outputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.outputs],
+            opset=front.seg_opset, calibration=_calibration_of(front.int8, emitted[seg.id])))
+    return segments
+
+
+def _write_remainder(bdir: Path, front: _Front, part: Any, profile: Profile,
+                     opts: CompileOptions) -> Tuple[Optional[Remainder], Any]:
+    """What TensorRT does not take, compiled by TVM for the profile's remainder device (none when all is offloaded)."""
+    if part.fully_offloaded:
+        return None, None
+    loaded = front.loaded
+    lower.check_importable(part, front.ctx, opts.exclude_ops)
+    mod = lower.build_module(loaded.model, part, loaded.value_types, [s.name for s in loaded.inputs],
+                             [s.name for s in loaded.outputs], loaded.opset)
+    tgt, host = lower.compile_module(mod, profile, bdir / REMAINDER_PATH)
+    return Remainder(path=REMAINDER_PATH, digest=sha256_file(bdir / REMAINDER_PATH), target=tgt, host=host), mod
+
+
+def _manifest(name: str, front: _Front, part: Any, profile: Profile, opts: CompileOptions,
+              segments: List[Segment], remainder: Optional[Remainder], ref: Dict[str, Any]) -> Manifest:
+    loaded = front.loaded
+    batch = None if front.batch is None else front.batch.to_list()
+    options = opts.manifest_part(profile.default_workspace_bytes, batch)
+    options.update({
+        **({"int8": front.int8.info} if front.int8 is not None else {}),
+        "segment_opset": front.seg_opset,
+        "prepare": None if loaded.simplified is None else loaded.simplified.to_json(),
+        "sample_inputs": sorted(front.samples),
+        "remainder": {"device": profile.device, "why": profile.remainder_note} if remainder is not None else None,
+        "parts": _parts(part),
+    })
+    return Manifest(
+        name=name, source_digest=front.digest, inputs=loaded.inputs, outputs=loaded.outputs,
+        target=Target(profile=profile.name, trt_version=profile.trt_version,
+                      compute_capability=profile.compute_capability, device=profile.device, arch=profile.arch),
+        compiler=_versions(), options=options,
+        segments=segments, remainder=remainder, not_offloaded=part.not_offloaded, reference=ref)
+
+
+def _parts(part: Any) -> List[Dict[str, Any]]:
+    return [{"id": p.id, "kind": p.kind, "ops": p.ops} for p in part.parts]
+
+
+def _check_remainder_on_host(bundle: Bundle, module: Any, profile: Profile, work: Path) -> None:
+    """Run the bundle here when its remainder can run here, else an x86 CPU build of the same Relax module."""
+    if profile.device == "cpu" and not profile.cross:
+        _host_check(bundle)
+        return
+    host_lib = work / "host-check.so"
+    lower.compile_module(module, get_profile("x86-cpu"), host_lib)
+    _host_check(bundle, str(host_lib))
+    host_lib.unlink()
 
 
 def _calibration_of(int8_result: Any, segment: Any) -> str:

@@ -695,7 +695,7 @@ def model_plans(source: Path, options: Any = None) -> PlanFor:
     lock = threading.Lock()
 
     def plan(cls: DeviceClass, info: agent_pb2.DeviceInfo, device: Device) -> ClassPlan:
-        target = choose_target(info, device, opts.profile, opts.trt_version, opts.backend)
+        target = choose_target(info, device, opts.compile.profile, opts.compile.trt_version, opts.backend)
         with lock:
             prepared = prepare(Path(source), target, opts)
         return ClassPlan(Path(prepared.archive), opts.build_options(target))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from device_agent.errors import InvalidInput, PreconditionFailed, Unavailable
+from device_agent.fileio import atomic_write
 from host import inventory as inv
 from host.security import certs
 
@@ -153,7 +154,7 @@ def _credentials(req: InstallRequest) -> tuple:
         path = req.token_dir / f"{req.name}.token"
         if not path.exists():
             req.token_dir.mkdir(parents=True, exist_ok=True)
-            certs.write_atomic(path, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+            atomic_write(path, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
         return {"token": path.read_bytes()}, {"tls": None, "token_file": path.resolve()}
     raise InvalidInput(f"unknown --auth {req.auth!r}: use tls or token")
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from host.client.digests import digest_of
 from host.client.local import cache_dir
+from host.compiler.options import CompileOptions
 
 SCHEMA = 1
 MAX_ENTRIES = 32
@@ -68,6 +69,35 @@ def cache_key(model_digest: str, target: dict[str, Any], options: dict[str, Any]
     doc = {"schema": SCHEMA, "model": model_digest, "target": target, "options": options,
            "compiler": compiler_fingerprint()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+#: `CompileOptions` fields the key does not take from the options: the target part holds them
+_TARGET_FIELDS = ("profile", "trt_version", "compute_capability")
+
+
+def options_key(options: CompileOptions) -> dict[str, Any]:
+    """The options' part of the key: every `CompileOptions` field that is not the target's.
+
+    fp16, input shapes, batch range, excluded ops and a digest of the sample inputs always (the key's shape since
+    schema 1); INT8 and every other field only when set away from its default, so the keys of earlier compiles
+    stay what they were while any option that changes the bundle still changes the key."""
+    from host.pipeline.tensors import samples_digest
+
+    key: dict[str, Any] = {"fp16": options.fp16,
+                           "input_shapes": {k: list(v) for k, v in sorted(options.input_shapes.items())},
+                           "batch": options.batch, "exclude_ops": sorted(options.exclude_ops),
+                           "samples": samples_digest(options.sample_inputs)}
+    if options.int8 is not None:
+        from host.pipeline.int8 import int8_cache_part
+
+        key["int8"] = int8_cache_part(options.int8)
+    for f in fields(options):
+        if f.name in key or f.name in _TARGET_FIELDS or f.name in ("sample_inputs", "int8"):
+            continue
+        value = getattr(options, f.name)
+        if value != (f.default_factory() if f.default is MISSING else f.default):  # type: ignore[misc]
+            key[f.name] = value
+    return key
 
 
 def lookup(key: str) -> Optional[CachedBundle]:

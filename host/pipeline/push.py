@@ -9,20 +9,24 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import grpc
 
 from device_agent.errors import BuildFailed, DeployError, InvalidInput
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
+from host.compiler.options import CompileOptions
 from protos import agent_pb2
 
 from . import bundle_cache
 from .observer import Observer, SegmentState
 from .target import TargetChoice, choose_target
+
+if TYPE_CHECKING:
+    from device_agent.bundle import Manifest
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -42,44 +46,47 @@ class VerifyFailed(DeployError):
 
 @dataclass
 class PushOptions:
-    """What the user asked for; everything that changes the bundle is part of the host compile-cache key."""
+    """What the user asked for: the compile options (all of them part of the host compile-cache key) and how to
+    build, verify and benchmark on the device."""
 
-    fp16: bool = False
-    profile: Optional[str] = None
-    trt_version: Optional[str] = None
+    compile: CompileOptions = field(default_factory=CompileOptions)  # profile, trt_version None: the device's
     backend: Optional[str] = None
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
-    batch_range: Optional[str] = None  # MIN:OPT:MAX, dynamic-batch bundles
-    sample_inputs: dict[str, Any] = field(default_factory=dict)  # name -> array: the reference and verify inputs
-    exclude_ops: list[str] = field(default_factory=list)  # ONNX ops kept in TVM (--no-offload)
     force_rebuild: bool = False
-    max_workspace_size: Optional[int] = None  # this build's workspace, over the agent's and the bundle's
+    # this build's workspace, over the agent's and the bundle's (a given bundle too); compile.max_workspace_size
+    # is the bundle's own default instead
+    max_workspace_size: Optional[int] = None
     verify: bool = True
     max_rel_err: Optional[float] = None  # fail the push above this (default: none for fp16, 1e-3 for fp32)
     bench: bool = False
     warmup: int = 10
     iterations: int = 0
     duration_s: float = 0.0
-    batch: int = 0
+    batch: int = 0  # the batch size to build and run; compile.batch is the bundle's range (`batch_range`)
     layers: bool = False  # bench: a per-layer profile after the timed runs
-    int8: Optional[Any] = None  # host.compiler.quantize.Int8Options (--int8 --calibration ...)
     registry: Optional[str] = None  # HOST/REPO: the bundle goes through it, the engines are published after
 
-    def compile_options(self) -> dict[str, Any]:
-        from host.pipeline.tensors import samples_digest
+    @classmethod
+    def from_flat(cls, **kw: Any) -> "PushOptions":
+        """From the flat keywords of `host.api.push/bench/run` and the CLI: this class's own fields by name, every
+        other `CompileOptions` field by its name, except the compile `batch` range, spelled ``batch_range`` (here
+        ``batch`` is the build's batch size)."""
+        own = {f.name for f in fields(cls)} - {"compile"}
+        compile_names = {f.name for f in fields(CompileOptions)} - own
+        compile_kw = {("batch" if k == "batch_range" else k): kw.pop(k) for k in list(kw)
+                      if k == "batch_range" or k in compile_names}
+        unknown = sorted(set(kw) - own)
+        if unknown:
+            raise TypeError(f"unknown push options {unknown}")
+        return cls(compile=CompileOptions(**compile_kw), **kw)
 
-        opts = {"fp16": self.fp16, "input_shapes": {k: list(v) for k, v in sorted(self.input_shapes.items())},
-                "batch": self.batch_range, "exclude_ops": sorted(self.exclude_ops),
-                "samples": samples_digest(self.sample_inputs)}
-        if self.int8 is not None:  # absent otherwise, so FP32/FP16 compile-cache keys stay what they were
-            from host.pipeline.int8 import int8_cache_part
-
-            opts["int8"] = int8_cache_part(self.int8)
-        return opts
+    def compile_for(self, target: TargetChoice) -> CompileOptions:
+        """The compile options for one device: its profile and TensorRT version (generic-cuda: its GPU too)."""
+        return replace(self.compile, profile=target.profile, trt_version=target.trt_version,
+                       compute_capability=_cuda_target(target) or self.compile.compute_capability)
 
     def build_options(self, target: TargetChoice) -> agent_pb2.BuildOptions:
         opts = agent_pb2.BuildOptions(backend=target.backend, force_rebuild=self.force_rebuild)
-        if self.fp16:
+        if self.compile.fp16:
             opts.fp16 = True
         if self.batch:
             opts.batch = self.batch
@@ -89,7 +96,11 @@ class PushOptions:
 
 
 @dataclass
-class CompileResult:
+class CompilePhase:
+    """The compile phase of a push (`push --json`'s ``compile``): a host-cache hit or miss, or a given bundle.
+
+    (`host.compiler.api.CompileResult` is the compiler's own result: a bundle it wrote.)"""
+
     cache: str  # "hit" | "miss" | "none" (a bundle was given)
     seconds: float
     bundle_dir: Optional[str]
@@ -177,8 +188,8 @@ class Prepared:
     archive: Path
     bundle_dir: Optional[Path]
     target: Optional[TargetChoice]
-    compile: CompileResult
-    manifest: Optional[Any] = None  # device_agent.bundle.Manifest
+    compile: CompilePhase
+    manifest: Manifest
 
 
 @dataclass
@@ -187,7 +198,7 @@ class PushResult:
     address: str
     bundle_digest: str
     target: Optional[TargetChoice]
-    compile: CompileResult
+    compile: CompilePhase
     upload: UploadResult
     build: BuildResult
     verify: Optional[VerifyResult]
@@ -239,7 +250,6 @@ def check_source(source: Path) -> str:
 def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     """The deterministic archive of a bundle directory, kept in the host cache by the manifest's digest."""
     import hashlib
-    import os
 
     from device_agent.bundle import write_archive
 
@@ -251,12 +261,7 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     archives.mkdir(parents=True, exist_ok=True)
     archive = archives / f"{h.hexdigest()[:32]}.tar"
     if not archive.is_file():
-        tmp = archive.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            write_archive(bundle_dir, tmp)
-            os.replace(tmp, archive)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_archive(bundle_dir, archive)  # whole or not at all (device_agent.fileio.atomic_file)
         bundle_cache.prune()
     from host.client.digests import digest_of
 
@@ -268,17 +273,13 @@ def _cuda_target(target: TargetChoice) -> Optional[str]:
     return target.compute_capability if target.profile == "generic-cuda" else None
 
 
-def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> bundle_cache.CompileFn:
+def _compile_into(source: Path, options: CompileOptions) -> bundle_cache.CompileFn:
     """A `bundle_cache.CompileFn`: run the host compiler (TVM is imported only here)."""
 
     def run(tmp: Path) -> tuple[Path, Path, str]:
         from host.compiler.api import compile_model
 
-        result = compile_model(source, tmp / "out", profile=target.profile, trt_version=target.trt_version,
-                               fp16=options.fp16, input_shapes=dict(options.input_shapes),
-                               batch=options.batch_range, sample_inputs=dict(options.sample_inputs),
-                               exclude_ops=tuple(options.exclude_ops), int8=options.int8,
-                               compute_capability=_cuda_target(target))
+        result = compile_model(source, tmp / "out", options)
         return Path(result.bundle_dir), Path(result.archive), str(result.digest)
 
     return run
@@ -287,56 +288,63 @@ def _compile_into(source: Path, target: TargetChoice, options: PushOptions) -> b
 def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
             observer: Optional[Observer] = None) -> Prepared:
     """A bundle for `target`: the given bundle, or the model compiled for it (from the host cache when possible)."""
-    from device_agent.bundle import Bundle, read_manifest_from_archive
-
     observer = observer or Observer()
     source = Path(source)
     kind = check_source(source)
-    started = time.perf_counter()
     if kind == "output":  # `deploy compile -o DIR`: DIR/bundle.tar is the archive of DIR/bundle
         kind, source = ("archive", source / "bundle.tar") if (source / "bundle.tar").is_file() \
             else ("dir", source / "bundle")
-    if kind == "dir":
-        observer.phase("compile", f"bundle directory {source}")
-        manifest = Bundle.open(source).manifest
-        archive, digest = _archive_bundle_dir(source)
-        result = CompileResult("none", time.perf_counter() - started, str(source), str(archive))
-        observer.phase_done("compile", result.seconds, "given bundle")
-        return Prepared(digest, archive, source, target, result, manifest)
-    if kind == "archive":
-        from host.client.digests import digest_of
-
-        observer.phase("compile", f"bundle archive {source}")
-        manifest = read_manifest_from_archive(source)
-        result = CompileResult("none", time.perf_counter() - started, None, str(source))
-        observer.phase_done("compile", result.seconds, "given bundle")
-        return Prepared(digest_of(source), source, None, target, result, manifest)
+    if kind in ("dir", "archive"):
+        return _prepare_given(source, kind, target, observer)
     if target is None:
         raise InvalidInput("compiling a model needs a target device")
-    from host.client.digests import digest_of
-
     if not source.is_file():
         raise InvalidInput(f"{source}: not a file; pass an ONNX model")
+    return _prepare_compiled(source, target, options, observer)
+
+
+def _prepare_given(source: Path, kind: str, target: Optional[TargetChoice], observer: Observer) -> Prepared:
+    """A bundle directory (archived into the host cache) or a bundle archive, as it is."""
+    from device_agent.bundle import Bundle, read_manifest_from_archive
+    from host.client.digests import digest_of
+
+    started = time.perf_counter()
+    observer.phase("compile", f"bundle {'directory' if kind == 'dir' else 'archive'} {source}")
+    if kind == "dir":
+        manifest = Bundle.open(source).manifest
+        archive, digest = _archive_bundle_dir(source)
+        bundle_dir: Optional[Path] = source
+    else:
+        manifest = read_manifest_from_archive(source)
+        archive, digest, bundle_dir = source, digest_of(source), None
+    result = CompilePhase("none", time.perf_counter() - started, None if bundle_dir is None else str(bundle_dir),
+                          str(archive))
+    observer.phase_done("compile", result.seconds, "given bundle")
+    return Prepared(digest, archive, bundle_dir, target, result, manifest)
+
+
+def _prepare_compiled(source: Path, target: TargetChoice, options: PushOptions, observer: Observer) -> Prepared:
+    """The model compiled for `target` through the host compile cache (keyed by model, target and options)."""
+    from device_agent.bundle import Bundle
+    from host.client.digests import digest_of
+
+    started = time.perf_counter()
     model_digest = digest_of(source)
     target_key = {"profile": target.profile, "trt_version": target.trt_version,
                   "compute_capability": target.compute_capability}
-    key = bundle_cache.cache_key(model_digest, target_key, options.compile_options())
+    compile_options = options.compile_for(target)
+    key_options = bundle_cache.options_key(compile_options)
+    key = bundle_cache.cache_key(model_digest, target_key, key_options)
     observer.phase("compile", f"{source.name} for {target.profile}, TensorRT {target.trt_version}")
-    cached = bundle_cache.get_or_compile(key, _compile_into(source, target, options),
+    cached = bundle_cache.get_or_compile(key, _compile_into(source, compile_options),
                                          meta={"model": str(source.resolve()), "model_digest": model_digest,
-                                               "target": target_key, "options": options.compile_options()})
+                                               "target": target_key, "options": key_options})
     log.info("host compile cache %s: key %s, bundle %s", "hit" if cached.hit else "miss", key, cached.digest)
     manifest = Bundle.open(cached.bundle_dir).manifest
     seconds = time.perf_counter() - started
-    result = CompileResult("hit" if cached.hit else "miss", seconds, str(cached.bundle_dir), str(cached.archive), key)
+    result = CompilePhase("hit" if cached.hit else "miss", seconds, str(cached.bundle_dir), str(cached.archive), key)
     observer.phase_done("compile", seconds, "host cache hit" if cached.hit else "compiled")
     return Prepared(cached.digest, cached.archive, cached.bundle_dir, target, result, manifest)
-
-
-def _manifest(prepared: Prepared) -> Any:
-    from device_agent.bundle import read_manifest_from_archive
-
-    return prepared.manifest if prepared.manifest is not None else read_manifest_from_archive(prepared.archive)
 
 
 def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer] = None,
@@ -423,10 +431,8 @@ def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
     return result
 
 
-def precision_of(manifest: Optional[Any], fp16: bool = False) -> dict[str, Any]:
+def precision_of(manifest: Manifest, fp16: bool = False) -> dict[str, Any]:
     """`precision` and `accuracy` of `deploy push --json`: the bundle's (INT8 or not) and the build's FP16 flag."""
-    if manifest is None:
-        return {"precision": "fp16" if fp16 else "fp32"}
     opts = manifest.options
     int8 = opts.get("int8") or {}
     half = fp16 or bool(opts.get("fp16"))
@@ -502,8 +508,6 @@ def where_parts_run(prepared: Prepared, build_result: Optional[BuildResult]) -> 
     """One row per part of the model: each TensorRT segment and the TVM remainder, with where it runs."""
     rows: list[dict[str, Any]] = []
     manifest = prepared.manifest
-    if manifest is None:
-        return rows
     built = {s.id: s for s in (build_result.segments if build_result else [])}
     for seg in manifest.segments:
         b = built.get(seg.id)
@@ -545,7 +549,8 @@ def connect_and_target(client: AgentClient, options: PushOptions,
     observer.phase("target", client.address)
     started = time.perf_counter()
     info = client.info()
-    target = choose_target(info, client.device, options.profile, options.trt_version, options.backend)
+    target = choose_target(info, client.device, options.compile.profile, options.compile.trt_version,
+                           options.backend)
     log.info("target of %s: %s", client.address, target.why)
     observer.phase_done("target", time.perf_counter() - started, target.why)
     return info, target
@@ -602,7 +607,7 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
         observer.phase("publish", str(registry.ref))
         t = time.perf_counter()
         published = publish_built_engines(client, registry, prepared.digest,
-                                          [s.digest for s in _manifest(prepared).segments], built.backend,
+                                          [s.digest for s in prepared.manifest.segments], built.backend,
                                           built.backend_version)
         timings["publish"] = time.perf_counter() - t
         observer.phase_done("publish", timings["publish"], f"engines as {published.reference}")
@@ -620,9 +625,9 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     verified = None
     if options.verify:
         t = time.perf_counter()
-        spread = (prepared.manifest.reference.get("fp32_spread", 0.0) or 0.0) if prepared.manifest is not None else 0.0
+        spread = prepared.manifest.reference.get("fp32_spread", 0.0) or 0.0
         tolerance = options.max_rel_err if options.max_rel_err is not None else default_tolerance(
-            options.fp16, prepared.manifest is not None and "int8" in prepared.manifest.options, spread)
+            options.compile.fp16, "int8" in prepared.manifest.options, spread)
         verified = verify(client, prepared.digest, build_options, tolerance, observer)
         timings["verify"] = time.perf_counter() - t
 
@@ -635,4 +640,4 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
                       target=ready.target, compile=prepared.compile, upload=ready.upload, build=built, verify=verified,
                       bench=benched, timings=timings, segments_where=where_parts_run(prepared, built),
-                      **precision_of(prepared.manifest, options.fp16))
+                      **precision_of(prepared.manifest, options.compile.fp16))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 from typing import Any
 
 from device_agent.errors import InvalidInput
+from device_agent.fileio import atomic_write
 
 HIST = "latency_hist.png"
 CDF = "latency_cdf.png"
@@ -20,12 +20,6 @@ def require_matplotlib() -> None:
     except ImportError:
         raise InvalidInput("--report needs matplotlib, which is not installed; install the extra: "
                            "pip install 'jetson-deploy[report]' (or drop --report)") from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _plot(runs: list[dict[str, Any]], kind: str) -> bytes:
@@ -107,8 +101,8 @@ def write_report(directory: Path, source: str, runs: list[dict[str, Any]], top: 
         raise InvalidInput("the agents returned no latency samples, so there is nothing to plot; upgrade the agents")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / HIST, _plot(runs, "hist"))
-    _atomic_write(directory / CDF, _plot(runs, "cdf"))
+    atomic_write(directory / HIST, _plot(runs, "hist"))
+    atomic_write(directory / CDF, _plot(runs, "cdf"))
     metrics = ["min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "throughput", "iterations"]
     lines = [f"# Benchmark of {source}", "",
              f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {len(runs)} device(s).", "",
@@ -123,7 +117,7 @@ def write_report(directory: Path, source: str, runs: list[dict[str, Any]], top: 
     for i, run in enumerate(runs):
         if not run.get("layers"):
             continue
-        _atomic_write(directory / layers_file(i), _layers_plot(run, top))
+        atomic_write(directory / layers_file(i), _layers_plot(run, top))
         files[f"layers_{run['device']}"] = str(directory / layers_file(i))
         lines += [f"## Layers on {run['device']}", "",
                   f"{len(run['layers'])} layers over {run.get('layers_runs', 0)} profiled runs after the timed ones: "
@@ -135,7 +129,7 @@ def write_report(directory: Path, source: str, runs: list[dict[str, Any]], top: 
             lines.append(f"| {100 * r['share']:.1f} % | {r['mean_ms']:.3f} | {r['op']} | "
                          f"{_short(r['name'], 120).replace('|', '/')} | {r['segment']} |")
         lines.append("")
-    _atomic_write(directory / REPORT, "\n".join(lines).encode())
+    atomic_write(directory / REPORT, "\n".join(lines).encode())
     return files
 
 

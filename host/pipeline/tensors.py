@@ -4,13 +4,13 @@ No pickle: .npy files are read with allow_pickle=False, outputs written with np.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 
 from device_agent.errors import InvalidInput
+from device_agent.fileio import atomic_file
 from protos import agent_pb2
 
 
@@ -90,10 +90,5 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path = Path(path)
     if path.suffix != ".npz":
         raise InvalidInput(f"-o {path}: the output file must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)

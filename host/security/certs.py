@@ -10,7 +10,6 @@ import datetime as _dt
 import ipaddress
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_agent.errors import InvalidInput
+from device_agent.fileio import atomic_write
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -61,24 +61,6 @@ class CA:
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -128,8 +110,8 @@ def init_ca(directory: Path, *, common_name: str = "deploy fleet CA", days: int 
     )
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    write_atomic(directory / CA_KEY, _key_pem(key), 0o600)
-    write_atomic(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(directory / CA_KEY, _key_pem(key), 0o600)
+    atomic_write(directory / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return CA(directory, cert, key)
 
 
@@ -214,8 +196,8 @@ def issue_leaf(
 
 
 def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> CertPair:
-    write_atomic(key_path, _key_pem(key), 0o600)
-    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(key_path, _key_pem(key), 0o600)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return CertPair(cert_path, key_path)
 
 

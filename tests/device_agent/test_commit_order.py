@@ -1,7 +1,8 @@
 """Crash consistency of every commit, checked on the system calls themselves (strace), as the ALICE study
 (Pillai et al., OSDI 2014) found it must be: the data fsynced, then the rename, then the directory fsynced.
 
-Commits checked: a blob published by the store, an engine-cache entry (built and imported), the local agent's state.
+Commits checked: a blob published by the store, an engine-cache entry (built and imported), the local agent's state,
+a bundle's manifest and archive, a private key written with mode 0600, and `atomic_file` itself.
 """
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ DRIVER = textwrap.dedent("""
 
     (root / "xdg" / "deploy").mkdir(parents=True)
     local.write_state(local.LocalAgent(12345, "127.0.0.1:7311"))
+
+    from device_agent.bundle import Manifest, Segment, Target, TensorSpec, write_archive, write_manifest
+    from device_agent.fileio import atomic_file, atomic_write, sha256_bytes
+    bdir = root / "bundle"
+    (bdir / "segments").mkdir(parents=True)
+    (bdir / "segments" / "seg0.onnx").write_bytes(b"segment")
+    x, y = TensorSpec("x", "float32", [1, 4]), TensorSpec("y", "float32", [1, 4])
+    write_manifest(bdir, Manifest(name="m", source_digest="sha256:" + "3" * 64, inputs=[x], outputs=[y],
+                                  target=Target("x86-cpu", "10.3.0", None, "cpu", "x86_64"),
+                                  segments=[Segment(id="seg0", path="segments/seg0.onnx", ops=["Relu"],
+                                                    digest=sha256_bytes(b"segment"), inputs=[x], outputs=[y],
+                                                    opset=17)]))
+    write_archive(bdir, root / "out" / "bundle.tar")
+    atomic_write(root / "keys" / "agent.key", b"-----BEGIN PRIVATE KEY-----", 0o600)
+    with atomic_file(root / "streamed.bin") as f:
+        f.write(data[:1000])
+        f.write(data[1000:2000])
     print(hashlib.sha256(data).hexdigest(), cache_key(parts), cache_key(other))
 """)
 
@@ -134,3 +152,16 @@ def test_every_commit_fsyncs_data_then_renames_then_fsyncs_the_directory(tmp_pat
     state = f"{root}/xdg/deploy/local-agent.json"
     rename = renames(calls, state)
     assert_commit(calls, [rename.rename[0]], state, [f"{root}/xdg/deploy"])
+
+
+def test_bundle_files_keys_and_atomic_file_fsync_then_rename_then_fsync_the_directory(tmp_path):
+    calls, _ = traced(tmp_path)
+    root = str(tmp_path / "root")
+    for dst, directory in ((f"{root}/bundle/manifest.json", f"{root}/bundle"),  # write_manifest did not fsync
+                           (f"{root}/out/bundle.tar", f"{root}/out"),  # write_archive: no directory fsync
+                           (f"{root}/keys/agent.key", f"{root}/keys"),
+                           (f"{root}/streamed.bin", root)):
+        rename = renames(calls, dst)
+        assert Path(rename.rename[0]).parent == Path(dst).parent, "the temp file is not beside its destination"
+        assert_commit(calls, [rename.rename[0]], dst, [directory])
+    assert (tmp_path / "root" / "keys" / "agent.key").stat().st_mode & 0o777 == 0o600
