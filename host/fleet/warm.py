@@ -32,11 +32,12 @@ from host.fleet.timing import TimingCopy
 from host.fleet.timing import fetch as fetch_timing
 from host.fleet.timing import put as put_timing
 from host.inventory import Device
+from host.pipeline.build_stream import BuildHooks, build_bundle
+from host.pipeline.build_stream import progress_text  # what push's live view shows for the same event
+from host.pipeline.observer import SegmentState
 from protos import agent_pb2
 
 FETCH_CHUNK_BYTES = 1024 * 1024
-#: A Build stream may run for many minutes on a Jetson; this bounds a hung one.
-BUILD_DEADLINE_S = 3 * 3600.0
 PROGRESS_EVERY_S = 2.0  # at most one build_progress event per builder this often (a new segment or phase: at once)
 
 
@@ -514,55 +515,34 @@ class Warmer:
         self._emit("uploading", builder.name, cls, bundle.digest)
         retrying(lambda: self._send_bundle(builder, bundle), self.policy)
         self._emit("building", builder.name, cls, bundle.digest)
-        try:
-            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
-        except AgentError as exc:
-            if exc.code != grpc.StatusCode.DATA_LOSS:
-                raise
-            # the builder's disk changed its copy of the bundle and the agent dropped it: send it again, once
+        progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
+        started: list[str] = []
+
+        def segment(_state: SegmentState, seg: agent_pb2.SegmentEvent) -> None:
+            if not started:
+                started.append(seg.segment_id)
+                self._emit("build_started", builder.name, cls, seg.segment_id)
+            if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
+                progress.event(seg)
+
+        def resend(exc: AgentError) -> None:  # the builder's disk changed its copy of the bundle; the agent dropped it
+            nonlocal progress
             self._emit("retrying", builder.name, cls, f"{first_line(exc)}; sending the bundle again")
+            started.clear()
+            progress = _ProgressLimiter(progress.emit)
             retrying(lambda: self._send_bundle(builder, bundle), self.policy)
-            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
-        if errors or summary is None or summary.failed:
-            why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
-                                        else f"{summary.failed} segment(s) failed")
-            raise BuildFailed(f"build on {builder.name} failed: {why}")
-        if built:
+
+        streamed = build_bundle(self._client(builder.device), bundle.digest, bundle.options,
+                                BuildHooks(segment=segment, resend=resend), device=builder.name)
+        if streamed.built:
             res.builds += 1
-            res.build_s += build_s
-        self._emit("built", builder.name, cls, f"{built} segment(s) built in {build_s:.2f} s")
+            res.build_s += streamed.built_s
+        self._emit("built", builder.name, cls, f"{streamed.built} segment(s) built in {streamed.built_s:.2f} s")
         (found, _has), _attempts = retrying(lambda: self._state(builder, cls, bundle), self.policy)
         if found is None:
             raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
                               "is its engine cache too small (cache_max_bytes)?")
         return [found[_bare(d)] for d in bundle.segment_digests]
-
-    def _stream_build(self, builder: _Member, bundle: _Bundle, cls: DeviceClass
-                      ) -> tuple[int, float, Optional[agent_pb2.BuildSummary], list[str]]:
-        """One Build stream on `builder`: (segments built, their build seconds, the summary, failed segments)."""
-        built = 0
-        build_s = 0.0
-        summary: Optional[agent_pb2.BuildSummary] = None
-        errors: list[str] = []
-        started = False
-        progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
-        for event in self._client(builder.device).build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
-            which = event.WhichOneof("event")
-            if which == "segment":
-                seg = event.segment
-                if not started:
-                    started = True
-                    self._emit("build_started", builder.name, cls, seg.segment_id)
-                if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
-                    progress.event(seg)
-                elif seg.stage == agent_pb2.SegmentEvent.BUILT:
-                    built += 1
-                    build_s += seg.parse_s + seg.build_s
-                elif seg.stage == agent_pb2.SegmentEvent.FAILED:
-                    errors.append(f"segment {seg.segment_id}: {seg.error}")
-            elif which == "summary":
-                summary = event.summary
-        return built, build_s, summary, errors
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
@@ -650,8 +630,6 @@ class _ProgressLimiter:
         self._where: tuple[str, str] = ("", "")
 
     def event(self, seg: agent_pb2.SegmentEvent) -> None:
-        from host.pipeline.push import progress_text  # what push's live view shows for the same event
-
         now = time.monotonic()
         where = (seg.segment_id, seg.progress_phase if seg.progress_kind != "heartbeat" else "")
         if where == self._where and now - self._last < self.every_s:
