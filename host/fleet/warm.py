@@ -8,8 +8,6 @@ a device that cannot be reached is reported and simply gets its engines on the n
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 import threading
 import time
@@ -21,10 +19,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import grpc
 
 from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
-from device_agent.errors import BuildFailed, DataLoss, InvalidInput, ResourceExhausted
+from device_agent.errors import BuildFailed, InvalidInput, ResourceExhausted
 from host.client.agent import AgentClient, upload_timeout
 from host.client.errors import AgentError
+from host.fleet import engine_fetch
 from host.fleet.classes import DeviceClass, classify, group
+from host.fleet.engine_fetch import bare
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
                                is_unreachable, retrying)
 from host.fleet.states import failure_state, short_state
@@ -208,10 +208,6 @@ def failure_bound(spec: Optional[str], devices: int) -> Optional[int]:
     except ValueError:
         raise InvalidInput(f"--max-failures {text!r}: give a count (e.g. 3) or a percentage of the devices "
                            "(e.g. 10%)") from None
-
-
-def _bare(digest: str) -> str:
-    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
 
 
 class Warmer:
@@ -438,18 +434,11 @@ class Warmer:
                bundle: _Bundle) -> tuple[Optional[dict[str, agent_pb2.EngineEntry]], bool]:
         """(engines by segment digest if it holds one for every segment, else None; has the bundle)."""
         client = self._client(m.device)
-        listing = client.list_engines()
-        wanted = {_bare(d) for d in bundle.segment_digests}
-        found: dict[str, agent_pb2.EngineEntry] = {}
-        precision = ("fp16" if bundle.options.fp16 else "fp32") if bundle.options.HasField("fp16") else None
-        for entry in listing.engines:  # a later entry (more recently used) wins
-            seg = _bare(entry.segment_digest)
-            if seg in wanted and entry.backend == cls.backend and entry.backend_version == cls.backend_version and (
-                    precision is None or entry.attributes.get("precision", precision) == precision):
-                found[seg] = entry
-        if set(found) != wanted:
+        found = engine_fetch.select(client.list_engines().engines, bundle.segment_digests, cls.backend,
+                                    cls.backend_version, engine_fetch.precision_of(bundle.options))
+        if not found.complete:
             return None, False
-        return found, client.query_upload(bundle.digest).complete
+        return found.found, client.query_upload(bundle.digest).complete
 
     def _source(self, res: ClassResult, bundle: _Bundle, holders: dict[str, dict[str, agent_pb2.EngineEntry]],
                 members: list[_Member], candidates: list[_Member],
@@ -457,7 +446,7 @@ class Warmer:
         by_name = {m.name: m for m in members}
         for name in res.skipped + sorted(holders):
             if name in holders:
-                return by_name[name], [holders[name][_bare(d)] for d in bundle.segment_digests]
+                return by_name[name], [holders[name][bare(d)] for d in bundle.segment_digests]
         for n, builder in enumerate(candidates):
             if n and uploads is not None:
                 uploads.result()  # a replacement builder must not race the background upload to it
@@ -542,7 +531,7 @@ class Warmer:
         if found is None:
             raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
                               "is its engine cache too small (cache_max_bytes)?")
-        return [found[_bare(d)] for d in bundle.segment_digests]
+        return [found[bare(d)] for d in bundle.segment_digests]
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
@@ -557,36 +546,9 @@ class Warmer:
             self.bytes_sent += n
 
     def _fetch(self, source: _Member, entry: agent_pb2.EngineEntry, tmp: Path) -> tuple[agent_pb2.EngineEntry, Path]:
-        """Stream one engine from `source` to a host file; its sha256 must match the entry's digest."""
-        client = self._client(source.device)
-
-        def once() -> tuple[agent_pb2.EngineEntry, Path]:
-            # the key comes from the agent: never let it name a path ("../.."); hash it into a file name
-            path = tmp / hashlib.sha256(entry.key.encode()).hexdigest()
-            h = hashlib.sha256()
-            head: Optional[agent_pb2.EngineEntry] = None
-            size = 0
-            with open(path, "wb") as f:
-                for msg in client.fetch_engine(entry.key, timeout=upload_timeout(entry.size)):
-                    if msg.WhichOneof("msg") == "entry":
-                        head = msg.entry
-                    else:
-                        h.update(msg.chunk)
-                        f.write(msg.chunk)
-                        size += len(msg.chunk)
-                        if size > (entry.size or 8 << 30):  # bounded: a faulty agent cannot fill our disk
-                            raise DataLoss(f"engine {entry.key[:16]}... from {source.name} sends more than "
-                                           f"its {entry.size} bytes")
-            head = head or entry
-            digest = "sha256:" + h.hexdigest()
-            if _bare(digest) != _bare(head.digest) or (head.size and size != head.size):
-                os.unlink(path)
-                raise DataLoss(f"engine {entry.key[:16]}... from {source.name} arrived with {size} bytes, digest "
-                               f"{digest}; its entry says {head.size} bytes, {head.digest}")
-            return head, path
-
+        """One engine from `source` to a host file (host/fleet/engine_fetch.py: capped, digest-checked, retried)."""
         with self.limiter:
-            return retrying(once, self.policy)[0]
+            return engine_fetch.fetch(self._client(source.device), entry, tmp, source.name, self.policy)
 
     def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
               held: dict[str, agent_pb2.EngineEntry], timing: Optional[TimingCopy] = None,

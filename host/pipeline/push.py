@@ -548,7 +548,7 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
         t = time.perf_counter()
         published = publish_built_engines(client, registry, prepared.digest,
                                           [s.digest for s in _manifest(prepared).segments], built.backend,
-                                          built.backend_version)
+                                          built.backend_version, build_options)
         timings["publish"] = time.perf_counter() - t
         observer.phase_done("publish", timings["publish"], f"engines as {published.reference}")
     return Ready(target, prepared, uploaded, built, build_options, timings)
