@@ -85,6 +85,11 @@ class ClassResult:
         return [f.device for f in self.failed if f.unreachable]
 
     @property
+    def failed_or_not_started(self) -> set[str]:
+        """Devices already settled as not warmed: nothing more is tried on them, and none is reported twice."""
+        return {f.device for f in self.failed} | set(self.not_started)
+
+    @property
     def warm(self) -> list[str]:
         done = set(self.copied_to) | set(self.skipped) | ({self.built_on} if self.built_on else set())
         return [d for d in self.devices if d in done]
@@ -128,7 +133,7 @@ class WarmResult:
 
     @property
     def ok(self) -> bool:
-        return not self.unreachable and all(not c.failed and not c.not_started for c in self.classes)
+        return not self.unreachable and all(not c.failed_or_not_started for c in self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -374,8 +379,7 @@ class Warmer:
             return res
         res.source = source.name
         res.engines = [e.key for e in entries]
-        done = {f.device for f in res.failed} | set(res.not_started) | (
-            {source.name} if source.name == res.built_on else set())
+        done = res.failed_or_not_started | ({source.name} if source.name == res.built_on else set())
         pending = [m for m in pending if m.name not in done]
         # 3. fetch once, put everywhere else
         with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
@@ -412,8 +416,7 @@ class Warmer:
     def _record_uploads(self, res: ClassResult, uploads: Future) -> None:
         """The background uploads' failures into `res` (once each), waiting for them to end."""
         for out in uploads.result():
-            if not out.ok and out.item.name not in {f.device for f in res.failed} | set(res.not_started) \
-                    and out.item.name != res.built_on:
+            if not out.ok and out.item.name not in res.failed_or_not_started and out.item.name != res.built_on:
                 self._fail(res, out.item.name, out.error, "upload")
 
     def _fail(self, res: ClassResult, name: str, exc: BaseException, stage: str) -> None:
@@ -457,7 +460,7 @@ class Warmer:
                     if uploads is not None:  # a device whose upload failed failed; it was not "not started"
                         self._record_uploads(res, uploads)
                     for m in candidates[n:]:
-                        if m.name not in {f.device for f in res.failed}:
+                        if m.name not in res.failed_or_not_started:
                             self._fail(res, m.name, exc, "build")
                     return None, []
                 if _out_of_resources(exc):  # this device's disk or memory, not the model: try another
@@ -466,7 +469,7 @@ class Warmer:
                 if self._alive(builder):
                     # the device is fine, the build is not: another device of the class would fail alike
                     for m in candidates:
-                        if m.name not in {f.device for f in res.failed}:
+                        if m.name not in res.failed_or_not_started:
                             why = "" if m is builder else f" (on {builder.name})"
                             self._fail(res, m.name, exc, "build" + why)
                     return None, []
