@@ -30,7 +30,8 @@ KEY_FIELDS = ("schema", "segment", *DEVICE_CLASS_FIELDS, "precision", "workspace
 #: Key parts hashed only when present, so the keys of engines without them stay what they were.
 OPTIONAL_KEY_FIELDS = ("calibration",)  # INT8: digest of the calibration samples behind the Q/DQ scales
 _TMP_MAX_AGE_S = 3600.0
-#: How long a Build waits for another build of the same key (the builder's own bound is 3 h, see host/fleet).
+#: How long a Build waits for another build of the same key (the host waits as long: DEPLOY_BUILD_TIMEOUT_S,
+#: host/pipeline/build_stream.py).
 LOCK_WAIT_S = 3 * 3600.0
 
 

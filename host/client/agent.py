@@ -198,8 +198,12 @@ class AgentClient:
 
     # ------------------------------------------------------------------ engines
     def build(self, bundle_digest: str, options: Optional[agent_pb2.BuildOptions] = None,
-              timeout: float = STREAM_TIMEOUT_S) -> Iterator[agent_pb2.BuildEvent]:
-        """Build events; a build cut off by a lost agent is asked again (cache hits for what was built)."""
+              timeout: Optional[float] = None) -> Iterator[agent_pb2.BuildEvent]:
+        """Build events; a build cut off by a lost agent is asked again (cache hits for what was built).
+
+        `timeout` None: the generic STREAM_TIMEOUT_S, read now; the host's builds pass the one build deadline
+        (`host.pipeline.build_stream`, `DEPLOY_BUILD_TIMEOUT_S`)."""
+        timeout = STREAM_TIMEOUT_S if timeout is None else timeout
         request = agent_pb2.BuildRequest(bundle_digest=bundle_digest, options=options)
         return self._stream("Build", lambda md: self.stub.Build(request, timeout=timeout, metadata=md), replay=True,
                             finished=lambda ev: ev.WhichOneof("event") == "summary")

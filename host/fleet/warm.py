@@ -8,8 +8,6 @@ a device that cannot be reached is reported and simply gets its engines on the n
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 import threading
 import time
@@ -21,10 +19,12 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import grpc
 
 from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
-from device_agent.errors import BuildFailed, DataLoss, InvalidInput, ResourceExhausted
+from device_agent.errors import BuildFailed, InvalidInput, ResourceExhausted
 from host.client.agent import AgentClient, upload_timeout
 from host.client.errors import AgentError
+from host.fleet import engine_fetch
 from host.fleet.classes import DeviceClass, classify, group
+from host.fleet.engine_fetch import bare
 from host.fleet.fanout import (DEFAULT_CONCURRENCY, Limiter, NotStarted, RetryPolicy, fan_out, first_line,
                                is_unreachable, retrying)
 from host.fleet.states import failure_state, short_state
@@ -32,11 +32,12 @@ from host.fleet.timing import TimingCopy
 from host.fleet.timing import fetch as fetch_timing
 from host.fleet.timing import put as put_timing
 from host.inventory import Device
+from host.pipeline.build_stream import BuildHooks, build_bundle
+from host.pipeline.build_stream import progress_text  # what push's live view shows for the same event
+from host.pipeline.observer import SegmentState
 from protos import agent_pb2
 
 FETCH_CHUNK_BYTES = 1024 * 1024
-#: A Build stream may run for many minutes on a Jetson; this bounds a hung one.
-BUILD_DEADLINE_S = 3 * 3600.0
 PROGRESS_EVERY_S = 2.0  # at most one build_progress event per builder this often (a new segment or phase: at once)
 
 
@@ -84,6 +85,11 @@ class ClassResult:
         return [f.device for f in self.failed if f.unreachable]
 
     @property
+    def failed_or_not_started(self) -> set[str]:
+        """Devices already settled as not warmed: nothing more is tried on them, and none is reported twice."""
+        return {f.device for f in self.failed} | set(self.not_started)
+
+    @property
     def warm(self) -> list[str]:
         done = set(self.copied_to) | set(self.skipped) | ({self.built_on} if self.built_on else set())
         return [d for d in self.devices if d in done]
@@ -127,7 +133,7 @@ class WarmResult:
 
     @property
     def ok(self) -> bool:
-        return not self.unreachable and all(not c.failed and not c.not_started for c in self.classes)
+        return not self.unreachable and all(not c.failed_or_not_started for c in self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,10 +213,6 @@ def failure_bound(spec: Optional[str], devices: int) -> Optional[int]:
     except ValueError:
         raise InvalidInput(f"--max-failures {text!r}: give a count (e.g. 3) or a percentage of the devices "
                            "(e.g. 10%)") from None
-
-
-def _bare(digest: str) -> str:
-    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
 
 
 class Warmer:
@@ -377,8 +379,7 @@ class Warmer:
             return res
         res.source = source.name
         res.engines = [e.key for e in entries]
-        done = {f.device for f in res.failed} | set(res.not_started) | (
-            {source.name} if source.name == res.built_on else set())
+        done = res.failed_or_not_started | ({source.name} if source.name == res.built_on else set())
         pending = [m for m in pending if m.name not in done]
         # 3. fetch once, put everywhere else
         with tempfile.TemporaryDirectory(prefix="deploy-warm-", dir=self.workdir) as tmp:
@@ -415,8 +416,7 @@ class Warmer:
     def _record_uploads(self, res: ClassResult, uploads: Future) -> None:
         """The background uploads' failures into `res` (once each), waiting for them to end."""
         for out in uploads.result():
-            if not out.ok and out.item.name not in {f.device for f in res.failed} | set(res.not_started) \
-                    and out.item.name != res.built_on:
+            if not out.ok and out.item.name not in res.failed_or_not_started and out.item.name != res.built_on:
                 self._fail(res, out.item.name, out.error, "upload")
 
     def _fail(self, res: ClassResult, name: str, exc: BaseException, stage: str) -> None:
@@ -437,18 +437,11 @@ class Warmer:
                bundle: _Bundle) -> tuple[Optional[dict[str, agent_pb2.EngineEntry]], bool]:
         """(engines by segment digest if it holds one for every segment, else None; has the bundle)."""
         client = self._client(m.device)
-        listing = client.list_engines()
-        wanted = {_bare(d) for d in bundle.segment_digests}
-        found: dict[str, agent_pb2.EngineEntry] = {}
-        precision = ("fp16" if bundle.options.fp16 else "fp32") if bundle.options.HasField("fp16") else None
-        for entry in listing.engines:  # a later entry (more recently used) wins
-            seg = _bare(entry.segment_digest)
-            if seg in wanted and entry.backend == cls.backend and entry.backend_version == cls.backend_version and (
-                    precision is None or entry.attributes.get("precision", precision) == precision):
-                found[seg] = entry
-        if set(found) != wanted:
+        found = engine_fetch.select(client.list_engines().engines, bundle.segment_digests, cls.backend,
+                                    cls.backend_version, engine_fetch.precision_of(bundle.options))
+        if not found.complete:
             return None, False
-        return found, client.query_upload(bundle.digest).complete
+        return found.found, client.query_upload(bundle.digest).complete
 
     def _source(self, res: ClassResult, bundle: _Bundle, holders: dict[str, dict[str, agent_pb2.EngineEntry]],
                 members: list[_Member], candidates: list[_Member],
@@ -456,7 +449,7 @@ class Warmer:
         by_name = {m.name: m for m in members}
         for name in res.skipped + sorted(holders):
             if name in holders:
-                return by_name[name], [holders[name][_bare(d)] for d in bundle.segment_digests]
+                return by_name[name], [holders[name][bare(d)] for d in bundle.segment_digests]
         for n, builder in enumerate(candidates):
             if n and uploads is not None:
                 uploads.result()  # a replacement builder must not race the background upload to it
@@ -467,7 +460,7 @@ class Warmer:
                     if uploads is not None:  # a device whose upload failed failed; it was not "not started"
                         self._record_uploads(res, uploads)
                     for m in candidates[n:]:
-                        if m.name not in {f.device for f in res.failed}:
+                        if m.name not in res.failed_or_not_started:
                             self._fail(res, m.name, exc, "build")
                     return None, []
                 if _out_of_resources(exc):  # this device's disk or memory, not the model: try another
@@ -476,7 +469,7 @@ class Warmer:
                 if self._alive(builder):
                     # the device is fine, the build is not: another device of the class would fail alike
                     for m in candidates:
-                        if m.name not in {f.device for f in res.failed}:
+                        if m.name not in res.failed_or_not_started:
                             why = "" if m is builder else f" (on {builder.name})"
                             self._fail(res, m.name, exc, "build" + why)
                     return None, []
@@ -514,55 +507,34 @@ class Warmer:
         self._emit("uploading", builder.name, cls, bundle.digest)
         retrying(lambda: self._send_bundle(builder, bundle), self.policy)
         self._emit("building", builder.name, cls, bundle.digest)
-        try:
-            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
-        except AgentError as exc:
-            if exc.code != grpc.StatusCode.DATA_LOSS:
-                raise
-            # the builder's disk changed its copy of the bundle and the agent dropped it: send it again, once
+        progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
+        started: list[str] = []
+
+        def segment(_state: SegmentState, seg: agent_pb2.SegmentEvent) -> None:
+            if not started:
+                started.append(seg.segment_id)
+                self._emit("build_started", builder.name, cls, seg.segment_id)
+            if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
+                progress.event(seg)
+
+        def resend(exc: AgentError) -> None:  # the builder's disk changed its copy of the bundle; the agent dropped it
+            nonlocal progress
             self._emit("retrying", builder.name, cls, f"{first_line(exc)}; sending the bundle again")
+            started.clear()
+            progress = _ProgressLimiter(progress.emit)
             retrying(lambda: self._send_bundle(builder, bundle), self.policy)
-            built, build_s, summary, errors = self._stream_build(builder, bundle, cls)
-        if errors or summary is None or summary.failed:
-            why = "; ".join(errors) or ("the build stream ended without a summary" if summary is None
-                                        else f"{summary.failed} segment(s) failed")
-            raise BuildFailed(f"build on {builder.name} failed: {why}")
-        if built:
+
+        streamed = build_bundle(self._client(builder.device), bundle.digest, bundle.options,
+                                BuildHooks(segment=segment, resend=resend), device=builder.name)
+        if streamed.built:
             res.builds += 1
-            res.build_s += build_s
-        self._emit("built", builder.name, cls, f"{built} segment(s) built in {build_s:.2f} s")
+            res.build_s += streamed.built_s
+        self._emit("built", builder.name, cls, f"{streamed.built} segment(s) built in {streamed.built_s:.2f} s")
         (found, _has), _attempts = retrying(lambda: self._state(builder, cls, bundle), self.policy)
         if found is None:
             raise BuildFailed(f"{builder.name} built the bundle but lists no engine for every segment; "
                               "is its engine cache too small (cache_max_bytes)?")
-        return [found[_bare(d)] for d in bundle.segment_digests]
-
-    def _stream_build(self, builder: _Member, bundle: _Bundle, cls: DeviceClass
-                      ) -> tuple[int, float, Optional[agent_pb2.BuildSummary], list[str]]:
-        """One Build stream on `builder`: (segments built, their build seconds, the summary, failed segments)."""
-        built = 0
-        build_s = 0.0
-        summary: Optional[agent_pb2.BuildSummary] = None
-        errors: list[str] = []
-        started = False
-        progress = _ProgressLimiter(lambda text: self._emit("build_progress", builder.name, cls, text))
-        for event in self._client(builder.device).build(bundle.digest, bundle.options, timeout=BUILD_DEADLINE_S):
-            which = event.WhichOneof("event")
-            if which == "segment":
-                seg = event.segment
-                if not started:
-                    started = True
-                    self._emit("build_started", builder.name, cls, seg.segment_id)
-                if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
-                    progress.event(seg)
-                elif seg.stage == agent_pb2.SegmentEvent.BUILT:
-                    built += 1
-                    build_s += seg.parse_s + seg.build_s
-                elif seg.stage == agent_pb2.SegmentEvent.FAILED:
-                    errors.append(f"segment {seg.segment_id}: {seg.error}")
-            elif which == "summary":
-                summary = event.summary
-        return built, build_s, summary, errors
+        return [found[bare(d)] for d in bundle.segment_digests]
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
@@ -577,36 +549,9 @@ class Warmer:
             self.bytes_sent += n
 
     def _fetch(self, source: _Member, entry: agent_pb2.EngineEntry, tmp: Path) -> tuple[agent_pb2.EngineEntry, Path]:
-        """Stream one engine from `source` to a host file; its sha256 must match the entry's digest."""
-        client = self._client(source.device)
-
-        def once() -> tuple[agent_pb2.EngineEntry, Path]:
-            # the key comes from the agent: never let it name a path ("../.."); hash it into a file name
-            path = tmp / hashlib.sha256(entry.key.encode()).hexdigest()
-            h = hashlib.sha256()
-            head: Optional[agent_pb2.EngineEntry] = None
-            size = 0
-            with open(path, "wb") as f:
-                for msg in client.fetch_engine(entry.key, timeout=upload_timeout(entry.size)):
-                    if msg.WhichOneof("msg") == "entry":
-                        head = msg.entry
-                    else:
-                        h.update(msg.chunk)
-                        f.write(msg.chunk)
-                        size += len(msg.chunk)
-                        if size > (entry.size or 8 << 30):  # bounded: a faulty agent cannot fill our disk
-                            raise DataLoss(f"engine {entry.key[:16]}... from {source.name} sends more than "
-                                           f"its {entry.size} bytes")
-            head = head or entry
-            digest = "sha256:" + h.hexdigest()
-            if _bare(digest) != _bare(head.digest) or (head.size and size != head.size):
-                os.unlink(path)
-                raise DataLoss(f"engine {entry.key[:16]}... from {source.name} arrived with {size} bytes, digest "
-                               f"{digest}; its entry says {head.size} bytes, {head.digest}")
-            return head, path
-
+        """One engine from `source` to a host file (host/fleet/engine_fetch.py: capped, digest-checked, retried)."""
         with self.limiter:
-            return retrying(once, self.policy)[0]
+            return engine_fetch.fetch(self._client(source.device), entry, tmp, source.name, self.policy)
 
     def _copy(self, m: _Member, cls: DeviceClass, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
               held: dict[str, agent_pb2.EngineEntry], timing: Optional[TimingCopy] = None,
@@ -650,8 +595,6 @@ class _ProgressLimiter:
         self._where: tuple[str, str] = ("", "")
 
     def event(self, seg: agent_pb2.SegmentEvent) -> None:
-        from host.pipeline.push import progress_text  # what push's live view shows for the same event
-
         now = time.monotonic()
         where = (seg.segment_id, seg.progress_phase if seg.progress_kind != "heartbeat" else "")
         if where == self._where and now - self._last < self.every_s:

@@ -11,9 +11,7 @@ import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
-
-import grpc
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from device_agent.errors import BuildFailed, DeployError, InvalidInput
 from host.client.agent import AgentClient
@@ -22,7 +20,8 @@ from host.compiler.options import CompileOptions
 from protos import agent_pb2
 
 from . import bundle_cache
-from .observer import Observer, SegmentState
+from .build_stream import BuildHooks, build_bundle, progress_text  # noqa: F401 - progress_text: push's view of it
+from .observer import Observer
 from .target import TargetChoice, choose_target
 
 if TYPE_CHECKING:
@@ -30,14 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-_STAGES = {
-    agent_pb2.SegmentEvent.STARTED: "started",
-    agent_pb2.SegmentEvent.CACHE_HIT: "hit",
-    agent_pb2.SegmentEvent.CACHE_MISS: "miss",
-    agent_pb2.SegmentEvent.PARSED: "parsed",
-    agent_pb2.SegmentEvent.BUILT: "built",
-    agent_pb2.SegmentEvent.FAILED: "failed",
-}
 
 
 class VerifyFailed(DeployError):
@@ -370,64 +361,20 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
     return result
 
 
-def progress_text(seg: agent_pb2.SegmentEvent) -> str:
-    """A running build in a few words: TensorRT's phase and step where it reports them, else the time so far."""
-    elapsed = f"{seg.elapsed_s:.0f} s"
-    if seg.progress_kind != "heartbeat" and seg.progress_phase:
-        step = f" step {seg.progress_step}/{seg.progress_steps}" if seg.progress_steps else ""
-        return f"{seg.progress_phase}{step}, {elapsed}"
-    return elapsed
-
-
 def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
-          observer: Optional[Observer] = None) -> BuildResult:
-    """Stream the build; one state per segment; a failed segment raises `BuildFailed` with its messages."""
+          observer: Optional[Observer] = None, resend: Optional[Callable[[AgentError], None]] = None) -> BuildResult:
+    """The build phase: the stream read by `build_stream.build_bundle` (deadline, failure and DATA_LOSS rules),
+    each segment's state shown through `observer`; `resend` puts the bundle on the device again after DATA_LOSS."""
     observer = observer or Observer()
-    observer.phase("build", digest)
-    started = time.perf_counter()
-    states: dict[str, SegmentState] = {}
-    summary: Optional[agent_pb2.BuildSummary] = None
-    with closing(client.build(digest, options)) as events:
-        for event in events:
-            which = event.WhichOneof("event")
-            if which == "log":
-                observer.log(event.log)
-            elif which == "summary":
-                summary = event.summary
-            elif which == "segment":
-                seg = event.segment
-                state = states.setdefault(seg.segment_id, SegmentState(seg.segment_id))
-                state.index, state.total = seg.index, seg.total
-                state.stage = _STAGES.get(seg.stage, state.stage)
-                if state.stage in ("hit", "miss"):
-                    state.cache = state.stage
-                state.parse_s = seg.parse_s or state.parse_s
-                state.build_s = seg.build_s or state.build_s
-                state.engine_bytes = seg.engine_bytes or state.engine_bytes
-                state.backend = seg.backend or state.backend
-                if seg.error:
-                    state.error = seg.error
-                if seg.stage == agent_pb2.SegmentEvent.PROGRESS:
-                    state.progress = progress_text(seg)
-                state.messages.extend(seg.messages)
-                for message in seg.messages:
-                    log.info("segment %s: %s", seg.segment_id, message)
-                observer.segment(state)
-    seconds = time.perf_counter() - started
+    streamed = build_bundle(client, digest, options, BuildHooks(
+        attempt=lambda: observer.phase("build", digest), segment=lambda state, _event: observer.segment(state),
+        log=observer.log, resend=resend))
+    summary = streamed.summary
     segments = [SegmentResult(s.id, s.cache or ("failed" if s.stage == "failed" else "miss"), s.build_s, s.parse_s,
-                              s.engine_bytes, s.backend, s.error) for s in states.values()]
-    failed = [s for s in states.values() if s.stage == "failed"]
-    if failed or (summary is not None and summary.failed):
-        first = failed[0] if failed else None
-        detail = f"segment {first.id}: {first.error or 'build failed'}" if first else "a segment failed"
-        if first and first.messages:
-            detail += f" ({first.messages[-1]})"
-        raise BuildFailed(f"the device could not build the bundle: {detail}")
-    if summary is None:
-        raise BuildFailed("the build stream ended without a summary; the agent may have stopped")
-    result = BuildResult(segments, summary.cache_hits, summary.built, summary.failed, seconds, summary.backend,
-                         summary.backend_version)
-    observer.phase_done("build", seconds, f"{summary.cache_hits}/{summary.segments} cache hits")
+                              s.engine_bytes, s.backend, s.error) for s in streamed.segments]
+    result = BuildResult(segments, summary.cache_hits, summary.built, summary.failed, streamed.seconds,
+                         summary.backend, summary.backend_version)
+    observer.phase_done("build", streamed.seconds, f"{summary.cache_hits}/{summary.segments} cache hits")
     return result
 
 
@@ -591,15 +538,13 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
     timings["upload"] = time.perf_counter() - t
     build_options = options.build_options(target)
     t = time.perf_counter()
-    try:
-        built = build(client, prepared.digest, build_options, observer)
-    except AgentError as exc:
-        if exc.code != grpc.StatusCode.DATA_LOSS:
-            raise
-        # the device's disk changed its copy of the bundle and the agent dropped it: send it again, once
+
+    def resend(exc: AgentError) -> None:  # the device's disk changed its copy of the bundle and the agent dropped it
+        nonlocal uploaded
         observer.log(f"build: {exc.detail}; uploading the bundle again")
         uploaded = upload(client, prepared, observer, registry)
-        built = build(client, prepared.digest, build_options, observer)
+
+    built = build(client, prepared.digest, build_options, observer, resend)
     timings["build"] = time.perf_counter() - t
     if registry is not None:
         from host.registry.from_agent import publish_built_engines
@@ -608,7 +553,7 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
         t = time.perf_counter()
         published = publish_built_engines(client, registry, prepared.digest,
                                           [s.digest for s in prepared.manifest.segments], built.backend,
-                                          built.backend_version)
+                                          built.backend_version, build_options)
         timings["publish"] = time.perf_counter() - t
         observer.phase_done("publish", timings["publish"], f"engines as {published.reference}")
     return Ready(target, prepared, uploaded, built, build_options, timings)

@@ -5,16 +5,15 @@ step after the build differ, so devices of the same class can later `Pull` what 
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
-from device_agent.errors import DataLoss, NotFound
+from device_agent.errors import NotFound
 from device_agent.registry import RegistryClient
 from host.client.agent import AgentClient
+from host.fleet import engine_fetch
 from host.fleet.timing import fetch as fetch_timing
 from host.registry.publish import Published, class_of, publish_bundle, publish_engines
 from protos import agent_pb2
@@ -36,32 +35,17 @@ def bundle_via_registry(client: AgentClient, registry: RegistryClient, archive: 
 
 
 def publish_built_engines(client: AgentClient, registry: RegistryClient, bundle_digest: str,
-                          segment_digests: Sequence[str], backend: str, backend_version: str) -> Published:
-    """The agent's engines for the bundle's segments (most recently used per segment), digest-checked on the host,
-    as the class's engines artifact, with the agent's timing cache for the class when it has one."""
-    wanted = {d.split(":")[-1] for d in segment_digests}
-    found: dict[str, agent_pb2.EngineEntry] = {}
-    for entry in client.list_engines().engines:  # sorted by last use: a later entry wins
-        seg = entry.segment_digest.split(":")[-1]
-        if seg in wanted and entry.backend == backend and entry.backend_version == backend_version:
-            found[seg] = entry
-    missing = wanted - set(found)
-    if missing:
-        raise NotFound(f"the agent lists no engine for segment(s) {sorted(missing)}; nothing was published")
+                          segment_digests: Sequence[str], backend: str, backend_version: str,
+                          options: Optional[agent_pb2.BuildOptions] = None) -> Published:
+    """The agent's engines for the bundle's segments (of the build's precision, most recently used per segment),
+    fetched as fleet warm fetches them (host/fleet/engine_fetch.py: size-capped, digest-checked, retried), as the
+    class's engines artifact, with the agent's timing cache for the class when it has one."""
+    precision = engine_fetch.precision_of(options) if options is not None else None
+    selection = engine_fetch.select(client.list_engines().engines, segment_digests, backend, backend_version,
+                                    precision)
+    if not selection.complete:
+        raise NotFound(f"the agent lists no engine for segment(s) {selection.missing}; nothing was published")
     with tempfile.TemporaryDirectory(prefix="deploy-publish-") as tmp:
-        plans = []
-        for entry in found.values():
-            path = Path(tmp) / hashlib.sha256(entry.key.encode()).hexdigest()
-            h = hashlib.sha256()
-            with open(path, "wb") as f:
-                for msg in client.fetch_engine(entry.key):
-                    if msg.WhichOneof("msg") == "chunk":
-                        h.update(msg.chunk)
-                        f.write(msg.chunk)
-            if "sha256:" + h.hexdigest() != entry.digest:
-                os.unlink(path)
-                raise DataLoss(f"engine {entry.key[:16]}... arrived with another digest than its entry's; "
-                               "nothing was published")
-            plans.append((entry, path))
+        plans = [engine_fetch.fetch(client, entry, Path(tmp), client.address) for entry in selection.in_order()]
         timing = fetch_timing(client, backend)  # the class's timing cache rides along as one more layer
         return publish_engines(registry, bundle_digest, class_of([e for e, _ in plans]), plans, timing)

@@ -1,0 +1,63 @@
+"""`deploy push --registry` publishes the engines it built, chosen and fetched the way fleet warm does
+(host/fleet/engine_fetch.py): of the build's precision, not merely the segment's engine the agent used last.
+
+A real agent and a real registry: between the build and the publish another user builds the same bundle in FP32 on
+the same device, so its FP32 engine is the one used last. The push asked for FP16 and must publish FP16 (the old
+copy in host/registry/from_agent.py had no precision filter and published the FP32 engine under an FP16 push).
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from device_agent.registry import ANN_KEY, ANN_PARTS, ENGINE_LAYER, RegistryClient, RegistryRef
+from host.client.agent import AgentClient
+from host.inventory import Device
+from host.pipeline.observer import Observer
+from host.pipeline.push import PushOptions, push
+from protos import agent_pb2
+from tests.device_agent.onnx_models import conv_net, single_segment_bundle
+
+
+class AnotherUserBuildsFp32(Observer):
+    """Notes the bundle's digest and the published tag; just before the publish, builds the bundle in FP32."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.digest = ""
+        self.tag: Optional[str] = None
+        self.fp32_built = 0
+        self.listed: list[agent_pb2.EngineEntry] = []  # as the publish finds them
+
+    def phase(self, name: str, detail: str = "") -> None:
+        if name == "build":
+            self.digest = detail
+        elif name == "publish":
+            with AgentClient(self.device) as other:
+                events = list(other.build(self.digest, agent_pb2.BuildOptions(fp16=False)))
+                self.listed = list(other.list_engines().engines)
+            self.fp32_built = events[-1].summary.built
+
+    def phase_done(self, name: str, seconds: float, detail: str = "") -> None:
+        if name == "publish":
+            self.tag = detail.split()[-1]  # "engines as TAG"
+
+
+def test_push_fp16_through_a_registry_publishes_its_fp16_engine_though_an_fp32_one_was_used_since(
+        agent_factory, registry, tmp_path):
+    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=91), "prec")
+    ref = f"{registry.address}/lab/prec"
+    device = Device(name="d", address=agent_factory(registry=ref).address, profile="x86-cpu")
+    observer = AnotherUserBuildsFp32(device)
+
+    with AgentClient(device) as client:
+        push(client, archive, PushOptions(fp16=True, registry=ref, verify=False), observer)
+
+    assert observer.fp32_built == 1 and observer.tag, vars(observer)
+    listed = {e.attributes["precision"]: e for e in observer.listed}
+    assert list(listed) == ["fp16", "fp32"], list(listed)  # in order of last use: FP32 is the later one
+    layers = [layer for layer in RegistryClient(RegistryRef.parse(ref)).manifest(observer.tag)[0]["layers"]
+              if layer["mediaType"] == ENGINE_LAYER]
+    assert [json.loads(layer["annotations"][ANN_PARTS])["precision"] for layer in layers] == ["fp16"]
+    assert layers[0]["annotations"][ANN_KEY] == listed["fp16"].key
+    assert layers[0]["digest"] == listed["fp16"].digest
