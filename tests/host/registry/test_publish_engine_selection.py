@@ -51,7 +51,7 @@ def test_push_fp16_through_a_registry_publishes_its_fp16_engine_though_an_fp32_o
     observer = AnotherUserBuildsFp32(device)
 
     with AgentClient(device) as client:
-        push(client, archive, PushOptions(fp16=True, registry=ref, verify=False), observer)
+        push(client, archive, PushOptions.from_flat(fp16=True, registry=ref, verify=False), observer)
 
     assert observer.fp32_built == 1 and observer.tag, vars(observer)
     listed = {e.attributes["precision"]: e for e in observer.listed}
