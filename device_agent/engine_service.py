@@ -23,6 +23,7 @@ from protos import agent_pb2
 from . import engines
 from .bench import LatencyStats, Progress, run_loop
 from .bundle import Bundle, Segment
+from .compat import check_target
 from .cache import SCHEMA, CacheEntry, EngineCache, canonical_json, cache_key, device_class
 from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compare, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
@@ -51,8 +52,6 @@ LAYER_RUNS = 10  # profiled runs of `bench --layers`, after the timed ones (one 
 MAX_LAYERS = 4000  # rows sent back (the largest); with MAX_LAYER_NAME, at most 8 MB, under the message cap
 MAX_LAYER_NAME = 1000
 BENCH_POLL_S = 1.0  # how often the benchmark's RPC thread looks at the client and the call's deadline
-#: TensorRT-RTX (1.x) carries the TensorRT 10 API and ONNX parser: it takes bundles partitioned for TensorRT 10.
-RTX_PARTITION_MAJOR = "10"
 
 
 @dataclass
@@ -65,55 +64,9 @@ class Options:
     force: bool
 
 
-def _major_minor(version: str) -> str:
-    return ".".join(version.split(".")[:2])
-
-
-def _cc_tuple(cc: str) -> Tuple[int, ...]:
-    return tuple(int(x) for x in cc.split(".") if x.isdigit())
-
-
 def _bench_stall_s(first_run_s: float, runs: int) -> float:
     """How long a benchmark may send nothing: `runs` iterations at 4x the first run's time, plus BENCH_STALL_S."""
     return BENCH_STALL_S + 4.0 * first_run_s * runs
-
-
-def check_target(bundle: Bundle, backend: Backend, gpu_cc: Optional[str]) -> None:
-    probe = backend.probe()
-    module = "trtexec" if backend.name == "trtexec" else getattr(backend, "module", "")
-    check_target_facts(bundle.manifest.target, bundle.manifest.remainder is not None, backend.name, module,
-                       probe.version, gpu_cc)
-
-
-def check_target_facts(target: Any, has_remainder: bool, backend: str, module: str, version: str,
-                       gpu_cc: Optional[str]) -> None:
-    """Refuse a bundle partitioned for another TensorRT, or compiled for another GPU, naming both sides."""
-    if backend in engines.TENSORRT_FAMILY:
-        if module == "tensorrt_rtx":
-            ok = target.trt_version.split(".")[0] == RTX_PARTITION_MAJOR
-            wants = f"TensorRT {RTX_PARTITION_MAJOR}.x (the line TensorRT-RTX {version} reads)"
-        else:
-            ok = _major_minor(target.trt_version) == _major_minor(version)
-            wants = f"TensorRT {_major_minor(version)}"
-        if not ok:
-            raise PreconditionFailed(
-                f"bundle was partitioned for TensorRT {target.trt_version} (profile {target.profile}); this device "
-                f"has {module or backend} {version}; recompile for {wants}")
-    cc = target.compute_capability
-    if not cc or not gpu_cc:
-        return
-    cuda_remainder = has_remainder and target.device == "cuda"
-    if target.profile == "generic-cuda":
-        # its TensorRT segments are plain ONNX, built here for this GPU; only a CUDA remainder's cubin
-        # binds it to a GPU: a cubin runs on the same major compute capability, same or higher minor
-        want, have = _cc_tuple(cc), _cc_tuple(gpu_cc)
-        ok = not cuda_remainder or (have[:1] == want[:1] and have >= want)
-    else:  # a device profile names exactly one GPU
-        ok = not (cuda_remainder or backend in engines.TENSORRT_FAMILY) or gpu_cc == cc
-    if not ok:
-        raise PreconditionFailed(
-            f"bundle was compiled for compute capability {cc} (profile {target.profile}); this device's GPU "
-            f"has compute capability {gpu_cc}; recompile for this device")
 
 
 class EngineService:
