@@ -29,6 +29,7 @@ from .engines.base import Backend, BuildSpec, Engine, TensorMeta
 from .engines.model import (ModelRunner, batch_of, compare, compose, has_dynamic_batch, numpy_to_wire, profile_max_batch,
                             profile_text, profiles_for, tensor_to_numpy, MAX_TENSORS)
 from .fileio import sha256_bytes
+from .incoming_engine import EngineSource, check_incoming
 from .build_progress import run_with_progress
 from .memory_guard import check_build_fits
 from .timing_cache import TimingCacheInfo, TimingCaches, build_note
@@ -38,7 +39,6 @@ from .errors import (Aborted, BuildFailed, DeadlineExceeded, DeployError, Invali
 
 log = logging.getLogger(__name__)
 MAX_RUN_BYTES = 256 * 1024 * 1024
-MAX_ENGINE_BYTES = 8 * 1024 ** 3
 CHUNK = 1024 * 1024
 MAX_BATCH = 4096
 LOADED_ENGINES = 16
@@ -616,19 +616,9 @@ class EngineService:
         if first is None or first.WhichOneof("msg") != "entry":
             raise InvalidInput("PutEngine must start with the engine's entry (as FetchEngine sends it)")
         e = first.entry
-        limit = min(MAX_ENGINE_BYTES, self.cache.max_bytes or MAX_ENGINE_BYTES)
-        if e.size > limit:
-            raise ResourceExhausted(f"engine of {e.size} bytes is above this cache's limit of {limit}")
-        raw = e.attributes.get("parts", "")
-        if not raw or len(raw) > 1 << 20:
-            raise InvalidInput("engine entry lacks its key parts (attributes['parts']); export it with FetchEngine")
-        try:
-            parts = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"engine entry's key parts are not JSON: {exc}") from None
-        if not isinstance(parts, dict):
-            raise InvalidInput("engine entry's key parts must be a JSON object")
-        expected = self.device_parts(str(parts.get("backend", "")))
+        incoming = check_incoming(e.key, e.attributes.get("parts", ""), e.size, e.digest, self.cache,
+                                  self.device_parts, EngineSource("engine entry", "attributes['parts']",
+                                                                  "; export it with FetchEngine"))
 
         def chunks() -> Iterator[bytes]:
             for msg in request_iterator:
@@ -636,7 +626,8 @@ class EngineService:
                     raise InvalidInput("only non-empty chunk messages may follow the engine entry")
                 yield msg.chunk
 
-        entry, present = self.cache.put_external_stream(e.key, parts, chunks(), e.size, e.digest, expected)
+        entry, present = self.cache.put_external_stream(incoming.key, incoming.parts, chunks(), incoming.size,
+                                                        incoming.digest, incoming.expected)
         return agent_pb2.PutEngineReply(key=entry.key, already_present=present,
                                         bytes_received=0 if present else e.size)
 
