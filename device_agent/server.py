@@ -173,7 +173,7 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         return agent_pb2.QueryUploadReply(digest=state.digest, complete=state.complete,
                                           committed_offset=state.committed_offset, size=state.size)
 
-    # ---------------------------------------------------------------- engines (device_agent/engine_service.py)
+    # ------------------------------------------------ engines (device_agent/engine_service.py, cache_rpcs.py)
     @stream_edge
     def Build(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         yield from self._engines().Build(request, context)
@@ -188,27 +188,27 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
 
     @unary_edge
     def ListEngines(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().ListEngines(request, context)
+        return self._engines().cache_rpcs.ListEngines(request, context)
 
     @stream_edge
     def FetchEngine(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        yield from self._engines().FetchEngine(request, context)
+        yield from self._engines().cache_rpcs.FetchEngine(request, context)
 
     @unary_edge
     def PutEngine(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().PutEngine(request_iterator, context)
+        return self._engines().cache_rpcs.PutEngine(request_iterator, context)
 
     @stream_edge
     def TimingCacheFetch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        yield from self._engines().TimingCacheFetch(request, context)
+        yield from self._engines().cache_rpcs.TimingCacheFetch(request, context)
 
     @unary_edge
     def TimingCachePut(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().TimingCachePut(request_iterator, context)
+        return self._engines().cache_rpcs.TimingCachePut(request_iterator, context)
 
     @unary_edge
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().Prune(request, context)
+        return self._engines().cache_rpcs.Prune(request, context)
 
     # ---------------------------------------------------------------- store disk use (device_agent/store_usage.py)
     def _store_usage(self) -> Any:
