@@ -75,3 +75,7 @@ class DeadlineExceeded(DeployError):
     """A wait inside the agent passed its bound (a hung backend, a stuck worker); the agent keeps serving."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class EngineMissing(PreconditionFailed):
+    """A segment's engine is not in the cache where a caller that never builds (the device runtime) needs it."""

@@ -2,8 +2,9 @@
 
 The bundle goes through `Store.receive` (partial file, sha256 while writing, fsync, rename), so a pull cut off by a
 registry restart resumes at the committed byte with a Range request, and a tampered blob is DATA_LOSS with nothing
-stored. Engines go through `EngineCache.put_external_stream`, the same import checks as `PutEngine` (device class,
-key, size, digest) before anything is visible.
+stored. Engines are checked by `incoming_engine.check_incoming`, the function `PutEngine` uses too (size bound, key
+parts, device class, key), before a byte is fetched, then stored by `EngineCache.put_external_stream` (size, digest)
+before anything is visible.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted, Unavailable
+from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from .incoming_engine import EngineSource, IncomingEngine, check_incoming
 from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
                        TIMING_CACHE_LAYER, Credentials, RegistryClient, RegistryRef, check_digest)
 
-MAX_ENGINE_BYTES = 8 * 1024 ** 3
 log = logging.getLogger(__name__)
 
 
@@ -105,29 +106,20 @@ class Puller:
         if not layers:
             raise InvalidInput(f"artifact {reference} holds no {ENGINE_LAYER} layer")
         cache = self.engines.cache
-        checked = []
-        for layer in layers:  # every class check before any byte is fetched
+        checked: List[IncomingEngine] = []
+        for layer in layers:  # every check before any byte is fetched
             ann = layer.get("annotations") or {}
-            key, raw = str(ann.get(ANN_KEY, "")), str(ann.get(ANN_PARTS, ""))
-            digest, size = check_digest(str(layer.get("digest", ""))), int(layer.get("size", 0))
-            if size <= 0 or size > min(MAX_ENGINE_BYTES, cache.max_bytes or MAX_ENGINE_BYTES):
-                raise ResourceExhausted(f"engine layer of {size} bytes is outside this cache's limit")
-            try:
-                parts = json.loads(raw)
-            except ValueError:
-                raise InvalidInput(f"engine layer {digest} lacks its key parts ({ANN_PARTS})") from None
-            if not isinstance(parts, dict):
-                raise InvalidInput(f"engine layer {digest}: key parts must be a JSON object")
-            expected: Dict[str, str] = self.engines.device_parts(str(parts.get("backend", "")))
-            cache.check_external(key, parts, expected)
-            checked.append((key, parts, digest, size, expected))
+            digest = check_digest(str(layer.get("digest", "")))
+            checked.append(check_incoming(str(ann.get(ANN_KEY, "")), str(ann.get(ANN_PARTS, "")),
+                                          int(layer.get("size", 0)), digest, cache, self.engines.device_parts,
+                                          EngineSource(f"engine layer {digest}", ANN_PARTS)))
         timing = self._timing_checked(doc, res)  # its class too, before any byte
-        for key, parts, digest, size, expected in checked:
-            res.engine_keys.append(key)
-            if cache.read(key) is not None:
+        for engine in checked:
+            res.engine_keys.append(engine.key)
+            if cache.read(engine.key) is not None:
                 res.engines_present += 1
                 continue
-            self._engine(key, parts, digest, size, expected, res)
+            self._engine(engine, res)
         if timing is not None:
             self._timing(*timing, res)
 
@@ -175,13 +167,12 @@ class Puller:
             res.bytes_pulled += size
         res.timing_cache_digest = digest
 
-    def _engine(self, key: str, parts: Dict[str, Any], digest: str, size: int, expected: Dict[str, str],
-                res: PullResult) -> None:
-        self._fetch_whole(f"engine {key[:16]}...", digest,
-                          lambda chunks: self.engines.cache.put_external_stream(key, parts, chunks, size, digest,
-                                                                                expected), res)
+    def _engine(self, e: IncomingEngine, res: PullResult) -> None:
+        self._fetch_whole(f"engine {e.key[:16]}...", e.digest,
+                          lambda chunks: self.engines.cache.put_external_stream(e.key, e.parts, chunks, e.size,
+                                                                                e.digest, e.expected), res)
         res.engines_pulled += 1
-        res.bytes_pulled += size
+        res.bytes_pulled += e.size
 
     def _fetch_whole(self, what: str, digest: str, store: Callable[[Iterator[bytes]], None], res: PullResult) -> None:
         """GET one blob into `store` (which checks size and digest and commits atomically), from the start again when

@@ -97,24 +97,40 @@ def stream_edge(method: Callable) -> Callable:
     return wrapper
 
 
+AGENT_PACKAGES = ("device_agent", "protos")  # the agent's own code: a part missing from it is an old agent
+
+
+def engine_service_missing(exc: ImportError) -> str:
+    """Why the engine service could not be imported: an old agent (one of its own modules or protos lacks what
+    the service needs) is upgraded; a library missing on the device is named, to be installed."""
+    name = exc.name or ""
+    if name.split(".")[0] in AGENT_PACKAGES:
+        return f"this agent has no engine service ({exc}); upgrade the agent"
+    return (f"this agent's engine service cannot start: module {name or '?'} is missing on this device ({exc}); "
+            "install it")
+
+
 class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.activity = Activity()
         self.store = Store(settings.store, settings.max_upload_bytes, 4 * settings.chunk_bytes)
         self.facts: DeviceFacts = probe_device()
+        self.engines_missing = ""  # why there is no engine service, when there is none
         self.engines = self._engine_service()
 
     def _engine_service(self) -> Optional[Any]:
         try:
             from .engine_service import EngineService
-        except ImportError:
+        except ImportError as exc:
+            self.engines_missing = engine_service_missing(exc)
+            log.warning("%s", self.engines_missing)
             return None
         return EngineService(self.settings, self.store, self.facts)
 
     def _engines(self) -> Any:
         if self.engines is None:
-            raise Unimplemented("this agent has no engine service; upgrade the agent")
+            raise Unimplemented(self.engines_missing or "this agent has no engine service; upgrade the agent")
         return self.engines
 
     # ---------------------------------------------------------------- info
@@ -173,7 +189,7 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         return agent_pb2.QueryUploadReply(digest=state.digest, complete=state.complete,
                                           committed_offset=state.committed_offset, size=state.size)
 
-    # ---------------------------------------------------------------- engines (device_agent/engine_service.py)
+    # ------------------------------------------------ engines (device_agent/engine_service.py, cache_rpcs.py)
     @stream_edge
     def Build(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         yield from self._engines().Build(request, context)
@@ -188,27 +204,27 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
 
     @unary_edge
     def ListEngines(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().ListEngines(request, context)
+        return self._engines().cache_rpcs.ListEngines(request, context)
 
     @stream_edge
     def FetchEngine(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        yield from self._engines().FetchEngine(request, context)
+        yield from self._engines().cache_rpcs.FetchEngine(request, context)
 
     @unary_edge
     def PutEngine(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().PutEngine(request_iterator, context)
+        return self._engines().cache_rpcs.PutEngine(request_iterator, context)
 
     @stream_edge
     def TimingCacheFetch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        yield from self._engines().TimingCacheFetch(request, context)
+        yield from self._engines().cache_rpcs.TimingCacheFetch(request, context)
 
     @unary_edge
     def TimingCachePut(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().TimingCachePut(request_iterator, context)
+        return self._engines().cache_rpcs.TimingCachePut(request_iterator, context)
 
     @unary_edge
     def Prune(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._engines().Prune(request, context)
+        return self._engines().cache_rpcs.Prune(request, context)
 
     # ---------------------------------------------------------------- store disk use (device_agent/store_usage.py)
     def _store_usage(self) -> Any:

@@ -63,6 +63,15 @@ def test_agent_starts_without_heavy_libraries_loaded():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_target_checks_import_without_grpc_numpy_or_the_engine_service():
+    """The host imports device_agent.compat to reason about targets; it must stay that light."""
+    code = ("import sys; import device_agent.compat; "
+            "print(sorted(m for m in ('grpc', 'numpy', 'protos', 'device_agent.engine_service', "
+            "'device_agent.engines') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
 def _full_imports(path: Path) -> list[tuple[str, int]]:
     """Dotted module names imported anywhere in the file (``from host import inventory`` -> host.inventory)."""
     found = []

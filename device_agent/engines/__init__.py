@@ -11,6 +11,7 @@ from device_agent.engines.base import Backend, BuildSpec, Engine, ProbeResult, T
 from device_agent.engines.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeCudaBackend
 from device_agent.engines.tensorrt import TensorRTBackend
 from device_agent.engines.trtexec import TrtexecBackend
+from device_agent.compat import TENSORRT_FAMILY  # noqa: F401 - part of this package's API
 from device_agent.errors import InvalidInput, Unavailable
 
 #: Segment backends, best first: ``auto`` takes the first one that probes available.
@@ -20,8 +21,6 @@ BACKENDS: Dict[str, Type[Backend]] = {
     "onnxruntime-cuda": OnnxRuntimeCudaBackend,
     "onnxruntime": OnnxRuntimeBackend,
 }
-#: Backends that build plans with TensorRT: bundles must be partitioned for their TensorRT version.
-TENSORRT_FAMILY = ("tensorrt", "trtexec")
 
 _instances: Dict[str, Backend] = {}
 _lock = threading.Lock()

@@ -29,6 +29,18 @@ def is_symbolic(dim: Dim) -> bool:
 
 
 @dataclass(frozen=True)
+class BuildProgress:
+    """One sign of life from a running build: a builder phase or step (TensorRT >= 10), or a heartbeat."""
+
+    kind: str  # "phase_start", "step_complete", "phase_finish", "heartbeat"
+    phase: str = ""
+    elapsed_s: float = 0.0
+    step: int = 0
+    steps: int = 0
+    parent: str = ""
+
+
+@dataclass(frozen=True)
 class TensorMeta:
     """Name, numpy dtype name and shape of one engine input or output; symbolic dims are str or None."""
 
@@ -83,8 +95,8 @@ class BuildSpec:
     # the segment's I/O from the manifest (fixed by the segment digest, so not part of the key either)
     inputs: List[TensorMeta] = field(default_factory=list)
     outputs: List[TensorMeta] = field(default_factory=list)
-    # build progress sink (TensorRT's IProgressMonitor events as dicts); not part of the key
-    progress: Optional[Callable[[Dict[str, Any]], None]] = field(default=None, compare=False, repr=False)
+    # build progress sink (TensorRT's IProgressMonitor events); not part of the key
+    progress: Optional[Callable[["BuildProgress"], None]] = field(default=None, compare=False, repr=False)
 
     @property
     def precision(self) -> str:

@@ -1,4 +1,4 @@
-"""TensorRT's builder progress (IProgressMonitor, TensorRT >= 10 and TensorRT-RTX) turned into plain event dicts.
+"""TensorRT's builder progress (IProgressMonitor, TensorRT >= 10 and TensorRT-RTX) turned into BuildProgress events.
 
 A 5-20 minute build on a Nano prints nothing; the monitor's phase and step callbacks are what TensorRT offers to show
 it is alive. The class is made per TensorRT module (tensorrt or tensorrt_rtx_bindings) because it must subclass that
@@ -7,9 +7,11 @@ module's trt.IProgressMonitor; the callbacks run on TensorRT's threads, so the s
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
-ProgressSink = Callable[[Dict[str, Any]], None]
+from device_agent.engines.base import BuildProgress
+
+ProgressSink = Callable[[BuildProgress], None]
 
 
 def attach_progress_monitor(trt: Any, config: Any, sink: Optional[ProgressSink]) -> Optional[Any]:
@@ -27,7 +29,7 @@ def attach_progress_monitor(trt: Any, config: Any, sink: Optional[ProgressSink])
 
         def _emit(self, kind: str, phase: str, **extra: Any) -> None:
             try:
-                sink({"kind": kind, "phase": str(phase), "elapsed_s": time.perf_counter() - start, **extra})
+                sink(BuildProgress(kind, str(phase), time.perf_counter() - start, **extra))
             except Exception:  # a failing sink must not abort TensorRT's build
                 pass
 

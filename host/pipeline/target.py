@@ -82,7 +82,7 @@ def choose_target(info: agent_pb2.DeviceInfo, device: Device, profile: Optional[
     else:
         version, vwhy = base.trt_version, f"profile {name}; the device has no TensorRT"
     if vwhy == "the device's TensorRT" and info.HasField("trt_module") and info.trt_module == "tensorrt_rtx":
-        from device_agent.engine_service import RTX_PARTITION_MAJOR
+        from device_agent.compat import RTX_PARTITION_MAJOR
 
         rtx = version
         version = base.trt_version if base.trt_version.split(".")[0] == RTX_PARTITION_MAJOR else f"{RTX_PARTITION_MAJOR}.0"

@@ -11,7 +11,7 @@ import pytest
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from host.inventory import Device
-from device_agent import engine_service
+from device_agent import bench_runner
 from protos import agent_pb2
 from tests.device_agent.onnx_models import (conv_net, max_rel_err, single_segment_bundle,
                                              wide_mlp)
@@ -193,7 +193,7 @@ def test_benchmark_streams_progress_and_ends_with_statistics(agent, bundle):
     assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p95_ms <= lat.p99_ms <= lat.max_ms
     assert lat.iterations > 10 and lat.throughput > 0 and result.backend == "onnxruntime"
     # a tiny model on a fast machine runs past the sample cap: the first MAX_SAMPLES travel back
-    assert len(lat.samples_ms) == min(lat.iterations, engine_service.MAX_SAMPLES)
+    assert len(lat.samples_ms) == min(lat.iterations, bench_runner.MAX_SAMPLES)
 
 
 def test_engines_move_between_agents_and_foreign_ones_are_refused(agent_factory, bundle):

@@ -5,7 +5,7 @@ import grpc
 import pytest
 
 from device_agent.bundle import Target
-from device_agent.engine_service import check_target_facts
+from device_agent.compat import check_target_facts
 from device_agent.errors import PreconditionFailed
 
 

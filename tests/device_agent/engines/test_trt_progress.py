@@ -27,10 +27,10 @@ def test_monitor_turns_phase_and_step_callbacks_into_events_and_never_cancels_th
     monitor.phase_start("Building engine", None, 2)
     assert monitor.step_complete("Building engine", 0) is True
     monitor.phase_finish("Building engine")
-    assert [(e["kind"], e["phase"]) for e in events] == [
+    assert [(e.kind, e.phase) for e in events] == [
         ("phase_start", "Building engine"), ("step_complete", "Building engine"), ("phase_finish", "Building engine")]
-    assert events[0]["steps"] == 2 and events[0]["parent"] == "" and events[1]["step"] == 0
-    assert all(e["elapsed_s"] >= 0 for e in events)
+    assert events[0].steps == 2 and events[0].parent == "" and events[1].step == 0
+    assert all(e.elapsed_s >= 0 for e in events)
 
 
 def test_a_failing_sink_does_not_abort_the_build_and_no_monitor_without_the_api():
