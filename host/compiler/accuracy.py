@@ -40,12 +40,18 @@ def _is_classifier(shape: tuple) -> bool:
     return len(dims) == 1 and dims[0] > 1
 
 
-def _session(model: onnx.ModelProto):
+def _session(model: onnx.ModelProto, fake_quant: bool = False):
+    """`fake_quant`: run Q/DQ pairs as written (quantize, dequantize, the op in FP32), as TensorRT's math is
+    defined, instead of letting onnxruntime fuse them into its x86 integer kernels: on CPUs without VNNI (AVX2
+    only) those saturate their u8*s8 products and the report would measure the host's CPU, not the model
+    (max rel err 0.39 on an AVX2-only EPYC where a VNNI host saw < 0.1 for the same graph)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     opts.log_severity_level = 3
+    if fake_quant:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # no QDQ fusion (level 2)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -54,7 +60,7 @@ def compare(fp32: onnx.ModelProto, int8: onnx.ModelProto, samples: Dict[str, np.
     """Run both models on every sample (arrays stacked on axis 0) and gather the per-output figures."""
     from host.compiler.quantize import iter_samples
 
-    s32, s8 = _session(fp32), _session(int8)
+    s32, s8 = _session(fp32), _session(int8, fake_quant=True)
     names = [o.name for o in s32.get_outputs()]
     rel: Dict[str, List[float]] = {n: [] for n in names}
     cos: Dict[str, List[float]] = {n: [] for n in names}
