@@ -196,7 +196,7 @@ class ModelRepository:
         for v in self.versions(name):
             rec = self.record(name, v)
             state, why = state_of(rec)
-            paths = [str(p) for p in (self._plan_path(e.key) for e in rec.engines) if p is not None]
+            paths = [str(p) for p in (self.plan_path(e.key) for e in rec.engines) if p is not None]
             views.append(VersionView(rec, state, why, paths))
         return ModelView(name, st.active, st.previous, views)
 
@@ -324,7 +324,7 @@ class ModelRepository:
         except NotFound:
             return None
 
-    def _plan_path(self, key: str) -> Optional[Path]:
+    def plan_path(self, key: str) -> Optional[Path]:
         return self._engine_path(key) if self._engine_path else None
 
     def _link_active(self, name: str, rec: Optional[VersionRecord]) -> None:
@@ -335,7 +335,7 @@ class ModelRepository:
         tmp.mkdir()
         if rec is not None:
             for e in rec.engines:
-                plan = self._plan_path(e.key)
+                plan = self.plan_path(e.key)
                 if plan is not None:
                     os.symlink(plan, tmp / f"{e.segment_id}.plan")
             (tmp / "VERSION").write_text(f"{rec.version}\n")

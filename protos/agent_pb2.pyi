@@ -542,14 +542,16 @@ class PruneRequest(_message.Message):
     def __init__(self, max_bytes: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class PruneReply(_message.Message):
-    __slots__ = ("removed", "freed_bytes", "total_bytes")
+    __slots__ = ("removed", "freed_bytes", "total_bytes", "kept")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     total_bytes: int
-    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("bundle_digest", "engines_reference")
@@ -622,16 +624,18 @@ class PruneStoreRequest(_message.Message):
     def __init__(self, max_bytes: _Optional[int] = ..., digests: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class PruneStoreReply(_message.Message):
-    __slots__ = ("removed", "freed_bytes", "total_bytes", "busy")
+    __slots__ = ("removed", "freed_bytes", "total_bytes", "busy", "kept")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     total_bytes: int
     busy: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., busy: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., busy: _Optional[_Iterable[str]] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("name", "version", "bundle_digest", "state", "why", "engine_keys", "segment_ids", "engine_paths", "build", "verify_passed", "max_rel_err", "tolerance", "created", "options")
