@@ -18,7 +18,7 @@ NameArg = Annotated[str, typer.Argument(help="The model's name (deploy push --na
 
 
 def _when(t: float) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(t).strftime("%m-%d %H:%M")
 
 
 @models_app.command("ls")
@@ -37,17 +37,21 @@ def models_ls(name: Annotated[Optional[str], typer.Argument(help="Only this name
         if not data["models"]:
             c.print("no models on this device; deploy push MODEL --device D --activate records and activates one")
             return
-        table = Table(box=None, header_style="bold", padding=(0, 2))
-        for col in ("name", "version", "", "state", "backend", "bundle", "pushed"):
-            table.add_column(col)
+        table = Table(box=None, header_style="bold", padding=(0, 1))
+        for col in ("name", "ver", "", "state", "backend", "bundle", "pushed"):
+            table.add_column(col, no_wrap=True)
+        notes = []
         for m in data["models"]:
             for v in m["versions"]:
                 mark = "active" if v["version"] == m["active"] else ("previous" if v["version"] == m["previous"]
                                                                      else "")
-                state = v["state"] if not v["why"] else f"{v['state']}: {v['why']}"
-                table.add_row(m["name"], str(v["version"]), mark, escape(state), v["build"].get("backend", ""),
+                table.add_row(escape(m["name"]), str(v["version"]), mark, v["state"], v["build"].get("backend", ""),
                               v["bundle_digest"][7:19], _when(v["created"]))
+                if v["why"]:
+                    notes.append(f"{m['name']} {v['version']}: {v['why']}")
         c.print(table)
+        for note in notes:
+            c.print(escape(note))
 
     Output(json).result(data, render)
 
