@@ -328,46 +328,84 @@ class ModelRepository:
         return self._engine_path(key) if self._engine_path else None
 
     def _link_active(self, name: str, rec: Optional[VersionRecord]) -> None:
-        """Point `<name>/active` at a fresh directory of links to `rec`'s plans, swapped in by one rename."""
+        """Point the symlink `<name>/active` at a fresh directory of links to `rec`'s plans. The switch is one
+        rename of a new symlink over the old one, so a reader (DeepStream) never finds the path missing; the
+        directory of the version before stays for readers that resolved it just now, older ones are removed."""
         d = self._dir(name)
-        tmp = d / f".active.{os.getpid()}.{threading.get_ident()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        links = d / "links"
+        links.mkdir(exist_ok=True)
+        target = links / f"{rec.version if rec else 'none'}-{os.getpid()}-{time.monotonic_ns()}"
+        target.mkdir()
         if rec is not None:
             for e in rec.engines:
                 plan = self.plan_path(e.key)
                 if plan is not None:
-                    os.symlink(plan, tmp / f"{e.segment_id}.plan")
-            (tmp / "VERSION").write_text(f"{rec.version}\n")
-        old = d / f".active.old.{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if (d / "active").exists():
-            os.rename(d / "active", old)
-        os.rename(tmp, d / "active")
+                    os.symlink(plan, target / f"{e.segment_id}.plan")
+            (target / "VERSION").write_text(f"{rec.version}\n")
+        fsync_dir(links)
+        before = _link_target(d / "active")
+        tmp = d / f".active.{os.getpid()}.{threading.get_ident()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.path.join("links", target.name), tmp)
+        os.replace(tmp, d / "active")
         fsync_dir(d)
-        shutil.rmtree(old, ignore_errors=True)
+        self._sweep_links(d, keep={target.name, before})
+
+    @staticmethod
+    def _sweep_links(d: Path, keep: Set[Optional[str]]) -> None:
+        """Link directories no symlink points at any more, and temp links a killed process left behind."""
+        for p in (d / "links").iterdir() if (d / "links").is_dir() else ():
+            if p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+        for p in d.glob(".active.*"):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else os.unlink(p)
 
     def _health(self, name: str, version: int) -> str:
-        """Run the health command; '' when it passed, else why (exit code and its last output, or the timeout)."""
+        """Run the health command; '' when it passed, else why (exit code and its last output, or the timeout).
+        Only the last HEALTH_OUTPUT_MAX bytes of its output are kept: a chatty command cannot fill memory."""
         env = dict(os.environ, DEPLOY_MODEL_NAME=name, DEPLOY_MODEL_VERSION=str(version))
         try:
             proc = subprocess.Popen(self.health_cmd, shell=True, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             return f"`{self.health_cmd}` could not start ({exc})"
+        tail = bytearray()
+
+        def drain() -> None:
+            assert proc.stdout is not None
+            for block in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+                tail.extend(block)
+                del tail[:-HEALTH_OUTPUT_MAX]
+
+        reader = threading.Thread(target=drain, name="health-output", daemon=True)
+        reader.start()
         try:
-            out, _ = proc.communicate(timeout=self.health_timeout_s)
+            proc.wait(timeout=self.health_timeout_s)
+            timed_out = False
         except subprocess.TimeoutExpired:
-            # the whole group: a shell's children would otherwise hold the pipe open past the kill
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            timed_out = True
+        # the whole group in any case: a shell's children would otherwise hold the pipe open after it exits
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reader.join(timeout=5)
+        if timed_out:
             return f"`{self.health_cmd}` did not finish within {self.health_timeout_s:g} s"
         if proc.returncode == 0:
             return ""
-        tail = (out or "").strip().splitlines()
-        said = f": {tail[-1][:HEALTH_OUTPUT_MAX]}" if tail else ""
+        lines = tail.decode("utf-8", "replace").strip().splitlines()
+        said = f": {lines[-1][:HEALTH_OUTPUT_MAX]}" if lines else ""
         return f"`{self.health_cmd}` failed (exit {proc.returncode}){said}"
+
+
+def _link_target(link: Path) -> Optional[str]:
+    """The link directory's name `<name>/active` points at now, or None."""
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        return None
 
 
 class _suppress_missing:

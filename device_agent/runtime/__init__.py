@@ -65,12 +65,8 @@ class _Slot:
         self.stamp = stamp
         self.users = 0
         self.retired = False
-        self.closed = False
-
-    def release_if_idle(self) -> None:
-        if self.retired and self.users == 0 and not self.closed:
-            self.closed = True
-            self.loaded.close()
+        self.closing = False  # claimed by the one thread that releases it (under the model's lock)
+        self.closed = False  # released: its memory is free
 
 
 class Model:
@@ -109,10 +105,16 @@ class Model:
         return list(self._current().loaded.outputs)
 
     def _current(self) -> _Slot:
+        """The loaded version; during a swap under policy "resource" (none loaded for a moment), the next one."""
         slot = self._slot
-        if slot is None:
-            raise InvalidInput(f"model {self.name!r} is closed")
-        return slot
+        if slot is not None:
+            return slot
+        with self._lock:
+            while self._slot is None and not self._closed:
+                self._lock.wait()
+            if self._slot is None:
+                raise InvalidInput(f"model {self.name!r} is closed")
+            return self._slot
 
     # ---------------------------------------------------------------- running
     def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -132,20 +134,25 @@ class Model:
 
     def _enter(self) -> _Slot:
         with self._lock:
-            while self._slot is None and not self._closed:  # policy "resource": the next version is loading
-                self._lock.wait()
-            slot = self._current()
+            slot = self._current()  # waits while policy "resource" loads the next version
             slot.users += 1
             return slot
 
     def _leave(self, slot: _Slot) -> None:
         with self._lock:
             slot.users -= 1
-            idle = slot.retired and slot.users == 0
-        if idle:
-            slot.release_if_idle()
-            with self._lock:
-                self._lock.notify_all()
+        self._release_if_idle(slot)
+
+    def _release_if_idle(self, slot: _Slot) -> None:
+        """Release a replaced version once no call uses it; exactly one thread does it."""
+        with self._lock:
+            if not slot.retired or slot.users or slot.closing:
+                return
+            slot.closing = True
+        slot.loaded.close()
+        with self._lock:
+            slot.closed = True
+            self._lock.notify_all()
 
     # ---------------------------------------------------------------- following activations
     def _stamp(self) -> Tuple[int, int]:
@@ -202,9 +209,7 @@ class Model:
     def _retire(self, slot: _Slot) -> None:
         with self._lock:
             slot.retired = True
-            idle = slot.users == 0
-        if idle:
-            slot.release_if_idle()
+        self._release_if_idle(slot)
 
     def close(self) -> None:
         with self._swap:

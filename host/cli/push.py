@@ -282,9 +282,15 @@ def cache_prune(
     with connect(device) as client:
         reply = client.prune(request)
     data = {"device": device, "removed": list(reply.removed), "freed_bytes": reply.freed_bytes,
-            "total_bytes": reply.total_bytes}
-    Output(json).result(data, lambda c: c.print(
-        f"removed {len(reply.removed)} engine(s), freed {mib(reply.freed_bytes)}; {mib(reply.total_bytes)} left"))
+            "total_bytes": reply.total_bytes, "kept": list(reply.kept)}
+
+    def render(c: Any) -> None:
+        c.print(f"removed {len(reply.removed)} engine(s), freed {mib(reply.freed_bytes)}; "
+                f"{mib(reply.total_bytes)} left")
+        if reply.kept:
+            c.print(f"left alone (engines of kept model versions, deploy models ls): {len(reply.kept)}")
+
+    Output(json).result(data, render)
 
 
 def register(app: typer.Typer) -> None:

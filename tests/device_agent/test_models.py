@@ -166,3 +166,37 @@ def test_sigkill_at_every_step_of_an_activation_leaves_exactly_one_active_versio
             assert active == linked and active in ("1", "2"), (name, when, out.stdout)
             seen.add(active)
     assert seen == {"1", "2"}  # killed early the old version stays, killed late the new one is in place
+
+
+def test_a_chatty_health_command_costs_the_agent_no_memory_beyond_its_last_line(tmp_path: Path) -> None:
+    """300 MB of output: only the tail is kept (the whole output had been read into memory)."""
+    driver = textwrap.dedent("""
+        import resource, sys
+        from pathlib import Path
+        from device_agent.models import ModelRepository, EngineRef, VERIFIED, HealthCheckFailed
+        repo = ModelRepository(Path(sys.argv[1]), health_cmd="yes 'health log line' | head -c 300000000; "
+                               "echo 'camera down' >&2; exit 4", health_timeout_s=60)
+        repo.add_version("det", "sha256:" + "a" * 64, [EngineRef("trt_0", "k" * 64)], {}, {}, {"passed": True})
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            repo.activate("det", 1, lambda rec: (VERIFIED, ""))
+        except HealthCheckFailed as exc:
+            print(exc)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", driver, str(tmp_path)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120).stdout.splitlines()
+    assert "failed (exit 4): camera down" in out[0] and "no version is active" in out[0], out
+    assert int(out[1]) < 50, f"the health check grew the agent by {out[1]} MiB"
+
+
+def test_restart_sweeps_what_a_killed_switch_left_and_keeps_the_active_links(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    _add(repo)
+    repo.activate("det", 1, verified)
+    d = tmp_path / "det"
+    os.symlink("links/gone", d / ".active.999.1")  # a temp link of a process killed before its rename
+    (d / "links" / "1-999-1").mkdir()  # a link directory it had made
+    ModelRepository(tmp_path).recover()
+    assert not list(d.glob(".active.*")) and len(list((d / "links").iterdir())) <= 2
+    assert (d / "active" / "VERSION").read_text().strip() == "1" and os.path.islink(d / "active")
