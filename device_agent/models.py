@@ -221,6 +221,21 @@ class ModelRepository:
         doc = {"schema": SCHEMA, "history": st.history[-HISTORY_MAX:], "last_version": st.last_version,
                "pending": st.pending}
         atomic_write(self._dir(name) / "state.json", json.dumps(doc, sort_keys=True).encode())
+        self._bump(name)
+
+    def _bump(self, name: str) -> None:
+        """Tell readers that state.json changed: an 8-byte counter written in place, which a runtime reads through
+        a shared mapping on every run. Only a hint: state.json is the truth, so the counter needs no fsync."""
+        fd = os.open(self.generation_file(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            old = os.pread(fd, 8, 0)
+            value = int.from_bytes(old, "little") + 1 if len(old) == 8 else 1
+            os.pwrite(fd, value.to_bytes(8, "little"), 0)
+        finally:
+            os.close(fd)
+
+    def generation_file(self, name: str) -> Path:
+        return self._dir(name) / "generation"
 
     def add_version(self, name: str, bundle_digest: str, engines: Sequence[EngineRef], build: Mapping[str, str],
                     options: Mapping[str, Any], verify: Optional[Mapping[str, Any]]) -> VersionRecord:

@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
@@ -57,16 +57,65 @@ class Result:
 Loader = Callable[[VersionRecord], Loaded]
 
 
+class _Watch:
+    """Whether the name's state changed since a stamp was taken: the repository bumps an 8-byte counter after each
+    commit of state.json, read here through a shared mapping (no system call per run); where the counter file is
+    missing, state.json's inode and mtime (one stat per run)."""
+
+    def __init__(self, counter: Path, state: Path) -> None:
+        import mmap
+
+        self._state = state
+        self._map: Optional[Any] = None
+        try:
+            with open(counter, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            self._map = None
+
+    def stamp(self) -> Any:
+        if self._map is not None:
+            return self._map[:8]
+        try:
+            st = os.stat(self._state)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)  # every commit renames a new file in: a new inode
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
 class _Slot:
     """A loaded version with a count of the calls using it; released when replaced and no call holds it."""
 
-    def __init__(self, loaded: Loaded, stamp: Tuple[int, int]) -> None:
+    def __init__(self, loaded: Loaded, stamp: Any) -> None:
         self.loaded = loaded
+        self.version = loaded.record.version
         self.stamp = stamp
+        # what each input must be, as objects compared without Python-level numpy code (dtype.name is)
+        self._want = [(s.name, np.dtype(s.dtype), tuple(d if isinstance(d, int) else None for d in s.shape))
+                      for s in loaded.inputs]
         self.users = 0
         self.retired = False
         self.closing = False  # claimed by the one thread that releases it (under the model's lock)
         self.closed = False  # released: its memory is free
+
+    def check(self, model: str, feeds: Mapping[str, np.ndarray]) -> None:
+        """Wrong name, dtype or shape is one line naming what the version takes, before any engine sees it."""
+        if len(feeds) == len(self._want):
+            for name, dtype, shape in self._want:
+                arr = feeds.get(name)
+                if arr is None or arr.dtype != dtype or len(arr.shape) != len(shape):
+                    break
+                if any(d is not None and d != n for d, n in zip(shape, arr.shape)):
+                    break
+            else:
+                return
+        _check_feeds(model, self.loaded, feeds)
+        raise InvalidInput(f"model {model!r} version {self.version} takes {[w[0] for w in self._want]}")
 
 
 class Model:
@@ -79,8 +128,9 @@ class Model:
         self.policy = policy
         self._repo = repo
         self._loader = loader
-        self._state_file = repo.state_file(name)
-        self._lock = threading.Condition()  # guards _slot and the users counts; signalled when either changes
+        self._watch = _Watch(repo.generation_file(name), repo.state_file(name))
+        self._mutex = threading.Lock()  # guards _slot and the users counts
+        self._changed = threading.Condition(self._mutex)  # signalled when either changes
         self._swap = threading.Lock()  # one load at a time
         self._slot: Optional[_Slot] = None
         self._closed = False
@@ -109,12 +159,16 @@ class Model:
         slot = self._slot
         if slot is not None:
             return slot
-        with self._lock:
-            while self._slot is None and not self._closed:
-                self._lock.wait()
-            if self._slot is None:
-                raise InvalidInput(f"model {self.name!r} is closed")
-            return self._slot
+        with self._mutex:
+            return self._wait_for_slot()
+
+    def _wait_for_slot(self) -> _Slot:
+        """(With _mutex held.)"""
+        while self._slot is None and not self._closed:
+            self._changed.wait()
+        if self._slot is None:
+            raise InvalidInput(f"model {self.name!r} is closed")
+        return self._slot
 
     # ---------------------------------------------------------------- running
     def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -122,56 +176,41 @@ class Model:
         return self.run_versioned(feeds).outputs
 
     def run_versioned(self, feeds: Mapping[str, Any]) -> Result:
-        self._follow()
-        slot = self._enter()
-        try:
-            loaded = slot.loaded
-            arrays = {k: np.asarray(v) for k, v in feeds.items()}
-            _check_feeds(self.name, loaded, arrays)
-            return Result(loaded.record.version, loaded.run(arrays))
-        finally:
-            self._leave(slot)
-
-    def _enter(self) -> _Slot:
-        with self._lock:
-            slot = self._current()  # waits while policy "resource" loads the next version
+        slot = self._slot
+        if slot is None or slot.stamp != self._watch.stamp():
+            self._follow()
+        with self._mutex:
+            slot = self._slot if self._slot is not None else self._wait_for_slot()
             slot.users += 1
-            return slot
-
-    def _leave(self, slot: _Slot) -> None:
-        with self._lock:
-            slot.users -= 1
-        self._release_if_idle(slot)
+        try:
+            arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in feeds.items()}
+            slot.check(self.name, arrays)
+            return Result(slot.version, slot.loaded.run(arrays))
+        finally:
+            with self._mutex:
+                slot.users -= 1
+                idle = slot.retired and not slot.users
+            if idle:
+                self._release_if_idle(slot)
 
     def _release_if_idle(self, slot: _Slot) -> None:
         """Release a replaced version once no call uses it; exactly one thread does it."""
-        with self._lock:
+        with self._mutex:
             if not slot.retired or slot.users or slot.closing:
                 return
             slot.closing = True
         slot.loaded.close()
-        with self._lock:
+        with self._mutex:
             slot.closed = True
-            self._lock.notify_all()
+            self._changed.notify_all()
 
     # ---------------------------------------------------------------- following activations
-    def _stamp(self) -> Tuple[int, int]:
-        try:
-            st = os.stat(self._state_file)
-        except FileNotFoundError:
-            return (0, 0)
-        return (st.st_ino, st.st_mtime_ns)  # every commit renames a new file in: a new inode
-
     def _follow(self, force: bool = False) -> None:
         if self._closed:
             raise InvalidInput(f"model {self.name!r} is closed")
-        stamp = self._stamp()
-        slot = self._slot
-        if not force and slot is not None and slot.stamp == stamp:
-            return
         with self._swap:
             slot = self._slot
-            stamp = self._stamp()
+            stamp = self._watch.stamp()
             if not force and slot is not None and slot.stamp == stamp:
                 return  # another thread swapped while this one waited
             record = self._repo.active_record(self.name)
@@ -179,12 +218,12 @@ class Model:
                 slot.stamp = stamp  # a write that kept the version (a record added, a pending check passed)
                 return
             if slot is not None and self.policy == "resource":
-                with self._lock:
-                    self._slot = None  # new calls wait in _enter until the new version is in
+                with self._mutex:
+                    self._slot = None  # new calls wait in _wait_for_slot until the new version is in
                 self._retire(slot)
-                with self._lock:
+                with self._mutex:
                     while not slot.closed:  # the calls still on it finish first
-                        self._lock.wait()
+                        self._changed.wait()
             try:
                 new = _Slot(self._loader(record), stamp)
             except Exception as exc:  # noqa: BLE001 - a failed load leaves the version that served serving
@@ -196,27 +235,28 @@ class Model:
                 if self.policy == "resource":
                     slot = _Slot(self._loader(slot.loaded.record), slot.stamp)
                 slot.stamp = stamp  # not tried again on every call; the next activation is
-                with self._lock:
+                with self._mutex:
                     self._slot = slot
-                    self._lock.notify_all()
+                    self._changed.notify_all()
                 return
-            with self._lock:
+            with self._mutex:
                 old, self._slot = self._slot, new
-                self._lock.notify_all()
+                self._changed.notify_all()
             if old is not None:
                 self._retire(old)
 
     def _retire(self, slot: _Slot) -> None:
-        with self._lock:
+        with self._mutex:
             slot.retired = True
         self._release_if_idle(slot)
 
     def close(self) -> None:
         with self._swap:
-            with self._lock:
+            with self._mutex:
                 self._closed = True
                 slot, self._slot = self._slot, None
-                self._lock.notify_all()
+                self._changed.notify_all()
+            self._watch.close()
             if slot is not None:
                 self._retire(slot)
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from device_agent.build_plan import Options, feeds_batch
+from device_agent.engines.model import has_dynamic_batch
 from device_agent.errors import PreconditionFailed
 from device_agent.loaded import LoadedModels
 from device_agent.models import VersionRecord
@@ -59,12 +60,15 @@ def version_loader(settings: Any = None, models: Optional[LoadedModels] = None) 
         with lock:
             in_use.update(keys)
 
-        def run(feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        def any_batch(feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
             b = feeds_batch(bundle, feeds)
             runner = runners.get(b)
             if runner is None:  # another batch of a dynamic-batch model: its engines, from the cache only
                 runner = runners.setdefault(b, models.runner(record.bundle_digest, bundle, opts, b))
             return runner.run(feeds)
+
+        # one batch: the runner itself, no frame in between
+        run = any_batch if has_dynamic_batch(bundle.manifest.inputs) else runners[batch].run
 
         def close() -> None:
             runners.clear()
