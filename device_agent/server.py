@@ -277,13 +277,7 @@ class AgentServer:
                                   options=server_options(settings), maximum_concurrent_rpcs=limit)
         agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
         services = [SERVICE_NAME]
-        if self.service.models is not None:  # the Open Inference Protocol for active models (device_agent/oip.py)
-            from protos import inference_pb2_grpc
-
-            from .oip import InferenceService
-
-            oip = InferenceService(self.service.models, self.service.activity, self.service.facts.agent_version)
-            inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, self.server)
+        if self.service.models is not None and self._add_oip():  # the Open Inference Protocol (device_agent/oip.py)
             services.append(OIP_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -300,6 +294,18 @@ class AgentServer:
         self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
         self.poller: Optional[Any] = None  # device_agent/registry_poll.py, with --registry-poll-s
+
+    def _add_oip(self) -> bool:
+        try:
+            from protos import inference_pb2_grpc
+
+            from .oip import InferenceService
+        except TypeError as exc:  # the process already holds other `inference.*` protos (tritonclient imported)
+            log.warning("Open Inference Protocol endpoint off: %s", exc)
+            return False
+        oip = InferenceService(self.service.models, self.service.activity, self.service.facts.agent_version)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, self.server)
+        return True
 
     @property
     def address(self) -> str:
