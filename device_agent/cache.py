@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from device_agent.errors import Aborted, DataLoss, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted
 from device_agent.fileio import fsync_dir, is_disk_full, write_synced
@@ -84,6 +84,8 @@ class EngineCache:
             d.mkdir(parents=True, exist_ok=True)
         self._mutex = threading.Lock()
         self.evictions = 0  # entries removed to stay within max_bytes (a metric: device_agent/metrics.py)
+        #: keys no prune and no size bound removes: the engines of kept model versions (device_agent/models.py)
+        self.pinned: Callable[[], Set[str]] = set
         # key -> (inode, size, mtime_ns) of a plan whose digest this process has checked or written
         self._verified: Dict[str, Tuple[int, int, int]] = {}
         self._clean_tmp()
@@ -294,14 +296,19 @@ class EngineCache:
 
     def prune(self, max_bytes: Optional[int] = None, keys: Sequence[str] = (), all: bool = False,
               keep: Sequence[str] = ()) -> Tuple[List[str], int]:
-        """Remove the named entries, or all, or least-recently-used ones until the total fits ``max_bytes``."""
+        """Remove the named entries, or all, or least-recently-used ones until the total fits ``max_bytes``; never a
+        pinned one (a kept model version's engine), nor those in `keep`."""
         removed: List[str] = []
         freed = 0
         for k in keys:
             if self._meta(k) is None:
                 raise NotFound(f"no engine with key {k!r} in this cache; list them with ListEngines")
+        pinned = self.pinned()
+        keep = set(keep) | pinned
         targets = [e.key for e in self.list()] if all else list(keys)
         for k in targets:
+            if k in pinned:
+                continue
             size = self.remove(k)
             removed.append(k)
             freed += size

@@ -93,7 +93,9 @@ class CacheRPCs:
         removed, freed = self.cache.prune(max_bytes=max_bytes, keys=list(request.keys), all=request.all)
         for k in removed:
             self.forget(k)
-        return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes())
+        asked = set(request.keys) if request.keys else {e.key for e in self.cache.list()}
+        return agent_pb2.PruneReply(removed=removed, freed_bytes=freed, total_bytes=self.cache.total_bytes(),
+                                    kept=sorted(asked & self.cache.pinned()))
 
     def TimingCacheFetch(self, request: agent_pb2.TimingCacheFetchRequest,
                          context: Any) -> Iterator[agent_pb2.TimingCacheChunk]:

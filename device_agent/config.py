@@ -60,6 +60,9 @@ class AgentSettings:
     registry_ca: Optional[Path] = None
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # onnxruntime-cuda: how cuDNN picks convolution algorithms
     registry_poll_s: float = 0.0  # > 0: poll the registry for this class's artifact (device_agent/registry_poll.py)
+    keep_versions: int = 3  # model versions kept (with their bundles and engines) per name (device_agent/models.py)
+    health_cmd: str = ""  # run after each activation; a failure or a hang rolls back (Mender's commit script)
+    health_timeout_s: float = 30.0
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -128,6 +131,11 @@ _FLAGS: dict[str, tuple[str, Any]] = {
                                "or DEFAULT", str),
     "registry_poll_s": ("every this many seconds, pull what the registry says this device's class should hold "
                         "(for devices the host cannot reach); 0: only when told (Pull)", float),
+    "keep_versions": ("model versions kept per name, with their bundles and engines (pruning and the size bounds "
+                      "never remove them); the active and previous versions are always kept", int),
+    "health_cmd": ("shell command run after each activation (DEPLOY_MODEL_NAME, DEPLOY_MODEL_VERSION set); a "
+                   "non-zero exit or a hang past --health-timeout-s rolls the activation back", str),
+    "health_timeout_s": ("seconds --health-cmd may take before it counts as failed", float),
 }
 
 

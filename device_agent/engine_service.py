@@ -88,7 +88,7 @@ class EngineService:
             reply.trt_version, reply.trt_module = trtexec.version, "trtexec"
 
     # ---------------------------------------------------------------- requests
-    def _options(self, o: agent_pb2.BuildOptions, bundle: Bundle) -> Options:
+    def request_options(self, o: agent_pb2.BuildOptions, bundle: Bundle) -> Options:
         """A request's options: a field it does not set is None, for the planner's defaults."""
         given = lambda name: getattr(o, name) if o.HasField(name) else None
         return self.planner.options(bundle, backend=o.backend, fp16=given("fp16"),
@@ -117,7 +117,7 @@ class EngineService:
     def Build(self, request: agent_pb2.BuildRequest, context: Any) -> Iterator[agent_pb2.BuildEvent]:
         digest = request.bundle_digest
         bundle = self.unpacked.get(digest)
-        opts = self._options(request.options, bundle)
+        opts = self.request_options(request.options, bundle)
         check_target(bundle, opts.backend, self.planner.gpu[1] or None)
         batch = self.planner.segment_batch(bundle, opts)
         segs = bundle.manifest.segments
@@ -175,7 +175,7 @@ class EngineService:
     # ---------------------------------------------------------------- Run
     def Run(self, request: agent_pb2.RunRequest, context: Any) -> agent_pb2.RunReply:
         bundle = self.unpacked.get(request.bundle_digest)
-        opts = self._options(request.options, bundle)
+        opts = self.request_options(request.options, bundle)
         if request.verify:
             if len(request.inputs):
                 raise InvalidInput("verify mode runs the bundle's reference inputs; send no inputs with it")
@@ -201,7 +201,7 @@ class EngineService:
     # ---------------------------------------------------------------- Benchmark
     def Benchmark(self, request: agent_pb2.BenchmarkRequest, context: Any) -> Iterator[agent_pb2.BenchmarkEvent]:
         bundle = self.unpacked.get(request.bundle_digest)
-        opts = self._options(request.options, bundle)
+        opts = self.request_options(request.options, bundle)
         if len(request.inputs):
             feeds = self._feeds(request.inputs)
         else:

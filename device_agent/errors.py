@@ -1,80 +1,93 @@
 """The project's exception hierarchy; each maps to one gRPC status code at the service edge.
 
-The host re-uses these classes so a failure keeps its meaning from agent to CLI.
+The host re-uses these classes so a failure keeps its meaning from agent to CLI. grpc is imported only when a
+code is asked for (at the service edge), so the device runtime (device_agent/runtime) raises these without it.
 """
 from __future__ import annotations
 
-import grpc
+from typing import Any
+
+
+class _Status:
+    """A class's gRPC status code, looked up in grpc on first use (``exc.code`` and ``Class.code`` both work)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Any) -> Any:
+        import grpc
+
+        return getattr(grpc.StatusCode, self.name)
 
 
 class DeployError(Exception):
     """Base of every error this project raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code = _Status("INTERNAL")
 
 
 class InvalidInput(DeployError):
     """The request or file is malformed; the caller must change it."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = _Status("INVALID_ARGUMENT")
 
 
 class NotFound(DeployError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = _Status("NOT_FOUND")
 
 
 class ResourceExhausted(DeployError):
     """A size or count limit, or the disk, would be exceeded."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = _Status("RESOURCE_EXHAUSTED")
 
 
 class DataLoss(DeployError):
     """Bytes arrived but do not match their digest."""
 
-    code = grpc.StatusCode.DATA_LOSS
+    code = _Status("DATA_LOSS")
 
 
 class PreconditionFailed(DeployError):
     """The request is valid but does not fit this device (another TensorRT, another GPU)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = _Status("FAILED_PRECONDITION")
 
 
 class Unavailable(DeployError):
     """A backend or the device cannot serve now."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = _Status("UNAVAILABLE")
 
 
 class Aborted(DeployError):
     """A conflict that passes: another call holds what this one needs; retry in a moment."""
 
-    code = grpc.StatusCode.ABORTED
+    code = _Status("ABORTED")
 
 
 class Unimplemented(DeployError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = _Status("UNIMPLEMENTED")
 
 
 class BuildFailed(DeployError):
     """An engine could not be built (parser or builder error)."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = _Status("INTERNAL")
 
 
 class Unauthenticated(DeployError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = _Status("UNAUTHENTICATED")
 
 
 class Cancelled(DeployError):
-    code = grpc.StatusCode.CANCELLED
+    code = _Status("CANCELLED")
 
 
 class DeadlineExceeded(DeployError):
     """A wait inside the agent passed its bound (a hung backend, a stuck worker); the agent keeps serving."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = _Status("DEADLINE_EXCEEDED")
 
 
 class EngineMissing(PreconditionFailed):

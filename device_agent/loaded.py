@@ -90,6 +90,14 @@ class LoadedModels:
                           facts if facts is not None else probe_device())
         return cls(planner, UnpackedBundles(store, Path(settings.data_dir) / "bundles"))
 
+    def without_builds(self) -> "LoadedModels":
+        """The same loaded engines and runners (shared, not copied: a device has memory for one of each), for callers
+        that must never build: the runtime and the OIP endpoint serve only versions whose engines are cached."""
+        view = LoadedModels.__new__(LoadedModels)
+        view.__dict__.update(self.__dict__)
+        view.ensure = None
+        return view
+
     def open(self, digest: str, opts: Optional[Options] = None) -> "BundleModel":
         """The stored bundle `digest` with its engines loaded for its own batch (the one Build builds for)."""
         bundle = self.bundles.get(digest)

@@ -5,12 +5,10 @@ from `auth` only, so security is configured in one place.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-import time
 from concurrent import futures
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,7 +18,8 @@ from protos import agent_pb2, agent_pb2_grpc
 
 from . import auth
 from .config import AgentSettings
-from .errors import DeployError, InvalidInput, PreconditionFailed, Unimplemented
+from .edge import Activity, stream_edge, unary_edge
+from .errors import InvalidInput, PreconditionFailed, Unimplemented
 from .info import DeviceFacts, disk_free, meminfo, probe_device, settings_info
 from .logfmt import RequestLogInterceptor
 from .memory_guard import free_memory
@@ -28,73 +27,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["DeviceAgent"].full_name
+OIP_SERVICE_NAME = "inference.GRPCInferenceService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-ANSWER_KEY = "deploy-error"  # trailing metadata on every status the service itself sets
-
-
-class Activity:
-    """Counts calls in flight and the time of the last one, for the idle exit of the local agent."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.in_flight = 0
-        self.last = time.monotonic()
-
-    def enter(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-            self.last = time.monotonic()
-
-    def leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.last = time.monotonic()
-
-    def idle_for(self) -> float:
-        with self._lock:
-            return 0.0 if self.in_flight else time.monotonic() - self.last
-
-
-MAX_STATUS_CHARS = 2000  # messages may quote client input; keep trailers small whatever the client sent
-
-
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_STATUS_CHARS else message[:MAX_STATUS_CHARS] + "... (truncated)"
-
-
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
-    # marks the status as the agent's own answer, so a client never mistakes e.g. UNAVAILABLE for a dead agent
-    context.set_trailing_metadata(((ANSWER_KEY, type(exc).__name__),))
-    if isinstance(exc, DeployError):
-        context.abort(exc.code, _clip(str(exc)))
-    log.exception("unexpected error in handler")
-    context.abort(grpc.StatusCode.INTERNAL, _clip(f"agent error: {type(exc).__name__}: {exc}"))
-
-
-def unary_edge(method: Callable) -> Callable:
-    @functools.wraps(method)
-    def wrapper(self: "DeviceAgentService", request: Any, context: grpc.ServicerContext) -> Any:
-        self.activity.enter()
-        try:
-            return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - the edge: everything becomes a status code
-            _abort(context, exc)
-        finally:
-            self.activity.leave()
-    return wrapper
-
-
-def stream_edge(method: Callable) -> Callable:
-    @functools.wraps(method)
-    def wrapper(self: "DeviceAgentService", request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        self.activity.enter()
-        try:
-            yield from method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
-            _abort(context, exc)
-        finally:
-            self.activity.leave()
-    return wrapper
 
 
 AGENT_PACKAGES = ("device_agent", "protos")  # the agent's own code: a part missing from it is an old agent
@@ -118,6 +52,11 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         self.facts: DeviceFacts = probe_device()
         self.engines_missing = ""  # why there is no engine service, when there is none
         self.engines = self._engine_service()
+        self.models: Optional[Any] = None  # device_agent/model_service.py: names, versions, the active one
+        if self.engines is not None:
+            from .model_service import ModelService
+
+            self.models = ModelService(settings, self.engines)
 
     def _engine_service(self) -> Optional[Any]:
         try:
@@ -231,7 +170,29 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         from .store_usage import StoreUsage
 
         unpacked = getattr(self.engines, "unpacked", None)
-        return StoreUsage(self.store, unpacked, self.settings.data_dir / "bundles")
+        pinned = (lambda: self.models.repo.pinned()[0]) if self.models is not None else set
+        return StoreUsage(self.store, unpacked, self.settings.data_dir / "bundles", pinned)
+
+    # ---------------------------------------------------------------- models (device_agent/model_service.py)
+    def _models(self) -> Any:
+        self._engines()
+        return self.models
+
+    @unary_edge
+    def RegisterVersion(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._models().RegisterVersion(request, context)
+
+    @unary_edge
+    def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._models().ListModels(request, context)
+
+    @unary_edge
+    def Activate(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._models().Activate(request, context)
+
+    @unary_edge
+    def Rollback(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._models().Rollback(request, context)
 
     @unary_edge
     def ListStore(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -315,10 +276,13 @@ class AgentServer:
                                   interceptors=observers + auth.interceptors(settings),
                                   options=server_options(settings), maximum_concurrent_rpcs=limit)
         agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
+        services = [SERVICE_NAME]
+        if self.service.models is not None and self._add_oip():  # the Open Inference Protocol (device_agent/oip.py)
+            services.append(OIP_SERVICE_NAME)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
         credentials = auth.server_credentials(settings)
         if credentials is None:
@@ -330,6 +294,18 @@ class AgentServer:
         self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
         self.poller: Optional[Any] = None  # device_agent/registry_poll.py, with --registry-poll-s
+
+    def _add_oip(self) -> bool:
+        try:
+            from protos import inference_pb2_grpc
+
+            from .oip import InferenceService
+        except TypeError as exc:  # the process already holds other `inference.*` protos (tritonclient imported)
+            log.warning("Open Inference Protocol endpoint off: %s", exc)
+            return False
+        oip = InferenceService(self.service.models, self.service.activity, self.service.facts.agent_version)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, self.server)
+        return True
 
     @property
     def address(self) -> str:

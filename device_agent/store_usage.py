@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Set
 
 from protos import agent_pb2
 
@@ -31,8 +31,10 @@ def _tree_bytes(root: Path) -> int:
 
 
 class StoreUsage:
-    def __init__(self, store: Store, unpacked: Optional[object] = None, unpacked_root: Optional[Path] = None) -> None:
+    def __init__(self, store: Store, unpacked: Optional[object] = None, unpacked_root: Optional[Path] = None,
+                 pinned: Callable[[], Set[str]] = set) -> None:
         self.store = store
+        self.pinned = pinned  # bundles of kept model versions (device_agent/models.py): never removed
         self.unpacked = unpacked  # device_agent.unpacked.UnpackedBundles, when the engine service runs
         self.unpacked_root = unpacked_root
 
@@ -86,9 +88,13 @@ class StoreUsage:
         """Remove `candidates` in order (least recently used first) until `everything` fits `max_bytes`."""
         total = sum(e.size + e.unpacked_bytes for e in everything)
         reply = agent_pb2.PruneStoreReply()
+        pinned = self.pinned()
         for e in candidates:
             if max_bytes is not None and total <= max_bytes:
                 break
+            if e.digest in pinned:
+                reply.kept.append(e.digest)
+                continue
             freed = self.store.try_remove(e.digest)
             if freed is None:
                 reply.busy.append(e.digest)

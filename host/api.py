@@ -200,3 +200,30 @@ def select_devices(tags: Sequence[str] = ()) -> list:
         raise InvalidInput(f"no devices{which} in the inventory {inventory.path}; add [devices.NAME] entries "
                            "(address, profile, tags) to deploy.toml")
     return devices
+
+
+def models(device: str = "local", name: str = "") -> dict[str, Any]:
+    """`deploy models ls --json`: each name's kept versions, which is active and previous, each version's state."""
+    from host.client.agent import connect
+    from host.models import list_models
+
+    with connect(device) as client:
+        return list_models(client, name)
+
+
+def activate(name: str, version: Optional[int] = None, device: str = "local") -> dict[str, Any]:
+    """`deploy activate --json`: make `version` (default the newest) the one the device serves."""
+    from host.client.agent import connect
+    from host.models import activate as do_activate
+
+    with connect(device) as client:
+        return do_activate(client, name, version)
+
+
+def rollback(name: str, device: str = "local") -> dict[str, Any]:
+    """`deploy rollback --json`: the previous active version again."""
+    from host.client.agent import connect
+    from host.models import rollback as do_rollback
+
+    with connect(device) as client:
+        return do_rollback(client, name)

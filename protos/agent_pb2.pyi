@@ -542,14 +542,16 @@ class PruneRequest(_message.Message):
     def __init__(self, max_bytes: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class PruneReply(_message.Message):
-    __slots__ = ("removed", "freed_bytes", "total_bytes")
+    __slots__ = ("removed", "freed_bytes", "total_bytes", "kept")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     total_bytes: int
-    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("bundle_digest", "engines_reference")
@@ -622,13 +624,126 @@ class PruneStoreRequest(_message.Message):
     def __init__(self, max_bytes: _Optional[int] = ..., digests: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class PruneStoreReply(_message.Message):
-    __slots__ = ("removed", "freed_bytes", "total_bytes", "busy")
+    __slots__ = ("removed", "freed_bytes", "total_bytes", "busy", "kept")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
     removed: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     total_bytes: int
     busy: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., busy: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., busy: _Optional[_Iterable[str]] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("name", "version", "bundle_digest", "state", "why", "engine_keys", "segment_ids", "engine_paths", "build", "verify_passed", "max_rel_err", "tolerance", "created", "options")
+    class BuildEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    BUILD_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_PASSED_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERR_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    bundle_digest: str
+    state: str
+    why: str
+    engine_keys: _containers.RepeatedScalarFieldContainer[str]
+    segment_ids: _containers.RepeatedScalarFieldContainer[str]
+    engine_paths: _containers.RepeatedScalarFieldContainer[str]
+    build: _containers.ScalarMap[str, str]
+    verify_passed: bool
+    max_rel_err: float
+    tolerance: float
+    created: float
+    options: BuildOptions
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., bundle_digest: _Optional[str] = ..., state: _Optional[str] = ..., why: _Optional[str] = ..., engine_keys: _Optional[_Iterable[str]] = ..., segment_ids: _Optional[_Iterable[str]] = ..., engine_paths: _Optional[_Iterable[str]] = ..., build: _Optional[_Mapping[str, str]] = ..., verify_passed: _Optional[bool] = ..., max_rel_err: _Optional[float] = ..., tolerance: _Optional[float] = ..., created: _Optional[float] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "active", "previous", "versions", "active_path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    active: int
+    previous: int
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    active_path: str
+    def __init__(self, name: _Optional[str] = ..., active: _Optional[int] = ..., previous: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., active_path: _Optional[str] = ...) -> None: ...
+
+class RegisterVersionRequest(_message.Message):
+    __slots__ = ("name", "bundle_digest", "options", "tolerance", "skip_verify")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SKIP_VERIFY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    bundle_digest: str
+    options: BuildOptions
+    tolerance: float
+    skip_verify: bool
+    def __init__(self, name: _Optional[str] = ..., bundle_digest: _Optional[str] = ..., options: _Optional[_Union[BuildOptions, _Mapping]] = ..., tolerance: _Optional[float] = ..., skip_verify: _Optional[bool] = ...) -> None: ...
+
+class RegisterVersionReply(_message.Message):
+    __slots__ = ("version", "created")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    version: ModelVersion
+    created: bool
+    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListModelsReply(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class ActivateRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ActivateReply(_message.Message):
+    __slots__ = ("active", "previous", "seconds")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    active: ModelVersion
+    previous: int
+    seconds: float
+    def __init__(self, active: _Optional[_Union[ModelVersion, _Mapping]] = ..., previous: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

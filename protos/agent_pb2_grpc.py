@@ -109,6 +109,26 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.TimingCacheChunk.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.TimingCachePutReply.FromString,
                 _registered_method=True)
+        self.RegisterVersion = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/RegisterVersion',
+                request_serializer=protos_dot_agent__pb2.RegisterVersionRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.RegisterVersionReply.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/ListModels',
+                request_serializer=protos_dot_agent__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ListModelsReply.FromString,
+                _registered_method=True)
+        self.Activate = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/Activate',
+                request_serializer=protos_dot_agent__pb2.ActivateRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ActivateReply.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/Rollback',
+                request_serializer=protos_dot_agent__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ActivateReply.FromString,
+                _registered_method=True)
 
 
 class DeviceAgentServicer:
@@ -204,6 +224,30 @@ class DeviceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Activate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +325,26 @@ def add_DeviceAgentServicer_to_server(servicer, server):
                     servicer.TimingCachePut,
                     request_deserializer=protos_dot_agent__pb2.TimingCacheChunk.FromString,
                     response_serializer=protos_dot_agent__pb2.TimingCachePutReply.SerializeToString,
+            ),
+            'RegisterVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterVersion,
+                    request_deserializer=protos_dot_agent__pb2.RegisterVersionRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.RegisterVersionReply.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=protos_dot_agent__pb2.ListModelsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ListModelsReply.SerializeToString,
+            ),
+            'Activate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Activate,
+                    request_deserializer=protos_dot_agent__pb2.ActivateRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ActivateReply.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=protos_dot_agent__pb2.RollbackRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ActivateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -688,6 +752,114 @@ class DeviceAgent:
             '/deploy.v1.DeviceAgent/TimingCachePut',
             protos_dot_agent__pb2.TimingCacheChunk.SerializeToString,
             protos_dot_agent__pb2.TimingCachePutReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/RegisterVersion',
+            protos_dot_agent__pb2.RegisterVersionRequest.SerializeToString,
+            protos_dot_agent__pb2.RegisterVersionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/ListModels',
+            protos_dot_agent__pb2.ListModelsRequest.SerializeToString,
+            protos_dot_agent__pb2.ListModelsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Activate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/Activate',
+            protos_dot_agent__pb2.ActivateRequest.SerializeToString,
+            protos_dot_agent__pb2.ActivateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/Rollback',
+            protos_dot_agent__pb2.RollbackRequest.SerializeToString,
+            protos_dot_agent__pb2.ActivateReply.FromString,
             options,
             channel_credentials,
             insecure,

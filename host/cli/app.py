@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("host.cli.agent", "Run, stop and install device agents."),
     "cache": ("host.cli.push", "The engine cache of a device: list and prune."),
     "store": ("host.cli.store", "The uploaded bundles of a device: list and prune."),
+    "models": ("host.cli.models", "Named model versions on a device: list them; activate and roll back with "
+                                  "`deploy activate` / `deploy rollback`."),
+    "activate": ("host.cli.models", "Make a version of NAME the one the device serves (atomic, gated on verified "
+                                    "engines, health-checked)."),
+    "rollback": ("host.cli.models", "Make NAME's previous active version active again at once (no rebuild)."),
     "fleet": ("host.cli.fleet", "The fleet: devices grouped by class, engine caches warmed once per class."),
     "certs": ("host.cli.certs", "Make the fleet CA and TLS certificates (mutual TLS between host and agents)."),
 }

@@ -90,6 +90,10 @@ def push(
                                                          "(default 1e-3 for FP32, 5e-2 for FP16/INT8); with --int8 "
                                                          "it also bounds INT8 against FP32 on the host.")] = None,
     registry: RegistryOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="The model's name on the device: the push records a "
+                                                "new version of it (default: the file's stem).")] = None,
+    activate: Annotated[bool, typer.Option("--activate", help="Make the new version the one the device serves "
+                                           "(deploy activate).")] = False,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -106,7 +110,7 @@ def push(
                    sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                    verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
                    iterations=iterations, duration_s=duration, batch=batch, registry=registry,
-                   max_workspace_size=max_workspace_size)
+                   max_workspace_size=max_workspace_size, name=name, activate=activate)
     observer, live = observer_for(out, f"deploy push {source.name} --device {device}")
     with live:
         data = api.push(source, device, observer=observer, retry_for=retry_for, on_retry=retry_lines(out),
@@ -278,9 +282,15 @@ def cache_prune(
     with connect(device) as client:
         reply = client.prune(request)
     data = {"device": device, "removed": list(reply.removed), "freed_bytes": reply.freed_bytes,
-            "total_bytes": reply.total_bytes}
-    Output(json).result(data, lambda c: c.print(
-        f"removed {len(reply.removed)} engine(s), freed {mib(reply.freed_bytes)}; {mib(reply.total_bytes)} left"))
+            "total_bytes": reply.total_bytes, "kept": list(reply.kept)}
+
+    def render(c: Any) -> None:
+        c.print(f"removed {len(reply.removed)} engine(s), freed {mib(reply.freed_bytes)}; "
+                f"{mib(reply.total_bytes)} left")
+        if reply.kept:
+            c.print(f"left alone (engines of kept model versions, deploy models ls): {len(reply.kept)}")
+
+    Output(json).result(data, render)
 
 
 def register(app: typer.Typer) -> None:

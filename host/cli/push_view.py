@@ -277,6 +277,12 @@ def render_push(data: dict[str, Any], console: Console) -> None:
         tol = f" (tolerance {v['tolerance']:g})" if v.get("tolerance") is not None else ""
         err = "-" if v["max_rel_err"] is None else f"{v['max_rel_err']:.3g}"
         console.print(f"verify: max relative error {err}{tol}")
+    m = data.get("model")
+    if m:
+        state = "active" if m["active"] == m["version"] else (m["state"] if not m["why"] else f"{m['state']}: {m['why']}")
+        hint = "" if m["active"] == m["version"] else f"; deploy activate {m['name']} {m['version']} to serve it"
+        console.print(f"model: {m['name']} version {m['version']}" + ("" if m["created"] else " (unchanged)")
+                      + f", {state}{hint}", markup=False)
     if data.get("bench"):
         console.print(latency_table({data["device"]: data["bench"]}))
     t = data["timings"]

@@ -67,13 +67,16 @@ def store_prune(
     with connect(device) as client:
         reply = client.prune_store(request)
     data = {"device": device, "removed": list(reply.removed), "freed_bytes": reply.freed_bytes,
-            "total_bytes": reply.total_bytes, "busy": list(reply.busy)}
+            "total_bytes": reply.total_bytes, "busy": list(reply.busy), "kept": list(reply.kept)}
 
     def render(c: Any) -> None:
         c.print(f"removed {len(reply.removed)} entr{'y' if len(reply.removed) == 1 else 'ies'}, freed "
                 f"{_size(reply.freed_bytes)}; {_size(reply.total_bytes)} left")
         if reply.busy:
             c.print(f"left alone (being uploaded now): {', '.join(d[:19] for d in reply.busy)}")
+        if reply.kept:
+            c.print(f"left alone (bundles of kept model versions, deploy models ls): "
+                    f"{', '.join(d[:19] for d in reply.kept)}")
 
     Output(json).result(data, render)
 

@@ -23,6 +23,8 @@ CHUNK_BYTES = 1024 * 1024
 INFO_TIMEOUT_S = 10.0
 UNARY_TIMEOUT_S = 60.0
 STREAM_TIMEOUT_S = 3600.0
+#: An activation waits for the version to load and the agent's health command (--health-timeout-s, default 30 s).
+ACTIVATE_TIMEOUT_S = 900.0
 
 
 @dataclass
@@ -258,6 +260,27 @@ class AgentClient:
         """The agent fetches from its own registry (--registry); idempotent, so repeated on transient failures."""
         return self._retried("Pull", self.stub.Pull, agent_pb2.PullRequest(
             bundle_digest=bundle_digest, engines_reference=engines_reference), timeout=timeout)
+
+    # ------------------------------------------------------------------ models on the device
+    def register_version(self, request: agent_pb2.RegisterVersionRequest,
+                         timeout: float = UNARY_TIMEOUT_S * 10) -> agent_pb2.RegisterVersionReply:
+        """Not repeated: a lost reply may have recorded the version (the next push finds it unchanged)."""
+        return self._call(self.stub.RegisterVersion, request, timeout=timeout)
+
+    def list_models(self, name: str = "", timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ListModelsReply:
+        return self._retried("ListModels", self.stub.ListModels, agent_pb2.ListModelsRequest(name=name),
+                             timeout=timeout)
+
+    def activate(self, name: str, version: Optional[int] = None,
+                 timeout: float = ACTIVATE_TIMEOUT_S) -> agent_pb2.ActivateReply:
+        """Not repeated: the agent's health command may be running; the caller sees what happened."""
+        request = agent_pb2.ActivateRequest(name=name)
+        if version is not None:
+            request.version = version
+        return self._call(self.stub.Activate, request, timeout=timeout)
+
+    def rollback(self, name: str, timeout: float = ACTIVATE_TIMEOUT_S) -> agent_pb2.ActivateReply:
+        return self._call(self.stub.Rollback, agent_pb2.RollbackRequest(name=name), timeout=timeout)
 
 
 def connect(spec: str, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> AgentClient:

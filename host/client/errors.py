@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-ANSWER_KEY = "deploy-error"  # device_agent.server sets it on every status the service itself chooses
+ANSWER_KEY = "deploy-error"  # device_agent.edge sets it on every status the service itself chooses
 
 
 class AgentError(Exception):

@@ -23,6 +23,7 @@ from . import bundle_cache
 from .build_stream import BuildHooks, build_bundle, progress_text  # noqa: F401 - progress_text: push's view of it
 from .observer import Observer
 from .target import TargetChoice, choose_target
+from .version import VersionResult, default_name, record_version
 
 if TYPE_CHECKING:
     from device_agent.bundle import Manifest
@@ -55,6 +56,8 @@ class PushOptions:
     batch: int = 0  # the batch size to build and run; compile.batch is the bundle's range (`batch_range`)
     layers: bool = False  # bench: a per-layer profile after the timed runs
     registry: Optional[str] = None  # HOST/REPO: the bundle goes through it, the engines are published after
+    name: Optional[str] = None  # the model's name on the device (None: the file's stem); push records a version
+    activate: bool = False  # make the new version the one the device serves
 
     @classmethod
     def from_flat(cls, **kw: Any) -> "PushOptions":
@@ -199,6 +202,7 @@ class PushResult:
     precision: str = "fp32"
     accuracy: Optional[dict[str, Any]] = None  # INT8: FP32 against INT8 on the host (host/compiler/accuracy.py)
     int8_warning: Optional[str] = None  # INT8 on a GPU without fast INT8 (the Nano)
+    model: Optional[VersionResult] = None  # the named version recorded (None: an agent without model versions)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -216,6 +220,7 @@ class PushResult:
             "precision": self.precision,
             "accuracy": self.accuracy,
             "int8_warning": self.int8_warning,
+            "model": asdict(self.model) if self.model else None,
         }
 
 
@@ -568,6 +573,7 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     prepared, built, build_options = ready.prepared, ready.build, ready.build_options
 
     verified = None
+    tolerance: Optional[float] = None
     if options.verify:
         t = time.perf_counter()
         spread = prepared.manifest.reference.get("fp32_spread", 0.0) or 0.0
@@ -575,6 +581,11 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
             options.compile.fp16, "int8" in prepared.manifest.options, spread)
         verified = verify(client, prepared.digest, build_options, tolerance, observer)
         timings["verify"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = record_version(client, prepared.digest, build_options, options.name or default_name(source),
+                           options.name is not None, tolerance, options.activate, observer)
+    timings["version"] = time.perf_counter() - t
 
     benched = None
     if options.bench:
@@ -585,4 +596,4 @@ def push(client: AgentClient, source: Path, options: PushOptions, observer: Opti
     return PushResult(device=client.device.name, address=client.address, bundle_digest=prepared.digest,
                       target=ready.target, compile=prepared.compile, upload=ready.upload, build=built, verify=verified,
                       bench=benched, timings=timings, segments_where=where_parts_run(prepared, built),
-                      **precision_of(prepared.manifest, options.compile.fp16))
+                      model=model, **precision_of(prepared.manifest, options.compile.fp16))

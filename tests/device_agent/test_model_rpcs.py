@@ -1,0 +1,160 @@
+"""The model RPCs on a real agent over gRPC: what a version records, what it takes to activate one, what a device
+upgrade or a lost engine makes of it, and that nothing the agent keeps for a version is pruned."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import grpc
+import numpy as np
+import pytest
+
+from device_agent.errors import EngineMissing, InvalidInput
+from device_agent.runtime import open_model
+from host.client.agent import AgentClient
+from host.client.errors import AgentError
+from host.inventory import Device
+from protos import agent_pb2
+from tests.device_agent.onnx_models import conv_net, single_segment_bundle
+
+
+@pytest.fixture
+def agent_with_bundles(agent_factory, tmp_path):
+    """An agent (keep 2 versions) holding two built bundles of one model (different weights)."""
+    handle = agent_factory(backend="onnxruntime", keep_versions=2)
+    client = AgentClient(Device(name="a", address=handle.address))
+    bundles = []
+    for seed in (1, 2, 3):
+        archive, feeds, want = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+        digest = client.upload(archive).digest
+        bundles.append((digest, feeds, want))
+    yield handle, client, bundles
+    client.close()
+
+
+def _build(client: AgentClient, digest: str) -> None:
+    for _ in client.build(digest):
+        pass
+
+
+def _register(client: AgentClient, digest: str, name: str = "det", **kw) -> agent_pb2.RegisterVersionReply:
+    kw.setdefault("tolerance", 1e-3)
+    return client.register_version(agent_pb2.RegisterVersionRequest(name=name, bundle_digest=digest, **kw))
+
+
+def test_a_version_needs_its_engines_built_and_records_the_agents_own_verify(agent_with_bundles):
+    _handle, client, bundles = agent_with_bundles
+    digest = bundles[0][0]
+    with pytest.raises(AgentError) as refused:
+        _register(client, digest)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION and "has no engine" in refused.value.message
+    _build(client, digest)
+    first = _register(client, digest)
+    v = first.version
+    assert first.created and v.version == 1 and v.state == "verified" and v.verify_passed
+    assert v.max_rel_err == 0.0 and v.build["backend"] == "onnxruntime" and v.build["precision"] == "fp32"
+    again = _register(client, digest)  # the same bundle and engines again: no new version
+    assert not again.created and again.version.version == 1
+    strict = _register(client, digest, tolerance=1e-30)  # the same engines, another verify verdict: recorded
+    assert strict.created and strict.version.version == 2
+    assert strict.version.state == "verified"  # 0 <= 1e-30: an exact engine passes any bound
+
+
+def test_bad_requests_change_nothing(agent_with_bundles):
+    _handle, client, bundles = agent_with_bundles
+    digest = bundles[0][0]
+    _build(client, digest)
+    for kw, code, words in [(dict(name="../x"), grpc.StatusCode.INVALID_ARGUMENT, "bad model name"),
+                            (dict(tolerance=0.0), grpc.StatusCode.INVALID_ARGUMENT, "tolerance must be above 0"),
+                            (dict(bundle_digest="sha256:" + "0" * 64), grpc.StatusCode.NOT_FOUND, "upload it first")]:
+        request = dict(name="det", bundle_digest=digest, tolerance=1e-3)
+        request.update(kw)
+        with pytest.raises(AgentError) as refused:
+            client.register_version(agent_pb2.RegisterVersionRequest(**request))
+        assert refused.value.code == code and words in refused.value.message, refused.value
+    assert list(client.list_models().models) == []
+    for call, words in [(lambda: client.activate("det"), "no model named 'det'"),
+                        (lambda: client.rollback("det"), "no model named 'det'")]:
+        with pytest.raises(AgentError) as refused:
+            call()
+        assert refused.value.code == grpc.StatusCode.NOT_FOUND and words in refused.value.message
+
+
+def test_an_unverified_version_cannot_be_activated(agent_with_bundles):
+    _handle, client, bundles = agent_with_bundles
+    _build(client, bundles[0][0])
+    v = _register(client, bundles[0][0], skip_verify=True, tolerance=0.0).version
+    assert v.state == "unverified" and "--no-verify" in v.why and not v.HasField("verify_passed")
+    with pytest.raises(AgentError) as refused:
+        client.activate("det")
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION and "not verified" in refused.value.message
+    assert not client.list_models("det").models[0].HasField("active")
+
+
+def test_a_version_built_for_another_backend_version_is_stale_and_says_how_to_fix_it(agent_with_bundles):
+    """What a JetPack upgrade does: the device's backend version is no longer the one the engines were built by
+    (here the record is edited to an older onnxruntime, as a record from before an upgrade would read)."""
+    handle, client, bundles = agent_with_bundles
+    _build(client, bundles[0][0])
+    _register(client, bundles[0][0])
+    record = handle.store_dir.parent / "models" / "det" / "versions" / "1.json"
+    doc = json.loads(record.read_text())
+    doc["build"]["backend_version"] = "1.16.0"
+    record.write_text(json.dumps(doc))
+    v = client.list_models("det").models[0].versions[0]
+    assert v.state == "stale" and "backend_version 1.16.0" in v.why and "push it again" in v.why
+    with pytest.raises(AgentError) as refused:
+        client.activate("det", 1)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION and "cannot be activated" in refused.value.message
+    assert "backend_version 1.16.0" in refused.value.message
+
+
+def test_a_lost_engine_makes_the_version_missing_and_the_runtime_says_push_first(agent_with_bundles):
+    handle, client, bundles = agent_with_bundles
+    digest = bundles[0][0]
+    _build(client, digest)
+    key = _register(client, digest).version.engine_keys[0]
+    client.activate("det")
+    with open_model("det", store=handle.store_dir) as m:
+        assert m.version == 1
+    shutil.rmtree(handle.store_dir.parent / "engines" / "entries" / key)  # a disk that lost it
+    assert client.list_models("det").models[0].versions[0].state == "missing"
+    with pytest.raises(EngineMissing, match="nothing is built here"):
+        open_model("det", store=handle.store_dir)
+    with pytest.raises(AgentError) as refused:
+        client.rollback("det")
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_kept_versions_pin_their_bundles_and_engines_against_prune(agent_with_bundles):
+    handle, client, bundles = agent_with_bundles
+    keys = []
+    for digest, _feeds, _want in bundles:
+        _build(client, digest)
+        keys.append(_register(client, digest).version.engine_keys[0])
+    client.activate("det", 3)
+    kept = [v.version for v in client.list_models("det").models[0].versions]
+    assert kept == [2, 3]  # --keep-versions 2: version 1 released
+    store = client.prune_store(agent_pb2.PruneStoreRequest(all=True))
+    assert sorted(store.kept) == sorted(d for d, _, _ in bundles[1:]) and bundles[0][0] in store.removed
+    cache = client.prune(agent_pb2.PruneRequest(all=True))
+    assert sorted(cache.kept) == sorted(keys[1:]) and keys[0] in cache.removed
+    with open_model("det", store=handle.store_dir) as m:  # the active version still opens and runs
+        feeds, want = bundles[2][1], bundles[2][2]
+        out = m.run(feeds)
+        assert np.allclose(out[next(iter(want))], next(iter(want.values())), rtol=1e-4, atol=1e-5)
+
+
+def test_the_runtime_refuses_an_input_of_the_wrong_name_dtype_or_shape_in_one_line(agent_with_bundles):
+    handle, client, bundles = agent_with_bundles
+    digest, feeds, _ = bundles[0]
+    _build(client, digest)
+    _register(client, digest)
+    client.activate("det")
+    name, x = next(iter(feeds.items()))
+    with open_model("det", store=handle.store_dir) as m:
+        for bad, words in [({"nope": x}, "has no input 'nope'"), ({name: x.astype(np.float64)}, "not float64"),
+                           ({name: x[..., :-1]}, "it takes")]:
+            with pytest.raises(InvalidInput, match=words):
+                m.run(bad)
+        assert m.version == 1 and m.run(feeds)
