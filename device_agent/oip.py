@@ -14,7 +14,7 @@ import numpy as np
 
 from device_agent.edge import Activity, unary_edge
 from device_agent.errors import InvalidInput, NotFound, PreconditionFailed
-from protos import inference_pb2, inference_pb2_grpc
+from protos import oip_pb2
 
 #: KServe v2 datatypes and the numpy dtype each is (BYTES is not a tensor our bundles take).
 DATATYPES: Dict[str, str] = {
@@ -31,6 +31,8 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
 MAX_INFER_BYTES = 512 * 1024 * 1024
 SERVER_NAME = "deploy-agent"
 PLATFORM = "jetson-deploy"
+#: The service name clients call (the protocol's); our messages live in package deploy.oip (protos/oip.proto).
+SERVICE_NAME = "inference.GRPCInferenceService"
 
 
 def datatype_of(dtype: str) -> str:
@@ -66,7 +68,7 @@ def _input_array(t: Any, raw: Optional[bytes]) -> np.ndarray:
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-class InferenceService(inference_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
     """OIP calls over a model host: ``host.model(name)`` gives a runtime model (``version``, ``inputs``,
     ``outputs``, ``run``), ``host.index()`` (name, version or None, reason) for every name on the device."""
 
@@ -86,28 +88,28 @@ class InferenceService(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     @unary_edge
     def ServerLive(self, request: Any, context: Any) -> Any:
-        return inference_pb2.ServerLiveResponse(live=True)
+        return oip_pb2.ServerLiveResponse(live=True)
 
     @unary_edge
     def ServerReady(self, request: Any, context: Any) -> Any:
-        return inference_pb2.ServerReadyResponse(ready=True)
+        return oip_pb2.ServerReadyResponse(ready=True)
 
     @unary_edge
     def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return inference_pb2.ServerMetadataResponse(name=SERVER_NAME, version=self.agent_version, extensions=[])
+        return oip_pb2.ServerMetadataResponse(name=SERVER_NAME, version=self.agent_version, extensions=[])
 
     @unary_edge
     def ModelReady(self, request: Any, context: Any) -> Any:
         try:
             self._model(request.name, request.version)
         except (NotFound, PreconditionFailed):
-            return inference_pb2.ModelReadyResponse(ready=False)
-        return inference_pb2.ModelReadyResponse(ready=True)
+            return oip_pb2.ModelReadyResponse(ready=False)
+        return oip_pb2.ModelReadyResponse(ready=True)
 
     @unary_edge
     def ModelMetadata(self, request: Any, context: Any) -> Any:
         model = self._model(request.name, request.version)
-        reply = inference_pb2.ModelMetadataResponse(name=request.name, versions=[str(model.version)],
+        reply = oip_pb2.ModelMetadataResponse(name=request.name, versions=[str(model.version)],
                                                     platform=PLATFORM)
         for spec in model.inputs:
             reply.inputs.add(name=spec.name, datatype=datatype_of(spec.dtype), shape=_shape(spec.shape))
@@ -133,7 +135,7 @@ class InferenceService(inference_pb2_grpc.GRPCInferenceServiceServicer):
         if unknown:
             raise InvalidInput(f"model {request.model_name!r} has no output {unknown[0]!r}; it has "
                                f"{[o.name for o in model.outputs]}")
-        reply = inference_pb2.ModelInferResponse(model_name=request.model_name, model_version=str(result.version),
+        reply = oip_pb2.ModelInferResponse(model_name=request.model_name, model_version=str(result.version),
                                                  id=request.id)
         for name in wanted:
             arr = np.ascontiguousarray(result.outputs[name])
@@ -143,7 +145,7 @@ class InferenceService(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     @unary_edge
     def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        reply = inference_pb2.RepositoryIndexResponse()
+        reply = oip_pb2.RepositoryIndexResponse()
         for name, version, reason in self.host.index():
             if request.ready and version is None:
                 continue
@@ -158,3 +160,25 @@ def metadata_of(model: Any) -> Mapping[str, Any]:
                        for s in model.inputs],
             "outputs": [{"name": s.name, "datatype": datatype_of(s.dtype), "shape": _shape(s.shape)}
                         for s in model.outputs]}
+
+
+_METHODS = {  # method -> (request, reply) of the protocol
+    "ServerLive": (oip_pb2.ServerLiveRequest, oip_pb2.ServerLiveResponse),
+    "ServerReady": (oip_pb2.ServerReadyRequest, oip_pb2.ServerReadyResponse),
+    "ServerMetadata": (oip_pb2.ServerMetadataRequest, oip_pb2.ServerMetadataResponse),
+    "ModelReady": (oip_pb2.ModelReadyRequest, oip_pb2.ModelReadyResponse),
+    "ModelMetadata": (oip_pb2.ModelMetadataRequest, oip_pb2.ModelMetadataResponse),
+    "ModelInfer": (oip_pb2.ModelInferRequest, oip_pb2.ModelInferResponse),
+    "RepositoryIndex": (oip_pb2.RepositoryIndexRequest, oip_pb2.RepositoryIndexResponse),
+}
+
+
+def add_to_server(service: InferenceService, server: Any) -> None:
+    """Serve `service` as `inference.GRPCInferenceService`, the name every OIP client calls."""
+    import grpc
+
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(service, name),
+                                                          request_deserializer=req.FromString,
+                                                          response_serializer=rep.SerializeToString)
+                for name, (req, rep) in _METHODS.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -27,7 +27,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["DeviceAgent"].full_name
-OIP_SERVICE_NAME = "inference.GRPCInferenceService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -276,13 +275,16 @@ class AgentServer:
                                   interceptors=observers + auth.interceptors(settings),
                                   options=server_options(settings), maximum_concurrent_rpcs=limit)
         agent_pb2_grpc.add_DeviceAgentServicer_to_server(self.service, self.server)
-        services = [SERVICE_NAME]
-        if self.service.models is not None and self._add_oip():  # the Open Inference Protocol (device_agent/oip.py)
-            services.append(OIP_SERVICE_NAME)
+        if self.service.models is not None:  # the Open Inference Protocol for active models (device_agent/oip.py)
+            from .oip import InferenceService, add_to_server
+
+            add_to_server(InferenceService(self.service.models, self.service.activity,
+                                           self.service.facts.agent_version), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            # the OIP service is not listed: its messages are ours (deploy.oip), its name the protocol's
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
         credentials = auth.server_credentials(settings)
         if credentials is None:
@@ -294,18 +296,6 @@ class AgentServer:
         self.metrics_url = self.metrics.serve(settings) if self.metrics is not None else ""
         self._stopped = threading.Event()
         self.poller: Optional[Any] = None  # device_agent/registry_poll.py, with --registry-poll-s
-
-    def _add_oip(self) -> bool:
-        try:
-            from protos import inference_pb2_grpc
-
-            from .oip import InferenceService
-        except TypeError as exc:  # the process already holds other `inference.*` protos (tritonclient imported)
-            log.warning("Open Inference Protocol endpoint off: %s", exc)
-            return False
-        oip = InferenceService(self.service.models, self.service.activity, self.service.facts.agent_version)
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(oip, self.server)
-        return True
 
     @property
     def address(self) -> str:

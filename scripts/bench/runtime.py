@@ -54,10 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _agent import median, start_agent, stop_agent  # noqa: E402
 
 FLOOR_RUNTIME = 1.03
-# KServe v2 datatypes by numpy dtype name. Not device_agent.oip's table: protos/inference.proto and tritonclient's
-# grpc_service.proto both define package `inference`, so one process cannot import both (duplicate symbol).
-DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32",
-             "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
+from device_agent.oip import DTYPE_TO_DATATYPE as DATATYPES  # noqa: E402 - KServe v2 datatype by dtype
 
 
 def log(msg: str) -> None:

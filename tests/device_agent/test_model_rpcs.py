@@ -158,3 +158,27 @@ def test_the_runtime_refuses_an_input_of_the_wrong_name_dtype_or_shape_in_one_li
             with pytest.raises(InvalidInput, match=words):
                 m.run(bad)
         assert m.version == 1 and m.run(feeds)
+
+
+def test_tritonclient_and_an_agent_share_one_process(serve, tmp_path):
+    """The agent's OIP messages are its own package, so an application holding tritonclient's can embed an agent
+    (both packages had been `inference`: the second import failed with a duplicate symbol)."""
+    import tritonclient.grpc as tc
+
+    server = serve(backend="onnxruntime")
+    client = AgentClient(Device(name="a", address=server.address))
+    archive, feeds, want = single_segment_bundle(tmp_path / "b", conv_net(seed=4), "det")
+    digest = client.upload(archive).digest
+    _build(client, digest)
+    _register(client, digest)
+    client.activate("det")
+    triton = tc.InferenceServerClient(server.address)
+    (name, x), = feeds.items()
+    given = tc.InferInput(name, list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    result = triton.infer("det", [given])
+    (out, ref), = want.items()
+    assert result.get_response().model_version == "1"
+    assert np.allclose(result.as_numpy(out), ref, rtol=1e-4, atol=1e-5)
+    triton.close()
+    client.close()

@@ -5,7 +5,7 @@ import os
 import socket
 import time
 
-from tests.host.cli.helpers import parse_json
+from tests.host.cli.helpers import parse_json, tiny_conv_net
 
 
 def _closed_port() -> int:
@@ -69,17 +69,20 @@ def test_devices_queries_in_parallel_and_answers_within_the_deadline_when_device
     assert elapsed < 9, f"took {elapsed:.1f} s for eight silent devices with a 1.5 s deadline"
 
 
-def test_cache_ls_lists_built_engines_and_prune_all_removes_them(agent_factory, deploy, tiny_model):
-    agent = agent_factory()
+def test_cache_ls_lists_built_engines_and_prune_all_removes_them(agent_factory, deploy, tiny_model, tmp_path):
+    agent = agent_factory(keep_versions=1)  # each push records a version; the one kept pins its engine
     pushed = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
     listing = parse_json(deploy("cache", "ls", "--device", agent.address, "--json"))
     assert len(listing["engines"]) == len(pushed["build"]["segments"]) == 1
     entry = listing["engines"][0]
     assert entry["backend"] == "onnxruntime" and entry["size"] > 0 and listing["total_bytes"] >= entry["size"]
+    newer = parse_json(deploy("push", str(tiny_conv_net(tmp_path / "newer.onnx", seed=7)), "--device", agent.address,
+                              "--name", pushed["model"]["name"], "--json"))  # the first is no longer kept
 
     pruned = parse_json(deploy("cache", "prune", "--device", agent.address, "--all", "--json"))
     assert pruned["removed"] == [entry["key"]] and pruned["freed_bytes"] == entry["size"]
-    assert parse_json(deploy("cache", "ls", "--device", agent.address, "--json"))["engines"] == []
+    left = parse_json(deploy("cache", "ls", "--device", agent.address, "--json"))["engines"]
+    assert [e["key"] for e in left] == pruned["kept"] and len(newer["build"]["segments"]) == 1 == len(left)
     again = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
     assert again["build"]["segments"][0]["cache"] == "miss", "a pruned engine is rebuilt"
 

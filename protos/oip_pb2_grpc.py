@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import inference_pb2 as protos_dot_inference__pb2
+from protos import oip_pb2 as protos_dot_oip__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/inference_pb2_grpc.py depends on'
+        + ' but the generated code in protos/oip_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,39 +35,39 @@ class GRPCInferenceServiceStub:
             channel: A grpc.Channel.
         """
         self.ServerLive = channel.unary_unary(
-                '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=protos_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ServerLiveResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ServerLive',
+                request_serializer=protos_dot_oip__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
-                '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=protos_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ServerReadyResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ServerReady',
+                request_serializer=protos_dot_oip__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
-                '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=protos_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ModelReadyResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ModelReady',
+                request_serializer=protos_dot_oip__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
-                '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=protos_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ServerMetadataResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ServerMetadata',
+                request_serializer=protos_dot_oip__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
-                '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=protos_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ModelMetadataResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ModelMetadata',
+                request_serializer=protos_dot_oip__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
-                '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=protos_dot_inference__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.ModelInferResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/ModelInfer',
+                request_serializer=protos_dot_oip__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
-                '/inference.GRPCInferenceService/RepositoryIndex',
-                request_serializer=protos_dot_inference__pb2.RepositoryIndexRequest.SerializeToString,
-                response_deserializer=protos_dot_inference__pb2.RepositoryIndexResponse.FromString,
+                '/deploy.oip.GRPCInferenceService/RepositoryIndex',
+                request_serializer=protos_dot_oip__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=protos_dot_oip__pb2.RepositoryIndexResponse.FromString,
                 _registered_method=True)
 
 
@@ -121,44 +121,44 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=protos_dot_inference__pb2.ServerLiveRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ServerLiveRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=protos_dot_inference__pb2.ServerReadyRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ServerReadyRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=protos_dot_inference__pb2.ModelReadyRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ModelReadyRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=protos_dot_inference__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=protos_dot_inference__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=protos_dot_inference__pb2.ModelInferRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.ModelInferRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.ModelInferResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
-                    request_deserializer=protos_dot_inference__pb2.RepositoryIndexRequest.FromString,
-                    response_serializer=protos_dot_inference__pb2.RepositoryIndexResponse.SerializeToString,
+                    request_deserializer=protos_dot_oip__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=protos_dot_oip__pb2.RepositoryIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'inference.GRPCInferenceService', rpc_method_handlers)
+            'deploy.oip.GRPCInferenceService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('inference.GRPCInferenceService', rpc_method_handlers)
+    server.add_registered_method_handlers('deploy.oip.GRPCInferenceService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -179,9 +179,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ServerLive',
-            protos_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-            protos_dot_inference__pb2.ServerLiveResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ServerLive',
+            protos_dot_oip__pb2.ServerLiveRequest.SerializeToString,
+            protos_dot_oip__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -206,9 +206,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ServerReady',
-            protos_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-            protos_dot_inference__pb2.ServerReadyResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ServerReady',
+            protos_dot_oip__pb2.ServerReadyRequest.SerializeToString,
+            protos_dot_oip__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -233,9 +233,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ModelReady',
-            protos_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-            protos_dot_inference__pb2.ModelReadyResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ModelReady',
+            protos_dot_oip__pb2.ModelReadyRequest.SerializeToString,
+            protos_dot_oip__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -260,9 +260,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ServerMetadata',
-            protos_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-            protos_dot_inference__pb2.ServerMetadataResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ServerMetadata',
+            protos_dot_oip__pb2.ServerMetadataRequest.SerializeToString,
+            protos_dot_oip__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -287,9 +287,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ModelMetadata',
-            protos_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-            protos_dot_inference__pb2.ModelMetadataResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ModelMetadata',
+            protos_dot_oip__pb2.ModelMetadataRequest.SerializeToString,
+            protos_dot_oip__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -314,9 +314,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/ModelInfer',
-            protos_dot_inference__pb2.ModelInferRequest.SerializeToString,
-            protos_dot_inference__pb2.ModelInferResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/ModelInfer',
+            protos_dot_oip__pb2.ModelInferRequest.SerializeToString,
+            protos_dot_oip__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -341,9 +341,9 @@ class GRPCInferenceService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/inference.GRPCInferenceService/RepositoryIndex',
-            protos_dot_inference__pb2.RepositoryIndexRequest.SerializeToString,
-            protos_dot_inference__pb2.RepositoryIndexResponse.FromString,
+            '/deploy.oip.GRPCInferenceService/RepositoryIndex',
+            protos_dot_oip__pb2.RepositoryIndexRequest.SerializeToString,
+            protos_dot_oip__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
