@@ -133,6 +133,14 @@ class ModelService:
         rec, left = self.repo.rollback(request.name, self.state_of)
         return self._activation(rec, left, time.perf_counter() - t0)
 
+    def Deactivate(self, request: agent_pb2.DeactivateRequest, context: Any) -> agent_pb2.ActivateReply:
+        t0 = time.perf_counter()
+        was = self.repo.deactivate(request.name)
+        reply = agent_pb2.ActivateReply(seconds=time.perf_counter() - t0)
+        if was is not None:
+            reply.previous = was
+        return reply
+
     def _activation(self, rec: VersionRecord, before: Optional[int], seconds: float) -> agent_pb2.ActivateReply:
         reply = agent_pb2.ActivateReply(active=self._version_pb(rec), seconds=seconds)
         if before is not None:

@@ -311,6 +311,18 @@ class ModelRepository:
             self._link_active(name, rec)
             return rec, left
 
+    def deactivate(self, name: str) -> Optional[int]:
+        """No version active any more (the history is cleared); returns the version that was. Kept versions stay."""
+        with self._lock:
+            st = self.state(name)
+            if not st.history and not (self._dir(name) / "state.json").exists():
+                self.record(name, 0)  # raises the NotFound that names the model
+            if st.active is None:
+                return None
+            self._write_state(name, ModelState([], st.last_version, None))
+            self._link_active(name, None)
+            return st.active
+
     def recover(self) -> List[str]:
         """At start: an activation still pending (the agent died during its health check) is rolled back, and each
         name's active/ links are made to match state.json. Returns one line per rolled-back activation."""

@@ -194,6 +194,10 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         return self._models().Rollback(request, context)
 
     @unary_edge
+    def Deactivate(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._models().Deactivate(request, context)
+
+    @unary_edge
     def ListStore(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._store_usage().list()
 

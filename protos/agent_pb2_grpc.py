@@ -129,6 +129,11 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.ActivateReply.FromString,
                 _registered_method=True)
+        self.Deactivate = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/Deactivate',
+                request_serializer=protos_dot_agent__pb2.DeactivateRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.ActivateReply.FromString,
+                _registered_method=True)
 
 
 class DeviceAgentServicer:
@@ -248,6 +253,13 @@ class DeviceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deactivate(self, request, context):
+        """`active` unset; `previous` the one that was
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -344,6 +356,11 @@ def add_DeviceAgentServicer_to_server(servicer, server):
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
                     request_deserializer=protos_dot_agent__pb2.RollbackRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.ActivateReply.SerializeToString,
+            ),
+            'Deactivate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deactivate,
+                    request_deserializer=protos_dot_agent__pb2.DeactivateRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.ActivateReply.SerializeToString,
             ),
     }
@@ -859,6 +876,33 @@ class DeviceAgent:
             target,
             '/deploy.v1.DeviceAgent/Rollback',
             protos_dot_agent__pb2.RollbackRequest.SerializeToString,
+            protos_dot_agent__pb2.ActivateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deactivate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/Deactivate',
+            protos_dot_agent__pb2.DeactivateRequest.SerializeToString,
             protos_dot_agent__pb2.ActivateReply.FromString,
             options,
             channel_credentials,

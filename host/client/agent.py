@@ -282,6 +282,11 @@ class AgentClient:
     def rollback(self, name: str, timeout: float = ACTIVATE_TIMEOUT_S) -> agent_pb2.ActivateReply:
         return self._call(self.stub.Rollback, agent_pb2.RollbackRequest(name=name), timeout=timeout)
 
+    def deactivate(self, name: str, timeout: float = UNARY_TIMEOUT_S) -> agent_pb2.ActivateReply:
+        """No version of `name` active (idempotent, so repeated on a lost agent)."""
+        return self._retried("Deactivate", self.stub.Deactivate, agent_pb2.DeactivateRequest(name=name),
+                             timeout=timeout)
+
 
 def connect(spec: str, *, retry_for: float = 0.0, on_retry: Optional[RetryFn] = None) -> AgentClient:
     """Client for an inventory name, `local` or HOST:PORT."""

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from device_agent.errors import EngineMissing, InvalidInput
+from device_agent.errors import EngineMissing, InvalidInput, PreconditionFailed
 from device_agent.runtime import open_model
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
@@ -182,3 +182,18 @@ def test_tritonclient_and_an_agent_share_one_process(serve, tmp_path):
     assert np.allclose(result.as_numpy(out), ref, rtol=1e-4, atol=1e-5)
     triton.close()
     client.close()
+
+
+def test_deactivate_leaves_no_version_active_and_the_runtime_says_so(agent_with_bundles):
+    handle, client, bundles = agent_with_bundles
+    _build(client, bundles[0][0])
+    _register(client, bundles[0][0])
+    client.activate("det")
+    reply = client.deactivate("det")
+    assert reply.previous == 1 and not reply.HasField("active")
+    info = client.list_models("det").models[0]
+    assert not info.HasField("active") and [v.version for v in info.versions] == [1]  # kept, not active
+    assert client.deactivate("det").HasField("previous") is False  # again: nothing to do
+    with pytest.raises(PreconditionFailed, match="no active version"):
+        open_model("det", store=handle.store_dir)
+    assert client.activate("det").active.version == 1  # and back, no rebuild
