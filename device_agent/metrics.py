@@ -3,7 +3,9 @@
 prometheus_client is optional (the `agent` extra) and imported only when metrics are asked for. Each agent owns
 its own `CollectorRegistry`, so several agents in one process (tests) never share counters. Counters move in a
 gRPC server interceptor that watches the messages of Build, Upload and Benchmark as they pass (the service code
-is not touched); gauges of the store, the engine cache and the device are read when Prometheus scrapes.
+is not touched); activations and rollbacks of models are heard through the model repository's observer hook
+(`ModelRepository.observe`), whoever made them (an RPC, a registry poll, a health check, a restart); gauges of the
+store, the engine cache, the device and the active model versions are read when Prometheus scrapes.
 The names and what each means: docs/operations.md.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import grpc
 
 from .auth import LOOPBACK_HOSTS, is_loopback
 from .config import AgentSettings
-from .errors import InvalidInput
+from .errors import DeployError, InvalidInput
 from .logfmt import call_code, timed, wrap_handler
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,20 @@ class AgentMetrics:
                                       "by statistic", ["stat"], registry=r)
         self.bench_throughput = pc.Gauge("deploy_agent_benchmark_throughput", "Inferences per second of the last "
                                          "benchmark", registry=r)
+        self.model_activations = pc.Counter("deploy_agent_model_activations", "Model activations, by name and "
+                                            "result (ok, refused: the gate failed, health_failed: rolled back)",
+                                            ["name", "result"], registry=r)
+        self.model_rollbacks = pc.Counter("deploy_agent_model_rollbacks", "Model rollbacks, by name and reason "
+                                          "(request, health, restart, deactivate)", ["name", "reason"], registry=r)
         pc.ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         r.register(_ScrapeCollector(service))
         self.httpd: Any = None
         self.scheme = "http"
+        models = getattr(service, "models", None)
+        if models is not None:
+            for event in models.events_at_start:  # rollbacks of activations pending at start
+                self.model_event(event)
+            models.repo.observe(self.model_event)
 
     # ---------------------------------------------------------------- the server
     def serve(self, settings: AgentSettings) -> str:
@@ -124,6 +136,9 @@ class AgentMetrics:
         return url
 
     def stop(self) -> None:
+        models = getattr(self.service, "models", None)
+        if models is not None:
+            models.repo.unobserve(self.model_event)
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -160,6 +175,13 @@ class AgentMetrics:
         for stat in BENCH_STATS:
             self.bench_latency.labels(stat).set(getattr(lat, f"{stat}_ms") / 1000.0)
         self.bench_throughput.set(lat.throughput)
+
+    def model_event(self, ev: Any) -> None:
+        """A `models.ModelEvent`: an activation (ok, refused, health_failed) or a rollback (by its reason)."""
+        if ev.kind == "activation":
+            self.model_activations.labels(ev.name, ev.outcome).inc()
+        elif ev.kind == "rollback":
+            self.model_rollbacks.labels(ev.name, ev.outcome).inc()
 
     def call_ended(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.labels(method, code).inc()
@@ -199,6 +221,17 @@ class _ScrapeCollector:
                                       "within --cache-max-bytes", value=getattr(cache, "evictions", 0))
         yield InfoMetricFamily("deploy_agent_device", "What the agent reports about its device (GetInfo)",
                                value=device_labels(svc))
+        models = getattr(svc, "models", None)
+        if models is not None:
+            active = GaugeMetricFamily("deploy_agent_model_active_version", "The active version of each model name "
+                                       "(0: none active)", labels=["name"])
+            for name in models.repo.names():
+                try:
+                    version = models.repo.state(name).active
+                except DeployError:  # an unreadable state.json: ListModels says why; the scrape goes on
+                    continue
+                active.add_metric([name], float(version or 0))
+            yield active
 
 
 def device_labels(service: Any) -> dict[str, str]:

@@ -1,11 +1,12 @@
-"""The model RPCs (RegisterVersion, ListModels, Activate, Rollback) and the models the device serves.
+"""The model RPCs (RegisterVersion, ListModels, Activate, Rollback, Deactivate) and the models the device serves.
 
 The repository (`models.py`) keeps names, versions and the active pointer; this module decides what a version is
 when it is recorded (the engines the options build to, checked in the cache; the agent's own verify against the
 bundle's reference) and whether it can be activated now (`state_of`: built for this device's backend version and
 GPU, every engine still cached, verified). It also holds one runtime `Model` per name for the Open Inference
 Protocol endpoint, over the agent's own loaded engines, so the agent and an application on the device run a
-version the same way (`device_agent/runtime`).
+version the same way (`device_agent/runtime`). `apply_target` is what a registry poller does with the model its class
+artifact names (device_agent/registry_poll.py): RegisterVersion and Activate in-process, each only when needed.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from protos import agent_pb2
 
 from .cache import DEVICE_CLASS_FIELDS
 from .engines.model import compare
-from .errors import InvalidInput, PreconditionFailed
-from .models import (FAILED_VERIFY, MISSING, STALE, UNVERIFIED, VERIFIED, EngineRef, ModelRepository,
-                     VersionRecord, VersionView, check_name)
+from .errors import InvalidInput, NotFound, PreconditionFailed
+from .models import (ACTIVATION, FAILED_VERIFY, MISSING, REFUSED, STALE, UNVERIFIED, VERIFIED, EngineRef, ModelEvent,
+                     ModelRepository, VersionRecord, VersionView, check_name)
 from .runtime import Model
 from .runtime.load import options_json, version_loader
 
@@ -39,8 +40,14 @@ class ModelService:
         self._load = version_loader(models=self.loaded)
         self._served: Dict[str, Model] = {}
         self._lock = threading.Lock()
-        for note in self.repo.recover():
-            log.warning("%s", note)
+        # what recovery did before anyone could observe the repository: the metrics count it when they attach
+        self.events_at_start: List[ModelEvent] = []
+        self.repo.observe(self.events_at_start.append)
+        try:
+            for note in self.repo.recover():
+                log.warning("%s", note)
+        finally:
+            self.repo.unobserve(self.events_at_start.append)
         cache.pinned = lambda: self.repo.pinned()[1]
 
     # ---------------------------------------------------------------- what a version is now
@@ -72,8 +79,19 @@ class ModelService:
             raise InvalidInput("tolerance must be above 0 (the largest relative error verify accepts), or set "
                                "skip_verify")
         digest = request.bundle_digest
+        bundle, opts, engines = self._engines_of(digest, request.options)
+        verify = None if request.skip_verify else self._verify(digest, bundle, opts, request.tolerance)
+        newest = self._newest(name)
+        if newest is not None and newest.bundle_digest == digest and newest.engines == engines \
+                and newest.verify == verify and newest.options == options_json(opts):
+            return agent_pb2.RegisterVersionReply(version=self._version_pb(newest), created=False)
+        rec = self._add(name, digest, bundle, opts, engines, verify)
+        return agent_pb2.RegisterVersionReply(version=self._version_pb(rec), created=True)
+
+    def _engines_of(self, digest: str, options: agent_pb2.BuildOptions) -> Tuple[Any, Any, List[EngineRef]]:
+        """(bundle, resolved options, the engine of each segment): every engine must be in the cache."""
         bundle = self.engines.unpacked.get(digest)
-        opts = self.engines.request_options(request.options, bundle)
+        opts = self.engines.request_options(options, bundle)
         batch = self.engines.planner.segment_batch(bundle, opts)
         engines: List[EngineRef] = []
         for seg in bundle.manifest.segments:
@@ -82,16 +100,54 @@ class ModelService:
                 raise PreconditionFailed(f"segment {seg.id} of bundle {digest[:19]}... has no engine on this device "
                                          f"for these options (key {key[:16]}...); build it first (deploy push)")
             engines.append(EngineRef(seg.id, key))
+        return bundle, opts, engines
+
+    def _add(self, name: str, digest: str, bundle: Any, opts: Any, engines: List[EngineRef],
+             verify: Optional[Dict[str, Any]]) -> VersionRecord:
         build = dict(self.engines.planner.device_parts(opts.backend.name))
         build["precision"] = ("int8" if any(s.calibration for s in bundle.manifest.segments)
                               else "fp16" if opts.fp16 else "fp32")
-        verify = None if request.skip_verify else self._verify(digest, bundle, opts, request.tolerance)
-        newest = self._newest(name)
-        if newest is not None and newest.bundle_digest == digest and newest.engines == engines \
-                and newest.verify == verify and newest.options == options_json(opts):
-            return agent_pb2.RegisterVersionReply(version=self._version_pb(newest), created=False)
-        rec = self.repo.add_version(name, digest, engines, build, options_json(opts), verify)
-        return agent_pb2.RegisterVersionReply(version=self._version_pb(rec), created=True)
+        return self.repo.add_version(name, digest, engines, build, options_json(opts), verify)
+
+    def apply_target(self, name: str, digest: str, tolerance: float,
+                     options: Optional[agent_pb2.BuildOptions] = None) -> Tuple[VersionRecord, bool, bool]:
+        """Make NAME's active version the one of bundle `digest` (its engines in the cache, built with `options`),
+        as RegisterVersion + Activate would, each step only when needed: a kept version of that bundle with these
+        engines and options, verified with this tolerance, is used again (no new number, no verify); else a new
+        version is recorded after the agent's own verify. Activation is gated and health-checked as Activate's
+        (a failure rolls back by itself and raises). Returns (the version, created, switched)."""
+        check_name(name)
+        if not tolerance > 0:
+            raise InvalidInput(f"model {name!r}: tolerance {tolerance!r} must be above 0")
+        try:
+            bundle, opts, engines = self._engines_of(digest, options or agent_pb2.BuildOptions())
+        except PreconditionFailed:  # the gate, before any version exists: counted as a refused activation
+            st = self.repo.state(name)
+            self.repo.emit(ModelEvent(name, ACTIVATION, REFUSED, None, st.active))
+            raise
+        rec = self._kept(name, digest, engines, options_json(opts), float(tolerance))
+        created = rec is None
+        if rec is None:
+            rec = self._add(name, digest, bundle, opts, engines, self._verify(digest, bundle, opts, tolerance))
+        st = self.repo.state(name)
+        if st.active == rec.version and st.pending is None:
+            return rec, created, False
+        rec, _before = self.repo.activate(name, rec.version, self.state_of)
+        return rec, created, True
+
+    def _kept(self, name: str, digest: str, engines: List[EngineRef], options: Dict[str, Any],
+              tolerance: float) -> Optional[VersionRecord]:
+        """The newest kept version of NAME that is this bundle with these engines and options, verified (passed
+        or not) with this tolerance."""
+        for v in reversed(self.repo.versions(name)):
+            try:
+                rec = self.repo.record(name, v)
+            except NotFound:  # released meanwhile
+                continue
+            if rec.bundle_digest == digest and rec.engines == engines and rec.options == options \
+                    and rec.verify is not None and float(rec.verify.get("tolerance", -1.0)) == tolerance:
+                return rec
+        return None
 
     def _verify(self, digest: str, bundle: Any, opts: Any, tolerance: float) -> Dict[str, Any]:
         feeds, want = bundle.read_reference()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from device_agent.errors import InvalidInput, NotFound, PreconditionFailed
 from device_agent.fileio import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -129,6 +132,31 @@ class HealthCheckFailed(PreconditionFailed):
 #: (record) -> (state, why): the engine service decides whether a version's engines are there and current.
 StateOf = Callable[[VersionRecord], "tuple[str, str]"]
 
+# What an observer hears (ModelEvent.kind, then .outcome).
+ACTIVATION, ROLLBACK = "activation", "rollback"
+OK, REFUSED, HEALTH_FAILED = "ok", "refused", "health_failed"  # activations: switched, gate failed, health failed
+BY_REQUEST, BY_HEALTH, AT_RESTART, BY_DEACTIVATE = "request", "health", "restart", "deactivate"  # rollbacks
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """One switch of a name, or one refused switch, as an observer (the agent's metrics) hears it.
+
+    kind ``activation``: outcome ``ok`` (the version is active now), ``refused`` (its engines are not there, not
+    verified or stale: nothing changed) or ``health_failed`` (the health command failed: back where it was).
+    kind ``rollback``: outcome ``request`` (Rollback), ``health`` (a failed health check switched back),
+    ``restart`` (an activation still pending at start was rolled back) or ``deactivate`` (none active now).
+    `version` is the version the event is about; `active` the one active after it (None: none)."""
+
+    name: str
+    kind: str
+    outcome: str
+    version: Optional[int]
+    active: Optional[int]
+
+
+Observer = Callable[[ModelEvent], None]
+
 
 class ModelRepository:
     """Names, versions and the active pointer on disk; safe for one writer process with many reader processes."""
@@ -142,7 +170,25 @@ class ModelRepository:
         self.health_timeout_s = float(health_timeout_s)
         self._engine_path = engine_path  # cache key -> the plan file, for the stable active/ links
         self._lock = threading.RLock()
+        self._observers: List[Observer] = []
         self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- observers
+    def observe(self, observer: Observer) -> None:
+        """Call `observer(event)` after each activation, refused activation and rollback (in the writer's thread,
+        under the repository's lock: keep it quick). An observer that raises is logged and never fails a switch."""
+        self._observers.append(observer)
+
+    def unobserve(self, observer: Observer) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
+
+    def emit(self, event: ModelEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:  # noqa: BLE001 - an observer's slip must never undo or fail a switch
+                log.exception("model observer failed on %s", event)
 
     # ---------------------------------------------------------------- reading
     def _dir(self, name: str) -> Path:
@@ -272,9 +318,10 @@ class ModelRepository:
                 self.record(name, 0)  # raises the NotFound that names what is missing
             rec = self.record(name, versions[-1] if version is None else int(version))
             state, why = state_of(rec)
-            if state != VERIFIED:
-                raise PreconditionFailed(f"model {name!r} version {rec.version} cannot be activated: {why}")
             st = self.state(name)
+            if state != VERIFIED:
+                self.emit(ModelEvent(name, ACTIVATION, REFUSED, rec.version, st.active))
+                raise PreconditionFailed(f"model {name!r} version {rec.version} cannot be activated: {why}")
             before = st.active
             if before == rec.version and st.pending is None:
                 return rec, before
@@ -286,11 +333,14 @@ class ModelRepository:
                 if failure:
                     self._write_state(name, st)
                     self._link_active(name, self._record_or_none(name, before))
+                    self.emit(ModelEvent(name, ACTIVATION, HEALTH_FAILED, rec.version, before))
+                    self.emit(ModelEvent(name, ROLLBACK, BY_HEALTH, rec.version, before))
                     back = f"rolled back to version {before}" if before is not None else "no version is active"
                     raise HealthCheckFailed(f"health check after activating {name!r} version {rec.version} "
                                             f"{failure}; {back}")
                 new.pending = None
                 self._write_state(name, new)
+            self.emit(ModelEvent(name, ACTIVATION, OK, rec.version, rec.version))
             return rec, before
 
     def rollback(self, name: str, state_of: StateOf) -> "tuple[VersionRecord, int]":
@@ -309,6 +359,7 @@ class ModelRepository:
             left = st.active
             self._write_state(name, ModelState(st.history[:-1], st.last_version, None))
             self._link_active(name, rec)
+            self.emit(ModelEvent(name, ROLLBACK, BY_REQUEST, left, rec.version))
             return rec, left
 
     def deactivate(self, name: str) -> Optional[int]:
@@ -321,6 +372,7 @@ class ModelRepository:
                 return None
             self._write_state(name, ModelState([], st.last_version, None))
             self._link_active(name, None)
+            self.emit(ModelEvent(name, ROLLBACK, BY_DEACTIVATE, st.active, None))
             return st.active
 
     def recover(self) -> List[str]:
@@ -335,6 +387,7 @@ class ModelRepository:
                     self._write_state(name, back)
                     notes.append(f"model {name!r}: version {st.pending}'s health check never finished; "
                                  f"back on version {back.active}")
+                    self.emit(ModelEvent(name, ROLLBACK, AT_RESTART, st.pending, back.active))
                     st = back
                 elif st.pending is not None:
                     st.pending = None

@@ -38,6 +38,13 @@ CLASS_ARTIFACT = "application/vnd.jetson-deploy.class.v1"  # what a class should
 ANN_ENGINES = "org.jetson-deploy.engines.reference"  # on a class artifact: the engines artifact's tag
 ANN_TIMING_FACTS = "org.jetson-deploy.timing-cache.facts"  # the class facts as canonical JSON (TimingCacheInfo.facts)
 ANN_TIMING_CLASS_DIGEST = "org.jetson-deploy.timing-cache.class-digest"
+# On a class artifact, optional: the model version that should be active on the class's polling agents
+ANN_MODEL_NAME = "org.jetson-deploy.model.name"  # record the class's bundle as a version of this name, activate it
+ANN_MODEL_TOLERANCE = "org.jetson-deploy.model.tolerance"  # the agent's own verify bound (a float > 0, as text)
+ANN_MODEL_OPTIONS = "org.jetson-deploy.model.options"  # the build options of the engines, canonical JSON
+ANN_MODEL_ACTIVE = "org.jetson-deploy.model.active"  # "none": no version of the name active (then no tolerance)
+MODEL_OPTION_FIELDS = {"backend": str, "fp16": bool, "max_workspace_bytes": int, "multi_engine_mode": int,
+                       "batch": int}  # BuildOptions' fields a target may set (absent: the agent's default)
 
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_LAYERS = 256
@@ -342,6 +349,60 @@ def artifact_manifest(artifact_type: str, layers: list, annotations: Optional[Di
     if annotations:
         doc["annotations"] = annotations
     return doc
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a class artifact may name beside its bundle: record that bundle as a version of `name` (verified by the
+    agent with `tolerance`, its engines those of `options`) and make it the active one; or, with `active` False,
+    have no version of `name` active (as Deactivate)."""
+
+    name: str
+    tolerance: float
+    options: Dict[str, Any] = field(default_factory=dict)  # MODEL_OPTION_FIELDS that are set
+    active: bool = True
+
+    def annotations(self) -> Dict[str, str]:
+        if not self.active:
+            return {ANN_MODEL_NAME: self.name, ANN_MODEL_ACTIVE: "none"}
+        ann = {ANN_MODEL_NAME: self.name, ANN_MODEL_TOLERANCE: repr(float(self.tolerance))}
+        if self.options:
+            ann[ANN_MODEL_OPTIONS] = json.dumps(self.options, sort_keys=True, separators=(",", ":"))
+        return ann
+
+    @classmethod
+    def from_annotations(cls, ann: Dict[str, Any]) -> "Optional[ModelTarget]":
+        """None when the artifact names no model; InvalidInput when what it names does not parse."""
+        name = ann.get(ANN_MODEL_NAME)
+        if name is None:
+            return None
+        from .models import check_name
+
+        check_name(str(name))
+        if ANN_MODEL_ACTIVE in ann:
+            if ann[ANN_MODEL_ACTIVE] != "none":
+                raise InvalidInput(f"model {name!r}: {ANN_MODEL_ACTIVE} {str(ann[ANN_MODEL_ACTIVE])[:40]!r} is not "
+                                   "'none'")
+            return cls(str(name), 0.0, {}, active=False)
+        try:
+            tolerance = float(str(ann.get(ANN_MODEL_TOLERANCE, "")))
+        except ValueError:
+            tolerance = float("nan")
+        if not tolerance > 0 or tolerance == float("inf"):
+            raise InvalidInput(f"model {name!r}: {ANN_MODEL_TOLERANCE} {str(ann.get(ANN_MODEL_TOLERANCE))[:40]!r} "
+                               "is not a number above 0")
+        options: Any = {}
+        if ann.get(ANN_MODEL_OPTIONS):
+            try:
+                options = json.loads(str(ann[ANN_MODEL_OPTIONS]))
+            except ValueError:
+                options = None
+            if not isinstance(options, dict) or any(
+                    k not in MODEL_OPTION_FIELDS or type(v) is not MODEL_OPTION_FIELDS[k]
+                    or (type(v) is int and not 0 <= v < 2 ** 63) for k, v in options.items()):
+                raise InvalidInput(f"model {name!r}: {ANN_MODEL_OPTIONS} must be a JSON object of "
+                                   f"{', '.join(MODEL_OPTION_FIELDS)} with their types (integers >= 0)")
+        return cls(str(name), tolerance, options)
 
 
 def engines_tag(bundle_digest: str, device_class: str) -> str:

@@ -316,7 +316,7 @@ class AgentServer:
             from .registry_poll import ClassPoller
 
             self.poller = ClassPoller(self.settings, self.service.store, self.service.engines,
-                                      self.settings.registry_poll_s)
+                                      self.settings.registry_poll_s, self.service.models)
             self.poller.start()
 
     def _idle_watch(self) -> None:

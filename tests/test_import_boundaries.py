@@ -92,11 +92,13 @@ def test_client_compiler_and_pipeline_never_import_the_fleet_layer_above_them():
 
 
 def test_the_device_runtime_imports_neither_grpc_nor_the_service_nor_heavy_libraries():
-    """An application imports `device_agent.runtime` into its own process: no gRPC stack, no agent service, and
-    backends only when a model is opened."""
+    """An application imports `device_agent.runtime` into its own process: no gRPC stack, no agent service, no
+    metrics (the model repository reports switches through an observer hook), and backends only when a model is
+    opened."""
     code = ("import sys; before = set(sys.modules); import device_agent.runtime, device_agent.runtime.load; "
             "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('grpc', 'grpc_health', "
-            f"'grpc_reflection', 'host') or m in ('device_agent.server', 'device_agent.engine_service') "
+            f"'grpc_reflection', 'host', 'prometheus_client') or m in ('device_agent.server', "
+            "'device_agent.engine_service', 'device_agent.metrics') "
             f"or m in {sorted(HEAVY)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -4,7 +4,9 @@ Layout (one repository): the bundle is the one layer (`application/vnd.jetson-de
 the bundle's digest) of an artifact tagged `bundle-<hex>`; a class's engines are the layers
 (`application/vnd.jetson-deploy.engine.v1`, annotated with the cache key and its parts) of an artifact tagged
 `engines_tag(bundle, class)`, plus a timing-cache layer when the builder has one. Blobs the registry holds are
-not sent again, so a second publish costs a HEAD per blob.
+not sent again, so a second publish costs a HEAD per blob. What a class should hold now is the class artifact
+(`class_tag(class)`), read by polling agents; `publish_model_target` makes it also name the model version that
+should be active there (docs/fleet.md, "Model targets").
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 from device_agent.cache import canonical_json
+from device_agent.errors import InvalidInput
 from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
                                    ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
-                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER,
-                                   RegistryClient, artifact_manifest, bundle_tag, class_tag, engines_tag, sha256_hex)
+                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER, ModelTarget,
+                                   RegistryClient, artifact_manifest, bundle_tag, check_digest, class_tag,
+                                   engines_tag, sha256_hex)
 from device_agent.timing_cache import class_digest, class_facts
 from host.fleet.timing import TimingCopy
 from protos import agent_pb2
@@ -62,16 +66,69 @@ def publish_engines(client: RegistryClient, bundle_digest: str, device_class: st
     return Published(tag, manifest_digest, sent + n)
 
 
-def publish_class(client: RegistryClient, device_class: str, bundle_digest: str, engines_reference: str) -> Published:
+def publish_class(client: RegistryClient, device_class: str, bundle_digest: str, engines_reference: str,
+                  model: Optional[ModelTarget] = None) -> Published:
     """What `device_class` should hold now (tag `class_tag(class)`): agents with --registry-poll-s read it and pull
-    the bundle and engines it names. Its one layer is the OCI empty descriptor; the names are annotations."""
+    the bundle and engines it names, and with `model` make that bundle the model's active version. Its one layer is
+    the OCI empty descriptor; the names are annotations."""
     sent = _sent(client.push_bytes(EMPTY_CONFIG))
     empty = {"mediaType": EMPTY_CONFIG_TYPE, "digest": sha256_hex(EMPTY_CONFIG), "size": len(EMPTY_CONFIG)}
-    manifest = artifact_manifest(CLASS_ARTIFACT, [empty], {ANN_CLASS: device_class, ANN_BUNDLE: bundle_digest,
-                                                           ANN_ENGINES: engines_reference})
+    annotations = {ANN_CLASS: device_class, ANN_BUNDLE: bundle_digest, ANN_ENGINES: engines_reference}
+    if model is not None:
+        annotations.update(model.annotations())
+    manifest = artifact_manifest(CLASS_ARTIFACT, [empty], annotations)
     tag = class_tag(device_class)
     manifest_digest, n = client.push_manifest(tag, manifest)
     return Published(tag, manifest_digest, sent + n)
+
+
+def publish_model_target(client: RegistryClient, engines_reference: str, name: str, bundle_digest: str,
+                         tolerance: float, options: Optional[agent_pb2.BuildOptions] = None) -> Published:
+    """Make the class of the engines artifact `engines_reference` (a tag `fleet warm --registry` published:
+    `ClassResult.published`) hold `bundle_digest` with version NAME active: its class artifact is published again,
+    naming the bundle, those engines and the model (name, the verify tolerance each agent checks with, and the
+    options the engines were built with, as the class's `ClassPlan.options`). Polling agents of the class record
+    the bundle as a version of NAME (unless a kept version is it already), verify it, and activate it under their
+    own health check. The engines artifact must exist and be that bundle's; else InvalidInput or NotFound and
+    nothing is published. Calling it again with the same arguments publishes the same manifest (same digest)."""
+    if not tolerance > 0:
+        raise InvalidInput(f"tolerance {tolerance!r} must be above 0 (the largest relative error verify accepts)")
+    return _publish_target(client, engines_reference, bundle_digest,
+                           ModelTarget(name, float(tolerance), target_options(options)))
+
+
+def publish_no_model_active(client: RegistryClient, engines_reference: str, name: str,
+                            bundle_digest: str) -> Published:
+    """As `publish_model_target`, but the class's polling agents are to have no version of NAME active (a rollout
+    taking back devices that had none): they hold the bundle and engines, and deactivate NAME (kept versions stay)."""
+    return _publish_target(client, engines_reference, bundle_digest, ModelTarget(name, 0.0, {}, active=False))
+
+
+def _publish_target(client: RegistryClient, engines_reference: str, bundle_digest: str,
+                    target: ModelTarget) -> Published:
+    from device_agent.models import check_name
+
+    check_name(target.name)
+    check_digest(bundle_digest)
+    doc, _digest = client.manifest(engines_reference)  # NotFound when the class was never published
+    ann = doc.get("annotations") or {}
+    if doc.get("artifactType") != ENGINES_ARTIFACT or not ann.get(ANN_CLASS):
+        raise InvalidInput(f"{engines_reference} is not an engines artifact ({doc.get('artifactType')})")
+    if ann.get(ANN_BUNDLE) != bundle_digest:
+        raise InvalidInput(f"{engines_reference} holds the engines of bundle {ann.get(ANN_BUNDLE)}, not "
+                           f"{bundle_digest}")
+    return publish_class(client, str(ann[ANN_CLASS]), bundle_digest, engines_reference, target)
+
+
+def target_options(options: Optional[agent_pb2.BuildOptions]) -> dict:
+    """The BuildOptions fields a model target carries: those set (force_rebuild never)."""
+    if options is None:
+        return {}
+    out: dict = {"backend": options.backend} if options.backend else {}
+    for f in ("fp16", "max_workspace_bytes", "multi_engine_mode", "batch"):
+        if options.HasField(f):
+            out[f] = getattr(options, f)
+    return out
 
 
 def timing_layer(timing: TimingCopy) -> dict:
@@ -95,4 +152,5 @@ def class_of(entries: Sequence[agent_pb2.EngineEntry]) -> str:
     return classes.pop()
 
 
-__all__ = ["Published", "publish_bundle", "publish_class", "publish_engines", "class_of", "timing_layer"]
+__all__ = ["Published", "publish_bundle", "publish_class", "publish_engines", "publish_model_target",
+           "publish_no_model_active", "class_of", "timing_layer"]

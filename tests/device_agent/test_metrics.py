@@ -182,3 +182,123 @@ def test_a_bad_or_busy_metrics_address_is_one_line_exit_2(tmp_path):
     assert busy.returncode == 2
     assert busy.stderr.strip().splitlines()[-1].startswith(f"deploy-agent: error: cannot serve metrics on "
                                                            f"127.0.0.1:{port}: ")
+
+
+# ---------------------------------------------------------------- models: the active version, activations, rollbacks
+def last_metrics_url(agent, after: int) -> str:
+    """The metrics URL the agent logged after byte `after` of its log (a restarted agent appends to it)."""
+    for _ in range(100):
+        found = re.findall(r"metrics on (https?://\S+/metrics)", agent.log()[after:])
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"the agent did not say where its metrics are: {agent.log()[-2000:]}")
+
+
+def labelled(samples: dict, metric: str, **labels: str) -> float:
+    """As `value`, for labels that clash with its parameters (a model's `name`)."""
+    return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
+
+
+class HealthScript:
+    """A health command the test steers with files: `fail` makes it exit 3, `hang` makes it sleep (its pid kept)."""
+
+    def __init__(self, d: Path) -> None:
+        self.dir = d
+        d.mkdir()
+        script = d / "health.sh"
+        script.write_text(f'[ -e {d}/hang ] && {{ echo $$ > {d}/hang.pid; exec sleep 60; }}\n'
+                          f'[ -e {d}/fail ] && {{ echo unhealthy; exit 3; }}\nexit 0\n')
+        self.cmd = f"sh {script}"
+
+    def set(self, mode: str) -> None:
+        for m in ("fail", "hang"):
+            (self.dir / m).unlink(missing_ok=True)
+        if mode:
+            (self.dir / mode).write_text("")
+
+    def end_hang(self) -> None:
+        pid_file = self.dir / "hang.pid"
+        if pid_file.exists() and pid_file.read_text().strip():
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except ProcessLookupError:
+                pass
+
+
+def test_model_activations_and_rollbacks_are_counted_by_result_and_reason_and_the_active_version_is_a_gauge(
+        agent_factory, tmp_path):
+    from tests.device_agent.onnx_models import conv_net, single_segment_bundle
+
+    health = HealthScript(tmp_path / "health")
+    agent = agent_factory(backend="onnxruntime", metrics_listen="127.0.0.1:0", health_cmd=health.cmd,
+                          health_timeout_s=60)
+    url = metrics_url(agent)
+    client = AgentClient(Device(name="a", address=agent.address))
+    versions = []
+    for seed in (1, 2):
+        archive, _feeds, _want = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+        digest = client.upload(archive).digest
+        for _ in client.build(digest):
+            pass
+        versions.append(client.register_version(agent_pb2.RegisterVersionRequest(
+            name="det", bundle_digest=digest, tolerance=1e-3)).version.version)
+    unverified = client.register_version(agent_pb2.RegisterVersionRequest(
+        name="det", bundle_digest=digest, skip_verify=True)).version.version
+    assert versions == [1, 2] and unverified == 3
+    samples = scrape(url)
+    assert samples[("deploy_agent_model_active_version", (("name", "det"),))] == 0, "recorded, none active yet"
+
+    def counts() -> dict:
+        s = scrape(url)
+        act = {r: labelled(s, "deploy_agent_model_activations_total", name="det", result=r)
+               for r in ("ok", "refused", "health_failed")}
+        back = {r: labelled(s, "deploy_agent_model_rollbacks_total", name="det", reason=r)
+                for r in ("request", "health", "restart", "deactivate")}
+        return {"active": labelled(s, "deploy_agent_model_active_version", name="det"), **act,
+                **{f"back_{r}": n for r, n in back.items()}}
+
+    zero = dict(active=0, ok=0, refused=0, health_failed=0, back_request=0, back_health=0, back_restart=0,
+                back_deactivate=0)
+    client.activate("det", 1)
+    assert counts() == dict(zero, active=1, ok=1)
+    client.activate("det", 1)  # already active: no switch, nothing counted
+    assert counts() == dict(zero, active=1, ok=1)
+    with pytest.raises(Exception, match="cannot be activated"):
+        client.activate("det", 3)  # the gate: not verified
+    assert counts() == dict(zero, active=1, ok=1, refused=1)
+    health.set("fail")
+    with pytest.raises(Exception, match="health check"):
+        client.activate("det", 2)
+    assert counts() == dict(zero, active=1, ok=1, refused=1, health_failed=1, back_health=1)
+    health.set("")
+    client.activate("det", 2)
+    client.rollback("det")
+    assert counts() == dict(zero, active=1, ok=2, refused=1, health_failed=1, back_health=1, back_request=1)
+    client.deactivate("det")
+    assert counts() == dict(zero, active=0, ok=2, refused=1, health_failed=1, back_health=1, back_request=1,
+                            back_deactivate=1)
+
+    # killed during version 2's health check: the restarted agent rolls the pending switch back and counts it
+    client.activate("det", 1)
+    health.set("hang")
+    call = client.stub.Activate.future(agent_pb2.ActivateRequest(name="det", version=2), timeout=60)
+    try:
+        for _ in range(300):
+            if (health.dir / "hang.pid").exists():
+                break
+            time.sleep(0.1)
+        assert (health.dir / "hang.pid").exists(), agent.log()[-2000:]
+        agent.kill()
+    finally:
+        health.end_hang()
+        client.close()
+    try:
+        call.result()
+    except Exception:  # noqa: BLE001 - the agent died under it
+        pass
+    health.set("")
+    logged = len(agent.log())
+    agent.start()
+    url = last_metrics_url(agent, logged)
+    assert counts() == dict(zero, active=1, back_restart=1), "a new process: counters from 0, the restart counted"

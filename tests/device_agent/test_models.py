@@ -115,6 +115,33 @@ def test_a_pending_activation_is_rolled_back_at_restart(tmp_path: Path) -> None:
     assert ModelRepository(tmp_path).state("det").active == 1
 
 
+def test_observers_hear_each_switch_and_one_that_raises_fails_none(tmp_path: Path) -> None:
+    """The hook the agent's metrics use; the repository itself imports no metrics module."""
+    heard: list = []
+
+    def broken(_event: object) -> None:
+        raise RuntimeError("an observer's bug")
+
+    repo = ModelRepository(tmp_path, health_cmd=f"test ! -e {tmp_path / 'fail'}")
+    repo.observe(broken)
+    repo.observe(lambda ev: heard.append((ev.kind, ev.outcome, ev.version, ev.active)))
+    _add(repo), _add(repo)
+    repo.activate("det", 1, verified)
+    repo.activate("det", 1, verified)  # already active: no switch, no event
+    with pytest.raises(PreconditionFailed):
+        repo.activate("det", 2, lambda rec: (BUILT, "not verified"))
+    (tmp_path / "fail").write_text("")
+    with pytest.raises(HealthCheckFailed):
+        repo.activate("det", 2, verified)
+    (tmp_path / "fail").unlink()
+    repo.activate("det", 2, verified)
+    repo.rollback("det", verified)
+    repo.deactivate("det")
+    assert heard == [("activation", "ok", 1, 1), ("activation", "refused", 2, 1),
+                     ("activation", "health_failed", 2, 1), ("rollback", "health", 2, 1),
+                     ("activation", "ok", 2, 2), ("rollback", "request", 2, 1), ("rollback", "deactivate", 1, None)]
+
+
 KILL_DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -14,6 +14,7 @@ import tomli_w
 from device_agent.cache import device_class
 from device_agent.registry import RegistryClient, RegistryRef, class_tag
 from host.client.agent import AgentClient
+from host.client.errors import AgentError
 from host.inventory import Device
 from protos import agent_pb2
 from tests.conftest import REPO
@@ -68,3 +69,145 @@ def test_an_agent_told_to_poll_without_a_usable_registry_refuses_to_start_in_one
                            str(tmp_path / "store"), *args], capture_output=True, text=True, timeout=60, cwd=str(REPO))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
+
+
+# ---------------------------------------------------------------- model targets: the version that should be active
+def _models(agent) -> dict:
+    with AgentClient(Device(name="nat", address=agent.address)) as c:
+        (m,) = c.list_models("det").models
+        return {"active": m.active if m.HasField("active") else None,
+                "previous": m.previous if m.HasField("previous") else None,
+                "versions": [(v.version, v.bundle_digest) for v in m.versions]}
+
+
+def _wait(what: str, cond, agent, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except AgentError:  # the name not there yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: {agent.log()[-3000:]}")
+
+
+def test_a_polling_agent_the_host_never_calls_activates_the_version_its_class_artifact_names(
+        agent_factory, registry, tmp_path):
+    from device_agent.registry import RegistryClient, RegistryRef
+    from host.fleet.via_registry import RegistryWarmer
+    from host.fleet.warm import ClassPlan
+    from host.registry.publish import publish_model_target, publish_no_model_active
+    from tests.device_agent.onnx_models import single_segment_bundle
+    from tests.device_agent.test_metrics import HealthScript, labelled, metrics_url, scrape
+
+    ref = f"{registry.address}/fleet/targets"
+    reg = RegistryClient(RegistryRef.parse(ref))
+    health = HealthScript(tmp_path / "health")
+    builder = agent_factory(registry=ref)
+    nat = agent_factory(registry=ref, registry_poll_s=0.2, metrics_listen="127.0.0.1:0", health_cmd=health.cmd,
+                        health_timeout_s=30)  # not in any inventory: nothing but the registry reaches it
+    url = metrics_url(nat)
+
+    def warm(seed: int) -> tuple[str, str]:
+        archive, _, _ = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+        result = RegistryWarmer([Device(name="b", address=builder.address, profile="x86-cpu")],
+                                lambda cls, info, device: ClassPlan(archive), registry=reg).run()
+        (cls,) = result.classes
+        assert result.ok and cls.published, cls.to_dict()
+        return cls.bundle_digest, cls.published
+
+    def metric(name: str, **labels: str) -> float:
+        return labelled(scrape(url), name, name="det", **labels)
+
+    def activated(version: int, ok: int) -> None:
+        """Wait for `version` active with its health check passed (ListModels shows it active while the check
+        runs; the activation is counted once it passed)."""
+        _wait(f"version {version} active", lambda: metric("deploy_agent_model_activations_total", result="ok") == ok
+              and _models(nat)["active"] == version, nat)
+
+    first, first_engines = warm(1)
+    published = publish_model_target(reg, first_engines, "det", first, 1e-3)
+    activated(1, ok=1)
+    assert _models(nat) == {"active": 1, "previous": None, "versions": [(1, first)]}
+    assert metric("deploy_agent_model_active_version") == 1
+    assert metric("deploy_agent_model_activations_total", result="ok") == 1
+
+    # later polls (and the same target published again: the same manifest) do nothing new
+    assert publish_model_target(reg, first_engines, "det", first, 1e-3).manifest_digest == \
+        published.manifest_digest
+    time.sleep(1.5)  # several polls
+    assert _models(nat) == {"active": 1, "previous": None, "versions": [(1, first)]}
+    assert metric("deploy_agent_model_activations_total", result="ok") == 1
+    assert nat.log().count("registry poll: model 'det' version 1") == 1, nat.log()[-3000:]
+
+    # a new version for the class, then the host takes the class back: the kept version 1 is used again
+    second, second_engines = warm(2)
+    publish_model_target(reg, second_engines, "det", second, 1e-3)
+    activated(2, ok=2)
+    publish_model_target(reg, first_engines, "det", first, 1e-3)
+    activated(1, ok=3)
+    assert _models(nat) == {"active": 1, "previous": 2, "versions": [(1, first), (2, second)]}
+    assert metric("deploy_agent_model_activations_total", result="ok") == 3
+
+    # version 2 again, but its health check fails on this device: back on version 1 by itself, counted, not retried
+    health.set("fail")
+    publish_model_target(reg, second_engines, "det", second, 1e-3)
+    _wait("the failed health check counted", lambda: metric("deploy_agent_model_rollbacks_total",
+                                                            reason="health") == 1, nat)
+    assert metric("deploy_agent_model_activations_total", result="health_failed") == 1
+    assert metric("deploy_agent_model_rollbacks_total", reason="health") == 1
+    assert metric("deploy_agent_model_active_version") == 1
+    time.sleep(1.0)
+    assert _models(nat)["active"] == 1 and len(_models(nat)["versions"]) == 2
+    assert metric("deploy_agent_model_activations_total", result="health_failed") == 1, "tried once per artifact"
+    assert metric("deploy_agent_model_activations_total", result="ok") == 3
+    log = nat.log()
+    assert "health check after activating 'det' version 2" in log and "rolled back to version 1" in log
+    for rpc in ("RegisterVersion", "Activate", "Rollback", "Deactivate", "Pull", "Upload"):
+        assert f"DeviceAgent/{rpc}" not in log, rpc
+
+    # the host takes the class back to "none active" (what it had before version 1): kept versions stay
+    publish_no_model_active(reg, first_engines, "det", first)
+    _wait("no version active", lambda: _models(nat)["active"] is None, nat)
+    assert [v for v, _ in _models(nat)["versions"]] == [1, 2]
+    assert metric("deploy_agent_model_active_version") == 0
+    assert metric("deploy_agent_model_rollbacks_total", reason="deactivate") == 1
+
+
+def test_a_model_target_for_engines_that_are_not_there_is_refused_on_the_host(registry):
+    from device_agent.errors import InvalidInput, NotFound
+    from device_agent.registry import RegistryClient, RegistryRef, engines_tag
+    from host.registry.publish import publish_model_target
+
+    reg = RegistryClient(RegistryRef.parse(f"{registry.address}/fleet/none"))
+    digest = "sha256:" + "a" * 64
+    with pytest.raises(NotFound):
+        publish_model_target(reg, engines_tag(digest, "x"), "det", digest, 1e-3)
+    for name, tolerance, says in [("../x", 1e-3, "bad model name"), ("det", 0.0, "above 0")]:
+        with pytest.raises(InvalidInput, match=says):
+            publish_model_target(reg, engines_tag(digest, "x"), name, digest, tolerance)
+
+
+def test_model_target_annotations_round_trip_and_what_does_not_parse_is_one_clear_error():
+    from device_agent.errors import InvalidInput
+    from device_agent.registry import ModelTarget
+    from host.registry.publish import target_options
+
+    options = target_options(agent_pb2.BuildOptions(fp16=True, max_workspace_bytes=1 << 28, force_rebuild=True))
+    target = ModelTarget("det", 1e-3, options)
+    ann = target.annotations()
+    assert ann == {"org.jetson-deploy.model.name": "det", "org.jetson-deploy.model.tolerance": "0.001",
+                   "org.jetson-deploy.model.options": '{"fp16":true,"max_workspace_bytes":268435456}'}
+    assert ModelTarget.from_annotations(ann) == target and ModelTarget.from_annotations({}) is None
+    none = ModelTarget("det", 0.0, active=False)
+    assert ModelTarget.from_annotations(none.annotations()) == none
+    name, tol, opts = ("org.jetson-deploy.model." + k for k in ("name", "tolerance", "options"))
+    for bad, says in [({name: "../x", tol: "0.1"}, "bad model name"), ({name: "d", tol: "0"}, "above 0"),
+                      ({name: "d", tol: "nan"}, "above 0"), ({name: "d"}, "above 0"),
+                      ({name: "d", tol: "0.1", opts: '{"fp16": 1}'}, "with their types"),
+                      ({name: "d", tol: "0.1", opts: '{"force_rebuild": true}'}, "with their types"),
+                      ({name: "d", tol: "0.1", opts: '{"batch": -1}'}, "integers >= 0"),
+                      ({name: "d", "org.jetson-deploy.model.active": "yes"}, "is not 'none'")]:
+        with pytest.raises(InvalidInput, match=says):
+            ModelTarget.from_annotations(bad)
