@@ -7,18 +7,7 @@ set -u
 cd "$(dirname "$0")/../.."
 models=${1:-/root/gpumodels}; iters=${2:-300}; runs=${3:-3}
 out=${OUT:-$PWD/gpu-out}; mkdir -p "$out"
-export PYTHONPATH=/tmp/site:$PWD
-# onnxruntime-gpu 1.31 links CUDA 13 (libcudart.so.13, libcublas.so.13) and dlopens cuDNN 9: the machine has
-# them as pip packages (torch's nvidia-* wheels), found here rather than in the loader's default paths.
-libs=$(python3 - <<'PY'
-import glob, os, site
-dirs = []
-for base in site.getsitepackages():
-    dirs += sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib")) + glob.glob(os.path.join(base, "nvidia", "cu*", "lib")))
-print(":".join(dict.fromkeys(dirs)))
-PY
-)
-export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source scripts/device/cuda_env.sh  # PYTHONPATH (staged wheels), LD_LIBRARY_PATH (CUDA 13 libraries)
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/deploy-home}  # a fresh local agent and host cache per session
 {
   date -u; git log -1 --format='commit %h %s' 2>/dev/null || true

@@ -6,17 +6,7 @@ set -u
 cd "$(dirname "$0")/../.."
 runs=${1:-5}
 out=${OUT:-$PWD/gpu-out}; mkdir -p "$out"
-export PYTHONPATH=/tmp/site:$PWD
-# onnxruntime-gpu links CUDA 13 and dlopens cuDNN 9: the machine has them as pip packages (see gpu_session.sh)
-libs=$(python3 - <<'PY'
-import glob, os, site
-dirs = []
-for base in site.getsitepackages():
-    dirs += sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib")) + glob.glob(os.path.join(base, "nvidia", "cu*", "lib")))
-print(":".join(dict.fromkeys(dirs)))
-PY
-)
-export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source scripts/device/cuda_env.sh  # PYTHONPATH (staged wheels), LD_LIBRARY_PATH (CUDA 13 libraries)
 {
   date -u; git log -1 --format='commit %h %s' 2>/dev/null || true
   nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv
