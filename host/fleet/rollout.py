@@ -150,17 +150,17 @@ class RolloutEvent:
 
     def line(self) -> str:
         """The plain progress line the CLI prints on stderr."""
+        if self.kind in ("rollout", "wave", "resume"):
+            return self.detail
         if self.kind != "step":
             who = f" {self.device}" if self.device else ""
             return f"{self.kind}{who}: {self.detail}" if self.detail else f"{self.kind}{who}"
         what = ""
-        if self.state == rdb.STEP_DONE and self.version is not None:
+        if self.state == rdb.STEP_DONE and self.step == rdb.ROLLBACK:
+            what = " back to " + ("no version" if self.version is None else f"version {self.version}")
+        elif self.state == rdb.STEP_DONE and self.version is not None:
             was = "none" if self.previous is None else str(self.previous)
-            what = (f" version {self.version}" if self.step == rdb.REGISTER else
-                    f" version {self.version} (was {was})" if self.step == rdb.ACTIVATE else
-                    f" back to {'no version' if self.version is None else self.version}")
-        if self.step == rdb.ROLLBACK and self.state == rdb.STEP_DONE:
-            what = f" back to {'no version' if self.version is None else 'version ' + str(self.version)}"
+            what = f" version {self.version}" + (f" (was {was})" if self.step == rdb.ACTIVATE else "")
         detail = f": {self.detail}" if self.detail else ""
         wave = f"wave {self.wave} " if self.wave else ""
         return f"{wave}{self.device} {self.step} {self.state}{what}{detail} ({self.seconds:.2f} s)"
@@ -671,12 +671,12 @@ def rollout_summary(db: RolloutDB, rid: int, wall_s: float = 0.0) -> dict[str, A
         mine = steps.get(t.device, {})
         last = max(mine.values(), key=lambda s: (s.time, s.id)) if mine else None
         act, reg, back = mine.get(rdb.ACTIVATE), mine.get(rdb.REGISTER), mine.get(rdb.ROLLBACK)
-        if back is not None and back.state == rdb.STEP_DONE:
+        if rdb.FAILED in (getattr(act, "state", None), getattr(reg, "state", None)):
+            outcome = "failed"  # a device put back after missing the deadline still failed
+        elif back is not None and back.state == rdb.STEP_DONE:
             outcome = "rolled_back"
         elif act is not None and act.state == rdb.STEP_DONE:
             outcome = "activated"
-        elif rdb.FAILED in (getattr(act, "state", None), getattr(reg, "state", None)):
-            outcome = "failed"
         elif rdb.UNREACHABLE in (getattr(act, "state", None), getattr(reg, "state", None)) or (
                 back is not None and back.state == rdb.UNREACHABLE):
             outcome = "unreachable"
@@ -689,7 +689,7 @@ def rollout_summary(db: RolloutDB, rid: int, wall_s: float = 0.0) -> dict[str, A
                         "previous": act.previous if act is not None else None,
                         "last_step": last.to_dict() if last is not None else None})
     return {**rec.to_dict(), **lists, "devices": devices, "wall_s": round(wall_s, 3),
-            "ok": rec.state == rdb.DONE}
+            "ok": rec.state == rdb.DONE and not lists["failed"]}
 
 
 def run_rollout(source: Optional[Path], name: Optional[str], tags: Sequence[str], options: RolloutOptions, *,
