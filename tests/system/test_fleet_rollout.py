@@ -23,7 +23,7 @@ from host.client.agent import AgentClient
 from host.fleet.rollout_db import RolloutDB
 from host.inventory import Device
 from tests.conftest import REPO, AgentHandle, agent_flags, deploy_bin
-from tests.host.cli.helpers import parse_json, tiny_conv_net
+from tests.host.cli.helpers import interrupt_after, parse_json, tiny_conv_net
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -267,3 +267,30 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(fleet, models):
     with RolloutDB() as db:
         assert len(db.rollouts("bad")) == before
     assert all(fleet.activations(d, "bad") == [] for d in fleet.handles)
+
+
+def test_ctrl_c_exits_130_once_the_steps_in_flight_are_recorded_and_resume_finishes(fleet, models):
+    for profile in PROFILES:
+        (fleet.class_dir(profile) / "slow-seg").touch()
+    cmd = [deploy_bin(), "fleet", "rollout", str(models["good"]), "--name", "seg", "--waves", "50%,100%",
+           "--concurrency", "4", "--health-timeout", "8"]
+    saved = os.environ.get("DEPLOY_INVENTORY")
+    os.environ["DEPLOY_INVENTORY"] = str(fleet.inventory)
+    try:
+        code, before, after, exit_s = interrupt_after(cmd, " activate done")
+    finally:
+        if saved is None:
+            os.environ.pop("DEPLOY_INVENTORY", None)
+        else:
+            os.environ["DEPLOY_INVENTORY"] = saved
+    assert code == 130 and exit_s < 8, (before, after)
+    rid = int(before.split("rollout ", 1)[1].split()[0])
+    assert f"--resume {rid}" in after and after.strip().splitlines()[-1].startswith("error: interrupted")
+    with RolloutDB() as db:
+        steps = db.steps(rid)
+    assert not any(s.state == "started" for s in steps)  # the steps in flight ended and were recorded
+    assert len([s for s in steps if s.step == "activate"]) < 24
+
+    resumed = parse_json(fleet.deploy("fleet", "rollout", "--resume", str(rid), "--json"))
+    assert resumed["state"] == "done" and len(resumed["activated"]) == 24
+    assert all(fleet.activations(d, "seg") == [1] for d in fleet.handles)
