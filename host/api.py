@@ -188,6 +188,37 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
     return result.to_dict()
 
 
+def fleet_rollout(source: Optional[PathLike], name: Optional[str] = None, tags: Sequence[str] = (), *,
+                  waves: Optional[str] = None, max_failures: Optional[str] = None,
+                  health_timeout: Optional[float] = None, concurrency: Optional[int] = None,
+                  max_rel_err: Optional[float] = None, resume: Optional[int] = None,
+                  on_event: Any = None) -> dict[str, Any]:
+    """Activate `source` as NAME on the inventory's devices (those with every tag) wave by wave, stopping and
+    taking every switched device back past ``max_failures``; or ``resume`` a recorded rollout (docs/fleet.md)."""
+    from host.fleet.rollout import RolloutOptions, run_rollout
+
+    defaults = RolloutOptions()
+    options = RolloutOptions(waves=waves or defaults.waves,
+                             max_failures=defaults.max_failures if max_failures is None else str(max_failures),
+                             health_timeout_s=defaults.health_timeout_s if health_timeout is None
+                             else float(health_timeout),
+                             concurrency=concurrency or defaults.concurrency, max_rel_err=max_rel_err,
+                             tags=tuple(tags))
+    return run_rollout(Path(source) if source is not None else None, name, tags, options, resume=resume,
+                       on_event=on_event)
+
+
+def fleet_status(name: str, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """Per device of the inventory (with every tag): NAME's active and previous version, its bundle, the last
+    rollout step, and drift from what its class should serve per the last rollout that went forward."""
+    from host.fleet.fleet_status import fleet_status as status
+    from host.fleet.rollout_db import RolloutDB
+
+    devices = select_devices(tags)
+    with RolloutDB() as db:
+        return status(name, devices, db)
+
+
 def select_devices(tags: Sequence[str] = ()) -> list:
     """The inventory's devices with every tag; none is one line saying where to add them."""
     from device_agent.errors import InvalidInput

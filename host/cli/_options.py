@@ -16,6 +16,24 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show logs.")]
 DetailOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show each failed device's whole reason.")]
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Only devices with this tag (repeat to AND).")]
 
+# The fleet commands (`deploy fleet warm`, `rollout`, `status`; docs/fleet.md).
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-j", min=1, max=256,
+                                             help="Devices worked on at once.")]
+MaxFailuresOpt = Annotated[Optional[str], typer.Option(
+    "--max-failures", metavar="N|P%", help="Start no new device once more than N devices (or P% of them) have "
+    "failed; devices in flight finish.")]
+ModelNameOpt = Annotated[Optional[str], typer.Option("--name", help="The model's name on the devices.")]
+WavesOpt = Annotated[Optional[str], typer.Option(
+    "--waves", metavar="N|P%,...", help="Cumulative devices after each wave, counts or percentages of the fleet, "
+    "increasing, ending at 100% (default 1,10%,50%,100%).")]
+HealthTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--health-timeout", metavar="SECONDS", min=0.0, help="A device passes when its activation (load and the "
+    "agent's --health-cmd) returned within this (default 120); keep it above the agents' --health-timeout-s.")]
+ResumeOpt = Annotated[Optional[int], typer.Option(
+    "--resume", metavar="ID", help="Go on with recorded rollout ID after a crash, Ctrl-C or unreachable devices: "
+    "finish it or take it back; the model, name and options are the record's.")]
+EventsOpt = Annotated[bool, typer.Option("--events", help="Each progress event as one JSON line on stderr.")]
+
 # What shapes and sample inputs mean is the same for `compile`, `push`, `bench` and `run`.
 ShapeOpt = Annotated[list[str], typer.Option("--input-shape", help="NAME=DxDx... for inputs with symbolic or -1 dims "
                                              "(repeat).")]

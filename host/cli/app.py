@@ -38,7 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "activate": ("host.cli.models", "Make a version of NAME the one the device serves (atomic, gated on verified "
                                     "engines, health-checked)."),
     "rollback": ("host.cli.models", "Make NAME's previous active version active again at once (no rebuild)."),
-    "fleet": ("host.cli.fleet", "The fleet: devices grouped by class, engine caches warmed once per class."),
+    "fleet": ("host.cli.fleet", "The fleet: devices grouped by class, engine caches warmed once per class, "
+              "versions rolled out wave by wave."),
     "certs": ("host.cli.certs", "Make the fleet CA and TLS certificates (mutual TLS between host and agents)."),
 }
 _EXTRA = {"host.cli.agent": ("host.cli.agent_install",)}  # modules that add commands to another's group

@@ -16,16 +16,15 @@ from host.inventory import Device
 from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
-from ._options import DetailOpt, JsonOpt, RegistryOpt, RetryForOpt, TagOpt, ViaRegistryOpt
+from ._options import (ConcurrencyOpt, DetailOpt, EventsOpt, HealthTimeoutOpt, JsonOpt, MaxFailuresOpt, ModelNameOpt,
+                       RegistryOpt, ResumeOpt, RetryForOpt, TagOpt, ViaRegistryOpt, WavesOpt)
 from .output import Output
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn, so `--json` never loads it
     from rich.console import Console
 
-fleet_app = typer.Typer(help="The fleet: devices grouped by class, engine caches warmed once per class.",
-                        no_args_is_help=True)
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-j", min=1, max=256,
-                                             help="Devices worked on at once.")]
+fleet_app = typer.Typer(help="The fleet: devices grouped by class, engine caches warmed once per class, "
+                        "versions rolled out wave by wave.", no_args_is_help=True)
 
 
 def _devices(tags: Optional[list[str]]) -> list[Device]:
@@ -136,9 +135,7 @@ def warm(
     model_or_bundle: Annotated[Path, typer.Argument(help="ONNX model, bundle directory or bundle archive (.tar).")],
     tag: TagOpt = [],
     concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
-    max_failures: Annotated[Optional[str], typer.Option(
-        "--max-failures", metavar="N|P%", help="Start no new device once more than N devices (or P% of them) "
-        "have failed; devices in flight finish, the rest are reported not started.")] = None,
+    max_failures: MaxFailuresOpt = None,
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     registry: RegistryOpt = None,
     via_registry: ViaRegistryOpt = False,
@@ -166,6 +163,133 @@ def warm(
     if not data["ok"]:
         failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]
         raise typer.Exit(EXIT_UNREACHABLE if all(f["unreachable"] for f in failures) else EXIT_DEVICE)
+
+
+def _render_rollout(data: dict[str, Any], console: Console, verbose: bool = False) -> None:
+    """A few lines: the outcome, each failed or unreachable device with its reason, and what to do next."""
+    counts = ", ".join(f"{len(data[k])} {k.replace('_', ' ')}" for k in
+                       ("activated", "failed", "unreachable", "rolled_back", "not_started") if data[k])
+    console.print(f"rollout {data['id']} of {data['name']}: {data['state']}"
+                  + (f" ({counts})" if counts else "") + f", {data['wall_s']:.1f} s", markup=False)
+    for d in data["devices"]:
+        step = d["last_step"]
+        if d["outcome"] in ("failed", "unreachable") or (verbose and step and step["state"] != "done"):
+            why = (step or {}).get("detail") or ""
+            console.print(f"  {d['device']}: {d['outcome']}: {why if verbose else why[:100]}", markup=False)
+    if data["detail"]:
+        console.print(data["detail"], markup=False)
+
+
+def _rollout_exit(data: dict[str, Any]) -> int:
+    """0 done; 3 when only unreachable devices are left (--resume reaches them); 1 stopped or failed devices."""
+    from ._errors import EXIT_OK
+
+    if data["state"] == "done" and not data["failed"]:
+        return EXIT_OK
+    if data["state"] == "incomplete" and not data["failed"]:
+        return EXIT_UNREACHABLE
+    return EXIT_DEVICE
+
+
+@fleet_app.command("rollout")
+def rollout(
+    model_or_bundle: Annotated[Optional[Path], typer.Argument(
+        help="ONNX model, bundle directory or bundle archive (.tar); not with --resume.")] = None,
+    name: ModelNameOpt = None,
+    tag: TagOpt = [],
+    waves: WavesOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    health_timeout: HealthTimeoutOpt = None,
+    concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
+    max_rel_err: Annotated[Optional[float], typer.Option(
+        "--max-rel-err", help="The agents' verify bound (default: deploy push's for the bundle).")] = None,
+    resume: ResumeOpt = None,
+    events: EventsOpt = False,
+    verbose: DetailOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Activate a new version of NAME on the fleet wave by wave; past --max-failures (default 0), take every
+    switched device back to the version it had. Each step is recorded first: --resume ID finishes or takes back
+    after a crash."""
+    import json as _json
+    import sys
+
+    from rich.markup import escape
+
+    from device_agent.errors import InvalidInput
+    from host import api
+    from host.fleet.rollout import Interrupted, RolloutEvent
+
+    if resume is not None and (model_or_bundle is not None or name or tag or waves or max_failures is not None
+                               or health_timeout is not None or max_rel_err is not None):
+        raise InvalidInput("--resume ID goes on with the recorded model, name, devices and options; "
+                           "leave out MODEL_OR_BUNDLE, --name, --tag, --waves, --max-failures, --health-timeout "
+                           "and --max-rel-err")
+    out = Output(json)
+
+    def show(event: RolloutEvent) -> None:
+        if events:
+            sys.stderr.write(_json.dumps(event.to_dict(), sort_keys=True) + "\n")
+            sys.stderr.flush()
+        elif not json:
+            out.status(escape(event.line()))
+
+    try:
+        data = api.fleet_rollout(model_or_bundle, name, tag, waves=waves, max_failures=max_failures,
+                                 health_timeout=health_timeout, concurrency=concurrency, max_rel_err=max_rel_err,
+                                 resume=resume, on_event=show)
+    except Interrupted as exc:
+        print(f"error: interrupted: {exc}", file=sys.stderr)
+        raise typer.Exit(130) from None
+    out.result(data, lambda c: _render_rollout(data, c, verbose))
+    raise typer.Exit(_rollout_exit(data))
+
+
+def _render_status(data: dict[str, Any], console: Console, verbose: bool = False) -> None:
+    """One line per device within 80 columns (cells cut, never wrapped), as `deploy devices`."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from host.fleet.fleet_status import short_digest
+
+    table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
+    for col, floor, most in (("device", 6, 16), ("state", 5, 12), ("active", 6, 6), ("prev", 4, 4),
+                             ("bundle", 6, 12), ("last rollout", 12, 18), ("drift", 5, 5)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=floor, max_width=most)
+    for r in data["devices"]:
+        up = r["state"] == "up"
+        last = r["last_rollout"]
+        step = f"#{last['id']} {last['step']} {last['state']}" if last else "-"
+        drift = "-" if r["drift"] is None else ("DRIFT" if r["drift"] else "no")
+        table.add_row(r["device"], Text(r["state"], style="green" if up else "red"),
+                      "-" if r["active"] is None else f"v{r['active']}",
+                      "-" if r["previous"] is None else f"v{r['previous']}", short_digest(r["bundle_digest"]),
+                      step, Text(drift, style="red" if r["drift"] else ""))
+    console.print(table, soft_wrap=False)
+    last = data["last_rollout"]
+    tail = f"; last rollout #{last['id']} {last['state']}" if last else "; no rollout recorded"
+    drifted = f"; {len(data['drifted'])} drifted" if data["drifted"] else ""
+    console.print(f"{data['summary']}{tail}{drifted}", markup=False)
+    for r in data["devices"] if verbose else ():
+        if r["error"]:
+            console.print(f"{r['device']}: {r['error']}", markup=False, soft_wrap=True)
+
+
+@fleet_app.command("status")
+def status(
+    name: Annotated[str, typer.Argument(help="The model's name on the devices.")],
+    tag: TagOpt = [],
+    verbose: DetailOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Per device: NAME's active and previous version, its bundle, the last rollout step, and drift from what
+    its class should serve per the last rollout that went forward. Exit 1 when a device drifted or is down."""
+    from host import api
+
+    data = api.fleet_status(name, tag)
+    Output(json).result(data, lambda c: _render_status(data, c, verbose))
+    if data["drifted"] or any(r["state"] != "up" for r in data["devices"]):
+        raise typer.Exit(EXIT_DEVICE)
 
 
 @fleet_app.command("prometheus-targets")
