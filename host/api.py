@@ -192,9 +192,11 @@ def fleet_rollout(source: Optional[PathLike], name: Optional[str] = None, tags: 
                   waves: Optional[str] = None, max_failures: Optional[str] = None,
                   health_timeout: Optional[float] = None, concurrency: Optional[int] = None,
                   max_rel_err: Optional[float] = None, resume: Optional[int] = None,
-                  on_event: Any = None) -> dict[str, Any]:
+                  on_event: Any = None, registry: Optional[str] = None) -> dict[str, Any]:
     """Activate `source` as NAME on the inventory's devices (those with every tag) wave by wave, stopping and
-    taking every switched device back past ``max_failures``; or ``resume`` a recorded rollout (docs/fleet.md)."""
+    taking every switched device back past ``max_failures``; or ``resume`` a recorded rollout (docs/fleet.md).
+    With ``registry`` warming also publishes there, and a rollout that went forward publishes each class's model
+    target: agents polling that registry activate the version last (``published`` in the result)."""
     from host.fleet.rollout import RolloutOptions, run_rollout
 
     defaults = RolloutOptions()
@@ -203,7 +205,7 @@ def fleet_rollout(source: Optional[PathLike], name: Optional[str] = None, tags: 
                              health_timeout_s=defaults.health_timeout_s if health_timeout is None
                              else float(health_timeout),
                              concurrency=concurrency or defaults.concurrency, max_rel_err=max_rel_err,
-                             tags=tuple(tags))
+                             tags=tuple(tags), registry=registry or None)
     return run_rollout(Path(source) if source is not None else None, name, tags, options, resume=resume,
                        on_event=on_event)
 

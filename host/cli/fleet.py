@@ -176,14 +176,21 @@ def _render_rollout(data: dict[str, Any], console: Console, verbose: bool = Fals
         if d["outcome"] in ("failed", "unreachable") or (verbose and step and step["state"] != "done"):
             why = (step or {}).get("detail") or ""
             console.print(f"  {d['device']}: {d['outcome']}: {why if verbose else why[:100]}", markup=False)
+    for p in data.get("published", ()):
+        said = f"published {p['reference']} ({p['manifest_digest'][:19]}...)" if p["reference"] else \
+            f"not published: {p['error']}"
+        console.print(f"  class {p['class']}: {said}", markup=False)
     if data["detail"]:
         console.print(data["detail"], markup=False)
 
 
 def _rollout_exit(data: dict[str, Any]) -> int:
-    """0 done; 3 when only unreachable devices are left (--resume reaches them); 1 stopped or failed devices."""
+    """0 done; 3 when only unreachable devices are left (--resume reaches them); 1 stopped or failed devices, or a
+    model target --registry refused."""
     from ._errors import EXIT_OK
 
+    if any(p["error"] for p in data.get("published", ())):
+        return EXIT_DEVICE
     if data["state"] == "done" and not data["failed"]:
         return EXIT_OK
     if data["state"] == "incomplete" and not data["failed"]:
@@ -204,13 +211,14 @@ def rollout(
     max_rel_err: Annotated[Optional[float], typer.Option(
         "--max-rel-err", help="The agents' verify bound (default: deploy push's for the bundle).")] = None,
     resume: ResumeOpt = None,
+    registry: RegistryOpt = None,
     events: EventsOpt = False,
     verbose: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Activate a new version of NAME on the fleet wave by wave; past --max-failures (default 0), take every
     switched device back to the version it had. Each step is recorded first: --resume ID finishes or takes back
-    after a crash."""
+    after a crash. With --registry, agents polling it (--registry-poll-s) follow once the rollout went forward."""
     import json as _json
     import sys
 
@@ -221,10 +229,10 @@ def rollout(
     from host.fleet.rollout import Interrupted, RolloutEvent
 
     if resume is not None and (model_or_bundle is not None or name or tag or waves or max_failures is not None
-                               or health_timeout is not None or max_rel_err is not None):
+                               or health_timeout is not None or max_rel_err is not None or registry):
         raise InvalidInput("--resume ID goes on with the recorded model, name, devices and options; "
-                           "leave out MODEL_OR_BUNDLE, --name, --tag, --waves, --max-failures, --health-timeout "
-                           "and --max-rel-err")
+                           "leave out MODEL_OR_BUNDLE, --name, --tag, --waves, --max-failures, --health-timeout, "
+                           "--max-rel-err and --registry")
     out = Output(json)
 
     def show(event: RolloutEvent) -> None:
@@ -237,7 +245,7 @@ def rollout(
     try:
         data = api.fleet_rollout(model_or_bundle, name, tag, waves=waves, max_failures=max_failures,
                                  health_timeout=health_timeout, concurrency=concurrency, max_rel_err=max_rel_err,
-                                 resume=resume, on_event=show)
+                                 resume=resume, on_event=show, registry=registry)
     except Interrupted as exc:
         print(f"error: interrupted: {exc}", file=sys.stderr)
         raise typer.Exit(130) from None

@@ -8,6 +8,11 @@ the switch back by itself when that fails). Past `--max-failures` no new device 
 switched goes back to the version it had. Each step is written to the record (`host.fleet.rollout_db`) before it
 is taken, so a rollout whose host died is finished or taken back by `--resume`, and a device found on the new
 version after a crash is never switched a second time: a step found started is settled by asking the agent first.
+
+With a registry (`--registry`), warming also publishes each class's bundle and engines (`PublishingWarmer`), and a
+rollout whose forward pass ends within the failure bound (DONE or INCOMPLETE) then publishes each class's model
+target (`publish_model_target`): agents polling the registry, which the host never calls, activate the version
+themselves. They are the last wave: a rollout that stopped and took its devices back publishes nothing.
 """
 from __future__ import annotations
 
@@ -117,23 +122,26 @@ class RolloutOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     max_rel_err: Optional[float] = None  # the agent's verify bound; None: `deploy push`'s default for the bundle
     tags: tuple[str, ...] = ()
+    registry: Optional[str] = None  # [https://]HOST[:PORT]/REPO: publish each class's model target there at the end
 
     def to_dict(self) -> dict[str, Any]:
         return {"waves": self.waves, "max_failures": self.max_failures, "health_timeout_s": self.health_timeout_s,
-                "concurrency": self.concurrency, "max_rel_err": self.max_rel_err, "tags": list(self.tags)}
+                "concurrency": self.concurrency, "max_rel_err": self.max_rel_err, "tags": list(self.tags),
+                "registry": self.registry}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RolloutOptions":
         return cls(str(d.get("waves", DEFAULT_WAVES)), str(d.get("max_failures", DEFAULT_MAX_FAILURES)),
                    float(d.get("health_timeout_s", DEFAULT_HEALTH_TIMEOUT_S)),
-                   int(d.get("concurrency", DEFAULT_CONCURRENCY)), d.get("max_rel_err"), tuple(d.get("tags", ())))
+                   int(d.get("concurrency", DEFAULT_CONCURRENCY)), d.get("max_rel_err"), tuple(d.get("tags", ())),
+                   d.get("registry") or None)
 
 
 @dataclass
 class RolloutEvent:
     """One progress event: a device step that ended (kind "step"), a wave starting, the stop, warming news."""
 
-    kind: str                 # step, wave, warm, stopped, settled
+    kind: str                 # step, wave, warm, stopped, settled, publish
     device: str = ""
     wave: int = 0
     step: str = ""            # register, activate, rollback
@@ -217,6 +225,7 @@ class _ClassInfo:
     digest: str
     options: agent_pb2.BuildOptions
     tolerance: Optional[float]
+    engines: str = ""  # the engines artifact warming published (with --registry): what the model target names
 
 
 def validate(name: str, devices: Sequence[Device], options: RolloutOptions) -> list[int]:
@@ -232,6 +241,10 @@ def validate(name: str, devices: Sequence[Device], options: RolloutOptions) -> l
         raise InvalidInput(f"--health-timeout {options.health_timeout_s:g}: give seconds above 0")
     if options.max_rel_err is not None and not options.max_rel_err > 0:
         raise InvalidInput(f"--max-rel-err {options.max_rel_err:g}: give a bound above 0")
+    if options.registry:  # a bad address or credential file is refused before anything is recorded
+        from host.registry.credentials import registry_client
+
+        registry_client(options.registry)
     return wave_sizes(parse_waves(options.waves), len(devices))
 
 
@@ -260,6 +273,8 @@ class Rollout:
         self._classes: dict[str, _ClassInfo] = {}     # device -> its class's bundle, options, tolerance
         self._warm_failed: dict[str, tuple[str, bool]] = {}  # device -> (reason, unreachable)
         self._interrupted = False
+        self._published: list[dict[str, Any]] = []  # the model targets published (with --registry)
+        self._registry: Any = None
 
     # -- starting
     @classmethod
@@ -320,6 +335,8 @@ class Rollout:
                 if state in rdb.RESUMABLE:
                     if state != rdb.STOPPING:
                         self._forward()
+                        if self.options.registry and self.db.rollout(self.id).state in rdb.WENT_FORWARD:
+                            self._publish_targets()
                     if self.db.rollout(self.id).state == rdb.STOPPING:
                         self._roll_back()
         except Interrupted:
@@ -398,8 +415,14 @@ class Rollout:
             if e.kind in ("copied", "built", "failed", "unreachable", "builder_lost"):
                 self._emit(RolloutEvent("warm", e.device, detail=f"{e.kind}{': ' + e.detail if e.detail else ''}"))
 
-        warmer = Warmer([self.devices[d] for d in pending if d in self.devices], plan_for,
-                        concurrency=self.options.concurrency, on_event=warm_event)
+        reached = [self.devices[d] for d in pending if d in self.devices]
+        if self.options.registry:  # gRPC copies as without, and each class's bundle and engines published
+            from host.fleet.via_registry import PublishingWarmer
+
+            warmer: Warmer = PublishingWarmer(reached, plan_for, registry=self._registry_client(),
+                                              concurrency=self.options.concurrency, on_event=warm_event)
+        else:
+            warmer = Warmer(reached, plan_for, concurrency=self.options.concurrency, on_event=warm_event)
         result = warmer.run()
         errors = [c.plan_error for c in result.classes if c.plan_error is not None]
         if errors and isinstance(errors[0], InvalidInput):
@@ -425,7 +448,7 @@ class Rollout:
                 manifest = read_manifest_from_archive(plan.archive)
                 spread = (manifest.reference or {}).get("fp32_spread", 0.0) or 0.0
                 tolerance = default_tolerance(bool(options.fp16), "int8" in (manifest.options or {}), spread)
-            info = _ClassInfo(label, c.device_class, c.bundle_digest, options, tolerance)
+            info = _ClassInfo(label, c.device_class, c.bundle_digest, options, tolerance, c.published or "")
             self.db.set_bundle(self.id, label, c.bundle_digest)
             for d in c.devices:
                 self._classes[d] = info
@@ -451,6 +474,50 @@ class Rollout:
                 info = self._classes.get(d)
                 self.db.place(self.id, d, wave, info.label if info else "", info.digest if info else "")
             pos += size
+
+    # -- the registry: devices the host cannot reach follow the reachable ones
+    def _registry_client(self) -> Any:
+        if self._registry is None:
+            from host.registry.credentials import registry_client
+
+            self._registry = registry_client(str(self.options.registry))
+        return self._registry
+
+    def _publish_targets(self) -> None:
+        """Each warmed class whose reachable devices activated the version: its class artifact now names NAME's
+        version, so its polling agents record, verify and activate it under their own health check."""
+        from host.registry.publish import publish_model_target
+
+        activated = set(rollout_summary(self.db, self.id)["activated"])
+        classes: dict[str, tuple[_ClassInfo, list[str]]] = {}
+        for device, info in self._classes.items():
+            classes.setdefault(info.label, (info, []))[1].append(device)
+        for label, (info, devices) in sorted(classes.items()):
+            t0 = time.perf_counter()
+            why = ""
+            if not activated.intersection(devices):
+                why = "no device of the class activated the version: its polling agents are left as they are"
+            elif not info.engines:
+                why = "warming published no engines for the class"
+            elif info.tolerance is None:
+                why = "no verify tolerance for the class's bundle (give --max-rel-err)"
+            if why:
+                self._emit(RolloutEvent("publish", state="skipped", detail=f"class {label}: {why}"))
+                continue
+            try:
+                pub = publish_model_target(self._registry_client(), info.engines, self.name, info.digest,
+                                           float(info.tolerance), info.options)
+            except Exception as exc:  # noqa: BLE001 - reported; the devices already switched stay switched
+                self._published.append({"class": label, "reference": None, "error": first_line(exc)})
+                self._emit(RolloutEvent("publish", state=rdb.FAILED, detail=f"class {label}: {first_line(exc)}",
+                                        seconds=time.perf_counter() - t0))
+                continue
+            self._published.append({"class": label, "reference": pub.reference,
+                                    "manifest_digest": pub.manifest_digest, "engines": info.engines,
+                                    "bundle_digest": info.digest, "error": None})
+            self._emit(RolloutEvent("publish", state=rdb.STEP_DONE, detail=f"class {label}: {pub.reference} names "
+                                    f"{self.name} bundle {info.digest[:19]}...: its polling agents activate it",
+                                    seconds=time.perf_counter() - t0))
 
     # -- a wave
     def _wave(self, wave: int, devices: list[str]) -> None:
@@ -643,8 +710,11 @@ class Rollout:
 
     # -- the result
     def summary(self, wall_s: float = 0.0) -> dict[str, Any]:
-        """The documented `deploy fleet rollout --json` object, from the record."""
-        return rollout_summary(self.db, self.id, wall_s)
+        """The documented `deploy fleet rollout --json` object, from the record; `published`: the model targets
+        this run published to --registry (one per class; `reference` None and `error` set when one failed)."""
+        data = rollout_summary(self.db, self.id, wall_s)
+        failed = any(p["error"] for p in self._published)
+        return {**data, "published": list(self._published), "ok": data["ok"] and not failed}
 
 
 def _deadline(exc: BaseException, step: str) -> bool:
