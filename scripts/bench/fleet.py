@@ -27,8 +27,25 @@ counter. All agents run in the main venv; the classes come from 3 profiles (x86-
 jetson-nano), so there is no need for the older onnxruntime environments. Floor: registry host bytes per class,
 not per device (at most classes x (bundle + engines) plus manifests).
 
+--mode rollout (issue 24) compares, for N = 24, 96 (default) agents in 3 classes by profile (as --mode registry),
+each started with `--health-cmd` (default `true`), a model name already active on every device (an untimed first
+rollout), in each run:
+- one-by-one: `host.api.push(model, address, name=NAME, activate=True)` (`deploy push --activate`) device after
+  device, timed in total;
+- rollout:    `host.api.fleet_rollout(other model, name=NAME)` (`deploy fleet rollout`, default waves 1,10%,50%,100%,
+  --concurrency) over the same devices from a deploy.toml ($DEPLOY_INVENTORY), timed.
+Every run uses two new models (--models tiny: tests/host/cli/helpers.py tiny_conv_net; or a scripts/make_models.py
+architecture) from new seeds, so each mode records, verifies and activates a new version on every device; the mode
+that goes first alternates across runs. Each model is compiled into the host cache per class before the timings
+(both modes compile once per class). Floor: rollout / one-by-one wall time <= 0.3 at N = 96. Also printed: wall
+time per device as N grows, and where the rollout's time goes (warm, each wave, register and activate steps, host
+CPU) against push's phases. All agents share this machine's cores: `rollout: CPU s / cores` is a lower bound on
+the rollout's wall time here, which a real fleet (a CPU per device) does not have; `--health-cmd 'sleep 0.5'`
+gives each activation device-side time that is not CPU on those cores.
+
 usage: .venv/bin/python scripts/bench/fleet.py [--sizes 6,12,24] [--runs 3] [--models thin96,resnet18]
-                                               [--concurrency 8] [--mode everywhere|registry] [--json]
+                                               [--concurrency 8] [--mode everywhere|registry|rollout]
+                                               [--health-cmd CMD] [--json]
 """
 from __future__ import annotations
 
@@ -275,18 +292,225 @@ def report_registry(model: Path, results: list[dict], args) -> list[tuple[str, b
     return verdicts
 
 
+# ---------------------------------------------------------------- --mode rollout (issue 24)
+
+ROLLOUT_NAME = "det"
+
+
+def versioned_model(kind: str, seed: int, out_dir: Path) -> Path:
+    """One version of a model: `tiny` (tests/host/cli/helpers.py tiny_conv_net: 2 KB, one Conv and one Gemm) or a
+    scripts/make_models.py architecture (resnet18, resnet50, mobilenetv2, transformer), weights from `seed`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{kind}-s{seed}.onnx"
+    if path.exists():
+        return path
+    if kind == "tiny":
+        from tests.host.cli.helpers import tiny_conv_net
+
+        return tiny_conv_net(path, seed=seed)
+    import onnx
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_models
+
+    makers = {"resnet18": lambda: make_models.resnet(18, seed=seed),
+              "resnet50": lambda: make_models.resnet(50, seed=seed),
+              "mobilenetv2": lambda: make_models.mobilenetv2(seed=seed),
+              "transformer": lambda: make_models.transformer_encoder(seed=seed)}
+    if kind not in makers:
+        raise SystemExit(f"--models {kind}: rollout mode takes tiny, {', '.join(makers)}")
+    onnx.save(makers[kind](), str(path))
+    return path
+
+
+def start_fleet(n: int, root: Path, health_cmd: str) -> tuple[list[subprocess.Popen], list[Device]]:
+    """N agents on loopback in 3 classes (by --profile, one onnxruntime), each with the health command; started 4 at
+    a time (each takes about a second of CPU to import its stack; the start is not timed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    extra = ["--health-cmd", health_cmd] if health_cmd else []
+
+    def one(i: int) -> tuple[subprocess.Popen, Device]:
+        k = i % len(PROFILES)
+        proc, address = start_agent(root / f"agent{i}" / "store", extra=["--profile", PROFILES[k], *extra])
+        return proc, Device(name=f"c{k}-{i}", address=address, profile=PROFILES[k])
+
+    procs: list[subprocess.Popen] = []
+    devices: list[Device] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(one, i) for i in range(n)]
+        errors = []
+        for f in futures:
+            try:
+                proc, device = f.result()
+            except Exception as exc:  # noqa: BLE001 - stop the others, then raise
+                errors.append(exc)
+                continue
+            procs.append(proc)
+            devices.append(device)
+    if errors:
+        for proc in procs:
+            stop_agent(proc)
+        raise errors[0]
+    return procs, devices
+
+
+def write_inventory(devices: list[Device], path: Path) -> None:
+    """The fleet as a deploy.toml; $DEPLOY_INVENTORY points at it, as `deploy fleet rollout` reads it."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps({"devices": {d.name: {"address": d.address, "tags": ["bench"]} for d in devices}}))
+    os.environ["DEPLOY_INVENTORY"] = str(path)
+
+
+def push_one_by_one(devices: list[Device], model: Path) -> dict:
+    """`deploy push MODEL --device D --name NAME --activate` for each device in turn, as a script would run it."""
+    from host import api
+
+    phases: dict[str, float] = {}
+    cpu, t = time.process_time(), time.perf_counter()
+    for d in devices:
+        out = api.push(model, d.address, name=ROLLOUT_NAME, activate=True)
+        m = out["model"]
+        if not (m and m["created"] and m["activated"] and m["active"] == m["version"]):
+            raise RuntimeError(f"push to {d.name} did not activate a new version: {json.dumps(m)}")
+        for k, v in out["timings"].items():
+            if k != "total":
+                phases[k] = phases.get(k, 0.0) + v
+    return {"wall_s": time.perf_counter() - t, "phases": phases, "host_cpu_s": time.process_time() - cpu}
+
+
+def rollout_once(devices: list[Device], model: Path, concurrency: int) -> dict:
+    """`deploy fleet rollout MODEL --name NAME` (default waves 1,10%,50%,100%) over the inventory's devices; where
+    its time went, from its own events: warm (until the first wave starts), each wave, the register and activate
+    steps summed over devices (they overlap, `concurrency` at a time)."""
+    import threading
+
+    from host import api
+
+    marks: list[tuple[str, float]] = []
+    steps: dict[str, float] = {}
+    lock = threading.Lock()
+    cpu, t = time.process_time(), time.perf_counter()
+
+    def on_event(e) -> None:
+        with lock:
+            if e.kind == "wave":
+                marks.append((f"wave {e.wave}", time.perf_counter() - t))
+            elif e.kind == "step":
+                steps[e.step] = steps.get(e.step, 0.0) + e.seconds
+
+    out = api.fleet_rollout(model, name=ROLLOUT_NAME, concurrency=concurrency, on_event=on_event)
+    wall, host_cpu = time.perf_counter() - t, time.process_time() - cpu
+    if out["state"] != "done" or len(out["activated"]) != len(devices):
+        raise RuntimeError(f"rollout ended {out['state']}: {out.get('detail')}; {len(out['activated'])} of "
+                           f"{len(devices)} activated, failed {out['failed'][:3]}")
+    versions = {d["version"] for d in out["devices"]}
+    previous = {d["previous"] for d in out["devices"]}
+    if versions & previous:
+        raise RuntimeError(f"rollout did not switch every device to a new version: {versions} after {previous}")
+    bounds = [m[1] for m in marks] + [wall]
+    return {"wall_s": wall, "warm_s": bounds[0], "waves_s": [b - a for a, b in zip(bounds, bounds[1:])],
+            "register_s": steps.get("register", 0.0), "activate_s": steps.get("activate", 0.0),
+            "host_cpu_s": host_cpu}
+
+
+def bench_rollout(n: int, kind: str, runs: int, concurrency: int, health_cmd: str, tmp: Path) -> dict:
+    procs, devices = start_fleet(n, tmp / f"n{n}", health_cmd)
+    try:
+        write_inventory(devices, tmp / f"n{n}" / "deploy.toml")
+        models = tmp.parent / "models"
+        prime = versioned_model(kind, 1000, models)
+        # every model of the runs compiled into the host cache per class, outside the timings (both modes would
+        # compile once per class the same way: push's first device of a class misses, the rest hit)
+        pairs = [(versioned_model(kind, 2 * r + 1, models), versioned_model(kind, 2 * r + 2, models))
+                 for r in range(runs)]
+        for m in [prime, *(p for pair in pairs for p in pair)]:
+            plans_by_device(devices, model_plans(m))
+        rollout_once(devices, prime, concurrency)  # untimed: every device has a version active, channels warm
+        one, roll = [], []
+        for r, (push_model, roll_model) in enumerate(pairs):
+            # each run activates two new versions of NAME on every device; the order alternates across runs
+            order = [("one", push_model), ("roll", roll_model)]
+            for which, model in (order if r % 2 == 0 else order[::-1]):
+                if which == "one":
+                    one.append(timed(procs, lambda: push_one_by_one(devices, model)))
+                else:
+                    roll.append(timed(procs, lambda: rollout_once(devices, model, concurrency)))
+        return {"n": n, "one_by_one": one, "rollout": roll}
+    finally:
+        for proc in procs:
+            stop_agent(proc)
+
+
+def report_rollout(kind: str, model: Path, results: list[dict], args) -> list[tuple[str, bool]]:
+    print(f"\nmodel {kind} ({model.stat().st_size / 1024:.0f} KB a version), {len(PROFILES)} classes (profiles "
+          f"{', '.join(PROFILES)}; one onnxruntime), health command {args.health_cmd!r}, rollout waves 1,10%,50%,100% "
+          f"and concurrency {args.concurrency}, median of {args.runs} runs, {os.cpu_count()} CPU cores, load "
+          f"average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| N | one-by-one push --activate wall s | rollout wall s | ratio (rollout/one-by-one) | one-by-one s/device "
+          "| rollout s/device | one-by-one CPU s | rollout CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    rows = {}
+    for r in results:
+        n = r["n"]
+        o = {k: median([x[k] for x in r["one_by_one"]]) for k in ("wall_s", "cpu_s")}
+        q = {k: median([x[k] for x in r["rollout"]]) for k in ("wall_s", "cpu_s")}
+        ratio = q["wall_s"] / o["wall_s"]
+        rows[n] = (o, q, ratio)
+        print(f"| {n} | {o['wall_s']:.2f} | {q['wall_s']:.2f} | {ratio:.2f} | {o['wall_s'] / n:.3f} | "
+              f"{q['wall_s'] / n:.3f} | {o['cpu_s']:.1f} | {q['cpu_s']:.1f} |")
+        if n == 96:
+            verdicts.append((f"{kind} N=96: rollout wall <= 0.3 x one-by-one wall ({ratio:.2f})", ratio <= 0.3))
+    print("\nWhere the time goes (medians; step and phase seconds are summed over devices, the rollout's overlap "
+          f"{args.concurrency} at a time):\n")
+    print("| N | rollout: warm s | rollout: waves s (1, 2, ...) | rollout: register s | rollout: activate s "
+          "| rollout: host CPU s | rollout: CPU s / cores | one-by-one: target, compile, upload, build, verify, "
+          "version s | one-by-one: host CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        q = r["rollout"]
+        waves = [median([x["waves_s"][i] for x in q]) for i in range(min(len(x["waves_s"]) for x in q))]
+        keys = ("target", "compile", "upload", "build", "verify", "version")
+        phases = [median([x["phases"].get(k, 0.0) for x in r["one_by_one"]]) for k in keys]
+        print(f"| {r['n']} | {median([x['warm_s'] for x in q]):.2f} | {', '.join(f'{w:.2f}' for w in waves)} | "
+              f"{median([x['register_s'] for x in q]):.2f} | {median([x['activate_s'] for x in q]):.2f} | "
+              f"{median([x['host_cpu_s'] for x in q]):.1f} | "
+              f"{median([x['cpu_s'] for x in q]) / (os.cpu_count() or 1):.2f} | "
+              f"{', '.join(f'{p:.2f}' for p in phases)} | "
+              f"{median([x['host_cpu_s'] for x in r['one_by_one']]):.1f} |")
+    if len(rows) > 1:
+        lo, hi = min(rows), max(rows)
+        grow = rows[hi][1]["wall_s"] / rows[lo][1]["wall_s"]
+        print(f"\ngrowth {lo} -> {hi} devices (x{hi / lo:.0f}): rollout wall x{grow:.2f}, one-by-one wall "
+              f"x{rows[hi][0]['wall_s'] / rows[lo][0]['wall_s']:.2f}; rollout s/device "
+              f"{rows[lo][1]['wall_s'] / lo:.3f} -> {rows[hi][1]['wall_s'] / hi:.3f}")
+    # checked in each run (a rollout not `done` on all N, or a push that did not activate a new version, stops the
+    # bench with the reason)
+    verdicts.append((f"{kind}: every rollout done on all N, every push activated a new version", True))
+    return verdicts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="6,12,24")
+    parser.add_argument("--sizes", default=None, help="comma-separated fleet sizes (default 6,12,24; rollout: 24,96)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--models", default="thin96,resnet18", help="comma-separated: thin96, resnet18, encoder24, "
-                        "another scripts/make_models.py name, or .onnx paths")
+    parser.add_argument("--models", default=None, help="comma-separated: thin96, resnet18, encoder24, another "
+                        "scripts/make_models.py name, or .onnx paths (default thin96,resnet18); rollout mode: tiny "
+                        "(the default), resnet18, resnet50, mobilenetv2, transformer (versions made from seeds)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="also print the raw measurements as JSON")
-    parser.add_argument("--mode", choices=("everywhere", "registry"), default="everywhere",
+    parser.add_argument("--mode", choices=("everywhere", "registry", "rollout"), default="everywhere",
                         help="everywhere: warm against every device building; registry: warm over gRPC against "
-                        "warm --via-registry (needs docker-registry)")
+                        "warm --via-registry (needs docker-registry); rollout: `fleet rollout` against one-by-one "
+                        "`push --activate`")
+    parser.add_argument("--health-cmd", default="true", help="rollout mode: each agent's --health-cmd, run at every "
+                        "activation (default `true`; e.g. `sleep 0.5` for a check that takes time; '' for none)")
     args = parser.parse_args()
+    rollout = args.mode == "rollout"
+    args.sizes = args.sizes or ("24,96" if rollout else "6,12,24")
+    args.models = args.models or ("tiny" if rollout else "thin96,resnet18")
     sizes = [int(s) for s in args.sizes.split(",")]
     envs = agent_envs() if args.mode == "everywhere" else []
     verdicts: list[tuple[str, bool]] = []
@@ -294,7 +518,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmpdir:
         tmp = Path(tmpdir)
         os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "host-cache"))  # host compile cache: this run only
+        os.environ["DEPLOY_ROLLOUT_DB"] = str(tmp / "rollouts.sqlite3")  # rollout records: this run only
         for name in args.models.split(","):
+            if rollout:
+                results = [bench_rollout(n, name, args.runs, args.concurrency, args.health_cmd, tmp / name)
+                           for n in sizes]
+                verdicts += report_rollout(name, versioned_model(name, 1, tmp / "models"), results, args)
+                raw[name] = results
+                continue
             model = make_model(name, tmp / "models")
             if args.mode == "registry":
                 results = [bench_registry(n, model, args.runs, args.concurrency, tmp / name) for n in sizes]
