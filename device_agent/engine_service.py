@@ -30,8 +30,8 @@ from .cache import EngineCache
 from .cache_rpcs import CacheRPCs
 from .compat import check_target
 from .engines.base import BuildProgress
-from .engines.model import MAX_TENSORS, compare, numpy_to_wire, profile_text, tensor_to_numpy
-from .errors import BuildFailed, InvalidInput, PreconditionFailed, ResourceExhausted
+from .engines.model import MAX_TENSORS, compare, numpy_to_wire, profile_text, reference_samples, tensor_to_numpy
+from .errors import BuildFailed, InvalidInput, ResourceExhausted
 from .loaded import MAX_RUN_BYTES, LoadedModels, configure_backends
 from .segment_build import SegmentBuilder
 from .timing_cache import TimingCaches
@@ -179,10 +179,7 @@ class EngineService:
         if request.verify:
             if len(request.inputs):
                 raise InvalidInput("verify mode runs the bundle's reference inputs; send no inputs with it")
-            feeds, want = bundle.read_reference()
-            if not feeds or not want:
-                raise PreconditionFailed("this bundle carries no reference samples to verify against; "
-                                         "recompile it with reference samples")
+            feeds, want = reference_samples(bundle)
         else:
             feeds, want = self._feeds(request.inputs), {}
         runner = self.loaded.runner(request.bundle_digest, bundle, opts, feeds_batch(bundle, feeds))

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from protos import agent_pb2
 
 from .cache import DEVICE_CLASS_FIELDS
-from .engines.model import compare
+from .engines.model import compare, reference_samples
 from .errors import InvalidInput, NotFound, PreconditionFailed
 from .models import (ACTIVATION, FAILED_VERIFY, MISSING, REFUSED, STALE, UNVERIFIED, VERIFIED, EngineRef, ModelEvent,
                      ModelRepository, VersionRecord, VersionView, check_name)
@@ -150,10 +150,8 @@ class ModelService:
         return None
 
     def _verify(self, digest: str, bundle: Any, opts: Any, tolerance: float) -> Dict[str, Any]:
-        feeds, want = bundle.read_reference()
-        if not feeds or not want:
-            raise PreconditionFailed("this bundle carries no reference samples to verify against; recompile it "
-                                     "with reference samples, or record the version with --no-verify")
+        feeds, want = reference_samples(bundle, "recompile it with reference samples, or record the version "
+                                                "with --no-verify")
         runner = self.loaded.runner(digest, bundle, opts, self.engines.planner.segment_batch(bundle, opts))
         rel, abs_ = compare(runner.run(feeds), want)
         return {"passed": bool(rel <= tolerance), "max_rel_err": float(rel), "max_abs_err": float(abs_),

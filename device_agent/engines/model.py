@@ -65,6 +65,15 @@ def compare(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> Tu
     return rel, abs_
 
 
+def reference_samples(bundle: Bundle, advice: str = "recompile it with reference samples"
+                      ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(inputs, outputs) the bundle carries for verify; a bundle without them is refused with `advice`."""
+    feeds, want = bundle.read_reference()
+    if not feeds or not want:
+        raise PreconditionFailed(f"this bundle carries no reference samples to verify against; {advice}")
+    return feeds, want
+
+
 def batch_of(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
     """The leading dim of the first input whose leading dim is symbolic; 1 for static models."""
     for spec in specs:
