@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -63,11 +62,14 @@ def test_bad_client_certificate_is_refused_as_unauthenticated(mtls_agent, pki, c
 def test_agent_keeps_serving_good_client_during_and_after_refusals(mtls_agent, pki) -> None:
     good = pki.device(mtls_agent.address, pki.client)
     stop = threading.Event()
+    ready = threading.Event()
     served: list[int] = []
     failures: list[BaseException] = []
 
     def good_client() -> None:
         with AgentClient(good) as client:
+            client.info(timeout=120)  # the first GetInfo waits for the agent's start-up backend probe
+            ready.set()
             while not stop.is_set():
                 try:
                     client.info(timeout=5)
@@ -78,10 +80,7 @@ def test_agent_keeps_serving_good_client_during_and_after_refusals(mtls_agent, p
     worker = threading.Thread(target=good_client)
     worker.start()
     try:
-        deadline = time.monotonic() + 60  # the first GetInfo waits for the agent's start-up backend probe
-        while not served and not failures and time.monotonic() < deadline:
-            time.sleep(0.01)
-        served.clear()
+        assert ready.wait(150), "the good client was never served"
         for _round in range(3):
             for case in REFUSED:
                 pair = REFUSED[case](pki)
