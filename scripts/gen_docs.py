@@ -6,6 +6,8 @@
 - cli.md: every `deploy` command, argument and option, from the typer app (typer's own doc writer);
 - agent.md: every `deploy-agent` flag with its environment variables and default, from its argparse parser;
 - troubleshooting.md: each one-line CLI error, what it means and what to do, from host/cli/_errors.py's table;
+- ops.md: the op table, which ONNX op each TensorRT version's parser takes and on what terms
+  (host/compiler/patterns.py `table_rows`);
 - json.md: the `--json` object of each command, from docs/reference/schemas/<command>.json, the schemas the
   tests check real `--json` output against (tests/host/cli/helpers.py `parse_json`).
 Run it after changing a command, a flag, an error rule or a schema; scripts/docs.sh runs it before building.
@@ -150,8 +152,31 @@ def json_page() -> str:
     return "".join(parts)
 
 
+def ops_page() -> str:
+    from host.compiler.patterns import LEFT_OUT, table_rows
+
+    rows = table_rows()
+    cols = ("op", "min_trt", "types", "constant_inputs", "shape_tensor_inputs", "explicit_batch_only", "seed",
+            "source", "note")
+    head = ("| ONNX op | from TensorRT | data types (from a version on: its types) | constant inputs | shape-tensor "
+            "inputs | explicit batch only | the seed's op | source | terms |\n" + "| --- " * len(cols) + "|\n")
+    body = "".join("| " + " | ".join(str(r[c]).replace("|", _PIPE) or "" for c in cols) + " |\n" for r in rows)
+    left = "".join(f"| {ops} | {why} |\n" for ops, why in LEFT_OUT.items())
+    return (NOTE.format(source="host/compiler/optable/rows.py (the compiler's op table)") +
+            "# Op table\n\n"
+            f"The {len(rows)} ONNX ops the compiler may put in a TensorRT segment: the first TensorRT version whose "
+            "ONNX parser takes each, the data types it takes (a later version may take more), the inputs that must be "
+            "constants or shape tensors, and the attribute terms (a node outside them stays in TVM, and `deploy "
+            "inspect` says why). Rows of the seed's table (TVM's `tensorrt.<op>`) are marked with its name; the "
+            "others come from onnx-tensorrt's operator list of the release named in `source`. How the table is "
+            "applied: [The compiler](../compiler.md); which ONNX test cases it was checked on: "
+            "[Op table conformance](../conformance.md).\n\n" + head + body +
+            "\n## Left out on purpose\n\n| ops | why |\n| --- | --- |\n" + left)
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "cli.md": cli_page, "agent.md": agent_page, "troubleshooting.md": troubleshooting_page, "json.md": json_page,
+    "ops.md": ops_page,
 }
 
 
