@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/mkdocs ] || bash scripts/setup.sh
+export NO_MKDOCS_2_WARNING=1  # Material 9.x prints a banner about its successor on every build
 .venv/bin/python scripts/gen_docs.py
 if [ "${1:-}" = "--serve" ]; then
   exec .venv/bin/mkdocs serve --strict
