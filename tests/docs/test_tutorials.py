@@ -19,8 +19,13 @@ def test_every_tutorial_has_shell_examples_and_says_why_one_is_not_run():
         assert all(len(b.skipped_because) > 20 for b in blocks(page) if b.skipped_because), page.name
 
 
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compile-cache")
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
-def test_tutorial_runs_as_written(page, tmp_path):
-    proc = run_page(page, tmp_path / "reader")
+def test_tutorial_runs_as_written(page, tmp_path, compile_cache):
+    proc = run_page(page, tmp_path / "reader", compile_cache=compile_cache)
     assert proc.returncode == 0, f"{page.name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
     assert proc.stdout.count("--- block") == len([b for b in blocks(page) if not b.skipped_because])

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
 TUTORIALS = REPO / "docs" / "tutorials"
@@ -36,8 +37,15 @@ def script(page: Path) -> str:
     return head + body
 
 
-def run_page(page: Path, workdir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_page(page: Path, workdir: Path, timeout: float = 300,
+             compile_cache: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """`compile_cache`: a host compile cache shared by the pages, as one reader's machine would have it after the
+    previous tutorial (the agent, the inventory and everything else stay the page's own)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if compile_cache is not None:
+        compile_cache.mkdir(parents=True, exist_ok=True)
+        (workdir / ".cache" / "deploy").mkdir(parents=True)
+        (workdir / ".cache" / "deploy" / "bundles").symlink_to(compile_cache)
     for name in ("scripts", ".venv"):  # the reader's checkout, without writing into ours
         (workdir / name).symlink_to(REPO / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
