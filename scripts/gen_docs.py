@@ -97,7 +97,8 @@ def agent_page() -> str:
             "`deploy-agent` (also `python -m device_agent`, and `deploy agent serve`, which passes every flag "
             "through) takes each setting as a flag or an environment variable. Precedence: flag > `DEPLOY_AGENT_*` "
             "> the seed's `TVM_TENSORRT_*` alias > default; `deploy info` shows each build default with where its "
-            "value came from. What the agent does with them: [The agent](../explanation/agent.md).\n\n"
+            "value came from; `$XDG_DATA_HOME` unset is `~/.local/share`. What the agent does with them: "
+            "[The agent](../explanation/agent.md).\n\n"
             "| flag | environment | default | what |\n| --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
 
 
