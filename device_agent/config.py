@@ -206,7 +206,12 @@ def _convert(var: str, raw: str, kind: Any) -> Any:
         raise SystemExit(f"deploy-agent: {var}={raw!r} is not a valid {kind.__name__}") from None
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> AgentSettings:
+def build_parser() -> argparse.ArgumentParser:
+    """`deploy-agent`'s parser; also what docs/reference/agent.md is generated from (scripts/gen_docs.py)."""
     parser = argparse.ArgumentParser(prog="deploy-agent", description="Device agent of jetson-deploy.")
     add_arguments(parser)
-    return from_namespace(parser.parse_args(argv))
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> AgentSettings:
+    return from_namespace(build_parser().parse_args(argv))

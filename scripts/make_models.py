@@ -1,6 +1,6 @@
 """Build real architectures as ONNX with seeded random weights (no torch, no downloads).
 
-    python scripts/make_models.py OUT_DIR [--only resnet18,resnet50,mobilenetv2,transformer]
+    python scripts/make_models.py OUT_DIR [--only resnet18,resnet50,mobilenetv2,transformer,small_cnn]
 
 Weights are He-scaled normals from ``numpy.random.default_rng(seed)``, BatchNorm statistics are
 random but sane, so activations stay O(1) through 50 layers and relative error is meaningful.
@@ -116,6 +116,18 @@ def resnet(depth: int, seed: int = 0, batch=1) -> onnx.ModelProto:
                    [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 1000])])
 
 
+def small_cnn(seed: int = 0, batch=1) -> onnx.ModelProto:
+    """Three conv-BN-ReLU stages and a 10-class head on a 3x64x64 image: the tutorials' model (compiles and
+    benchmarks in well under a second, so every tutorial runs in the test suite)."""
+    b = Builder(seed)
+    x = b.conv_bn("input", 3, 16, 3, 2)
+    x = b.conv_bn(x, 16, 32, 3, 2)
+    x = b.conv_bn(x, 32, 64, 3, 2)
+    out = _classifier(b, x, 64, classes=10)
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 64, 64])
+    return b.model("small_cnn", [image], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 10])])
+
+
 def mobilenetv2(seed: int = 0, batch=1) -> onnx.ModelProto:
     b = Builder(seed)
     x = b.conv_bn("input", 3, 32, 3, 2, act="Relu6")
@@ -178,13 +190,15 @@ MODELS: Dict[str, Callable[[], onnx.ModelProto]] = {
     "mobilenetv2": mobilenetv2,
     "transformer": transformer_encoder,
 }
+# Made only when named (--only small_cnn): the tests that take every model of MODELS stay as they are.
+ON_REQUEST: Dict[str, Callable[[], onnx.ModelProto]] = {"small_cnn": small_cnn}
 
 
 def write_models(out_dir: Path, only: Optional[List[str]] = None) -> Dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, make in MODELS.items():
-        if only and name not in only:
+    for name, make in {**MODELS, **ON_REQUEST}.items():
+        if (only and name not in only) or (not only and name in ON_REQUEST):
             continue
         p = out_dir / f"{name}.onnx"
         if not p.exists():
@@ -198,7 +212,7 @@ def write_models(out_dir: Path, only: Optional[List[str]] = None) -> Dict[str, P
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
+    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join({**MODELS, **ON_REQUEST}))
     a = ap.parse_args()
     for name, p in write_models(a.out_dir, [s for s in a.only.split(",") if s] or None).items():
         print(f"{name}: {p} ({p.stat().st_size / 1e6:.1f} MB)")

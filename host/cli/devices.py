@@ -99,8 +99,8 @@ def render_devices(data: dict[str, Any], verbose: bool = False) -> Group:
 
     rows = data["devices"]
     if not rows:
-        return Group(Text(f"no devices in {data['inventory']}; add [devices.NAME] entries (see README) or use "
-                          "--device local"))
+        return Group(Text(f"no devices in {data['inventory']}; add [devices.NAME] entries "
+                          "(see docs/getting-started.md) or use --device local"))
     table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
     # widths that keep a row within 80 columns whatever the names; a longer cell ends in "…"
     for col, floor, most in (("device", 6, 18), ("address", 7, 20), ("state", 13, 14), ("TRT", 3, 6),

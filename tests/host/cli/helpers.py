@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -42,12 +45,50 @@ def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1) -> Path:
     return path
 
 
+SCHEMAS = Path(__file__).resolve().parents[3] / "docs" / "reference" / "schemas"
+
+
 def parse_json(proc: subprocess.CompletedProcess, exit_code: int = 0) -> dict:
-    """The one JSON object a `--json` command prints; fails with the command's stderr when there is none."""
+    """The one JSON object a `--json` command prints; fails with the command's stderr when there is none, and
+    when the object does not match the command's schema (docs/reference/schemas/, the JSON reference's source)."""
     assert proc.returncode == exit_code, f"exit {proc.returncode}: {proc.stderr}"
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {proc.stdout!r}"
-    return json.loads(lines[0])
+    data = json.loads(lines[0])
+    command = deploy_command(proc.args)
+    if command is not None:
+        check_schema(command, data)
+    return data
+
+
+def deploy_command(args: Any) -> Optional[str]:
+    """The schema name of a `deploy` invocation ("push", "fleet warm"), or None for another program."""
+    argv: Sequence[str] = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "deploy" or arg == "host.cli.app":
+            words = [a for a in argv[i + 1:i + 3] if not a.startswith("-")]
+            for n in (2, 1):
+                if len(words) >= n and (SCHEMAS / f"{'-'.join(words[:n])}.json").exists():
+                    return " ".join(words[:n])
+            raise AssertionError(f"deploy {' '.join(words)} --json has no schema: write "
+                                 f"docs/reference/schemas/{'-'.join(words)}.json (scripts/gen_docs.py documents it)")
+    return None
+
+
+@lru_cache(maxsize=None)
+def _validator(command: str) -> Any:
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / f"{command.replace(' ', '-')}.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_schema(command: str, data: dict) -> None:
+    """Every error of `data` against the schema of `deploy COMMAND --json`, each with its path, or nothing."""
+    errors = sorted(_validator(command).iter_errors(data), key=lambda e: list(e.absolute_path))
+    assert not errors, f"deploy {command} --json does not match docs/reference/schemas/{command.replace(' ', '-')}" \
+        ".json:\n" + "\n".join(f"  {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:20])
 
 
 def default_sigint() -> None:
