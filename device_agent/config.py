@@ -95,7 +95,8 @@ class AgentSettings:
 # flag name -> (help, type); the environment variable is DEPLOY_AGENT_<NAME>.
 _FLAGS: dict[str, tuple[str, Any]] = {
     "listen": ("address to listen on, HOST:PORT", str),
-    "store": ("directory of the content-addressed artifact store", Path),
+    "store": ("directory of the content-addressed artifact store; its parent holds the agent's other state "
+              "(engines, unpacked bundles, model versions), so give each agent a parent of its own", Path),
     "cache_dir": ("engine cache directory (default: beside the store)", Path),
     "max_upload_bytes": ("largest artifact accepted, in bytes", int),
     "backend": ("default engine backend: auto, tensorrt, trtexec, onnxruntime", str),

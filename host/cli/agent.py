@@ -18,7 +18,9 @@ agent_app = typer.Typer(help="Run, stop and install device agents.", no_args_is_
 def serve(
     ctx: typer.Context,
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:7311",
-    store: Annotated[str, typer.Option(help="Directory of the artifact store.")] = "",
+    store: Annotated[str, typer.Option(
+        help="Directory of the artifact store; its parent holds the agent's engines and model versions, "
+             "so give each agent a parent of its own (fleet/a/store, fleet/b/store).")] = "",
 ) -> None:
     """Run an agent in the foreground; every other flag of `deploy-agent --help` is passed through."""
     from device_agent.__main__ import main as agent_main
