@@ -55,8 +55,11 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         self.facts: DeviceFacts = probe_device()
         self.engines_missing = ""  # why there is no engine service, when there is none
         self.engines = self._engine_service()
-        if self.engines is not None:
+        if self.engines is not None and self.trust is not None:
+            from .engine_seal import EngineSeal
+
             self.engines.unpacked.trust = self.trust  # a stored bundle is unpacked only once verified
+            self.engines.cache.seal = EngineSeal.from_settings(settings, self.trust.state, self.trust.refusals)
         self.models: Optional[Any] = None  # device_agent/model_service.py: names, versions, the active one
         if self.engines is not None:
             from .model_service import ModelService

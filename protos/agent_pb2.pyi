@@ -428,7 +428,7 @@ class BenchmarkEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[BenchmarkProgress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ...) -> None: ...
 
 class EngineEntry(_message.Message):
-    __slots__ = ("key", "segment_digest", "backend", "backend_version", "size", "digest", "created", "last_used", "device_class", "attributes")
+    __slots__ = ("key", "segment_digest", "backend", "backend_version", "size", "digest", "created", "last_used", "device_class", "attributes", "builder_record")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +446,7 @@ class EngineEntry(_message.Message):
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    BUILDER_RECORD_FIELD_NUMBER: _ClassVar[int]
     key: str
     segment_digest: str
     backend: str
@@ -456,7 +457,8 @@ class EngineEntry(_message.Message):
     last_used: float
     device_class: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, key: _Optional[str] = ..., segment_digest: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., created: _Optional[float] = ..., last_used: _Optional[float] = ..., device_class: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    builder_record: bytes
+    def __init__(self, key: _Optional[str] = ..., segment_digest: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., created: _Optional[float] = ..., last_used: _Optional[float] = ..., device_class: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., builder_record: _Optional[bytes] = ...) -> None: ...
 
 class ListEnginesRequest(_message.Message):
     __slots__ = ("segment_digest",)
