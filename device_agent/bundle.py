@@ -10,7 +10,6 @@ stdlib + numpy only; Python >= 3.9.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -681,6 +680,11 @@ def _disk_full(dest: Path, needed: int, written: int) -> ResourceExhausted:
 
 def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifest:
     """The manifest of an archive without unpacking it (for inspect and the store)."""
+    return Manifest.from_json(manifest_bytes_of_archive(archive_path))
+
+
+def manifest_bytes_of_archive(archive_path: Union[str, os.PathLike]) -> bytes:
+    """The exact bytes of an archive's manifest.json, unparsed (what signatures cover: device_agent/trust.py)."""
     try:
         with tarfile.open(archive_path, mode="r:") as tar:
             try:
@@ -694,4 +698,4 @@ def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifes
             data = f.read()
     except (tarfile.TarError, OSError) as e:
         raise InvalidInput(f"{archive_path} is not an uncompressed tar bundle archive: {e}") from None
-    return Manifest.from_json(io.BytesIO(data).getvalue())
+    return data

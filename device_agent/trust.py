@@ -241,17 +241,12 @@ class Trust:
     @staticmethod
     def _check_target(short: str, updater: Any, target: str, archive: Path) -> bytes:
         """The manifest's bytes, once the signed targets vouch for exactly them."""
-        from .bundle import MANIFEST_NAME, MAX_MANIFEST_BYTES
+        from .bundle import manifest_bytes_of_archive
 
-        data = b""
         try:
-            with tarfile.open(archive, mode="r:") as tar:
-                m = tar.getmember(MANIFEST_NAME)
-                if m.isreg() and m.size <= MAX_MANIFEST_BYTES:
-                    f = tar.extractfile(m)
-                    data = f.read() if f is not None else b""
-        except (KeyError, tarfile.TarError, OSError):
-            pass
+            data = manifest_bytes_of_archive(archive)
+        except InvalidInput:
+            data = b""
         name = TARGET_PREFIX + hashlib.sha256(data).hexdigest()
         info = updater.get_targetinfo(name)
         if not data or name != target or info is None:

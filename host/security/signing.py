@@ -12,12 +12,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import tarfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
-from device_agent.bundle import MANIFEST_NAME, MAX_MANIFEST_BYTES
-from device_agent.errors import InvalidInput
+from device_agent.bundle import manifest_bytes_of_archive
 
 from .keys import KeyDir, default_dir, expiry, now_utc
 
@@ -100,16 +98,7 @@ def sign_manifest(manifest_bytes: bytes, directory: Optional[Path] = None, *, no
 
 def manifest_of_archive(archive: Path) -> bytes:
     """The bytes of `manifest.json` in a bundle archive, as the agent will hash them."""
-    try:
-        with tarfile.open(archive, mode="r:") as tar:
-            m = tar.getmember(MANIFEST_NAME)
-            if not m.isreg() or m.size > MAX_MANIFEST_BYTES:
-                raise InvalidInput(f"{archive}: {MANIFEST_NAME} is not a regular file of bounded size")
-            f = tar.extractfile(m)
-            assert f is not None
-            return f.read()
-    except (KeyError, tarfile.TarError, OSError) as exc:
-        raise InvalidInput(f"{archive} is not a bundle archive with a {MANIFEST_NAME}: {exc}") from None
+    return manifest_bytes_of_archive(archive)
 
 
 def keys_present(directory: Optional[Path] = None) -> bool:

@@ -34,6 +34,17 @@ def stop_agent(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def bench_model(name: str) -> Path:
+    """`.bench/models/NAME.onnx`, made by scripts/make_models.py when missing (the benchmarks' shared models)."""
+    models = REPO / ".bench" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    model = models / f"{name}.onnx"
+    if not model.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(models), "--only", name],
+                       check=True, capture_output=True)
+    return model
+
+
 def median(values: Sequence[float]) -> float:
     s = sorted(values)
     n = len(s)
