@@ -101,4 +101,6 @@ class UnpackedBundles:
             raise DataLoss(f"the stored bundle {digest[:19]}... changed on this device's disk (its sha256 is now "
                            f"{got[:19]}...); it was removed from the store: upload it again (deploy push does it "
                            "once by itself)")
-        extract_archive(archive, dest)  # atomic: complete and verified, or absent
+        # atomic: complete and verified, or absent; files checked against the manifest here unless the trust check
+        # already did so for this very archive (its digest was checked just above)
+        extract_archive(archive, dest, verify_files=self.trust is None or not self.trust.verified(digest))

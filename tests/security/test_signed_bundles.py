@@ -216,9 +216,8 @@ def test_deploy_push_signs_with_the_hosts_keys_and_a_host_without_them_is_refuse
     signed = deploy("push", str(model), "--device", trusting_agent.address, "--backend", "onnxruntime", "--json",
                     env={**os.environ, "DEPLOY_KEYS_DIR": str(fleet)})
     assert parse_json(signed)["verify"]["max_rel_err"] < 1e-3
-    other = tiny_conv_net(tmp_path / "other.onnx", seed=22)
-    unsigned = deploy("push", str(other), "--device", trusting_agent.address, "--backend", "onnxruntime",
-                      env={**os.environ, "DEPLOY_KEYS_DIR": str(tmp_path / "no-keys")})
+    unsigned = deploy("upload", str(make_bundle(tmp_path, "from-elsewhere", seed=22)), "--device",
+                      trusting_agent.address, env={**os.environ, "DEPLOY_KEYS_DIR": str(tmp_path / "no-keys")})
     assert unsigned.returncode == 1
-    errors = [line for line in unsigned.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: PERMISSION_DENIED") and "unsigned" in errors[0]
+    assert unsigned.stderr.startswith("error: PERMISSION_DENIED") and unsigned.stderr.count("\n") == 1
+    assert "unsigned" in unsigned.stderr
