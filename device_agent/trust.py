@@ -106,6 +106,10 @@ class Trust:
         self.refusals: Counter = Counter()  # (what, reason) -> count, for /metrics
         self._lock = threading.Lock()
         self.versions: Dict[str, int] = {}
+        current = self.current.resolve() if self.current.exists() else None
+        for stale in state.glob("m-*"):  # copies of a verification cut off by a crash or a kill
+            if stale != current:
+                shutil.rmtree(stale, ignore_errors=True)
         try:
             with self._updating() as updater:  # checks the root (self-signed by its threshold) and adopts it
                 self._note_versions(updater)

@@ -114,7 +114,7 @@ def main() -> None:
         walls: dict = {"off": [], "on": []}
         phases: dict = {"off": {}, "on": {}}
         for i in range(a.runs):
-            for mode in ("off", "on"):
+            for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):  # alternated: no order effect
                 extra = ["--backend", "onnxruntime"]
                 if mode == "on":
                     extra += ["--trust-root", str(fleet / keys.TRUST_ROOT), "--require-signed"]
@@ -129,8 +129,8 @@ def main() -> None:
 
         # 3. a warm of N agents: the archive to N fresh agents at once
         warm: dict = {"off": [], "on": []}
-        for mode in ("off", "on"):
-            for i in range(max(1, a.runs // 2)):
+        for i in range(max(1, a.runs // 2)):
+            for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
                 extra = ["--trust-root", str(fleet / keys.TRUST_ROOT)] if mode == "on" else []
                 started = [start_agent(work / f"warm-{mode}-{i}-{n}" / "store", extra=extra)
                            for n in range(a.agents)]
