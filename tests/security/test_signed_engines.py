@@ -133,3 +133,41 @@ def test_an_engine_placed_in_the_cache_by_hand_is_never_loaded(fleet, pki, tmp_p
     assert (dst / RECORD).is_file() and json.loads((dst / RECORD).read_text())["signature"]
     refused = fleet["two"].service.trust.refusals[("engine", "unsealed_in_cache")]
     assert refused >= 1
+
+
+@pytest.mark.slow
+def test_fleet_warm_signs_the_bundle_and_copies_a_signed_engine_between_trusting_agents(agent_factory, pki, deploy,
+                                                                                        tmp_path):
+    """`deploy fleet warm` end to end: two agents with mutual TLS and the trust root, the host with the keys."""
+    import os
+
+    import tomli_w
+
+    from host.inventory import Device, TlsFiles
+
+    fleet = keys.init(tmp_path / "keys").path
+    agents, entries = {}, {}
+    for name in ("w-one", "w-two"):
+        pair = certs.issue_agent(pki.root, name, ["127.0.0.1"])
+        agents[name] = agent_factory(tls_cert=pair.cert, tls_key=pair.key, tls_ca=pki.ca,
+                                     trust_root=fleet / keys.TRUST_ROOT, require_signed=True, backend="onnxruntime")
+        entries[name] = {"address": agents[name].address, "profile": "x86-cpu",
+                         "tls": {"ca": str(pki.ca), "cert": str(pki.client.cert), "key": str(pki.client.key)}}
+    inventory = tmp_path / "deploy.toml"
+    inventory.write_text(tomli_w.dumps({"devices": entries}))
+    model = tmp_path / "convnet.onnx"
+    model.write_bytes(conv_net(seed=34))
+    proc = deploy("fleet", "warm", str(model), "--json", env={**os.environ, "DEPLOY_INVENTORY": str(inventory),
+                                                              "DEPLOY_KEYS_DIR": str(fleet)}, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    (cls,) = json.loads(proc.stdout)["classes"]
+    assert cls["built_on"] in entries and cls["copied_to"] == [n for n in entries if n != cls["built_on"]]
+    copied = cls["copied_to"][0]
+    device = Device(name=copied, address=agents[copied].address,
+                    tls=TlsFiles(ca=pki.ca, cert=pki.client.cert, key=pki.client.key))
+    with AgentClient(device) as c:
+        (entry,) = c.list_engines().engines
+        builder = json.loads(entry.builder_record)["builder"]
+    from cryptography import x509
+
+    assert cls["built_on"] in x509.load_pem_x509_certificate(builder.encode()).subject.rfc4514_string()
