@@ -34,6 +34,20 @@ def stop_agent(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def timed_push(model: Path, device: str, env: dict, extra: Sequence[str] = ()) -> tuple[float, dict]:
+    """(wall seconds, --json output) of `deploy push MODEL --device DEVICE --json EXTRA` run as a user would."""
+    import json
+
+    deploy = Path(sys.executable).parent / "deploy"
+    started = time.perf_counter()
+    proc = subprocess.run([str(deploy), "push", str(model), "--device", device, "--json", *extra],
+                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=3600)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"deploy push failed ({proc.returncode}): {proc.stderr.strip()[-1000:]}")
+    return wall, json.loads(proc.stdout)
+
+
 def bench_model(name: str) -> Path:
     """`.bench/models/NAME.onnx`, made by scripts/make_models.py when missing (the benchmarks' shared models)."""
     models = REPO / ".bench" / "models"

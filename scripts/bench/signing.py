@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _agent import bench_model, median, start_agent, stop_agent  # noqa: E402
+from _agent import bench_model, median, start_agent, stop_agent, timed_push  # noqa: E402
 
 DEPLOY = Path(sys.executable).parent / "deploy"
 FLOOR = 0.03
@@ -48,13 +47,7 @@ def _env(home: Path, keys_dir: Path) -> dict:
 
 
 def _push(model: Path, address: str, env: dict) -> tuple[float, dict]:
-    t = time.perf_counter()
-    proc = subprocess.run([str(DEPLOY), "push", str(model), "--device", address, "--backend", "onnxruntime",
-                           "--json"], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=3600)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"deploy push failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return wall, json.loads(proc.stdout)
+    return timed_push(model, address, env, ["--backend", "onnxruntime"])
 
 
 def main() -> None:
