@@ -10,7 +10,6 @@ stdlib + numpy only; Python >= 3.9.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -573,8 +572,12 @@ def _check_member(m: tarfile.TarInfo, seen: set) -> str:
 
 
 def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, os.PathLike], *,
-                    max_members: int = MAX_ARCHIVE_MEMBERS, max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
+                    max_members: int = MAX_ARCHIVE_MEMBERS, max_bytes: int = MAX_ARCHIVE_BYTES,
+                    verify_files: bool = True) -> Path:
     """Safely unpack a bundle archive; ``dest_dir`` appears complete and verified, or not at all.
+
+    ``verify_files=False`` skips hashing each file against the manifest, for an archive whose members were
+    already checked against it (device_agent/trust.py did, for this archive digest).
 
     If ``dest_dir`` already exists (another extraction of the same digest won), it is kept.
     """
@@ -635,7 +638,8 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
                 raise InvalidInput("bundle archive members conflict (a path is both a file and a directory); "
                                    "refused") from None
         bundle = Bundle.open(tmp)
-        bundle.verify()
+        if verify_files:
+            bundle.verify()
         try:
             os.rename(tmp, dest)
         except OSError:
@@ -681,6 +685,11 @@ def _disk_full(dest: Path, needed: int, written: int) -> ResourceExhausted:
 
 def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifest:
     """The manifest of an archive without unpacking it (for inspect and the store)."""
+    return Manifest.from_json(manifest_bytes_of_archive(archive_path))
+
+
+def manifest_bytes_of_archive(archive_path: Union[str, os.PathLike]) -> bytes:
+    """The exact bytes of an archive's manifest.json, unparsed (what signatures cover: device_agent/trust.py)."""
     try:
         with tarfile.open(archive_path, mode="r:") as tar:
             try:
@@ -694,4 +703,4 @@ def read_manifest_from_archive(archive_path: Union[str, os.PathLike]) -> Manifes
             data = f.read()
     except (tarfile.TarError, OSError) as e:
         raise InvalidInput(f"{archive_path} is not an uncompressed tar bundle archive: {e}") from None
-    return Manifest.from_json(io.BytesIO(data).getvalue())
+    return data

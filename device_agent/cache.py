@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from device_agent.errors import Aborted, DataLoss, InvalidInput, NotFound, PreconditionFailed, ResourceExhausted
+from device_agent.errors import (Aborted, DataLoss, InvalidInput, NotFound, PermissionDenied, PreconditionFailed,
+                                  ResourceExhausted)
 from device_agent.fileio import fsync_dir, is_disk_full, write_synced
 from device_agent.fileio import sha256_bytes as sha256_digest
 
@@ -88,6 +89,8 @@ class EngineCache:
         self.pinned: Callable[[], Set[str]] = set
         # key -> (inode, size, mtime_ns) of a plan whose digest this process has checked or written
         self._verified: Dict[str, Tuple[int, int, int]] = {}
+        #: device_agent/engine_seal.py, with a trust root: engines are signed as written, loaded only if sealed
+        self.seal: Optional[Any] = None
         self._clean_tmp()
 
     # ---------------------------------------------------------------- reading
@@ -146,6 +149,8 @@ class EngineCache:
             self._verified.pop(key, None)
             self.remove(key)
             return None
+        if self.seal is not None and not self.seal.accepts(entry.path, key, entry.digest, entry.size):
+            return None  # placed by hand or changed with its meta: never loaded (a Build writes it anew)
         stamp = self._stamp(entry)
         if stamp is not None:
             self._verified[key] = stamp
@@ -175,7 +180,7 @@ class EngineCache:
                                                       (len(plan), sha256_digest(plan)))[1], len(plan))
 
     def _commit(self, key: str, parts: Mapping[str, Any], write_plan: Callable[[Path], Tuple[int, str]],
-                size_hint: int = 0) -> CacheEntry:
+                size_hint: int = 0, record: Optional[bytes] = None) -> CacheEntry:
         """`write_plan(tmp_dir)` writes and fsyncs `tmp_dir/plan`, returning (size, digest); the rest is atomic.
 
         Order of a commit (checked by tests/device_agent/test_commit_order.py): plan and meta.json fsynced, the
@@ -189,6 +194,10 @@ class EngineCache:
             meta = {"schema": SCHEMA, "key": key, "parts": dict(parts), "size": size, "digest": digest,
                     "created": time.time()}
             write_synced(tmp / "meta.json", canonical_json(meta))
+            if self.seal is not None:  # the builder's record (engine_seal.py): ours, or the sender's, checked
+                from .engine_seal import RECORD
+
+                write_synced(tmp / RECORD, record if record is not None else self.seal.record(key, digest, size))
             fsync_dir(tmp)
             with self._mutex:
                 final = self.entries_dir / key
@@ -234,13 +243,19 @@ class EngineCache:
         return self.put_external_stream(key, parts, [plan] if plan else [], len(plan), digest, expected)
 
     def put_external_stream(self, key: str, parts: Mapping[str, Any], chunks: Iterable[bytes], size: int,
-                            digest: str, expected: Mapping[str, Any]) -> Tuple[CacheEntry, bool]:
+                            digest: str, expected: Mapping[str, Any],
+                            record: Optional[bytes] = None) -> Tuple[CacheEntry, bool]:
         """Import a streamed plan: written to disk and hashed as it arrives, never held whole in memory.
 
         Wrong size or digest is DATA_LOSS and leaves nothing. When a sound entry is already present the stream is
-        still checked, but not written.
+        still checked, but not written. With a seal, `record` is the builder's (checked by the caller); none is
+        PERMISSION_DENIED, so an engine from elsewhere is never sealed as this agent's own.
         """
         self.check_external(key, parts, expected)
+        if self.seal is not None and not record:
+            self.seal.refusals[("engine", "unsigned")] += 1
+            raise PermissionDenied(f"engine {key[:16]}... comes without its builder's signature; this agent takes "
+                                   "only engines signed by the fleet agent that built them")
         existing = self.read(key)
 
         def receive(f: Optional[BinaryIO]) -> str:
@@ -272,7 +287,7 @@ class EngineCache:
                 os.fsync(f.fileno())
             return size, actual
 
-        return self._commit(key, parts, write_plan, size), False
+        return self._commit(key, parts, write_plan, size, record), False
 
     def remove(self, key: str) -> int:
         if not _is_key(key):

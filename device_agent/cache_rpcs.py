@@ -31,6 +31,10 @@ def entry_pb(e: CacheEntry) -> agent_pb2.EngineEntry:
         pb.attributes["calibration"] = str(e.parts["calibration"])
     pb.attributes["profiles"] = json.dumps(e.parts.get("profiles", []), sort_keys=True)
     pb.attributes["parts"] = canonical_json(e.parts).decode()
+    from .engine_seal import RECORD
+
+    if (e.path / RECORD).is_file():  # the builder's signature travels with the engine (engine_seal.py)
+        pb.builder_record = (e.path / RECORD).read_bytes()
     return pb
 
 
@@ -74,6 +78,9 @@ class CacheRPCs:
         e = first.entry
         incoming = check_incoming(e.key, e.attributes.get("parts", ""), e.size, e.digest, self.cache,
                                   self.device_parts, PUT_SOURCE)
+        record = bytes(e.builder_record)
+        if self.cache.seal is not None:  # with a trust root: signed by a fleet agent, before a byte is read
+            self.cache.seal.check_foreign(record, incoming.key, incoming.digest, incoming.size)
 
         def chunks() -> Iterator[bytes]:
             for msg in request_iterator:
@@ -82,7 +89,8 @@ class CacheRPCs:
                 yield msg.chunk
 
         entry, present = self.cache.put_external_stream(incoming.key, incoming.parts, chunks(), incoming.size,
-                                                        incoming.digest, incoming.expected)
+                                                        incoming.digest, incoming.expected,
+                                                        record if self.cache.seal is not None else None)
         return agent_pb2.PutEngineReply(key=entry.key, already_present=present,
                                         bytes_received=0 if present else e.size)
 

@@ -63,6 +63,8 @@ class AgentSettings:
     keep_versions: int = 3  # model versions kept (with their bundles and engines) per name (device_agent/models.py)
     health_cmd: str = ""  # run after each activation; a failure or a hang rolls back (Mender's commit script)
     health_timeout_s: float = 30.0
+    trust_root: Optional[Path] = None  # the fleet's TUF root.json: bundles must be signed (device_agent/trust.py)
+    require_signed: bool = False  # refuse to start without a trust root
     # setting name -> where its value came from: "flag", "DEPLOY_AGENT_<NAME>", "TVM_TENSORRT_<NAME>", "default"
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -81,7 +83,7 @@ class AgentSettings:
             self.cache_dir = self.store.parent / "engines"
         self.cache_dir = Path(self.cache_dir).expanduser()
         for name in ("tls_cert", "tls_key", "tls_ca", "token_file", "registry_token_file", "registry_password_file",
-                     "registry_ca"):
+                     "registry_ca", "trust_root"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())
@@ -137,6 +139,10 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "health_cmd": ("shell command run after each activation (DEPLOY_MODEL_NAME, DEPLOY_MODEL_VERSION set); a "
                    "non-zero exit or a hang past --health-timeout-s rolls the activation back", str),
     "health_timeout_s": ("seconds --health-cmd may take before it counts as failed", float),
+    "trust_root": ("the fleet's TUF trust root (trust_root.json from `deploy keys ls`): bundles and engines must "
+                   "be signed by the fleet's keys, verified before anything parses them; needs the tuf library "
+                   "(the [trust] extra)", Path),
+    "require_signed": ("refuse to start without --trust-root", bool),
 }
 
 

@@ -80,6 +80,12 @@ class Unauthenticated(DeployError):
     code = _Status("UNAUTHENTICATED")
 
 
+class PermissionDenied(DeployError):
+    """The caller is known, but what it sent is not vouched for (an unsigned or badly signed bundle or engine)."""
+
+    code = _Status("PERMISSION_DENIED")
+
+
 class Cancelled(DeployError):
     code = _Status("CANCELLED")
 

@@ -219,6 +219,13 @@ class _ScrapeCollector:
                                     value=cache.max_bytes)
             yield CounterMetricFamily("deploy_agent_engine_cache_evictions", "Engines removed to keep the cache "
                                       "within --cache-max-bytes", value=getattr(cache, "evictions", 0))
+        trust = getattr(svc, "trust", None)
+        if trust is not None:  # device_agent/trust.py: what the fleet's signatures did not vouch for
+            refused = CounterMetricFamily("deploy_agent_trust_refusals", "Bundles and engines refused by signature "
+                                          "verification, by what (bundle, engine) and reason", labels=["what", "reason"])
+            for (what, reason), count in sorted(trust.refusals.items()):
+                refused.add_metric([what, reason], count)
+            yield refused
         yield InfoMetricFamily("deploy_agent_device", "What the agent reports about its device (GetInfo)",
                                value=device_labels(svc))
         models = getattr(svc, "models", None)

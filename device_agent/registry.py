@@ -32,6 +32,7 @@ ENGINE_LAYER = "application/vnd.jetson-deploy.engine.v1"
 TIMING_CACHE_LAYER = "application/vnd.jetson-deploy.timing-cache.v1"  # absent when the builder has none
 ANN_KEY = "org.jetson-deploy.engine.key"
 ANN_PARTS = "org.jetson-deploy.engine.parts"
+ANN_BUILDER = "org.jetson-deploy.engine.builder"  # the building agent's signed record (device_agent/engine_seal.py)
 ANN_BUNDLE = "org.jetson-deploy.bundle.digest"
 ANN_CLASS = "org.jetson-deploy.device-class"
 CLASS_ARTIFACT = "application/vnd.jetson-deploy.class.v1"  # what a class should hold now (tag class_tag(class))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from .incoming_engine import EngineSource, IncomingEngine, check_incoming
-from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
+from .registry import (ANN_BUILDER, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
                        TIMING_CACHE_LAYER, Credentials, RegistryClient, RegistryRef, check_digest)
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,31 @@ class Puller:
 
     def _bundle(self, digest: str, res: PullResult) -> None:
         res.bundle_digest = digest
+        trust = getattr(getattr(self.engines, "unpacked", None), "trust", None)  # device_agent/trust.py
         state = self.store.query(digest)
-        if state.complete:
+        if state.complete and (trust is None or trust.verified(digest)):
             res.bundle_present = True
             return
-        size = self._blob_size(digest)
+        size, subject = self._blob_size(digest)
+        verify = None
+        if trust is not None:  # the signature artifact referring to the bundle's, verified before it is stored
+            from .registry_trust import signing_metadata
+
+            wire = signing_metadata(self.client, subject)
+            verify = lambda path: trust.verify_bundle(digest, path, wire)  # noqa: E731
+            if not wire:  # unsigned: refused before a byte of the bundle is fetched
+                trust.verify_bundle(digest, Path(), wire)
+            if state.complete:  # stored before, unverified: verified now, in place
+                verify(self.store.path_of(digest))
+                res.bundle_present = True
+                return
         attempts = self.client.retry.attempts
         for attempt in range(1, attempts + 1):
             offset = self.store.query(digest).committed_offset
             try:
                 start, chunks = self.client.retried(f"GET blob {digest}", lambda: self.client.blob_chunks(
                     digest, offset))
-                got = self.store.receive(digest, size, start, chunks)
+                got = self.store.receive(digest, size, start, chunks, verify)
                 res.bytes_pulled += got.bytes_received
                 return
             except (OSError, http.client.HTTPException, Unavailable) as exc:  # connection lost mid-blob: resume from what was committed
@@ -90,14 +104,15 @@ class Puller:
                 res.retries += 1
                 _sleep(attempt)
 
-    def _blob_size(self, digest: str) -> int:
-        """The bundle's size from its artifact manifest (`bundle-<hex>`), which names it as its one layer."""
+    def _blob_size(self, digest: str) -> Tuple[int, str]:
+        """The bundle's size from its artifact manifest (`bundle-<hex>`), which names it as its one layer, and that
+        manifest's digest (what signatures refer to)."""
         from .registry import bundle_tag
 
-        doc, _ = self.client.manifest(bundle_tag(digest))
+        doc, manifest_digest = self.client.manifest(bundle_tag(digest))
         for layer in doc.get("layers", []):
             if layer.get("mediaType") == BUNDLE_LAYER and layer.get("digest") == digest:
-                return int(layer.get("size", 0))
+                return int(layer.get("size", 0)), manifest_digest
         raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} layer")
 
     def _engines(self, reference: str, res: PullResult) -> None:
@@ -107,19 +122,24 @@ class Puller:
             raise InvalidInput(f"artifact {reference} holds no {ENGINE_LAYER} layer")
         cache = self.engines.cache
         checked: List[IncomingEngine] = []
+        records: Dict[str, bytes] = {}
         for layer in layers:  # every check before any byte is fetched
             ann = layer.get("annotations") or {}
             digest = check_digest(str(layer.get("digest", "")))
             checked.append(check_incoming(str(ann.get(ANN_KEY, "")), str(ann.get(ANN_PARTS, "")),
                                           int(layer.get("size", 0)), digest, cache, self.engines.device_parts,
                                           EngineSource(f"engine layer {digest}", ANN_PARTS)))
+            if cache.seal is not None:  # with a trust root: its builder's signature (device_agent/engine_seal.py)
+                e = checked[-1]
+                records[e.key] = str(ann.get(ANN_BUILDER, "")).encode()
+                cache.seal.check_foreign(records[e.key], e.key, e.digest, e.size)
         timing = self._timing_checked(doc, res)  # its class too, before any byte
         for engine in checked:
             res.engine_keys.append(engine.key)
             if cache.read(engine.key) is not None:
                 res.engines_present += 1
                 continue
-            self._engine(engine, res)
+            self._engine(engine, res, records.get(engine.key))
         if timing is not None:
             self._timing(*timing, res)
 
@@ -167,10 +187,10 @@ class Puller:
             res.bytes_pulled += size
         res.timing_cache_digest = digest
 
-    def _engine(self, e: IncomingEngine, res: PullResult) -> None:
+    def _engine(self, e: IncomingEngine, res: PullResult, record: Optional[bytes] = None) -> None:
         self._fetch_whole(f"engine {e.key[:16]}...", e.digest,
                           lambda chunks: self.engines.cache.put_external_stream(e.key, e.parts, chunks, e.size,
-                                                                                e.digest, e.expected), res)
+                                                                                e.digest, e.expected, record), res)
         res.engines_pulled += 1
         res.bytes_pulled += e.size
 

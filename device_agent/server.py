@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent import futures
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import grpc
@@ -48,9 +49,17 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         self.settings = settings
         self.activity = Activity()
         self.store = Store(settings.store, settings.max_upload_bytes, 4 * settings.chunk_bytes)
+        from .trust import load as load_trust
+
+        self.trust = load_trust(settings)  # None: signing off (device_agent/trust.py)
         self.facts: DeviceFacts = probe_device()
         self.engines_missing = ""  # why there is no engine service, when there is none
         self.engines = self._engine_service()
+        if self.engines is not None and self.trust is not None:
+            from .engine_seal import EngineSeal
+
+            self.engines.unpacked.trust = self.trust  # a stored bundle is unpacked only once verified
+            self.engines.cache.seal = EngineSeal.from_settings(settings, self.trust.state, self.trust.refusals)
         self.models: Optional[Any] = None  # device_agent/model_service.py: names, versions, the active one
         if self.engines is not None:
             from .model_service import ModelService
@@ -93,6 +102,11 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
             reply.gpus.add(name=gpu.name, compute_capability=gpu.compute_capability, memory_bytes=gpu.memory_bytes)
         if self.engines is not None:
             self.engines.describe(reply)
+        if self.trust is not None:
+            v = self.trust.describe()
+            reply.signing.CopyFrom(agent_pb2.SigningInfo(enabled=True, root_version=v.get("root", 0),
+                                                         targets_version=v.get("targets", 0),
+                                                         timestamp_version=v.get("timestamp", 0)))
         return reply
 
     # ---------------------------------------------------------------- store
@@ -103,6 +117,12 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         if first is None or first.WhichOneof("msg") != "header":
             raise InvalidInput("an upload must start with a header message carrying digest and size")
         header = first.header
+        verify = None
+        if self.trust is not None:
+            trust, wire = self.trust, bytes(header.trust_metadata)
+            if not wire:  # refused before any payload is read
+                trust.verify_bundle(header.digest, Path(), wire)
+            verify = lambda path: trust.verify_bundle(header.digest, path, wire)  # noqa: E731
 
         def chunks() -> Iterator[bytes]:
             for msg in request_iterator:
@@ -110,7 +130,9 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
                     raise InvalidInput("only chunk messages may follow the upload header")
                 yield msg.chunk
 
-        result = self.store.receive(header.digest, header.size, header.offset, chunks())
+        result = self.store.receive(header.digest, header.size, header.offset, chunks(), verify)
+        if verify is not None and result.already_present:  # newer metadata (a rotated root), or stored unverified
+            verify(self.store.path_of(result.digest))
         limit = int(self.settings.store_max_bytes)
         if limit > 0 and not result.already_present:
             pruned = self._store_usage().bound(limit, keep=result.digest)

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 from .errors import Aborted, DataLoss, InvalidInput, PreconditionFailed, ResourceExhausted, Unavailable
 from .fileio import is_disk_full, publish
@@ -212,11 +212,13 @@ class Store:
         for p in sorted(self.blobs.iterdir()):
             yield "sha256:" + p.name, p.stat().st_size
 
-    def receive(self, digest: str, size: int, offset: int, chunks: Iterable[bytes]) -> UploadResult:
+    def receive(self, digest: str, size: int, offset: int, chunks: Iterable[bytes],
+                verify: Optional[Callable[[Path], None]] = None) -> UploadResult:
         """Append `chunks` at `offset` of the artifact's partial file, verify when complete, publish atomically.
 
         Concurrent calls for one digest run one after another; a later one finds the artifact present and
-        consumes no payload.
+        consumes no payload. `verify` (the agent's signature check, device_agent/trust.py) sees the complete,
+        digest-checked file before it is published; if it raises, the file is removed and nothing is stored.
         """
         hex_digest = parse_digest(digest)
         if size <= 0:
@@ -229,12 +231,12 @@ class Store:
             raise InvalidInput(f"upload offset {offset} is outside the artifact's size {size}")
         lock = self._acquire(hex_digest, digest)
         try:
-            return self._receive(digest, hex_digest, size, offset, chunks)
+            return self._receive(digest, hex_digest, size, offset, chunks, verify)
         finally:
             lock.release()
 
     def _receive(self, digest: str, hex_digest: str, size: int, offset: int,
-                 chunks: Iterable[bytes]) -> UploadResult:
+                 chunks: Iterable[bytes], verify: Optional[Callable[[Path], None]] = None) -> UploadResult:
         blob = self.blobs / hex_digest
         if blob.is_file():
             return UploadResult(digest, blob.stat().st_size, 0, True)
@@ -271,6 +273,12 @@ class Store:
             part.unlink(missing_ok=True)
             raise DataLoss(f"received bytes hash to {actual}, not the declared {digest}; nothing was stored, "
                            "upload again")
+        if verify is not None:
+            try:
+                verify(part)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
         publish(part, blob)  # data fsynced by _append, then rename, then both directories fsynced
         return UploadResult(digest, size, received, False)
 

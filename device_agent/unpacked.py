@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Optional
 
 from .bundle import MANIFEST_NAME, Bundle, Segment, extract_archive
 from .errors import DataLoss, DeployError, NotFound
@@ -34,6 +34,7 @@ class UnpackedBundles:
         self._open: Dict[str, Bundle] = {}
         self._touched: Dict[str, float] = {}  # digest -> monotonic time of its last touch
         self._lock = threading.Lock()
+        self.trust: Optional[Any] = None  # device_agent/trust.py: with a trust root, only verified bundles open
 
     def get(self, digest: str) -> Bundle:
         with self._lock:
@@ -44,6 +45,8 @@ class UnpackedBundles:
         path = self.store.path_of(digest)
         if path is None:
             raise NotFound(f"bundle {digest} is not on this agent; upload it first (deploy push)")
+        if self.trust is not None:
+            self.trust.require(digest)
         self._touch(digest)
         dest = self.root / digest.split(":", 1)[-1]
         if (dest / MANIFEST_NAME).is_file() and not self._still_sound(dest):
@@ -98,4 +101,6 @@ class UnpackedBundles:
             raise DataLoss(f"the stored bundle {digest[:19]}... changed on this device's disk (its sha256 is now "
                            f"{got[:19]}...); it was removed from the store: upload it again (deploy push does it "
                            "once by itself)")
-        extract_archive(archive, dest)  # atomic: complete and verified, or absent
+        # atomic: complete and verified, or absent; files checked against the manifest here unless the trust check
+        # already did so for this very archive (its digest was checked just above)
+        extract_archive(archive, dest, verify_files=self.trust is None or not self.trust.verified(digest))

@@ -34,7 +34,7 @@ class GpuInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., compute_capability: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("hostname", "os", "arch", "cpu_count", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "python_version", "agent_version", "jetson_model", "l4t_release", "gpus", "cuda_version", "trt_version", "trt_module", "backends", "tvm_runtime", "default_backend", "store_dir", "max_upload_bytes", "profile", "settings")
+    __slots__ = ("hostname", "os", "arch", "cpu_count", "memory_total_bytes", "memory_available_bytes", "store_free_bytes", "python_version", "agent_version", "jetson_model", "l4t_release", "gpus", "cuda_version", "trt_version", "trt_module", "backends", "tvm_runtime", "default_backend", "store_dir", "max_upload_bytes", "profile", "settings", "signing")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class DeviceInfo(_message.Message):
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     os: str
     arch: str
@@ -79,7 +80,20 @@ class DeviceInfo(_message.Message):
     max_upload_bytes: int
     profile: str
     settings: AgentSettingsInfo
-    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., python_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., jetson_model: _Optional[str] = ..., l4t_release: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., cuda_version: _Optional[str] = ..., trt_version: _Optional[str] = ..., trt_module: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., tvm_runtime: _Optional[bool] = ..., default_backend: _Optional[str] = ..., store_dir: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., profile: _Optional[str] = ..., settings: _Optional[_Union[AgentSettingsInfo, _Mapping]] = ...) -> None: ...
+    signing: SigningInfo
+    def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., store_free_bytes: _Optional[int] = ..., python_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., jetson_model: _Optional[str] = ..., l4t_release: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., cuda_version: _Optional[str] = ..., trt_version: _Optional[str] = ..., trt_module: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., tvm_runtime: _Optional[bool] = ..., default_backend: _Optional[str] = ..., store_dir: _Optional[str] = ..., max_upload_bytes: _Optional[int] = ..., profile: _Optional[str] = ..., settings: _Optional[_Union[AgentSettingsInfo, _Mapping]] = ..., signing: _Optional[_Union[SigningInfo, _Mapping]] = ...) -> None: ...
+
+class SigningInfo(_message.Message):
+    __slots__ = ("enabled", "root_version", "targets_version", "timestamp_version")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ROOT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    root_version: int
+    targets_version: int
+    timestamp_version: int
+    def __init__(self, enabled: _Optional[bool] = ..., root_version: _Optional[int] = ..., targets_version: _Optional[int] = ..., timestamp_version: _Optional[int] = ...) -> None: ...
 
 class AgentSettingsInfo(_message.Message):
     __slots__ = ("fp16", "cache_dir", "max_workspace_bytes", "multi_engine_mode", "sources")
@@ -111,16 +125,18 @@ class UploadRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("digest", "size", "offset", "kind")
+    __slots__ = ("digest", "size", "offset", "kind", "trust_metadata")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    TRUST_METADATA_FIELD_NUMBER: _ClassVar[int]
     digest: str
     size: int
     offset: int
     kind: str
-    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+    trust_metadata: bytes
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., kind: _Optional[str] = ..., trust_metadata: _Optional[bytes] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ("digest", "size", "bytes_received", "already_present")
@@ -412,7 +428,7 @@ class BenchmarkEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[BenchmarkProgress, _Mapping]] = ..., result: _Optional[_Union[BenchmarkResult, _Mapping]] = ...) -> None: ...
 
 class EngineEntry(_message.Message):
-    __slots__ = ("key", "segment_digest", "backend", "backend_version", "size", "digest", "created", "last_used", "device_class", "attributes")
+    __slots__ = ("key", "segment_digest", "backend", "backend_version", "size", "digest", "created", "last_used", "device_class", "attributes", "builder_record")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -430,6 +446,7 @@ class EngineEntry(_message.Message):
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    BUILDER_RECORD_FIELD_NUMBER: _ClassVar[int]
     key: str
     segment_digest: str
     backend: str
@@ -440,7 +457,8 @@ class EngineEntry(_message.Message):
     last_used: float
     device_class: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, key: _Optional[str] = ..., segment_digest: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., created: _Optional[float] = ..., last_used: _Optional[float] = ..., device_class: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    builder_record: bytes
+    def __init__(self, key: _Optional[str] = ..., segment_digest: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., created: _Optional[float] = ..., last_used: _Optional[float] = ..., device_class: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., builder_record: _Optional[bytes] = ...) -> None: ...
 
 class ListEnginesRequest(_message.Message):
     __slots__ = ("segment_digest",)

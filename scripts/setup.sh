@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip uv >/dev/null
-.venv/bin/uv pip install -q --python .venv/bin/python -e ".[host,agent,dev,jetson-cross,report,docs]"
+.venv/bin/uv pip install -q --python .venv/bin/python -e ".[host,agent,trust,dev,jetson-cross,report,docs]"
 # tritonclient (tests of the agent's Open Inference Protocol endpoint, tests/device_agent/test_oip.py) declares
 # protobuf<7, which grpcio-health-checking's generated code (protobuf 7 gencode) cannot run under; its gRPC client
 # itself runs on protobuf 7, so it goes in without its declared dependencies (the ones it uses are ours too).

@@ -52,6 +52,9 @@ def install(
     profile: Annotated[str, typer.Option("--profile", help="Device profile the agent reports.")] = "",
     pki: PkiOpt = None,
     inventory: InventoryOpt = None,
+    trust_root: Annotated[Optional[Path], typer.Option(
+        "--trust-root", help="The fleet's trust root for the agent (default: this host's, when `deploy keys "
+                             "init` made one); the agent then runs only signed bundles.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Install (or update) the agent on a device over SSH and add it to the inventory; a repeat changes nothing."""
@@ -66,7 +69,7 @@ def install(
                          token_dir=token_dir, identity=identity, accept_new_host_key=accept_new_host_key,
                          python=python, as_service=as_service, port=port, listen_host=listen_host,
                          address_host=address_host, auth=auth, wheels_dir=wheels, agent_wheel=agent_wheel,
-                         remote_dir=remote_dir, inventory_path=inventory, profile=profile)
+                         remote_dir=remote_dir, inventory_path=inventory, profile=profile, trust_root=trust_root)
     report = do_install(req, say=out.status)
     data = {"device": report.device, "address": report.address, "remote_dir": report.remote_dir,
             "manager": report.manager, "changed": report.changed, "inventory": report.inventory}

@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fleet": ("host.cli.fleet", "The fleet: devices grouped by class, engine caches warmed once per class, "
               "versions rolled out wave by wave."),
     "certs": ("host.cli.certs", "Make the fleet CA and TLS certificates (mutual TLS between host and agents)."),
+    "keys": ("host.cli.keys", "The fleet's signing keys: bundles are signed with them, agents with the trust root "
+                              "verify them."),
 }
 _EXTRA = {"host.cli.agent": ("host.cli.agent_install",)}  # modules that add commands to another's group
 

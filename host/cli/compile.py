@@ -65,6 +65,10 @@ def compile_cmd(
     out.status(f"compiling {model} for {opts.profile_name} ...")
     result = compile_model(model, output, opts)
     data = result.to_json()
+    from host.security.signing import metadata_for
+
+    # with the host's keys (deploy keys init): the manifest is signed now, so the pushes that send it reuse that
+    data["signed"] = metadata_for(Path(result.archive)) is not None
 
     def render(console) -> None:
         from host.compiler.inspect import describe, render_lines
@@ -80,7 +84,8 @@ def compile_cmd(
                           f"{acc['max_rel_err']:.3g}, min cosine {acc['min_cosine']:.5f}", markup=False)
             if int8.get("warning"):
                 console.print(f"warning: {int8['warning']}", markup=False)
-        console.print(f"bundle {result.bundle_dir}  archive {result.archive}  ({data['seconds']:.1f} s)", markup=False)
+        console.print(f"bundle {result.bundle_dir}  archive {result.archive}  ({data['seconds']:.1f} s)"
+                      + ("; manifest signed with the fleet's keys" if data["signed"] else ""), markup=False)
 
     out.result(data, render)
 

@@ -41,7 +41,17 @@ def info_dict(address: str, info: agent_pb2.DeviceInfo) -> dict[str, Any]:
         "backends": [{"name": b.name, "available": b.available, "version": b.version, "detail": b.detail}
                      for b in info.backends],
         "settings": settings_dict(info),
+        "signing": signing_dict(info),
     }
+
+
+def signing_dict(info: agent_pb2.DeviceInfo) -> dict[str, Any]:
+    """`signing`: "on" with the TUF metadata versions the agent trusts (device_agent/trust.py), or "off"."""
+    s = info.signing
+    if not s.enabled:
+        return {"state": "off"}
+    return {"state": "on", "root_version": s.root_version, "targets_version": s.targets_version,
+            "timestamp_version": s.timestamp_version}
 
 
 SETTINGS = ("fp16", "cache_dir", "max_workspace_bytes", "multi_engine_mode")
@@ -70,6 +80,9 @@ def render_info(data: dict[str, Any], console: Console) -> None:
     for b in data["backends"]:
         state = f"{b['version']}" if b["available"] else f"unavailable: {b['detail']}"
         table.add_row(f"backend {b['name']}", state)
+    sig = data["signing"]
+    table.add_row("signing", "off" if sig["state"] == "off" else
+                  f"on (root v{sig['root_version']}, targets v{sig['targets_version']})")
     for name, setting in data["settings"].items():
         if setting["source"] is not None:
             table.add_row(name, f"{setting['value']} ({setting['source']})")

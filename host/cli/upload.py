@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +11,19 @@ from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import DeviceOpt, JsonOpt, RetryForOpt, retry_lines
 from .output import Output
+
+
+def _signed(file: Path) -> Optional[bytes]:
+    """The fleet's signing metadata when FILE is a bundle archive and this host has keys, else None."""
+    from device_agent.errors import InvalidInput
+    from host.security.signing import keys_present, metadata_for
+
+    if not keys_present() or not file.is_file():
+        return None
+    try:
+        return metadata_for(file)
+    except InvalidInput:  # not a bundle archive: sent as it is
+        return None
 
 
 def upload(
@@ -25,7 +38,7 @@ def upload(
     with connect(device, retry_for=retry_for, on_retry=retry_lines(out)) as client:
         size = file.stat().st_size if file.is_file() else 0
         with out.transfer(f"upload {file.name}", size) as progress:
-            summary = client.upload(file, progress=progress)
+            summary = client.upload(file, progress=progress, trust=_signed(file))
     data = {"device": device, "address": client.address, "digest": summary.digest, "size": summary.size,
             "bytes_sent": summary.bytes_sent, "seconds": round(summary.seconds, 4),
             "already_present": summary.already_present, "resumed_from": summary.resumed_from,

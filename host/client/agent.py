@@ -128,8 +128,12 @@ class AgentClient:
                              timeout=UNARY_TIMEOUT_S)
 
     def upload(self, path: Path, *, digest: Optional[str] = None, chunk_bytes: int = CHUNK_BYTES,
-               progress: Optional[ProgressFn] = None, kind: str = "blob") -> UploadSummary:
+               progress: Optional[ProgressFn] = None, kind: str = "blob",
+               trust: Optional[bytes] = None) -> UploadSummary:
         """Send a file, resuming from what the agent committed and skipping it when the agent has it.
+
+        `trust`: the fleet's signing metadata for a bundle (host/security/signing.py), sent in every header; a
+        bundle the agent has already gets a header-only call, so an agent with a trust root records it verified.
 
         A cut-off upload (agent restarted, link down) asks `QueryUpload` again and resumes at the committed
         offset, within the retry window, which starts again whenever an attempt moved the offset forward.
@@ -149,6 +153,9 @@ class AgentClient:
         restarted = False
         while True:
             state = self.query_upload(digest)
+            if state.complete and trust:
+                self._call(self.stub.Upload, iter([self._header(digest, size, size, kind, trust)]),
+                           timeout=upload_timeout(0))
             if state.complete:
                 if progress:
                     progress(size, size)
@@ -163,7 +170,7 @@ class AgentClient:
             last_offset = offset
             try:
                 reply = self._call(self.stub.Upload, self._messages(path, digest, size, offset, kind, chunk_bytes,
-                                                                   progress, sent),
+                                                                   progress, sent, trust),
                                    timeout=upload_timeout(size - offset))
             except AgentError as err:
                 if err.code == grpc.StatusCode.DATA_LOSS and offset > 0 and not restarted:
@@ -181,10 +188,15 @@ class AgentClient:
                                  reply.already_present, first_offset, attempts.total_retries)
 
     @staticmethod
-    def _messages(path: Path, digest: str, size: int, offset: int, kind: str, chunk_bytes: int,
-                  progress: Optional[ProgressFn], sent: list[int]) -> Iterator[agent_pb2.UploadRequest]:
-        yield agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=offset,
-                                                                    kind=kind))
+    def _header(digest: str, size: int, offset: int, kind: str, trust: Optional[bytes]) -> agent_pb2.UploadRequest:
+        return agent_pb2.UploadRequest(header=agent_pb2.UploadHeader(digest=digest, size=size, offset=offset,
+                                                                    kind=kind, trust_metadata=trust or b""))
+
+    @classmethod
+    def _messages(cls, path: Path, digest: str, size: int, offset: int, kind: str, chunk_bytes: int,
+                  progress: Optional[ProgressFn], sent: list[int],
+                  trust: Optional[bytes] = None) -> Iterator[agent_pb2.UploadRequest]:
+        yield cls._header(digest, size, offset, kind, trust)
         position = offset
         with open(path, "rb") as f:
             f.seek(offset)

@@ -538,7 +538,10 @@ class Warmer:
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
         """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
-        self._count(self._client(m.device).upload(bundle.path, digest=bundle.digest, kind="bundle").bytes_sent)
+        from host.security.signing import metadata_for
+
+        self._count(self._client(m.device).upload(bundle.path, digest=bundle.digest, kind="bundle",
+                                                  trust=metadata_for(bundle.path)).bytes_sent)
 
     def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
                  timing: Optional[TimingCopy] = None) -> None:

@@ -73,6 +73,7 @@ class InstallRequest:
     inventory_path: Optional[Path] = None
     profile: str = ""
     health_timeout_s: float = 60.0
+    trust_root: Optional[Path] = None    # the fleet's TUF root (deploy keys): the agent verifies bundles with it
 
     @property
     def address(self) -> str:
@@ -159,6 +160,27 @@ def _credentials(req: InstallRequest) -> tuple:
     raise InvalidInput(f"unknown --auth {req.auth!r}: use tls or token")
 
 
+#: What an agent with a trust root needs beyond its base dependencies (the agent's [trust] extra).
+TRUST_REQUIREMENTS = ["tuf>=6", "securesystemslib[crypto]>=1.0", "cryptography>=42"]
+
+
+def trust_files(req: InstallRequest) -> dict:
+    """The trust root for the device (`etc/trust_root.json`) when there is one: `req.trust_root`, else the host's
+    own keys' (`deploy keys init`); empty when this host signs nothing (the agent then runs with signing off)."""
+    from host.security.keys import KeyDir, default_dir
+
+    path = req.trust_root
+    if path is None:
+        kd = KeyDir(default_dir())
+        path = kd.trust_root if kd.exists() else None
+    if path is None:
+        return {}
+    try:
+        return {"trust_root.json": Path(path).read_bytes()}
+    except OSError as exc:
+        raise InvalidInput(f"--trust-root {path}: {exc.strerror or exc}") from None
+
+
 def _env_file(req: InstallRequest, base: str, files: dict) -> bytes:
     settings = {"LISTEN": f"{req.listen_host}:{req.port}", "STORE": f"{base}/store", "CACHE_DIR": f"{base}/engines",
                 "PROFILE": req.profile}
@@ -166,6 +188,8 @@ def _env_file(req: InstallRequest, base: str, files: dict) -> bytes:
         settings.update(TLS_CERT=f"{base}/etc/agent.pem", TLS_KEY=f"{base}/etc/agent.key", TLS_CA=f"{base}/etc/ca.pem")
     if "token" in files:
         settings["TOKEN_FILE"] = f"{base}/etc/token"
+    if "trust_root.json" in files:
+        settings.update(TRUST_ROOT=f"{base}/etc/trust_root.json", REQUIRE_SIGNED="1")
     lines = [f"DEPLOY_AGENT_{k}={shlex.quote(v)}" for k, v in settings.items() if v]
     return ("# written by `deploy agent install`; edit and restart the agent to change settings\n"
             + "\n".join(lines) + "\n").encode()
@@ -187,7 +211,7 @@ def _packages_ok(remote: Remote, base: str, state: dict, digest: str) -> bool:
 
 def _install_packages(remote: Remote, req: InstallRequest, base: str, py: wheels.RemotePython,
                       agent_wheel: Path, say: Say) -> None:
-    requirements = wheels.wheel_requirements(agent_wheel)
+    requirements = wheels.wheel_requirements(agent_wheel) + (TRUST_REQUIREMENTS if trust_files(req) else [])
     with tempfile.TemporaryDirectory(prefix="deploy-deps-") as tmp:
         if req.wheels_dir is not None:
             deps = wheels.select_wheels(req.wheels_dir, requirements)
@@ -250,8 +274,9 @@ def install(req: InstallRequest, say: Say = lambda _m: None) -> InstallReport:
     changed: list = []
     with tempfile.TemporaryDirectory(prefix="deploy-install-") as tmp:
         agent_wheel = req.agent_wheel or wheels.build_agent_wheel(Path(tmp))
-        digest = wheels.wheel_content_digest(agent_wheel)
         files, inventory_fields = _credentials(req)
+        files.update(trust_files(req))
+        digest = wheels.wheel_content_digest(agent_wheel) + ("+trust" if "trust_root.json" in files else "")
         with _connect(req, say) as remote:
             base = _base_dir(remote, req)
             py = probe_python(remote, req.python)
@@ -266,7 +291,7 @@ def install(req: InstallRequest, say: Say = lambda _m: None) -> InstallReport:
                 changed.append("packages")
             for name, data in files.items():
                 _sync_file(remote, f"{base}/etc/{name}", data, 0o600, changed, f"etc/{name}")
-            stale = {"agent.pem", "agent.key", "ca.pem", "token"} - set(files)
+            stale = {"agent.pem", "agent.key", "ca.pem", "token", "trust_root.json"} - set(files)
             for name in sorted(stale):
                 if remote.exists(f"{base}/etc/{name}"):
                     remote.run(f"rm -f {shlex.quote(base + '/etc/' + name)}")

@@ -357,8 +357,10 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
         observer.phase_done("upload", seconds, "already on the device" if via.already_present else
                             f"pulled from {registry.ref} ({via.bytes_sent} bytes sent to it)")
         return UploadResult(size, via.bytes_sent, seconds, via.already_present, 0)
+    from host.security.signing import metadata_for
+
     summary = client.upload(prepared.archive, digest=prepared.digest, progress=observer.upload_progress,
-                            kind="bundle")
+                            kind="bundle", trust=metadata_for(prepared.archive))
     result = UploadResult(summary.size, summary.bytes_sent, summary.seconds, summary.already_present,
                           summary.resumed_from)
     observer.phase_done("upload", summary.seconds,

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 from device_agent.cache import canonical_json
 from device_agent.errors import InvalidInput
-from device_agent.registry import (ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
+from device_agent.registry import (ANN_BUILDER, ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
                                    ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
                                    EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER, ModelTarget,
                                    RegistryClient, artifact_manifest, bundle_tag, check_digest, class_tag,
@@ -42,6 +42,13 @@ def publish_bundle(client: RegistryClient, archive: Path, digest: Optional[str] 
     manifest = artifact_manifest(BUNDLE_ARTIFACT, [{"mediaType": BUNDLE_LAYER, "digest": digest, "size": size}],
                                  {ANN_BUNDLE: digest})
     manifest_digest, n = client.push_manifest(tag, manifest)
+    from host.security.signing import metadata_for
+
+    wire = metadata_for(Path(archive))  # with the host's keys: the signature as an artifact referring to it
+    if wire is not None:
+        from device_agent.registry_trust import publish_signature
+
+        n += publish_signature(client, manifest_digest, n, wire)
     return Published(tag, manifest_digest, sent + n)
 
 
@@ -55,8 +62,10 @@ def publish_engines(client: RegistryClient, bundle_digest: str, device_class: st
     for entry, path in engines:
         digest, size, pushed = client.push_file(path, entry.digest)
         sent += size if pushed else 0
-        layers.append({"mediaType": ENGINE_LAYER, "digest": digest, "size": size,
-                       "annotations": {ANN_KEY: entry.key, ANN_PARTS: entry.attributes["parts"]}})
+        annotations = {ANN_KEY: entry.key, ANN_PARTS: entry.attributes["parts"]}
+        if entry.builder_record:  # the building agent's signature (device_agent/engine_seal.py) rides along
+            annotations[ANN_BUILDER] = entry.builder_record.decode()
+        layers.append({"mediaType": ENGINE_LAYER, "digest": digest, "size": size, "annotations": annotations})
     if timing is not None:
         layers.append(timing_layer(timing))
         sent += _sent(client.push_bytes(timing.data))

@@ -34,6 +34,31 @@ def stop_agent(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def timed_push(model: Path, device: str, env: dict, extra: Sequence[str] = ()) -> tuple[float, dict]:
+    """(wall seconds, --json output) of `deploy push MODEL --device DEVICE --json EXTRA` run as a user would."""
+    import json
+
+    deploy = Path(sys.executable).parent / "deploy"
+    started = time.perf_counter()
+    proc = subprocess.run([str(deploy), "push", str(model), "--device", device, "--json", *extra],
+                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=3600)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"deploy push failed ({proc.returncode}): {proc.stderr.strip()[-1000:]}")
+    return wall, json.loads(proc.stdout)
+
+
+def bench_model(name: str) -> Path:
+    """`.bench/models/NAME.onnx`, made by scripts/make_models.py when missing (the benchmarks' shared models)."""
+    models = REPO / ".bench" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    model = models / f"{name}.onnx"
+    if not model.exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_models.py"), str(models), "--only", name],
+                       check=True, capture_output=True)
+    return model
+
+
 def median(values: Sequence[float]) -> float:
     s = sorted(values)
     n = len(s)

@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = Path(sys.executable).parent / "deploy"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _agent import timed_push  # noqa: E402
 FLOOR_SECOND_PUSH_S = 3.0
 PHASES = ("target", "compile", "upload", "build", "verify", "bench")
 
@@ -41,13 +43,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _push(model: Path, env: dict[str, str], extra: list[str]) -> tuple[float, dict]:
-    started = time.perf_counter()
-    proc = subprocess.run([str(DEPLOY), "push", str(model), "--device", "local", "--json", *extra],
-                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=1800)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"deploy push failed ({proc.returncode}): {proc.stderr.strip()}")
-    return wall, json.loads(proc.stdout)
+    return timed_push(model, "local", env, extra)
 
 
 def main() -> None:
