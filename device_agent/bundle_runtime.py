@@ -21,6 +21,7 @@ import numpy as np
 
 from device_agent.bundle import Bundle, sha256_file
 from device_agent.errors import InvalidInput, Unavailable
+from device_agent.shape_profiles import check_feeds
 
 Runner = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
@@ -68,6 +69,7 @@ def _check_inputs(bundle: Bundle, inputs: Dict[str, np.ndarray]) -> None:
         if batch and spec.shape and spec.shape[0] == "batch" and not batch[0] <= arr.shape[0] <= batch[2]:
             raise InvalidInput(f"input {spec.name!r} has batch {arr.shape[0]}, the bundle was compiled for "
                                f"{batch[0]}..{batch[2]}")
+    check_feeds(bundle.manifest.options, inputs)
 
 
 def _vm(bundle: Bundle, device: str, library: Optional[str] = None):

@@ -155,7 +155,8 @@ def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
 
 def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optional[int] = None,
                max_failures: Optional[str] = None, retry_for: float = 0, on_event: Any = None,
-               registry: Optional[str] = None, via_registry: bool = False) -> dict[str, Any]:
+               registry: Optional[str] = None, via_registry: bool = False,
+               shape_profiles: Sequence[dict] = ()) -> dict[str, Any]:
     """Build once per device class of the inventory's devices (those with every tag), copy to the rest.
 
     With ``registry`` each class's bundle, engines and timing cache are also published there; with ``via_registry``
@@ -169,6 +170,7 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
         raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle")
     devices = select_devices(tags)
     failure_bound(max_failures, len(devices))
+    plans = model_plans(source, _ranged_options(shape_profiles))
     kwargs: dict[str, Any] = dict(concurrency=concurrency or DEFAULT_CONCURRENCY, on_event=on_event,
                                   retry_for=retry_for, max_failures=max_failures)
     if via_registry and not registry:
@@ -178,14 +180,23 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
         from host.registry.credentials import registry_client
 
         kind = RegistryWarmer if via_registry else PublishingWarmer  # pulls, or gRPC copies + publish
-        warmer: Warmer = kind(devices, model_plans(source), registry=registry_client(registry), **kwargs)
+        warmer: Warmer = kind(devices, plans, registry=registry_client(registry), **kwargs)
     else:
-        warmer = Warmer(devices, model_plans(source), **kwargs)
+        warmer = Warmer(devices, plans, **kwargs)
     result = warmer.run()
     errors = [c.plan_error for c in result.classes]
     if errors and all(isinstance(e, InvalidInput) for e in errors):
         raise errors[0]  # the model itself is bad: one error, not a table of identical failures
     return result.to_dict()
+
+
+def _ranged_options(shape_profiles: Sequence[dict]) -> Any:
+    """`fleet warm`'s compile options: the default push's, with the shape profiles given (None: the default)."""
+    if not shape_profiles:
+        return None
+    from host.pipeline.push import PushOptions
+
+    return PushOptions.from_flat(shape_profiles=list(shape_profiles))
 
 
 def fleet_rollout(source: Optional[PathLike], name: Optional[str] = None, tags: Sequence[str] = (), *,

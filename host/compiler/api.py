@@ -179,10 +179,27 @@ def _load(model_path: Union[str, os.PathLike], opts: CompileOptions, profile: Pr
     loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
                               fold=opts.fold, samples=opts.sample_inputs,
                               decompose_layer_norm_below_86=profile.trt < (8, 6, 0)
-                              and "LayerNormalization" not in opts.exclude_ops)
+                              and "LayerNormalization" not in opts.exclude_ops, profiles=opts.shape_profiles)
+    _bind_ranged_samples(loaded, opts.sample_inputs)
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     ctx, seg_opset = _context(loaded, profile, opts)
     return _Front(loaded, digest, ctx, seg_opset, batch, samples)
+
+
+def _bind_ranged_samples(loaded: frontend.LoadedModel, samples: Dict[str, np.ndarray]) -> None:
+    """A sample of a ranged input is the reference at its own shape when some profile holds it."""
+    from device_agent.shape_profiles import pick
+    from host.compiler.shape_ranges import fmt, fmt_range
+
+    for name, arr in samples.items():
+        if not loaded.profiles or name not in loaded.profiles[0]:
+            continue
+        shape = list(np.shape(arr))
+        if pick([{name: (p[name][0], p[name][2])} for p in loaded.profiles], {name: shape}) is None:
+            ranges = "; ".join(fmt_range(p[name]) for p in loaded.profiles)
+            raise reference.SampleError(f"sample input {name!r} has shape {fmt(shape)}, outside its ranges "
+                                        f"({ranges}); give a sample in range or widen --shape-range")
+        loaded.concrete_inputs[name] = shape
 
 
 def _quantize(front: _Front, profile: Profile, opts: CompileOptions) -> _Front:
@@ -225,8 +242,30 @@ def _write_segments(bdir: Path, front: _Front, part: Any, emitted: Dict[str, Any
             id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
             inputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.inputs],
             outputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.outputs],
-            opset=front.seg_opset, calibration=_calibration_of(front.int8, emitted[seg.id])))
+            opset=front.seg_opset, calibration=_calibration_of(front.int8, emitted[seg.id]),
+            profiles=segment_profiles(front.loaded, seg.inputs)))
     return segments
+
+
+def segment_profiles(loaded: frontend.LoadedModel, inputs: List[str]) -> List[List[Dict[str, Any]]]:
+    """A segment's optimization profiles, one per model profile: each dynamic input's min, opt and max, from the
+    shapes the model's runs at MIN, OPT and MAX of that profile gave (dim by dim, the smallest and largest seen)."""
+    if not loaded.profiles:
+        return []
+    out = []
+    for k in range(len(loaded.profiles)):
+        prof = []
+        for name in inputs:
+            spec = loaded.value_types.get(name)
+            at = loaded.range_points.get(name)
+            if spec is None or at is None or not any(isinstance(d, str) for d in spec[1]):
+                continue
+            three = at[3 * k:3 * k + 3]
+            prof.append({"name": name, "min": [min(d) for d in zip(*three)], "opt": list(three[1]),
+                         "max": [max(d) for d in zip(*three)]})
+        if prof:
+            out.append(prof)
+    return out
 
 
 def _write_remainder(bdir: Path, front: _Front, part: Any, profile: Profile,
@@ -313,8 +352,9 @@ def _shapes_with_samples(model, opts: CompileOptions, batch) -> Dict[str, List[i
     shapes = {k: list(v) for k, v in opts.input_shapes.items()}
     if batch is None:
         names = {vi.name for vi in model.graph.input}
+        ranged = {n for p in opts.shape_profiles for n in p}
         for name, arr in opts.sample_inputs.items():
-            if name in names:
+            if name in names and name not in ranged:
                 shapes.setdefault(name, list(np.shape(arr)))
     return shapes
 

@@ -151,6 +151,7 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
     from tvm import tirx
     from tvm.relax.frontend.onnx import from_onnx
 
+    _check_glue_dims(part_list, types, model_inputs)
     symbols: Dict[str, object] = {}
     bb = rx.BlockBuilder()
     part_fns = {}
@@ -189,6 +190,23 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
             out = bb.emit_output(rx.Tuple([env[t] for t in model_outputs]))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def _check_glue_dims(part_list: Partition, types: Dict[str, Tuple[str, list]], model_inputs: List[str]) -> None:
+    """A TensorRT segment's output that TVM receives must have a shape ``main`` can declare before the call
+    (destination passing): fixed dims, or the symbols of the model's inputs. A size the range computes (a strided
+    conv's output width) is refused with one line rather than a TVM internal error."""
+    known = {d for n in model_inputs for d in types[n][1] if isinstance(d, str)}
+    for part in part_list.parts:
+        if part.kind != TRT:
+            continue
+        for t in part.outputs:
+            computed = [d for d in types[t][1] if isinstance(d, str) and d not in known]
+            if computed:
+                raise InvalidInput(
+                    f"with a shape range, TensorRT segment {part.id}'s output {t!r} has dims computed from the range "
+                    f"({types[t][1]}) and goes to TVM, which cannot declare them before the call; compile for a "
+                    "TensorRT version that takes the whole model, or fix those dims with --input-shape")
 
 
 def _add_part(bb, imported, part_id: str):
