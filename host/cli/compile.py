@@ -46,8 +46,12 @@ def compile_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
+    from host.compiler.shape_ranges import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)  # flag mistakes first, before the compiler loads
+    ranges = shape_profiles(shape_range, profiles_file, batch)
+
     from host.compiler.api import compile_model
-    from host.compiler.frontend import parse_input_shape
     from host.compiler.options import CompileOptions
     from host.pipeline.int8 import int8_options
     from host.pipeline.tensors import read_samples
@@ -58,8 +62,6 @@ def compile_cmd(
 
         raise InvalidInput("--max-rel-err bounds INT8 against FP32; it only applies with --int8")
     quant = int8_options(int8, calibration, calibrator, validation, max_rel_err, min_cosine)
-    shapes = dict(parse_input_shape(s) for s in input_shape)
-    ranges = shape_profiles(shape_range, profiles_file, batch)
     samples = read_samples(inputs, input)
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
                           shape_profiles=ranges,

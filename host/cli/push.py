@@ -39,7 +39,7 @@ BatchOpt = Annotated[int, typer.Option("--batch", min=0, show_default=False,
 def _shapes(items: list[str]) -> dict[str, list[int]]:
     if not items:
         return {}
-    from host.compiler.frontend import parse_input_shape
+    from host.compiler.shape_ranges import parse_input_shape
 
     return dict(parse_input_shape(s) for s in items)
 

@@ -18,7 +18,7 @@ from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
 from device_agent.fileio import sha256_file as file_digest
 from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
-from host.compiler.shape_ranges import ProfileRanges, check_against_model, parse_dims, ranged_dims
+from host.compiler.shape_ranges import ProfileRanges, check_against_model, parse_input_shape, ranged_dims  # noqa: F401
 from host.compiler.simplify import SimplifyReport, decompose_layer_norm, simplify
 
 
@@ -48,14 +48,6 @@ class BatchRange:
 
     def to_list(self) -> List[int]:
         return [self.min, self.opt, self.max]
-
-
-def parse_input_shape(text: str) -> Tuple[str, List[int]]:
-    """'data=1x3x224x224' -> ('data', [1, 3, 224, 224]); a zero or negative dim is refused here, before TVM."""
-    m = re.fullmatch(r"([^=]+)=(-?\d+(?:[x,]-?\d+)*)", text.strip())
-    if not m:
-        raise ShapeError(f"--input-shape {text!r} must be NAME=DxDx..., e.g. input=1x3x224x224")
-    return m.group(1), parse_dims(m.group(2), f"--input-shape {m.group(1)}")
 
 
 @dataclass

@@ -40,6 +40,14 @@ def parse_dims(text: str, what: str) -> Shape:
     return dims
 
 
+def parse_input_shape(text: str) -> Tuple[str, List[int]]:
+    """'data=1x3x224x224' -> ('data', [1, 3, 224, 224]); a zero or negative dim is refused here, before TVM."""
+    m = re.fullmatch(r"([^=]+)=(-?\d+(?:[x,]-?\d+)*)", text.strip())
+    if not m:
+        raise ShapeRangeError(f"--input-shape {text!r} must be NAME=DxDx..., e.g. input=1x3x224x224")
+    return m.group(1), parse_dims(m.group(2), f"--input-shape {m.group(1)}")
+
+
 def fmt(shape: Sequence[Union[int, str]]) -> str:
     return "x".join(str(d) for d in shape)
 
@@ -204,5 +212,5 @@ def ranged_dims(profiles: Sequence[ProfileRanges], model_shapes: Dict[str, List[
 
 
 __all__ = ["ProfileRanges", "RangedDim", "ShapeRangeError", "check_against_model", "check_range", "fmt", "fmt_range",
-           "parse_dims", "parse_shape_range", "parse_shape_ranges", "profiles_from_flags", "ranged_dims",
+           "parse_dims", "parse_input_shape", "parse_shape_range", "parse_shape_ranges", "profiles_from_flags", "ranged_dims",
            "read_shape_profiles"]
