@@ -413,6 +413,11 @@ class Manifest:
         reference = _json_value(reference, "reference")
         reference["inputs"] = _ref_entries(reference.get("inputs", []), "reference.inputs")
         reference["outputs"] = _ref_entries(reference.get("outputs", []), "reference.outputs")
+        if "at_shapes" in reference:  # a ranged bundle's samples at MIN, OPT and MAX of each profile
+            reference["at_shapes"] = [
+                {"label": _str(_req(e, "label", f"reference.at_shapes[{i}]"), f"reference.at_shapes[{i}].label"),
+                 **{k: _ref_entries(e.get(k, []), f"reference.at_shapes[{i}].{k}") for k in ("inputs", "outputs")}}
+                for i, e in enumerate(_list(reference["at_shapes"], "reference.at_shapes", 3 * MAX_PROFILES))]
         m = cls(
             schema_version=version,
             name=_str(_req(d, "name", w), "name", max_len=256),
@@ -456,8 +461,9 @@ class Manifest:
         out = [(s.path, s.digest) for s in self.segments]
         if self.remainder is not None:
             out.append((self.remainder.path, self.remainder.digest))
-        for key in ("inputs", "outputs"):
-            out.extend((e["path"], e["digest"]) for e in self.reference.get(key, []))
+        for ref in [self.reference] + list(self.reference.get("at_shapes", [])):
+            for key in ("inputs", "outputs"):
+                out.extend((e["path"], e["digest"]) for e in ref.get(key, []))
         return out
 
     def segment(self, segment_id: str) -> Segment:
@@ -510,9 +516,10 @@ class Bundle:
             if got != digest:
                 raise DataLoss(f"bundle file {rel} is corrupt: digest {got}, manifest says {digest}")
 
-    def read_reference(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-        """(inputs, outputs) by tensor name, loaded without pickle."""
-        ref = self.manifest.reference
+    def read_reference(self, ref: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, np.ndarray],
+                                                                             Dict[str, np.ndarray]]:
+        """(inputs, outputs) by tensor name, loaded without pickle (``ref``: one of ``reference_sets``)."""
+        ref = self.manifest.reference if ref is None else ref
         res = []
         for key in ("inputs", "outputs"):
             arrays: Dict[str, np.ndarray] = {}
@@ -523,6 +530,15 @@ class Bundle:
                     raise DataLoss(f"reference file {e['path']} cannot be read: {err}") from None
             res.append(arrays)
         return res[0], res[1]
+
+
+def reference_sets(bundle: "Bundle") -> List[Tuple[str, Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """Every reference sample set: (label, inputs, outputs); a ranged bundle adds MIN, OPT and MAX of each profile."""
+    ins, outs = bundle.read_reference()
+    sets = [("reference", ins, outs)]
+    for extra in bundle.manifest.reference.get("at_shapes", []):
+        sets.append((extra["label"],) + bundle.read_reference(extra))
+    return sets
 
 
 def write_manifest(bundle_dir: Union[str, os.PathLike], manifest: Manifest) -> Path:

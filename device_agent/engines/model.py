@@ -74,6 +74,13 @@ def reference_samples(bundle: Bundle, advice: str = "recompile it with reference
     return feeds, want
 
 
+def shape_samples(bundle: Bundle) -> List[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """A ranged bundle's further reference samples, at MIN, OPT and MAX of each profile (verify runs each)."""
+    from device_agent.bundle import reference_sets
+
+    return [(ins, outs) for _, ins, outs in reference_sets(bundle)[1:]]
+
+
 def batch_of(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
     """The leading dim of the first input whose leading dim is symbolic; 1 for static models."""
     for spec in specs:

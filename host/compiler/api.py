@@ -332,10 +332,15 @@ def _host_check(bundle: Bundle, library: Optional[str] = None) -> None:
     Catches a TVM frontend that imports an op differently (seen in TVM 0.27 for some Resize modes)
     before the bundle reaches a device.
     """
+    from device_agent.bundle import reference_sets
     from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
 
-    ins, want = bundle.read_reference()
-    got = run_bundle(bundle, onnxruntime_runners(bundle), ins, library=library)
+    for _, ins, want in reference_sets(bundle):  # a ranged bundle: at MIN, OPT and MAX of each profile too
+        got = run_bundle(bundle, onnxruntime_runners(bundle), ins, library=library)
+        _check_outputs(bundle, got, want)
+
+
+def _check_outputs(bundle: Bundle, got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]) -> None:
     rtol, atol = bundle.manifest.reference["rtol"], bundle.manifest.reference["atol"]
     for name, w in want.items():
         g = got[name]
@@ -367,15 +372,49 @@ def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOpti
     entries: Dict[str, Any] = {"seed": opts.seed, "rtol": 1e-2 if loose else 1e-4,
                                "atol": 1e-2 if loose else 1e-5,
                                "fp32_spread": float(reference.fp32_spread(loaded.model, inputs, outputs))}
+    entries.update(_save_reference(bdir, "reference", loaded, inputs, outputs))
+    if loaded.profiles:
+        entries["at_shapes"] = _reference_at_shapes(bdir, loaded, opts, samples)
+    return entries
+
+
+def _save_reference(bdir: Path, folder: str, loaded: frontend.LoadedModel, inputs: Dict[str, np.ndarray],
+                    outputs: Dict[str, np.ndarray]) -> Dict[str, List[Dict[str, str]]]:
+    entries = {}
     for key, arrays, order in (("inputs", inputs, loaded.inputs), ("outputs", outputs, loaded.outputs)):
-        (bdir / "reference" / key).mkdir(parents=True, exist_ok=True)
+        (bdir / folder / key).mkdir(parents=True, exist_ok=True)
         items = []
         for i, spec in enumerate(order):
-            rel = f"reference/{key}/{i}.npy"
+            rel = f"{folder}/{key}/{i}.npy"
             np.save(bdir / rel, np.asarray(arrays[spec.name], order="C"), allow_pickle=False)
             items.append({"name": spec.name, "path": rel, "digest": sha256_file(bdir / rel)})
         entries[key] = items
     return entries
+
+
+def _reference_at_shapes(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions,
+                         samples: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+    """Reference samples at MIN, OPT and MAX of each profile (besides the main one): verify runs each on the device.
+    A sample input given at one shape is cut or repeated along its ranged dims to each other shape."""
+    out = []
+    points = frontend.range_feeds(loaded.inputs, loaded.concrete_inputs, loaded.profiles)
+    for n, shapes in enumerate(points):
+        if shapes == loaded.concrete_inputs:
+            continue
+        fitted = {k: _fit(v, shapes[k]) for k, v in samples.items() if k in shapes}
+        inputs = reference.make_inputs(loaded.inputs, shapes, opts.seed + 1 + n, fitted, random_ints=False)
+        outputs = reference.run_onnxruntime(loaded.model, inputs)
+        label = f"profile {n // 3} {('min', 'opt', 'max')[n % 3]}"
+        out.append({"label": label, **_save_reference(bdir, f"reference/at_shapes/{n}", loaded, inputs, outputs)})
+    return out
+
+
+def _fit(arr: np.ndarray, shape: List[int]) -> np.ndarray:
+    """``arr`` cut or repeated (wrapping) along each axis to ``shape``: token ids and masks keep their meaning."""
+    for axis, size in enumerate(shape):
+        if arr.shape[axis] != size:
+            arr = np.take(arr, np.arange(size) % arr.shape[axis], axis=axis)
+    return np.ascontiguousarray(arr)
 
 
 def _replace_dir(new: Path, dest: Path) -> None:

@@ -58,3 +58,30 @@ def test_one_engine_runs_every_shape_in_range_and_other_profiles_get_their_own(a
         # the segment ONNX is the same file in both bundles; the profiles alone keep their engines apart
         engines = client.list_engines().engines
         assert len({e.key for e in engines}) == 2 and set(keys) == {e.key for e in engines}
+
+
+def test_verify_runs_the_reference_at_min_opt_and_max_of_each_profile(agent, bundles, tmp_path):
+    import json
+    import shutil
+
+    from device_agent.bundle import sha256_file, write_archive
+
+    _, narrow, _ = bundles
+    src = tmp_path / "b"
+    shutil.copytree(narrow.parent / "bundle", src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    labels = [s["label"] for s in manifest["reference"]["at_shapes"]]
+    assert labels == ["profile 0 min", "profile 0 max"]  # OPT is the main reference
+    with client_for(agent) as client:
+        digest = client.upload(narrow).digest
+        ok = client.run(agent_pb2.RunRequest(bundle_digest=digest, verify=True))
+        assert ok.max_rel_err < 1e-4
+        # the reference at MAX made wrong by 1.0 (digests kept whole): verify must see it
+        entry = manifest["reference"]["at_shapes"][1]["outputs"][0]
+        path = src / entry["path"]
+        np.save(path, np.load(path) + 1.0, allow_pickle=False)
+        entry["digest"] = sha256_file(path)
+        (src / "manifest.json").write_text(json.dumps(manifest))
+        bad = client.upload(write_archive(src, tmp_path / "bad.tar") and tmp_path / "bad.tar").digest
+        reply = client.run(agent_pb2.RunRequest(bundle_digest=bad, verify=True))
+        assert 0.99 < reply.max_abs_err < 1.01
