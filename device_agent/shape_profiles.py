@@ -72,4 +72,16 @@ def check_feeds(options: Mapping[str, Any], feeds: Mapping[str, Any]) -> Optiona
                        f"({name}: {ranges}); send a shape in range or recompile with a --shape-range that holds it")
 
 
-__all__ = ["Bounds", "bundle_bounds", "check_feeds", "holds", "pick"]
+def fit_to_shape(arr: Any, shape: Sequence[int]) -> Any:
+    """``arr`` cut or repeated (wrapping) along each axis to ``shape``: a sample at one shape becomes one at another,
+    and token ids or masks keep their meaning (reference samples at MIN and MAX, `deploy bench --shape`)."""
+    import numpy as np
+
+    arr = np.asarray(arr)
+    for axis, size in enumerate(shape):
+        if arr.shape[axis] != size:
+            arr = np.take(arr, np.arange(size) % arr.shape[axis], axis=axis)
+    return np.ascontiguousarray(arr)
+
+
+__all__ = ["Bounds", "bundle_bounds", "check_feeds", "fit_to_shape", "holds", "pick"]

@@ -65,6 +65,12 @@ def bench_one(source: Path, device: str, options: Any, observer: Optional["Obser
 
     with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
         ready = pipeline.make_ready(client, source, options, observer)
+        shape_rows = _bench_at_shapes(client, ready, options, observer)
+        if shape_rows:  # `--shape` / `--shapes`: one row per shape; the device's summary is the first row's
+            return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
+                    "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
+                    **{k: v for k, v in shape_rows[0].items() if k not in ("shape", "shapes", "first_call_ms")},
+                    "shapes": shape_rows}
         result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
     if result.layers is not None:
         from host.pipeline.layers import name_by_model
@@ -73,6 +79,20 @@ def bench_one(source: Path, device: str, options: Any, observer: Optional["Obser
     return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
             "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
             **result.to_json(samples=True)}
+
+
+def _bench_at_shapes(client: Any, ready: Any, options: Any, observer: Any) -> list[dict[str, Any]]:
+    """`bench --shape` / `--shapes` rows (host/pipeline/bench_shapes.py), or [] when neither was given."""
+    if not options.bench_shape and not options.bench_points:
+        return []
+    from device_agent.bundle import Bundle
+    from host.pipeline.bench_shapes import bench_rows, choose
+
+    prepared = ready.prepared
+    choices = choose(prepared.manifest, options.bench_shape, options.bench_points)
+    bundle = Bundle.open(prepared.bundle_dir) if prepared.bundle_dir else None
+    return bench_rows(client, prepared.digest, ready.build_options, options, bundle, prepared.manifest, choices,
+                      observer)
 
 
 def bench_summary(source: Path, runs: list[dict[str, Any]], report: Optional[PathLike] = None,

@@ -20,7 +20,7 @@ from ._options import (
     ShapeRangeOpt, TrtOpt, ValidationOpt, VerboseOpt, WorkspaceOpt, retry_lines, shape_profiles,
 )
 from .output import Output
-from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push
+from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push, shapes_table
 
 if TYPE_CHECKING:
     from host.pipeline.push import PushOptions
@@ -145,6 +145,10 @@ def bench(
     layers: Annotated[bool, typer.Option("--layers", help="Also profile each layer (the backend's profiler, on runs "
                                          "after the timed ones): a table of the slowest, `layers` in --json.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Layers shown in the table and the report's chart.")] = 15,
+    shape: Annotated[list[str], typer.Option("--shape", metavar="NAME=DxD...", help="Benchmark a ranged bundle at "
+                                             "this shape (repeat per input; default: OPT).")] = [],
+    shapes: Annotated[Optional[str], typer.Option("--shapes", metavar="min,opt,max", help="Benchmark a ranged bundle "
+                                                  "at these points of each profile, one row each.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
                                                    "histogram and CDF (PNG) into this directory; with --layers "
                                                    "also a bar chart of the slowest layers.")] = None,
@@ -165,7 +169,7 @@ def bench(
                        shape_profiles=shape_profiles(shape_range, profiles_file, batch_range), verify=False, bench=True,
                        sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                        warmup=warmup, iterations=iterations, duration_s=duration, batch=batch, layers=layers,
-                       max_workspace_size=max_workspace_size)
+                       max_workspace_size=max_workspace_size, bench_shape=list(shape), bench_points=shapes)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
@@ -176,6 +180,9 @@ def bench(
     files = data["report"]
 
     def render(c: Any) -> None:
+        if any(r.get("shapes") for r in runs):
+            c.print(shapes_table(runs))
+            return
         c.print(latency_table({r["device"]: r for r in runs}))
         for r in runs:
             if r.get("layers") is not None:

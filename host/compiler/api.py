@@ -396,25 +396,19 @@ def _reference_at_shapes(bdir: Path, loaded: frontend.LoadedModel, opts: Compile
                          samples: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
     """Reference samples at MIN, OPT and MAX of each profile (besides the main one): verify runs each on the device.
     A sample input given at one shape is cut or repeated along its ranged dims to each other shape."""
+    from device_agent.shape_profiles import fit_to_shape
+
     out = []
     points = frontend.range_feeds(loaded.inputs, loaded.concrete_inputs, loaded.profiles)
     for n, shapes in enumerate(points):
         if shapes == loaded.concrete_inputs:
             continue
-        fitted = {k: _fit(v, shapes[k]) for k, v in samples.items() if k in shapes}
+        fitted = {k: fit_to_shape(v, shapes[k]) for k, v in samples.items() if k in shapes}
         inputs = reference.make_inputs(loaded.inputs, shapes, opts.seed + 1 + n, fitted, random_ints=False)
         outputs = reference.run_onnxruntime(loaded.model, inputs)
         label = f"profile {n // 3} {('min', 'opt', 'max')[n % 3]}"
         out.append({"label": label, **_save_reference(bdir, f"reference/at_shapes/{n}", loaded, inputs, outputs)})
     return out
-
-
-def _fit(arr: np.ndarray, shape: List[int]) -> np.ndarray:
-    """``arr`` cut or repeated (wrapping) along each axis to ``shape``: token ids and masks keep their meaning."""
-    for axis, size in enumerate(shape):
-        if arr.shape[axis] != size:
-            arr = np.take(arr, np.arange(size) % arr.shape[axis], axis=axis)
-    return np.ascontiguousarray(arr)
 
 
 def _replace_dir(new: Path, dest: Path) -> None:

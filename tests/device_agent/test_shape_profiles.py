@@ -85,3 +85,16 @@ def test_verify_runs_the_reference_at_min_opt_and_max_of_each_profile(agent, bun
         bad = client.upload(write_archive(src, tmp_path / "bad.tar") and tmp_path / "bad.tar").digest
         reply = client.run(agent_pb2.RunRequest(bundle_digest=bad, verify=True))
         assert 0.99 < reply.max_abs_err < 1.01
+
+
+def test_bench_at_min_and_max_gives_one_row_per_shape_with_the_first_call_apart(agent, bundles):
+    from host import api
+
+    _, narrow, _ = bundles
+    data = api.bench(narrow, [agent.address], bench_points="min,max", iterations=5, warmup=1)
+    rows = data["devices"][0]["shapes"]
+    assert [(r["shape"], r["shapes"]["input"]) for r in rows] == [("p0 min", [1, 3, 16, 16]),
+                                                                  ("p0 max", [1, 3, 32, 32])]
+    assert all(r["first_call_ms"] > 0 and r["iterations"] == 5 and r["p50_ms"] > 0 for r in rows)
+    with pytest.raises(AgentError, match="outside every optimization profile"):
+        api.bench(narrow, [agent.address], bench_shape=["input=1x3x16x40"], iterations=5)
