@@ -341,7 +341,12 @@ def _ranged_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], 
     (``TENSOR_dI``). Also the shapes at each point, from which each segment's own profiles are taken."""
     points = range_feeds(inputs, concrete, profiles)
     probe = _probe_point(inputs, points)
-    runs = [_shapes_by_running(model, inputs, p, names, samples) for p in points + [probe]]
+    from device_agent.shape_profiles import fit_to_shape
+
+    # the user's samples cut or repeated to each point: token ids, type ids and masks stay valid there
+    runs = [_shapes_by_running(model, inputs, p, names,
+                               {k: fit_to_shape(v, p[k]) for k, v in (samples or {}).items() if k in p})
+            for p in points + [probe]]
     sym_values: Dict[str, List[int]] = {}
     for s in inputs:
         for i, d in enumerate(s.shape):
