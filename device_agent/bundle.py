@@ -532,15 +532,6 @@ class Bundle:
         return res[0], res[1]
 
 
-def reference_sets(bundle: "Bundle") -> List[Tuple[str, Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
-    """Every reference sample set: (label, inputs, outputs); a ranged bundle adds MIN, OPT and MAX of each profile."""
-    ins, outs = bundle.read_reference()
-    sets = [("reference", ins, outs)]
-    for extra in bundle.manifest.reference.get("at_shapes", []):
-        sets.append((extra["label"],) + bundle.read_reference(extra))
-    return sets
-
-
 def write_manifest(bundle_dir: Union[str, os.PathLike], manifest: Manifest) -> Path:
     """Durably (`atomic_write`): the manifest names every file, so a torn one would lose the bundle."""
     path = Path(bundle_dir) / MANIFEST_NAME

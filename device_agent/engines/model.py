@@ -74,10 +74,17 @@ def reference_samples(bundle: Bundle, advice: str = "recompile it with reference
     return feeds, want
 
 
+def reference_sets(bundle: Bundle) -> List[Tuple[str, Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """Every reference sample set: (label, inputs, outputs); a ranged bundle adds MIN, OPT and MAX of each profile."""
+    ins, outs = bundle.read_reference()
+    sets = [("reference", ins, outs)]
+    for extra in bundle.manifest.reference.get("at_shapes", []):
+        sets.append((extra["label"],) + bundle.read_reference(extra))
+    return sets
+
+
 def shape_samples(bundle: Bundle) -> List[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
     """A ranged bundle's further reference samples, at MIN, OPT and MAX of each profile (verify runs each)."""
-    from device_agent.bundle import reference_sets
-
     return [(ins, outs) for _, ins, outs in reference_sets(bundle)[1:]]
 
 

@@ -332,7 +332,7 @@ def _host_check(bundle: Bundle, library: Optional[str] = None) -> None:
     Catches a TVM frontend that imports an op differently (seen in TVM 0.27 for some Resize modes)
     before the bundle reaches a device.
     """
-    from device_agent.bundle import reference_sets
+    from device_agent.engines.model import reference_sets
     from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
 
     for _, ins, want in reference_sets(bundle):  # a ranged bundle: at MIN, OPT and MAX of each profile too

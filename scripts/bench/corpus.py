@@ -450,9 +450,20 @@ def ranged_markdown(rows: List[Dict[str, Any]], argv: Sequence[str], wall: float
         "file (matched: max rel err <= 1e-3).", "",
         f"- command: `python scripts/bench/corpus.py {' '.join(argv)}`",
         f"- date: {when}; commit: {_commit()}; wall time {wall / 60:.1f} min", "",
-        ranged_table(rows), "",
+        ranged_table(rows), "", ranged_summary(rows), "",
         "Failures (one line each):", "", *(failures(rows) or ["none"]), "",
         "Why ops stayed in TVM (first node of each op):", "", *(tvm_reasons(rows) or ["none"]), ""])
+
+
+def ranged_summary(rows: List[Dict[str, Any]]) -> str:
+    """How many entries stay one TensorRT segment (no TVM part) per version with their range."""
+    parts = []
+    for prof, ver in JETSON.items():
+        one = sum(1 for r in rows if (r["profiles"].get(prof) or {}).get("ok")
+                  and r["profiles"][prof]["segments"] == 1 and not r["profiles"][prof]["tvm"])
+        parts.append(f"{one} of {len(rows)} at {ver}")
+    return ("One TensorRT segment with the range (no TVM part): " + ", ".join(parts) + ". A failed compile below is "
+            "the op that stays in TVM at that version and why the range keeps it apart.")
 
 
 def write_ranged_section(path: Path, text: str) -> None:
@@ -537,7 +548,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         write_ranged_section(args.markdown, ranged_markdown(rows, argv, wall))
     elif args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(rows, argv, wall))
+        old = args.markdown.read_text() if args.markdown.is_file() else ""
+        kept = RANGED_HEADING + old.split(RANGED_HEADING, 1)[1] if RANGED_HEADING in old else ""
+        args.markdown.write_text(markdown(rows, argv, wall) + ("\n" + kept if kept else ""))  # keeps --ranged's
     if args.json:
         print(json.dumps({"rows": rows, "wall_s": round(wall, 1), "commit": _commit()}, indent=1))
     else:
