@@ -119,3 +119,22 @@ def test_several_profiles_reach_each_segment_and_the_tightest_is_picked(model, t
     assert pick(bounds, {"input": (1, 3, 40, 20)}) == 1
     assert pick(bounds, {"input": (1, 3, 80, 20)}) is None
     _check_against_onnxruntime(model, Bundle.open(r.bundle_dir), [(16, 16), (32, 24), (64, 64)])
+
+
+def test_a_size_the_range_computes_that_crosses_into_tvm_is_one_clear_refusal(tmp_path):
+    """A strided conv's output width depends on the range; TVM's glue cannot declare it before the segment call."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+                           helper.make_node("Relu", ["c"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "h", "w"])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    with pytest.raises(InvalidInput, match="TensorRT segment trt_0's output 'c' has dims computed from the range"):
+        compile_model(tmp_path / "m.onnx", tmp_path / "out", exclude_ops=("Relu",),
+                      shape_profiles=[{"x": [[1, 3, 16, 16], [1, 3, 32, 32], [1, 3, 64, 64]]}])
+    assert not (tmp_path / "out").exists()
