@@ -203,10 +203,12 @@ def _check_glue_dims(part_list: Partition, types: Dict[str, Tuple[str, list]], m
         for t in part.outputs:
             computed = [d for d in types[t][1] if isinstance(d, str) and d not in known]
             if computed:
+                takers = sorted({op for p in part_list.parts if p.kind != TRT and t in p.inputs for op in p.ops})
                 raise InvalidInput(
                     f"with a shape range, TensorRT segment {part.id}'s output {t!r} has dims computed from the range "
-                    f"({types[t][1]}) and goes to TVM, which cannot declare them before the call; compile for a "
-                    "TensorRT version that takes the whole model, or fix those dims with --input-shape")
+                    f"({types[t][1]}) and goes to TVM ({', '.join(takers) or 'the remainder'}), which cannot declare "
+                    "them before the call; compile for a TensorRT version that takes the whole model, or fix those "
+                    "dims with --input-shape")
 
 
 def _add_part(bb, imported, part_id: str):

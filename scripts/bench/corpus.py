@@ -462,8 +462,8 @@ def ranged_summary(rows: List[Dict[str, Any]]) -> str:
         one = sum(1 for r in rows if (r["profiles"].get(prof) or {}).get("ok")
                   and r["profiles"][prof]["segments"] == 1 and not r["profiles"][prof]["tvm"])
         parts.append(f"{one} of {len(rows)} at {ver}")
-    return ("One TensorRT segment with the range (no TVM part): " + ", ".join(parts) + ". A failed compile below is "
-            "the op that stays in TVM at that version and why the range keeps it apart.")
+    return ("One TensorRT segment with the range (no TVM part): " + ", ".join(parts) + ". Each failed compile below "
+            "is a model whose remainder at that version cannot take the range (docs/compiler.md says which ops).")
 
 
 def write_ranged_section(path: Path, text: str) -> None:
