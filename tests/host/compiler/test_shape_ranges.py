@@ -99,6 +99,9 @@ def test_a_ranged_bundle_runs_every_shape_in_range_and_refuses_others(model, tmp
     assert first.profiles == [[{"name": "input", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32],
                                 "max": [1, 3, 64, 64]}]]
     assert (m.remainder is not None) == bool(no_offload)
+    from host.compiler.inspect import describe, render_lines
+
+    assert "profile 0: input 1x3x16x16..1x3x64x64 (opt 1x3x32x32)" in render_lines(describe(m))  # deploy inspect
     bundle = Bundle.open(r.bundle_dir)
     assert bundle.read_reference()[0]["input"].shape == (1, 3, 32, 32)  # the reference at OPT
     rng = np.random.default_rng(7)
