@@ -151,7 +151,6 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
     from tvm import tirx
     from tvm.relax.frontend.onnx import from_onnx
 
-    _check_glue_dims(part_list, types, model_inputs)
     symbols: Dict[str, object] = {}
     bb = rx.BlockBuilder()
     part_fns = {}
@@ -176,6 +175,9 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
         with bb.dataflow():
             for part in part_list.parts:
                 args = [env[t] for t in part.inputs]
+                if part.kind == TRT and _sized_at_run_time(part, types, symbols):
+                    _emit_allocating_call(bb, rx, tirx, part, args, types, symbols, env)
+                    continue
                 out_types = [_tensor_type(rx, tirx, types[t][0], types[t][1], symbols) for t in part.outputs]
                 if part.kind == TRT:
                     call = rx.call_dps_packed(part.id, args, out_types if len(out_types) > 1 else out_types[0])
@@ -192,23 +194,23 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
     return bb.get()
 
 
-def _check_glue_dims(part_list: Partition, types: Dict[str, Tuple[str, list]], model_inputs: List[str]) -> None:
-    """A TensorRT segment's output that TVM receives must have a shape ``main`` can declare before the call
-    (destination passing): fixed dims, or the symbols of the model's inputs. A size the range computes (a strided
-    conv's output width) is refused with one line rather than a TVM internal error."""
-    known = {d for n in model_inputs for d in types[n][1] if isinstance(d, str)}
-    for part in part_list.parts:
-        if part.kind != TRT:
-            continue
-        for t in part.outputs:
-            computed = [d for d in types[t][1] if isinstance(d, str) and d not in known]
-            if computed:
-                takers = sorted({op for p in part_list.parts if p.kind != TRT and t in p.inputs for op in p.ops})
-                raise InvalidInput(
-                    f"with a shape range, TensorRT segment {part.id}'s output {t!r} has dims computed from the range "
-                    f"({types[t][1]}) and goes to TVM ({', '.join(takers) or 'the remainder'}), which cannot declare "
-                    "them before the call; compile for a TensorRT version that takes the whole model, or fix those "
-                    "dims with --input-shape")
+def _sized_at_run_time(part, types: Dict[str, Tuple[str, list]], symbols: Dict[str, object]) -> bool:
+    """A segment output with a dim no earlier tensor defines (a strided conv's width under a shape range): ``main``
+    cannot size its destination before the call."""
+    return any(isinstance(d, str) and d not in symbols for t in part.outputs for d in types[t][1])
+
+
+def _emit_allocating_call(bb, rx, tirx, part, args, types: Dict[str, Tuple[str, list]], symbols: Dict[str, object],
+                          env: Dict[str, object]) -> None:
+    """The segment through ``R.call_pure_packed("<id>.alloc", ...)``, which returns its outputs (the agent allocates
+    them at their run-time shape), then ``match_cast`` to the declared shapes: that binds each new dim to a
+    variable later parts use, so one library serves every shape in the range."""
+    loose = [rx.TensorType(ndim=len(types[t][1]), dtype=types[t][0]) for t in part.outputs]
+    res = bb.emit(rx.op.call_pure_packed(part.id + ".alloc", *args,
+                                         ty_args=loose[0] if len(loose) == 1 else rx.TupleType(loose)))
+    for i, t in enumerate(part.outputs):
+        value = res if len(part.outputs) == 1 else bb.emit(rx.TupleGetItem(res, i))
+        env[t] = bb.match_cast(value, _tensor_type(rx, tirx, types[t][0], types[t][1], symbols))
 
 
 def _add_part(bb, imported, part_id: str):

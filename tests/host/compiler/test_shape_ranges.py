@@ -124,20 +124,26 @@ def test_several_profiles_reach_each_segment_and_the_tightest_is_picked(model, t
     _check_against_onnxruntime(model, Bundle.open(r.bundle_dir), [(16, 16), (32, 24), (64, 64)])
 
 
-def test_a_size_the_range_computes_that_crosses_into_tvm_is_one_clear_refusal(tmp_path):
-    """A strided conv's output width depends on the range; TVM's glue cannot declare it before the segment call."""
+def test_a_size_the_range_computes_that_crosses_into_tvm_is_bound_at_run_time(tmp_path):
+    """A strided conv's output width depends on the range: the remainder takes the segment's outputs as the agent
+    allocates them (``<id>.alloc``) and binds the width with match_cast, so every width in range runs."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
-                           helper.make_node("Relu", ["c"], ["y"])], "g",
+                           helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Sigmoid", ["r"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "h", "w"])], [w])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, tmp_path / "m.onnx")
-    with pytest.raises(InvalidInput, match="TensorRT segment trt_0's output 'c' has dims computed from the range"):
-        compile_model(tmp_path / "m.onnx", tmp_path / "out", exclude_ops=("Relu",),
+    r = compile_model(tmp_path / "m.onnx", tmp_path / "out", exclude_ops=("Relu",),
                       shape_profiles=[{"x": [[1, 3, 16, 16], [1, 3, 32, 32], [1, 3, 64, 64]]}])
-    assert not (tmp_path / "out").exists()
+    assert r.manifest.remainder is not None and r.manifest.segments[0].outputs[0].shape == [1, 2, "c_d2", "c_d3"]
+    bundle = Bundle.open(r.bundle_dir)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for hw in [(16, 16), (17, 33), (64, 63)]:
+        x = np.random.default_rng(hw[1]).standard_normal((1, 3) + hw).astype(np.float32)
+        got = run_bundle(bundle, onnxruntime_runners(bundle), {"x": x})["y"]
+        np.testing.assert_allclose(got, sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
