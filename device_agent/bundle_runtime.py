@@ -134,7 +134,7 @@ def _allocating(seg_inputs, seg_outputs, runner: Runner, seg_id: str):
         if missing:
             raise RuntimeError(f"segment {seg_id} runner returned no outputs {missing}")
         dev = args[0].device if args else tvm.cpu(0)
-        outs = [tvm.runtime.tensor(np.ascontiguousarray(res[n]), dev) for n in seg_outputs]
+        outs = [tvm.runtime.tensor(np.asarray(res[n], order="C"), dev) for n in seg_outputs]  # 0-d stays 0-d
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return packed

@@ -83,7 +83,7 @@ def fit_to_shape(arr: Any, shape: Sequence[int]) -> Any:
     for axis, size in enumerate(shape):
         if arr.shape[axis] != size:
             arr = np.take(arr, np.arange(size) % arr.shape[axis], axis=axis)
-    return np.ascontiguousarray(arr)
+    return np.asarray(arr, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
 
 
 __all__ = ["Bounds", "bundle_bounds", "check_feeds", "fit_to_shape", "holds", "pick"]
