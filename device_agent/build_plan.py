@@ -17,6 +17,7 @@ from .cache import SCHEMA, CacheEntry, EngineCache, cache_key
 from .engines.base import Backend, BuildSpec, ProfileShape, TensorMeta
 from .engines.model import batch_of, has_dynamic_batch, profile_max_batch, profiles_for
 from .errors import InvalidInput
+from .shape_profiles import bundle_bounds, check_feeds
 from .timing_cache import TimingCaches
 
 MAX_BATCH = 4096
@@ -59,7 +60,10 @@ def check_batch(bundle: Bundle, batch: int) -> int:
 
 
 def feeds_batch(bundle: Bundle, feeds: Dict[str, Any]) -> int:
-    """The batch of a run's inputs, checked against the bundle's range and the agent's limit."""
+    """The batch of a run's inputs, checked against the bundle's range and the agent's limit; inputs outside every
+    optimization profile of a ranged bundle are refused here, before any engine is looked up or built."""
+    if check_feeds(bundle.manifest.options, feeds) is not None:
+        return 1  # a ranged bundle: one engine holds every shape in its profiles, the batch among them
     return check_batch(bundle, batch_of(bundle.manifest.inputs, feeds))
 
 
@@ -125,7 +129,7 @@ class Planner:
         """The batch Build builds for: the request's, else the reference samples', else 1."""
         if opts.batch:
             return check_batch(bundle, opts.batch)
-        if has_dynamic_batch(bundle.manifest.inputs):
+        if has_dynamic_batch(bundle.manifest.inputs) and not bundle_bounds(bundle.manifest.options):
             ref_in, _ = bundle.read_reference()
             return batch_of(bundle.manifest.inputs, ref_in) if ref_in else 1
         return 1
@@ -138,7 +142,7 @@ class Planner:
 
     def superseded(self, seg: Segment, opts: Options, plan: SegmentPlan, batch: int) -> List[CacheEntry]:
         """Mode 0 keeps one engine: the smaller ones a new engine for `batch` covers."""
-        if opts.mode != 0 or not plan.spec.profiles:
+        if opts.mode != 0 or not plan.spec.profiles or seg.profiles:
             return []
         smaller = []
         for e in self.cache.list(seg.digest):
@@ -149,8 +153,12 @@ class Planner:
 
     def _spec(self, seg: Segment, opts: Options, batch: int) -> BuildSpec:
         strict = opts.backend.name in engines.TENSORRT_FAMILY
-        profiles = profiles_for(seg.inputs, batch, opts.mode, strict)
-        if profiles and opts.mode == 0:
+        if seg.profiles:  # a ranged bundle: the compiler's profiles, one engine for every shape in them
+            profiles = [[ProfileShape(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in prof]
+                        for prof in seg.profiles]
+        else:
+            profiles = profiles_for(seg.inputs, batch, opts.mode, strict)
+        if profiles and opts.mode == 0 and not seg.profiles:
             profiles = self._mode0_profiles(seg, opts, batch, strict) or profiles
         meta = lambda ts: [TensorMeta(t.name, t.dtype, tuple(d if isinstance(d, int) else None for d in t.shape))
                            for t in ts]

@@ -40,6 +40,7 @@ MAX_NOT_OFFLOADED = 100_000
 MAX_JSON_ITEMS = 100_000  # free-form option lists (e.g. a segment's ops); the manifest's byte bound caps the total
 MAX_STRING = 4096
 MAX_RANK = 16
+MAX_PROFILES = 64  # optimization profiles per segment (shape ranges)
 MAX_ARCHIVE_MEMBERS = 10_000
 MAX_ARCHIVE_BYTES = 16 * 1024 ** 3
 
@@ -187,6 +188,8 @@ class Segment:
     opset: int
     kind: str = "tensorrt"
     calibration: str = ""  # sha256 of the INT8 calibration samples when the segment holds Q/DQ, else ""
+    #: optimization profiles of a ranged bundle (--shape-range): per profile, [{name, min, opt, max}] per input
+    profiles: List[List[Dict[str, Any]]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         d = {
@@ -197,6 +200,8 @@ class Segment:
         }
         if self.calibration:  # absent for FP32/FP16 bundles, whose archives stay byte-identical
             d["calibration"] = self.calibration
+        if self.profiles:  # absent without shape ranges, so those archives stay byte-identical
+            d["profiles"] = self.profiles
         return d
 
     @classmethod
@@ -217,7 +222,27 @@ class Segment:
             inputs=_tensors(_req(d, "inputs", where), f"{where}.inputs"),
             outputs=_tensors(_req(d, "outputs", where), f"{where}.outputs"),
             calibration=_digest(d["calibration"], f"{where}.calibration") if "calibration" in d else "",
+            profiles=_profiles(d.get("profiles", []), f"{where}.profiles"),
         )
+
+
+def _profiles(v: Any, where: str) -> List[List[Dict[str, Any]]]:
+    """A segment's optimization profiles: lists of {name, min, opt, max} with shapes of one rank, min <= opt <= max."""
+    out = []
+    for i, prof in enumerate(_list(v, where, MAX_PROFILES)):
+        entries = []
+        for j, e in enumerate(_list(prof, f"{where}[{i}]", MAX_RANK * 64)):
+            w = f"{where}[{i}][{j}]"
+            if not isinstance(e, dict):
+                raise _fail(w, "expected an object")
+            name = _str(_req(e, "name", w), f"{w}.name")
+            lo, opt, hi = ([_int(x, f"{w}.{k}", lo=1) for x in _list(_req(e, k, w), f"{w}.{k}", MAX_RANK)]
+                           for k in ("min", "opt", "max"))
+            if not len(lo) == len(opt) == len(hi) or any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
+                raise _fail(w, "min, opt and max must have one rank and min <= opt <= max")
+            entries.append({"name": name, "min": lo, "opt": opt, "max": hi})
+        out.append(entries)
+    return out
 
 
 @dataclass
@@ -387,6 +412,11 @@ class Manifest:
         reference = _json_value(reference, "reference")
         reference["inputs"] = _ref_entries(reference.get("inputs", []), "reference.inputs")
         reference["outputs"] = _ref_entries(reference.get("outputs", []), "reference.outputs")
+        if "at_shapes" in reference:  # a ranged bundle's samples at MIN, OPT and MAX of each profile
+            reference["at_shapes"] = [
+                {"label": _str(_req(e, "label", f"reference.at_shapes[{i}]"), f"reference.at_shapes[{i}].label"),
+                 **{k: _ref_entries(e.get(k, []), f"reference.at_shapes[{i}].{k}") for k in ("inputs", "outputs")}}
+                for i, e in enumerate(_list(reference["at_shapes"], "reference.at_shapes", 3 * MAX_PROFILES))]
         m = cls(
             schema_version=version,
             name=_str(_req(d, "name", w), "name", max_len=256),
@@ -430,8 +460,9 @@ class Manifest:
         out = [(s.path, s.digest) for s in self.segments]
         if self.remainder is not None:
             out.append((self.remainder.path, self.remainder.digest))
-        for key in ("inputs", "outputs"):
-            out.extend((e["path"], e["digest"]) for e in self.reference.get(key, []))
+        for ref in [self.reference] + list(self.reference.get("at_shapes", [])):
+            for key in ("inputs", "outputs"):
+                out.extend((e["path"], e["digest"]) for e in ref.get(key, []))
         return out
 
     def segment(self, segment_id: str) -> Segment:
@@ -484,9 +515,10 @@ class Bundle:
             if got != digest:
                 raise DataLoss(f"bundle file {rel} is corrupt: digest {got}, manifest says {digest}")
 
-    def read_reference(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-        """(inputs, outputs) by tensor name, loaded without pickle."""
-        ref = self.manifest.reference
+    def read_reference(self, ref: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, np.ndarray],
+                                                                             Dict[str, np.ndarray]]:
+        """(inputs, outputs) by tensor name, loaded without pickle (``ref``: one of ``reference_sets``)."""
+        ref = self.manifest.reference if ref is None else ref
         res = []
         for key in ("inputs", "outputs"):
             arrays: Dict[str, np.ndarray] = {}

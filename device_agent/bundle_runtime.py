@@ -21,6 +21,7 @@ import numpy as np
 
 from device_agent.bundle import Bundle, sha256_file
 from device_agent.errors import InvalidInput, Unavailable
+from device_agent.shape_profiles import check_feeds
 
 Runner = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]
 
@@ -48,7 +49,7 @@ _REGISTERED: set = set()  # segment ids whose trampoline is registered (once: it
 
 def _trampoline(seg_id: str) -> Callable[..., None]:
     def call(*args):
-        _ACTIVE[seg_id](*args)
+        return _ACTIVE[seg_id](*args)  # DPS calls return None; ``<id>.alloc`` calls return their outputs
 
     return call
 
@@ -68,6 +69,7 @@ def _check_inputs(bundle: Bundle, inputs: Dict[str, np.ndarray]) -> None:
         if batch and spec.shape and spec.shape[0] == "batch" and not batch[0] <= arr.shape[0] <= batch[2]:
             raise InvalidInput(f"input {spec.name!r} has batch {arr.shape[0]}, the bundle was compiled for "
                                f"{batch[0]}..{batch[2]}")
+    check_feeds(bundle.manifest.options, inputs)
 
 
 def _vm(bundle: Bundle, device: str, library: Optional[str] = None):
@@ -121,6 +123,23 @@ def _dps(seg_inputs, seg_outputs, runner: Runner, seg_id: str, device_runner: Op
     return packed
 
 
+def _allocating(seg_inputs, seg_outputs, runner: Runner, seg_id: str):
+    """A segment whose outputs the remainder cannot size before the call (a shape range's computed dims): called as
+    ``<id>.alloc``, it returns its outputs as new tensors on the device of its first input."""
+    import tvm
+
+    def packed(*args):
+        res = runner({name: a.numpy() for name, a in zip(seg_inputs, args)})
+        missing = [n for n in seg_outputs if n not in res]
+        if missing:
+            raise RuntimeError(f"segment {seg_id} runner returned no outputs {missing}")
+        dev = args[0].device if args else tvm.cpu(0)
+        outs = [tvm.runtime.tensor(np.asarray(res[n], order="C"), dev) for n in seg_outputs]  # 0-d stays 0-d
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return packed
+
+
 def _bind(bundle: Bundle, runners: Dict[str, Runner], device_runners: Optional[Dict[str, DeviceRunner]]):
     """The per-call DPS functions for this bundle's segments (call with _LOCK held)."""
     import tvm
@@ -131,9 +150,12 @@ def _bind(bundle: Bundle, runners: Dict[str, Runner], device_runners: Optional[D
     for seg in bundle.manifest.segments:
         active[seg.id] = _dps([t.name for t in seg.inputs], [t.name for t in seg.outputs], runners[seg.id], seg.id,
                               (device_runners or {}).get(seg.id))
-        if seg.id not in _REGISTERED:
-            tvm.register_global_func(seg.id, _trampoline(seg.id), override=True)
-            _REGISTERED.add(seg.id)
+        active[seg.id + ".alloc"] = _allocating([t.name for t in seg.inputs], [t.name for t in seg.outputs],
+                                                runners[seg.id], seg.id)
+        for name in (seg.id, seg.id + ".alloc"):
+            if name not in _REGISTERED:
+                tvm.register_global_func(name, _trampoline(name), override=True)
+                _REGISTERED.add(name)
     return active
 
 

@@ -65,6 +65,12 @@ def bench_one(source: Path, device: str, options: Any, observer: Optional["Obser
 
     with connect(device, retry_for=retry_for, on_retry=on_retry) as client:
         ready = pipeline.make_ready(client, source, options, observer)
+        shape_rows = _bench_at_shapes(client, ready, options, observer)
+        if shape_rows:  # `--shape` / `--shapes`: one row per shape; the device's summary is the first row's
+            return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
+                    "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
+                    **{k: v for k, v in shape_rows[0].items() if k not in ("shape", "shapes", "first_call_ms")},
+                    "shapes": shape_rows}
         result = pipeline.benchmark(client, ready.prepared.digest, ready.build_options, options, observer)
     if result.layers is not None:
         from host.pipeline.layers import name_by_model
@@ -73,6 +79,20 @@ def bench_one(source: Path, device: str, options: Any, observer: Optional["Obser
     return {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
             "cache_hits": ready.build.cache_hits, "segments": len(ready.build.segments),
             **result.to_json(samples=True)}
+
+
+def _bench_at_shapes(client: Any, ready: Any, options: Any, observer: Any) -> list[dict[str, Any]]:
+    """`bench --shape` / `--shapes` rows (host/pipeline/bench_shapes.py), or [] when neither was given."""
+    if not options.bench_shape and not options.bench_points:
+        return []
+    from device_agent.bundle import Bundle
+    from host.pipeline.bench_shapes import bench_rows, choose
+
+    prepared = ready.prepared
+    choices = choose(prepared.manifest, options.bench_shape, options.bench_points)
+    bundle = Bundle.open(prepared.bundle_dir) if prepared.bundle_dir else None
+    return bench_rows(client, prepared.digest, ready.build_options, options, bundle, prepared.manifest, choices,
+                      observer)
 
 
 def bench_summary(source: Path, runs: list[dict[str, Any]], report: Optional[PathLike] = None,
@@ -155,7 +175,8 @@ def check_inputs(manifest: Any, arrays: dict[str, Any]) -> None:
 
 def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optional[int] = None,
                max_failures: Optional[str] = None, retry_for: float = 0, on_event: Any = None,
-               registry: Optional[str] = None, via_registry: bool = False) -> dict[str, Any]:
+               registry: Optional[str] = None, via_registry: bool = False,
+               shape_profiles: Sequence[dict] = ()) -> dict[str, Any]:
     """Build once per device class of the inventory's devices (those with every tag), copy to the rest.
 
     With ``registry`` each class's bundle, engines and timing cache are also published there; with ``via_registry``
@@ -169,6 +190,7 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
         raise InvalidInput(f"{source}: no such file or directory; pass an ONNX model or a bundle")
     devices = select_devices(tags)
     failure_bound(max_failures, len(devices))
+    plans = model_plans(source, _ranged_options(shape_profiles))
     kwargs: dict[str, Any] = dict(concurrency=concurrency or DEFAULT_CONCURRENCY, on_event=on_event,
                                   retry_for=retry_for, max_failures=max_failures)
     if via_registry and not registry:
@@ -178,14 +200,23 @@ def fleet_warm(source: PathLike, tags: Sequence[str] = (), *, concurrency: Optio
         from host.registry.credentials import registry_client
 
         kind = RegistryWarmer if via_registry else PublishingWarmer  # pulls, or gRPC copies + publish
-        warmer: Warmer = kind(devices, model_plans(source), registry=registry_client(registry), **kwargs)
+        warmer: Warmer = kind(devices, plans, registry=registry_client(registry), **kwargs)
     else:
-        warmer = Warmer(devices, model_plans(source), **kwargs)
+        warmer = Warmer(devices, plans, **kwargs)
     result = warmer.run()
     errors = [c.plan_error for c in result.classes]
     if errors and all(isinstance(e, InvalidInput) for e in errors):
         raise errors[0]  # the model itself is bad: one error, not a table of identical failures
     return result.to_dict()
+
+
+def _ranged_options(shape_profiles: Sequence[dict]) -> Any:
+    """`fleet warm`'s compile options: the default push's, with the shape profiles given (None: the default)."""
+    if not shape_profiles:
+        return None
+    from host.pipeline.push import PushOptions
+
+    return PushOptions.from_flat(shape_profiles=list(shape_profiles))
 
 
 def fleet_rollout(source: Optional[PathLike], name: Optional[str] = None, tags: Sequence[str] = (), *,

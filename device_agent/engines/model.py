@@ -74,6 +74,20 @@ def reference_samples(bundle: Bundle, advice: str = "recompile it with reference
     return feeds, want
 
 
+def reference_sets(bundle: Bundle) -> List[Tuple[str, Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """Every reference sample set: (label, inputs, outputs); a ranged bundle adds MIN, OPT and MAX of each profile."""
+    ins, outs = bundle.read_reference()
+    sets = [("reference", ins, outs)]
+    for extra in bundle.manifest.reference.get("at_shapes", []):
+        sets.append((extra["label"],) + bundle.read_reference(extra))
+    return sets
+
+
+def shape_samples(bundle: Bundle) -> List[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]]:
+    """A ranged bundle's further reference samples, at MIN, OPT and MAX of each profile (verify runs each)."""
+    return [(ins, outs) for _, ins, outs in reference_sets(bundle)[1:]]
+
+
 def batch_of(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
     """The leading dim of the first input whose leading dim is symbolic; 1 for static models."""
     for spec in specs:

@@ -23,6 +23,7 @@ from device_agent.engines.layers import LayerProfiler, LayerTime
 from device_agent.engines.trt_progress import attach_progress_monitor
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, Unavailable
 from device_agent.fileio import atomic_write
+from device_agent.shape_profiles import pick
 
 
 def import_trt() -> Tuple[Any, str]:
@@ -99,6 +100,9 @@ class TrtEngine(Engine):
                  declared_outputs: Optional[List[TensorMeta]] = None) -> None:
         self.trt, self.engine, self.logger = trt, engine, logger
         self.v3 = hasattr(engine, "num_io_tensors")  # name-based I/O API, TensorRT >= 8.5
+        # several optimization profiles (--shape-profiles): below 8.5 each has its own binding slots
+        self.n_profiles = max(1, int(getattr(engine, "num_optimization_profiles", 1) or 1))
+        self._profile_of: Dict[int, int] = {}  # id(context) -> the profile it is set to
         self.context = engine.create_execution_context()
         declared = {m.name: m.dtype for m in list(declared_inputs or []) + list(declared_outputs or [])}
         self.binding_dtypes: Dict[str, str] = {}
@@ -122,9 +126,33 @@ class TrtEngine(Engine):
                 yield (name, e.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
                        _np_dtype(trt, e.get_tensor_dtype(name)), tuple(e.get_tensor_shape(name)))
         else:
-            for i in range(e.num_bindings):
+            for i in range(e.num_bindings // self.n_profiles):  # profile 0's slots; profile k's follow at k * n
                 yield (e.get_binding_name(i), e.binding_is_input(i), _np_dtype(trt, e.get_binding_dtype(i)),
                        tuple(e.get_binding_shape(i)))
+
+    def _select_profile(self, ctx: Any, feeds: Dict[str, np.ndarray], names: List[str]) -> int:
+        """The tightest of the engine's optimization profiles that holds the feeds' shapes (the agent checked
+        already that the bundle's profiles hold them), set on ``ctx`` when it changes."""
+        if self.n_profiles == 1:
+            return 0
+        e, per = self.engine, len(names)
+        bounds = []
+        for k in range(self.n_profiles):
+            prof = {}
+            for name in feeds:
+                lo, _, hi = (e.get_tensor_profile_shape(name, k) if self.v3
+                             else e.get_profile_shape(k, names.index(name) + k * per))
+                prof[name] = (tuple(lo), tuple(hi))
+            bounds.append(prof)
+        k = pick(bounds, {n: a.shape for n, a in feeds.items()})
+        if k is None:
+            raise InvalidInput("inputs " + ", ".join(f"{n} {list(a.shape)}" for n, a in feeds.items())
+                               + " fit none of the engine's optimization profiles")
+        if self._profile_of.get(id(ctx)) != k:
+            ctx.set_optimization_profile_async(k, self.cuda.stream)
+            self.cuda.sync()
+            self._profile_of[id(ctx)] = k
+        return k
 
     def _buffer(self, name: str, nbytes: int) -> int:
         have = self._buffers.get(name)
@@ -164,14 +192,16 @@ class TrtEngine(Engine):
         cuda = self.cuda
         feeds = {name: self._to_binding(name, arr) for name, arr in feeds.items()}
         names = [m.name for m in self.inputs + self.outputs]
+        offset = self._select_profile(ctx, feeds, names) * len(names)  # binding slots below 8.5
         for name, arr in feeds.items():
             if self.v3:
                 ctx.set_input_shape(name, arr.shape)
             else:
-                ctx.set_binding_shape(names.index(name), arr.shape)
+                ctx.set_binding_shape(names.index(name) + offset, arr.shape)
         outputs: Dict[str, np.ndarray] = {}
         for m in self.outputs:
-            shape = ctx.get_tensor_shape(m.name) if self.v3 else ctx.get_binding_shape(names.index(m.name))
+            shape = (ctx.get_tensor_shape(m.name) if self.v3
+                     else ctx.get_binding_shape(names.index(m.name) + offset))
             outputs[m.name] = np.empty(tuple(shape), dtype=self.binding_dtypes.get(m.name, m.dtype))
         ptrs = {}
         for name, arr in list(feeds.items()) + list(outputs.items()):
@@ -186,7 +216,10 @@ class TrtEngine(Engine):
         if self.v3:
             ok = ctx.execute_async_v3(cuda.stream)
         else:
-            ok = ctx.execute_async_v2([ptrs[n] for n in names], cuda.stream)
+            slots = [0] * (len(names) * self.n_profiles)
+            for i, n in enumerate(names):
+                slots[offset + i] = ptrs[n]
+            ok = ctx.execute_async_v2(slots, cuda.stream)
         cuda.record(ev[2])
         for name, arr in outputs.items():
             cuda.d2h(arr, ptrs[name])

@@ -21,8 +21,9 @@ import numpy as np
 from device_agent.bench import LatencyStats
 from device_agent.engines.layers import LayerProfile, LayerTime, finish
 from device_agent.engines.base import (Backend, BuildFailedWithMessages, BuildOutput, BuildSpec, Engine,
-                                       ProbeResult, TensorMeta)
+                                       ProbeResult, ProfileShape, TensorMeta)
 from device_agent.errors import BuildFailed, InvalidInput, Unavailable
+from device_agent.shape_profiles import pick
 
 SEARCH_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
 _VERSION_RE = re.compile(r"TensorRT v(\d+)")
@@ -111,19 +112,40 @@ def _shape_arg(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
+def profile_args(profiles: List[List[ProfileShape]], version: Tuple[int, ...]) -> List[str]:
+    """``--minShapes/--optShapes/--maxShapes`` per optimization profile; several profiles as ``--profile=K`` groups,
+    which trtexec takes from TensorRT 8.6 (older ones build one profile: the bundle needs one there)."""
+    if len(profiles) > 1 and version < (8, 6):
+        raise InvalidInput(f"trtexec of TensorRT {'.'.join(map(str, version))} builds one optimization profile, "
+                           f"this bundle has {len(profiles)}; recompile with one --shape-range or use the tensorrt "
+                           "backend")
+    args: List[str] = []
+    for k, prof in enumerate(profiles):
+        if len(profiles) > 1:
+            args.append(f"--profile={k}")
+        for flag, attr in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
+            args.append(flag + "=" + ",".join(f"{p.name}:{_shape_arg(getattr(p, attr))}" for p in prof))
+    return args
+
+
 class TrtexecEngine(Engine):
     backend = "trtexec"
 
     def __init__(self, exe: str, plan_path: str, inputs: List[TensorMeta], outputs: List[TensorMeta],
-                 workdir: str) -> None:
+                 workdir: str, profiles: Optional[List[List[ProfileShape]]] = None) -> None:
         super().__init__(inputs, outputs)
         self.exe, self.plan_path, self.workdir = exe, plan_path, workdir
+        self.profiles = profiles or []
         self._last: Dict[str, float] = {}
 
     def _cmd(self, feeds: Dict[str, np.ndarray]) -> List[str]:
         cmd = [self.exe, f"--loadEngine={self.plan_path}"]
         if feeds:
             cmd.append("--shapes=" + ",".join(f"{n}:{_shape_arg(a.shape)}" for n, a in feeds.items()))
+        if len(self.profiles) > 1:  # the tightest profile that holds the shapes (the agent checked one does)
+            bounds = [{p.name: (p.min, p.max) for p in prof} for prof in self.profiles]
+            k = pick(bounds, {n: a.shape for n, a in feeds.items()})
+            cmd.append(f"--profile={k or 0}")
         return cmd
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -239,9 +261,7 @@ class TrtexecBackend(Backend):
                 cmd.append("--int8")  # a Q/DQ segment: TensorRT 8.x needs INT8 enabled; no calibrator is used
             if spec.timing_cache_path:
                 cmd.append(f"--timingCacheFile={spec.timing_cache_path}")
-            for prof in spec.profiles[:1]:  # trtexec takes one profile on its command line
-                for flag, attr in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
-                    cmd.append(flag + "=" + ",".join(f"{p.name}:{_shape_arg(getattr(p, attr))}" for p in prof))
+            cmd += profile_args(spec.profiles, major_minor)
             for flag in spec.builder_flags:
                 if not re.fullmatch(r"[A-Za-z0-9_]+", flag):
                     raise InvalidInput(f"builder flag {flag!r} is not a plain name")
@@ -263,4 +283,4 @@ class TrtexecBackend(Backend):
         # trtexec reports no I/O metadata as data: it comes from the bundle's manifest
         if not spec.inputs or not spec.outputs:
             raise InvalidInput("trtexec needs the segment's inputs and outputs from the bundle manifest")
-        return TrtexecEngine(exe, plan_path, list(spec.inputs), list(spec.outputs), d)
+        return TrtexecEngine(exe, plan_path, list(spec.inputs), list(spec.outputs), d, list(spec.profiles))

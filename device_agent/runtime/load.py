@@ -10,6 +10,7 @@ import numpy as np
 
 from device_agent.build_plan import Options, feeds_batch
 from device_agent.engines.model import has_dynamic_batch
+from device_agent.shape_profiles import bundle_bounds
 from device_agent.errors import PreconditionFailed
 from device_agent.loaded import LoadedModels
 from device_agent.models import VersionRecord
@@ -68,7 +69,8 @@ def version_loader(settings: Any = None, models: Optional[LoadedModels] = None) 
             return runner.run(feeds)
 
         # one batch: the runner itself, no frame in between
-        run = any_batch if has_dynamic_batch(bundle.manifest.inputs) else runners[batch].run
+        ranged = bool(bundle_bounds(bundle.manifest.options))  # feeds_batch checks the shape ranges
+        run = any_batch if has_dynamic_batch(bundle.manifest.inputs) or ranged else runners[batch].run
 
         def close() -> None:
             runners.clear()

@@ -52,6 +52,25 @@ _BATCH_RANGE_HELP = "Compile a symbolic batch dim as a dynamic range MIN:OPT:MAX
 BatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", help=_BATCH_RANGE_HELP)]
 # `compile` also takes --batch (push, bench and run use --batch for the batch size to build and run)
 CompileBatchRangeOpt = Annotated[Optional[str], typer.Option("--batch-range", "--batch", help=_BATCH_RANGE_HELP)]
+# Optimization profiles (host/compiler/shape_ranges.py), the same for `compile`, `push`, `bench`, `run`, `fleet warm`.
+ShapeRangeOpt = Annotated[list[str], typer.Option(
+    "--shape-range", metavar="NAME=MIN:OPT:MAX", help="Keep an input's symbolic dims dynamic over a range of full "
+    "shapes, e.g. x=1x3x48x10:1x3x48x320:1x3x48x2304 (repeat per input): one optimization profile.")]
+ShapeProfilesOpt = Annotated[Optional[Path], typer.Option(
+    "--shape-profiles", metavar="FILE", help="Several optimization profiles: a TOML file with one table per "
+    'profile, each NAME = "MIN:OPT:MAX" (like trtexec\'s --profile groups).')]
+
+
+def shape_profiles(shape_range: list[str], profiles_file: Optional[Path],
+                   batch_range: Optional[str] = None) -> list:
+    """The profiles `--shape-range` / `--shape-profiles` give (checked; none without either flag)."""
+    if not shape_range and profiles_file is None:
+        return []
+    from host.compiler.shape_ranges import profiles_from_flags
+
+    return profiles_from_flags(shape_range, profiles_file, batch_range)
+
+
 RemainderDeviceOpt = Annotated[Optional[str], typer.Option("--remainder-device",
                                                            help="Run the TVM remainder on cpu or cuda.")]
 ComputeCapabilityOpt = Annotated[Optional[str], typer.Option(

@@ -9,7 +9,8 @@ import typer
 from ._options import (
     CalibrationOpt, CalibratorOpt, CompileBatchRangeOpt, ComputeCapabilityOpt, Fp16Opt, ImplicitBatchOpt, InputsOpt,
     Int8Opt, JsonOpt, MinCosineOpt, NoHostCheckOpt, NoOffloadOpt, ProfileOpt, RemainderDeviceOpt, RemoveNoMacOpt,
-    SampleOpt, SeedOpt, ShapeOpt, TrtOpt, ValidationOpt, VerboseOpt, WorkspaceOpt,
+    SampleOpt, SeedOpt, ShapeOpt, ShapeProfilesOpt, ShapeRangeOpt, TrtOpt, ValidationOpt, VerboseOpt, WorkspaceOpt,
+    shape_profiles,
 )
 from .output import Output
 
@@ -31,6 +32,8 @@ def compile_cmd(
     inputs: InputsOpt = None,
     input: SampleOpt = [],
     batch: CompileBatchRangeOpt = None,
+    shape_range: ShapeRangeOpt = [],
+    profiles_file: ShapeProfilesOpt = None,
     no_offload: NoOffloadOpt = [],
     remainder_device: RemainderDeviceOpt = None,
     compute_capability: ComputeCapabilityOpt = None,
@@ -43,8 +46,12 @@ def compile_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compile MODEL for a device profile into a bundle (TensorRT segments + TVM remainder)."""
+    from host.compiler.shape_ranges import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)  # flag mistakes first, before the compiler loads
+    ranges = shape_profiles(shape_range, profiles_file, batch)
+
     from host.compiler.api import compile_model
-    from host.compiler.frontend import parse_input_shape
     from host.compiler.options import CompileOptions
     from host.pipeline.int8 import int8_options
     from host.pipeline.tensors import read_samples
@@ -55,9 +62,9 @@ def compile_cmd(
 
         raise InvalidInput("--max-rel-err bounds INT8 against FP32; it only applies with --int8")
     quant = int8_options(int8, calibration, calibrator, validation, max_rel_err, min_cosine)
-    shapes = dict(parse_input_shape(s) for s in input_shape)
     samples = read_samples(inputs, input)
     opts = CompileOptions(profile=profile, trt_version=trt_version, fp16=fp16, input_shapes=shapes, batch=batch,
+                          shape_profiles=ranges,
                           use_implicit_batch=implicit_batch, remove_no_mac_subgraphs=remove_no_mac,
                           max_workspace_size=workspace, exclude_ops=tuple(no_offload),
                           remainder_device=remainder_device, compute_capability=compute_capability, seed=seed,

@@ -17,7 +17,8 @@ from protos import agent_pb2
 
 from ._errors import EXIT_DEVICE, EXIT_UNREACHABLE
 from ._options import (ConcurrencyOpt, DetailOpt, EventsOpt, HealthTimeoutOpt, JsonOpt, MaxFailuresOpt, ModelNameOpt,
-                       RegistryOpt, ResumeOpt, RetryForOpt, TagOpt, ViaRegistryOpt, WavesOpt)
+                       RegistryOpt, ResumeOpt, RetryForOpt, ShapeProfilesOpt, ShapeRangeOpt, TagOpt, ViaRegistryOpt,
+                       WavesOpt, shape_profiles)
 from .output import Output
 
 if TYPE_CHECKING:  # rich is imported where a table is drawn, so `--json` never loads it
@@ -139,6 +140,8 @@ def warm(
     retry_for: RetryForOpt = DEFAULT_RETRY_FOR_S,
     registry: RegistryOpt = None,
     via_registry: ViaRegistryOpt = False,
+    shape_range: ShapeRangeOpt = [],
+    profiles_file: ShapeProfilesOpt = None,
     verbose: DetailOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -158,7 +161,8 @@ def warm(
         out.status(escape(f"{kind:>13} {event.device}{detail}"))
 
     data = api.fleet_warm(model_or_bundle, tag, concurrency=concurrency, max_failures=max_failures,
-                          retry_for=retry_for, on_event=show, registry=registry, via_registry=via_registry)
+                          retry_for=retry_for, on_event=show, registry=registry, via_registry=via_registry,
+                          shape_profiles=shape_profiles(shape_range, profiles_file))
     out.result(data, lambda c: _render_warm(data, c, verbose))
     if not data["ok"]:
         failures = [f for c in data["classes"] for f in c["failed"]] + data["unreachable"]

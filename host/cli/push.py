@@ -16,11 +16,11 @@ from host.client.retry import DEFAULT_RETRY_FOR_S
 
 from ._options import (
     BatchRangeOpt, CalibrationOpt, CalibratorOpt, DeviceOpt, DevicesOpt, Fp16Opt, InputsOpt, Int8Opt, JsonOpt,
-    MinCosineOpt, NoOffloadOpt, ProfileOpt, RegistryOpt, RetryForOpt, SampleOpt, ShapeOpt, TrtOpt, ValidationOpt,
-    VerboseOpt, WorkspaceOpt, retry_lines,
+    MinCosineOpt, NoOffloadOpt, ProfileOpt, RegistryOpt, RetryForOpt, SampleOpt, ShapeOpt, ShapeProfilesOpt,
+    ShapeRangeOpt, TrtOpt, ValidationOpt, VerboseOpt, WorkspaceOpt, retry_lines, shape_profiles,
 )
 from .output import Output
-from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push
+from .push_view import latency_table, layers_heading, layers_table, mib, observer_for, render_push, shapes_table
 
 if TYPE_CHECKING:
     from host.pipeline.push import PushOptions
@@ -39,7 +39,7 @@ BatchOpt = Annotated[int, typer.Option("--batch", min=0, show_default=False,
 def _shapes(items: list[str]) -> dict[str, list[int]]:
     if not items:
         return {}
-    from host.compiler.frontend import parse_input_shape
+    from host.compiler.shape_ranges import parse_input_shape
 
     return dict(parse_input_shape(s) for s in items)
 
@@ -83,6 +83,8 @@ def push(
     input: SampleOpt = [],
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
+    shape_range: ShapeRangeOpt = [],
+    profiles_file: ShapeProfilesOpt = None,
     force_rebuild: Annotated[bool, typer.Option("--force-rebuild", help="Rebuild engines even if cached.")] = False,
     max_workspace_size: WorkspaceOpt = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the check against reference outputs.")] = False,
@@ -106,7 +108,9 @@ def push(
     out = Output(json, verbose)
     quant = int8_options(int8, calibration, calibrator, validation, max_rel_err, min_cosine)
     options = dict(fp16=fp16, int8=quant, profile=profile, trt_version=trt_version, backend=backend,
-                   input_shapes=_shapes(input_shape), batch_range=batch_range, force_rebuild=force_rebuild,
+                   input_shapes=_shapes(input_shape), batch_range=batch_range,
+                   shape_profiles=shape_profiles(shape_range, profiles_file, batch_range),
+                   force_rebuild=force_rebuild,
                    sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                    verify=not no_verify, max_rel_err=max_rel_err, bench=bench, warmup=warmup,
                    iterations=iterations, duration_s=duration, batch=batch, registry=registry,
@@ -135,10 +139,16 @@ def bench(
     input: SampleOpt = [],
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
+    shape_range: ShapeRangeOpt = [],
+    profiles_file: ShapeProfilesOpt = None,
     max_workspace_size: WorkspaceOpt = None,
     layers: Annotated[bool, typer.Option("--layers", help="Also profile each layer (the backend's profiler, on runs "
                                          "after the timed ones): a table of the slowest, `layers` in --json.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Layers shown in the table and the report's chart.")] = 15,
+    shape: Annotated[list[str], typer.Option("--shape", metavar="NAME=DxD...", help="Benchmark a ranged bundle at "
+                                             "this shape (repeat per input; default: OPT).")] = [],
+    shapes: Annotated[Optional[str], typer.Option("--shapes", metavar="min,opt,max", help="Benchmark a ranged bundle "
+                                                  "at these points of each profile, one row each.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a Markdown report with a latency "
                                                    "histogram and CDF (PNG) into this directory; with --layers "
                                                    "also a bar chart of the slowest layers.")] = None,
@@ -155,10 +165,11 @@ def bench(
         require_matplotlib()
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False, bench=True,
+                       input_shapes=_shapes(input_shape), batch_range=batch_range,
+                       shape_profiles=shape_profiles(shape_range, profiles_file, batch_range), verify=False, bench=True,
                        sample_inputs=_samples(inputs, input), exclude_ops=list(no_offload),
                        warmup=warmup, iterations=iterations, duration_s=duration, batch=batch, layers=layers,
-                       max_workspace_size=max_workspace_size)
+                       max_workspace_size=max_workspace_size, bench_shape=list(shape), bench_points=shapes)
     runs: list[dict[str, Any]] = []
     for name in dict.fromkeys(device):
         observer, live = observer_for(out, f"deploy bench {source.name} --device {name}", prefix=f"[{name}] ")
@@ -169,6 +180,9 @@ def bench(
     files = data["report"]
 
     def render(c: Any) -> None:
+        if any(r.get("shapes") for r in runs):
+            c.print(shapes_table(runs))
+            return
         c.print(latency_table({r["device"]: r for r in runs}))
         for r in runs:
             if r.get("layers") is not None:
@@ -194,6 +208,8 @@ def run(
     input_shape: ShapeOpt = [],
     no_offload: NoOffloadOpt = [],
     batch_range: BatchRangeOpt = None,
+    shape_range: ShapeRangeOpt = [],
+    profiles_file: ShapeProfilesOpt = None,
     json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -208,7 +224,8 @@ def run(
         raise InvalidInput(f"-o {output}: the output file must end in .npz")
     out = Output(json, verbose)
     options = _options(fp16=fp16, profile=profile, trt_version=trt_version, backend=backend,
-                       input_shapes=_shapes(input_shape), batch_range=batch_range, verify=False,
+                       input_shapes=_shapes(input_shape), batch_range=batch_range,
+                       shape_profiles=shape_profiles(shape_range, profiles_file, batch_range), verify=False,
                        sample_inputs=arrays, exclude_ops=list(no_offload))
     observer, live = observer_for(out, f"deploy run {source.name} --device {device}")
     with live:

@@ -213,6 +213,21 @@ def latency_table(rows: dict[str, Any]) -> Table:
     return table
 
 
+def shapes_table(runs: list[dict[str, Any]]) -> Table:
+    """`bench --shape/--shapes`: one row per device and shape; the first call after the shape changed apart."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", padding=(0, 2))
+    for col in ("device", "shape", "first ms", "p50 ms", "p90 ms", "mean ms", "min ms", "backend"):
+        table.add_column(col, justify="left" if col in ("device", "shape", "backend") else "right")
+    for r in runs:
+        for row in r.get("shapes") or []:
+            table.add_row(r["device"], row["shape"], _fmt(row.get("first_call_ms"), 3), _fmt(row.get("p50_ms"), 3),
+                          _fmt(row.get("p90_ms"), 3), _fmt(row.get("mean_ms"), 3), _fmt(row.get("min_ms"), 3),
+                          str(row.get("backend", "-")))
+    return table
+
+
 def layers_heading(run: dict[str, Any], top: int) -> str:
     """What the layer table is over: its device, the profiled runs, and the rows' sum beside a run's wall time."""
     rows = run.get("layers") or []

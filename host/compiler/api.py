@@ -179,10 +179,27 @@ def _load(model_path: Union[str, os.PathLike], opts: CompileOptions, profile: Pr
     loaded = frontend.prepare(model, digest, input_shapes=_shapes_with_samples(model, opts, batch), batch=batch,
                               fold=opts.fold, samples=opts.sample_inputs,
                               decompose_layer_norm_below_86=profile.trt < (8, 6, 0)
-                              and "LayerNormalization" not in opts.exclude_ops)
+                              and "LayerNormalization" not in opts.exclude_ops, profiles=opts.shape_profiles)
+    _bind_ranged_samples(loaded, opts.sample_inputs)
     samples = reference.check_samples(loaded.inputs, opts.sample_inputs, loaded.concrete_inputs)
     ctx, seg_opset = _context(loaded, profile, opts)
     return _Front(loaded, digest, ctx, seg_opset, batch, samples)
+
+
+def _bind_ranged_samples(loaded: frontend.LoadedModel, samples: Dict[str, np.ndarray]) -> None:
+    """A sample of a ranged input is the reference at its own shape when some profile holds it."""
+    from device_agent.shape_profiles import pick
+    from host.compiler.shape_ranges import fmt, fmt_range
+
+    for name, arr in samples.items():
+        if not loaded.profiles or name not in loaded.profiles[0]:
+            continue
+        shape = list(np.shape(arr))
+        if pick([{name: (p[name][0], p[name][2])} for p in loaded.profiles], {name: shape}) is None:
+            ranges = "; ".join(fmt_range(p[name]) for p in loaded.profiles)
+            raise reference.SampleError(f"sample input {name!r} has shape {fmt(shape)}, outside its ranges "
+                                        f"({ranges}); give a sample in range or widen --shape-range")
+        loaded.concrete_inputs[name] = shape
 
 
 def _quantize(front: _Front, profile: Profile, opts: CompileOptions) -> _Front:
@@ -225,8 +242,30 @@ def _write_segments(bdir: Path, front: _Front, part: Any, emitted: Dict[str, Any
             id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
             inputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.inputs],
             outputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.outputs],
-            opset=front.seg_opset, calibration=_calibration_of(front.int8, emitted[seg.id])))
+            opset=front.seg_opset, calibration=_calibration_of(front.int8, emitted[seg.id]),
+            profiles=segment_profiles(front.loaded, seg.inputs)))
     return segments
+
+
+def segment_profiles(loaded: frontend.LoadedModel, inputs: List[str]) -> List[List[Dict[str, Any]]]:
+    """A segment's optimization profiles, one per model profile: each dynamic input's min, opt and max, from the
+    shapes the model's runs at MIN, OPT and MAX of that profile gave (dim by dim, the smallest and largest seen)."""
+    if not loaded.profiles:
+        return []
+    out = []
+    for k in range(len(loaded.profiles)):
+        prof = []
+        for name in inputs:
+            spec = loaded.value_types.get(name)
+            at = loaded.range_points.get(name)
+            if spec is None or at is None or not any(isinstance(d, str) for d in spec[1]):
+                continue
+            three = at[3 * k:3 * k + 3]
+            prof.append({"name": name, "min": [min(d) for d in zip(*three)], "opt": list(three[1]),
+                         "max": [max(d) for d in zip(*three)]})
+        if prof:
+            out.append(prof)
+    return out
 
 
 def _write_remainder(bdir: Path, front: _Front, part: Any, profile: Profile,
@@ -293,10 +332,15 @@ def _host_check(bundle: Bundle, library: Optional[str] = None) -> None:
     Catches a TVM frontend that imports an op differently (seen in TVM 0.27 for some Resize modes)
     before the bundle reaches a device.
     """
+    from device_agent.engines.model import reference_sets
     from device_agent.bundle_runtime import onnxruntime_runners, run_bundle
 
-    ins, want = bundle.read_reference()
-    got = run_bundle(bundle, onnxruntime_runners(bundle), ins, library=library)
+    for _, ins, want in reference_sets(bundle):  # a ranged bundle: at MIN, OPT and MAX of each profile too
+        got = run_bundle(bundle, onnxruntime_runners(bundle), ins, library=library)
+        _check_outputs(bundle, got, want)
+
+
+def _check_outputs(bundle: Bundle, got: Dict[str, np.ndarray], want: Dict[str, np.ndarray]) -> None:
     rtol, atol = bundle.manifest.reference["rtol"], bundle.manifest.reference["atol"]
     for name, w in want.items():
         g = got[name]
@@ -313,8 +357,9 @@ def _shapes_with_samples(model, opts: CompileOptions, batch) -> Dict[str, List[i
     shapes = {k: list(v) for k, v in opts.input_shapes.items()}
     if batch is None:
         names = {vi.name for vi in model.graph.input}
+        ranged = {n for p in opts.shape_profiles for n in p}
         for name, arr in opts.sample_inputs.items():
-            if name in names:
+            if name in names and name not in ranged:
                 shapes.setdefault(name, list(np.shape(arr)))
     return shapes
 
@@ -327,15 +372,43 @@ def _write_reference(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOpti
     entries: Dict[str, Any] = {"seed": opts.seed, "rtol": 1e-2 if loose else 1e-4,
                                "atol": 1e-2 if loose else 1e-5,
                                "fp32_spread": float(reference.fp32_spread(loaded.model, inputs, outputs))}
+    entries.update(_save_reference(bdir, "reference", loaded, inputs, outputs))
+    if loaded.profiles:
+        entries["at_shapes"] = _reference_at_shapes(bdir, loaded, opts, samples)
+    return entries
+
+
+def _save_reference(bdir: Path, folder: str, loaded: frontend.LoadedModel, inputs: Dict[str, np.ndarray],
+                    outputs: Dict[str, np.ndarray]) -> Dict[str, List[Dict[str, str]]]:
+    entries = {}
     for key, arrays, order in (("inputs", inputs, loaded.inputs), ("outputs", outputs, loaded.outputs)):
-        (bdir / "reference" / key).mkdir(parents=True, exist_ok=True)
+        (bdir / folder / key).mkdir(parents=True, exist_ok=True)
         items = []
         for i, spec in enumerate(order):
-            rel = f"reference/{key}/{i}.npy"
+            rel = f"{folder}/{key}/{i}.npy"
             np.save(bdir / rel, np.asarray(arrays[spec.name], order="C"), allow_pickle=False)
             items.append({"name": spec.name, "path": rel, "digest": sha256_file(bdir / rel)})
         entries[key] = items
     return entries
+
+
+def _reference_at_shapes(bdir: Path, loaded: frontend.LoadedModel, opts: CompileOptions,
+                         samples: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+    """Reference samples at MIN, OPT and MAX of each profile (besides the main one): verify runs each on the device.
+    A sample input given at one shape is cut or repeated along its ranged dims to each other shape."""
+    from device_agent.shape_profiles import fit_to_shape
+
+    out = []
+    points = frontend.range_feeds(loaded.inputs, loaded.concrete_inputs, loaded.profiles)
+    for n, shapes in enumerate(points):
+        if shapes == loaded.concrete_inputs:
+            continue
+        fitted = {k: fit_to_shape(v, shapes[k]) for k, v in samples.items() if k in shapes}
+        inputs = reference.make_inputs(loaded.inputs, shapes, opts.seed + 1 + n, fitted, random_ints=False)
+        outputs = reference.run_onnxruntime(loaded.model, inputs)
+        label = f"profile {n // 3} {('min', 'opt', 'max')[n % 3]}"
+        out.append({"label": label, **_save_reference(bdir, f"reference/at_shapes/{n}", loaded, inputs, outputs)})
+    return out
 
 
 def _replace_dir(new: Path, dest: Path) -> None:

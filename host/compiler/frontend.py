@@ -18,6 +18,7 @@ from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
 from device_agent.fileio import sha256_file as file_digest
 from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
+from host.compiler.shape_ranges import ProfileRanges, check_against_model, parse_input_shape, ranged_dims  # noqa: F401
 from host.compiler.simplify import SimplifyReport, decompose_layer_norm, simplify
 
 
@@ -49,14 +50,6 @@ class BatchRange:
         return [self.min, self.opt, self.max]
 
 
-def parse_input_shape(text: str) -> Tuple[str, List[int]]:
-    """'data=1x3x224x224' -> ('data', [1, 3, 224, 224])."""
-    m = re.fullmatch(r"([^=]+)=(\d+(?:[x,]\d+)*)", text.strip())
-    if not m:
-        raise ShapeError(f"--input-shape {text!r} must be NAME=DxDx..., e.g. input=1x3x224x224")
-    return m.group(1), [int(d) for d in re.split(r"[x,]", m.group(2))]
-
-
 @dataclass
 class LoadedModel:
     model: onnx.ModelProto           # shape-inferred, symbolic dims resolved, Constant nodes folded
@@ -68,6 +61,9 @@ class LoadedModel:
     batch: Optional[BatchRange] = None
     value_types: Dict[str, Tuple[str, List]] = field(default_factory=dict)  # every tensor: (dtype, shape)
     simplified: Optional[SimplifyReport] = None  # graph preparation, when it ran
+    profiles: List[ProfileRanges] = field(default_factory=list)  # --shape-range / --shape-profiles
+    #: with profiles: each tensor's shape at MIN, OPT and MAX of each profile, in that order (segment profiles)
+    range_points: Dict[str, List[List[int]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -150,12 +146,14 @@ def _fold_constants(model: onnx.ModelProto) -> None:
 def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optional[Dict[str, Sequence[int]]] = None,
             batch: Optional[BatchRange] = None, fold: bool = False,
             samples: Optional[Dict[str, np.ndarray]] = None,
-            decompose_layer_norm_below_86: bool = False) -> LoadedModel:
+            decompose_layer_norm_below_86: bool = False,
+            profiles: Optional[Sequence[ProfileRanges]] = None) -> LoadedModel:
     """Check opset and graph, resolve input dims, infer every tensor's shape.
 
     ``fold``: fold constants and shape subgraphs once the dims are bound (``simplify``); the
     conformance harness leaves it off so each single-op case keeps its op. ``samples``: the user's
     inputs, fed to the runs that read shapes the graph computes (a VAD's sample rate picks its branch).
+    ``profiles``: shape ranges (`shape_ranges`); each dim they vary stays symbolic, the rest is bound.
     """
     opset = model_opset(model)
     if not MIN_SOURCE_OPSET <= opset <= MAX_SOURCE_OPSET:
@@ -174,6 +172,12 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         if name not in {vi.name for vi in graph_inputs}:
             raise ShapeError(f"--input-shape names {name!r}, but the model's inputs are "
                              f"{[vi.name for vi in graph_inputs]}")
+    profiles = list(profiles or [])
+    symbols: Dict[Tuple[str, int], str] = {}
+    if profiles:
+        model_shapes = {vi.name: _shape_of(vi) or [] for vi in graph_inputs}
+        check_against_model(profiles, model_shapes, input_shapes)
+        symbols = {(r.input, r.axis): r.symbol for r in ranged_dims(profiles, model_shapes)}
     declared: List[TensorSpec] = []
     concrete: Dict[str, List[int]] = {}
     for vi in graph_inputs:
@@ -181,7 +185,10 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         shape = _shape_of(vi)
         if shape is None:
             raise ShapeError(f"input {vi.name!r} has no shape; pass --input-shape {vi.name}=Dx...")
-        if vi.name in input_shapes:
+        if profiles and vi.name in profiles[0]:
+            conc = list(profiles[0][vi.name][1])  # OPT of the first profile: reference data, shape runs
+            shape_decl = [symbols.get((vi.name, i), d) for i, d in enumerate(conc)]
+        elif vi.name in input_shapes:
             given = list(input_shapes[vi.name])
             if len(given) != len(shape) or any(isinstance(d, int) and d != g for d, g in zip(shape, given)):
                 raise ShapeError(f"--input-shape {vi.name}={'x'.join(map(str, given))} does not fit the model's "
@@ -198,8 +205,10 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
                     shape_decl.append("batch")
                     conc.append(batch.opt)
                 else:
-                    raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}); pass --input-shape "
-                                     f"{vi.name}=Dx... or, for the batch dim, --batch-range MIN:OPT:MAX")
+                    raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}) and has no size: fix it with "
+                                     f"--input-shape {vi.name}=Dx... or give its range with --shape-range "
+                                     f"{vi.name}=MIN:OPT:MAX (full shapes; --batch-range MIN:OPT:MAX for the "
+                                     "batch dim alone)")
         declared.append(TensorSpec(vi.name, dtype, shape_decl))
         concrete[vi.name] = conc
         # write the resolved dims back so shape inference can propagate them
@@ -228,7 +237,12 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     types = tensor_types(model)
     unknown = [t for n in model.graph.node for t in n.output
                if t and (t not in types or any(isinstance(d, str) and not is_batch_dim(d) for d in types[t][1]))]
-    if unknown and batch is None:
+    points: Dict[str, List[List[int]]] = {}
+    if profiles:
+        named = [t for n in model.graph.node for t in n.output if t]
+        ranged_types, points = _ranged_shapes_by_running(model, declared, concrete, named, profiles, samples)
+        types.update(ranged_types)
+    elif unknown and batch is None:
         types.update(_shapes_by_running(model, declared, concrete, unknown, samples))
     elif unknown:
         types.update(_batch_shapes_by_running(model, declared, concrete, unknown, batch, samples))
@@ -243,7 +257,8 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
             raise ShapeError(f"output {vi.name!r} has an unknown or unsupported element type")
         if shape is None:
             raise ShapeError(f"the shape of output {vi.name!r} cannot be inferred; pass --input-shape")
-        unresolved = [d for d in shape if isinstance(d, str) and not is_batch_dim(d)]
+        unresolved = [d for d in shape if isinstance(d, str) and not is_batch_dim(d)
+                      and not (profiles and is_dynamic_dim(d))]
         if unresolved:
             raise ShapeError(f"output {vi.name!r} has unresolved dims {unresolved}; pass --input-shape with "
                              "concrete sizes")
@@ -252,7 +267,8 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         if s.dtype.startswith("onnx:"):
             raise ModelError(f"input {s.name!r} has unsupported element type {s.dtype[5:]}")
     return LoadedModel(model=model, source_digest=source_digest, opset=opset, inputs=declared, outputs=outputs,
-                       concrete_inputs=concrete, batch=batch, value_types=types, simplified=report)
+                       concrete_inputs=concrete, batch=batch, value_types=types, simplified=report,
+                       profiles=profiles, range_points=points)
 
 
 def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[str, List]]:
@@ -269,6 +285,12 @@ def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[str, List]]:
 def is_batch_dim(d: Union[int, str]) -> bool:
     """The dynamic batch ("batch") or a dim that grows with it ("batch*2"): known to the compiler."""
     return isinstance(d, str) and (d == "batch" or d.startswith("batch*"))
+
+
+def is_dynamic_dim(d: Union[int, str]) -> bool:
+    """A dim that varies within what the compiler was told: the batch (`is_batch_dim`), a ranged input dim or one
+    that moves with it (`--shape-range`). Unknown dims ("?...", an exporter's "-1") are not."""
+    return isinstance(d, str) and not d.startswith("?") and not d.lstrip("-").isdigit()
 
 
 def _batch_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],
@@ -301,6 +323,68 @@ def _batch_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], s
                 dims.append(f"?{n}")
         out[n] = (dtype, dims)
     return out
+
+
+def range_feeds(inputs: List[TensorSpec], concrete: Dict[str, List[int]],
+                profiles: Sequence[ProfileRanges]) -> List[Dict[str, List[int]]]:
+    """Input shapes at MIN, OPT and MAX of each profile, in that order (inputs without a range as bound)."""
+    return [{s.name: (list(prof[s.name][k]) if s.name in prof else list(concrete[s.name])) for s in inputs}
+            for prof in profiles for k in range(3)]
+
+
+def _ranged_shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], concrete: Dict[str, List[int]],
+                              names: List[str], profiles: Sequence[ProfileRanges],
+                              samples: Optional[Dict[str, np.ndarray]] = None
+                              ) -> Tuple[Dict[str, Tuple[str, List]], Dict[str, List[List[int]]]]:
+    """Every tensor's shape from runs at MIN, OPT and MAX of each profile: a dim that stays is a number, one that
+    moves with an input's ranged dim is that dim's symbol, any other moving dim gets its own symbol
+    (``TENSOR_dI``). Also the shapes at each point, from which each segment's own profiles are taken."""
+    points = range_feeds(inputs, concrete, profiles)
+    probe = _probe_point(inputs, points)
+    from device_agent.shape_profiles import fit_to_shape
+
+    # the user's samples cut or repeated to each point: token ids, type ids and masks stay valid there
+    runs = [_shapes_by_running(model, inputs, p, names,
+                               {k: fit_to_shape(v, p[k]) for k, v in (samples or {}).items() if k in p})
+            for p in points + [probe]]
+    sym_values: Dict[str, List[int]] = {}
+    for s in inputs:
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str):
+                sym_values.setdefault(d, [p[s.name][i] for p in points + [probe]])
+    by_values: Dict[Tuple[int, ...], str] = {}
+    for k, v in sym_values.items():  # two symbols that move alike are told apart by nothing: neither is used
+        by_values[tuple(v)] = "" if tuple(v) in by_values else k
+    types: Dict[str, Tuple[str, List]] = {}
+    shapes_at: Dict[str, List[List[int]]] = {s.name: [p[s.name] for p in points] for s in inputs}
+    for n in names:
+        at = [r[n][1] for r in runs]
+        shapes_at[n] = at[:-1]
+        if any(len(a) != len(at[0]) for a in at):
+            types[n] = (runs[0][n][0], [f"?{n}"])
+            continue
+        dims: List[Union[int, str]] = []
+        for i in range(len(at[0])):
+            vals = tuple(a[i] for a in at)
+            if len(set(vals)) == 1:
+                dims.append(vals[0])
+            else:
+                dims.append(by_values.get(vals) or f"{n[:100]}_d{i}")
+        types[n] = (runs[0][n][0], dims)
+    return types, shapes_at
+
+
+def _probe_point(inputs: List[TensorSpec], points: List[Dict[str, List[int]]]) -> Dict[str, List[int]]:
+    """The first profile's OPT with its symbols at MIN, MAX or OPT in turn, so that symbols with equal ranges (H and
+    W of 16..64) take different sizes in one run and a tensor's dims can be told to follow the one or the other."""
+    probe = {k: list(v) for k, v in points[1].items()}
+    order: Dict[str, int] = {}
+    for s in inputs:
+        for i, d in enumerate(s.shape):
+            if isinstance(d, str):
+                k = order.setdefault(d, len(order))
+                probe[s.name][i] = points[(0, 2, 1)[k % 3]][s.name][i]
+    return probe
 
 
 def _shapes_by_running(model: onnx.ModelProto, inputs: List[TensorSpec], shapes: Dict[str, List[int]],

@@ -58,12 +58,19 @@ def describe(manifest: Manifest, digest: Union[str, None] = None) -> Dict[str, A
     }
 
 
+def _dims(shape: List[int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
 def render_lines(info: Dict[str, Any]) -> List[str]:
     """Human lines for the terminal."""
     t = info["target"]
     lines = [f"bundle {info['name']}  {info['digest'] or ''}".rstrip(),
              f"target {t['profile']}: TensorRT {t['trt_version']}, "
              f"sm {t['compute_capability'] or '-'}, {t['arch']}"]
+    for k, prof in enumerate(info["options"].get("shape_profiles") or []):  # --shape-range / --shape-profiles
+        ranges = ", ".join(f"{n} {_dims(r['min'])}..{_dims(r['max'])} (opt {_dims(r['opt'])})" for n, r in prof.items())
+        lines.append(f"profile {k}: {ranges}")
     for p in info["segments"]:
         lines.append(f"  {p['id']:<8} {p['kind']:<9} {len(p['ops']):>4} ops  {_summary(p['ops'])}")
         lines.append(f"           runs on: {p['runs_on']}")

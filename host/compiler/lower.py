@@ -171,12 +171,17 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
         part_fns[part.id] = _add_part(bb, imported, part.id)
     params = [rx.Var(_sanitize(n), _tensor_type(rx, tirx, types[n][0], types[n][1], symbols)) for n in model_inputs]
     env: Dict[str, object] = dict(zip(model_inputs, params))
+    bound = set(symbols)  # sizes main knows before a call: the inputs', then those match_cast binds
     with bb.function("main", params):
         with bb.dataflow():
             for part in part_list.parts:
                 args = [env[t] for t in part.inputs]
-                out_types = [_tensor_type(rx, tirx, types[t][0], types[t][1], symbols) for t in part.outputs]
+                if part.kind == TRT and _sized_at_run_time(part, types, bound):
+                    _emit_allocating_call(bb, rx, tirx, part, args, types, symbols, env)
+                    bound.update(d for t in part.outputs for d in types[t][1] if isinstance(d, str))
+                    continue
                 if part.kind == TRT:
+                    out_types = [_tensor_type(rx, tirx, types[t][0], types[t][1], symbols) for t in part.outputs]
                     call = rx.call_dps_packed(part.id, args, out_types if len(out_types) > 1 else out_types[0])
                 else:
                     call = rx.Call(part_fns[part.id], args)
@@ -189,6 +194,25 @@ def build_module(model: onnx.ModelProto, part_list: Partition, types: Dict[str, 
             out = bb.emit_output(rx.Tuple([env[t] for t in model_outputs]))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def _sized_at_run_time(part, types: Dict[str, Tuple[str, list]], bound: set) -> bool:
+    """A segment output with a dim nothing bound yet (a strided conv's width under a shape range): ``main`` cannot
+    size its destination before the call."""
+    return any(isinstance(d, str) and d not in bound for t in part.outputs for d in types[t][1])
+
+
+def _emit_allocating_call(bb, rx, tirx, part, args, types: Dict[str, Tuple[str, list]], symbols: Dict[str, object],
+                          env: Dict[str, object]) -> None:
+    """The segment through ``R.call_pure_packed("<id>.alloc", ...)``, which returns its outputs (the agent allocates
+    them at their run-time shape), then ``match_cast`` to the declared shapes: that binds each new dim to a
+    variable later parts use, so one library serves every shape in the range."""
+    loose = [rx.TensorType(ndim=len(types[t][1]), dtype=types[t][0]) for t in part.outputs]
+    res = bb.emit(rx.op.call_pure_packed(part.id + ".alloc", *args,
+                                         ty_args=loose[0] if len(loose) == 1 else rx.TupleType(loose)))
+    for i, t in enumerate(part.outputs):
+        value = res if len(part.outputs) == 1 else bb.emit(rx.TupleGetItem(res, i))
+        env[t] = bb.match_cast(value, _tensor_type(rx, tirx, types[t][0], types[t][1], symbols))
 
 
 def _add_part(bb, imported, part_id: str):

@@ -28,6 +28,8 @@ class CompileOptions:
     fp16: bool = False
     input_shapes: Dict[str, List[int]] = field(default_factory=dict)
     batch: Optional[str] = None                 # "MIN:OPT:MAX" (`--batch-range`)
+    #: optimization profiles (`--shape-range`, `--shape-profiles`): per profile, input -> [min, opt, max] shapes
+    shape_profiles: List[Dict[str, List[List[int]]]] = field(default_factory=list)
     use_implicit_batch: bool = False
     remove_no_mac_subgraphs: bool = False
     max_workspace_size: Optional[int] = None    # None: the profile's default_workspace_bytes
@@ -55,7 +57,8 @@ class CompileOptions:
 
         ``batch`` is the parsed `batch` range; the compiler adds what it found (segment opset, INT8, parts...)."""
         workspace = self.max_workspace_size if self.max_workspace_size is not None else default_workspace_bytes
-        return {"fp16": bool(self.fp16), "precision": self.precision,
+        ranges = {"shape_profiles": profiles_json(self.shape_profiles)} if self.shape_profiles else {}
+        return {**ranges,"fp16": bool(self.fp16), "precision": self.precision,
                 "use_implicit_batch": bool(self.use_implicit_batch),
                 "remove_no_mac_subgraphs": bool(self.remove_no_mac_subgraphs),
                 "max_workspace_size": int(workspace), "batch": batch,
@@ -63,4 +66,10 @@ class CompileOptions:
                 "exclude_ops": sorted(self.exclude_ops)}
 
 
-__all__ = ["CompileOptions", "DEFAULT_PROFILE"]
+def profiles_json(profiles: Sequence[Dict[str, List[List[int]]]]) -> List[Dict[str, Dict[str, List[int]]]]:
+    """Profiles as the manifest and the compile-cache key write them: input -> {min, opt, max}."""
+    return [{name: {"min": list(r[0]), "opt": list(r[1]), "max": list(r[2])} for name, r in sorted(p.items())}
+            for p in profiles]
+
+
+__all__ = ["CompileOptions", "DEFAULT_PROFILE", "profiles_json"]

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from host.compiler.optable.base import (INDEX_TYPES, V1000, Check, Context, Ladder, Rule,
                                         attr, axes_of, first_version_with, input_value, needs, types_at, ver)
-from host.compiler.frontend import is_batch_dim
+from host.compiler.frontend import is_dynamic_dim
 from host.compiler.graphs import subgraphs
 from host.compiler.optable.rows import LEFT_OUT, RULES
 from host.compiler.profiles import Version, format_version, max_parser_opset
@@ -279,7 +279,7 @@ def check_node(node: onnx.NodeProto, ctx: Context, exclude: Sequence[str] = ()) 
         shape = ctx.shape(name)
         if shape is None and not ctx.in_subgraph:  # inside a branch, TensorRT works the shapes out itself
             return f"{op}: the shape of {name!r} is not known at compile time"
-        if not ctx.in_subgraph and any(isinstance(d, str) and not is_batch_dim(d) for d in shape):
+        if not ctx.in_subgraph and any(isinstance(d, str) and not is_dynamic_dim(d) for d in shape):
             return f"{op}: the shape of {name!r} is not known at compile time"
     outer = [t for t in outer_scope_inputs(node) if t not in ctx.constants]
     qdq_weight = op in ("QuantizeLinear", "DequantizeLinear") and any(o in ctx.quantized_weights for o in node.output)

@@ -11,7 +11,7 @@ import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from device_agent.errors import BuildFailed, DeployError, InvalidInput
 from host.client.agent import AgentClient
@@ -58,6 +58,8 @@ class PushOptions:
     registry: Optional[str] = None  # HOST/REPO: the bundle goes through it, the engines are published after
     name: Optional[str] = None  # the model's name on the device (None: the file's stem); push records a version
     activate: bool = False  # make the new version the one the device serves
+    bench_shape: list[str] = field(default_factory=list)  # `bench --shape NAME=DxD...` (a ranged bundle)
+    bench_points: Optional[str] = None  # `bench --shapes min,opt,max`: those of each profile, one row each
 
     @classmethod
     def from_flat(cls, **kw: Any) -> "PushOptions":
@@ -427,14 +429,15 @@ def verify(client: AgentClient, digest: str, options: agent_pb2.BuildOptions, to
 
 
 def benchmark(client: AgentClient, digest: str, options: agent_pb2.BuildOptions, push: PushOptions,
-              observer: Optional[Observer] = None) -> BenchResult:
+              observer: Optional[Observer] = None, inputs: Sequence[agent_pb2.Tensor] = ()) -> BenchResult:
+    """``inputs``: the tensors to time (`bench --shape`); none: the agent's own (the reference samples)."""
     observer = observer or Observer()
     iterations = push.iterations if push.iterations or push.duration_s else 100
     observer.phase("bench", f"{iterations} iterations" if iterations else f"{push.duration_s:g} s")
     started = time.perf_counter()
     request = agent_pb2.BenchmarkRequest(bundle_digest=digest, options=options, warmup=push.warmup,
                                          iterations=iterations, duration_s=push.duration_s, batch=push.batch,
-                                         layers=push.layers)
+                                         layers=push.layers, inputs=list(inputs))
     result: Optional[agent_pb2.BenchmarkResult] = None
     with closing(client.benchmark(request)) as events:
         for event in events:

@@ -120,7 +120,10 @@ def compile_options(entry: cm.Entry, profile: str, specs: Sequence[Dict[str, Any
 
     fields = {f.name for f in dataclasses.fields(CompileOptions)}
     kw: Dict[str, Any] = {"profile": profile,
-                          "input_shapes": {s["name"]: list(s["shape"]) for s in specs if s["symbolic"]}}
+                          "input_shapes": {s["name"]: list(s["shape"]) for s in specs
+                                           if s["symbolic"] and s["name"] not in entry.ranges}}
+    if entry.ranges:  # one optimization profile over the entry's range (--shape-range)
+        kw["shape_profiles"] = [{k: [list(d) for d in v] for k, v in entry.ranges.items()}]
     if "sample_inputs" in fields:
         kw["sample_inputs"] = dict(samples)
     elif "inputs_path" in fields:
@@ -154,9 +157,49 @@ def compile_one(entry: cm.Entry, model: Path, profile: str, work: Path, push_dev
         reasons.setdefault(e["op"], e["reason"])
     rec.update(ok=True, seconds=round(result.seconds, 2), segments=len(m.segments), tvm=m.remainder is not None,
                tvm_ops=tvm_ops, tvm_reasons=reasons, parts=len(result.parts))
+    if entry.ranges:
+        rec["segment_profiles"] = [s.profiles for s in m.segments]
     if profile == "x86-cpu" and push_device:
-        rec["push"] = push_and_compare(model, work, samples, push_device)
+        rec["push"] = (push_and_compare_ranged(entry, model, work, specs, push_device) if entry.ranges
+                       else push_and_compare(model, work, samples, push_device))
     return rec
+
+
+def push_and_compare_ranged(entry: cm.Entry, model: Path, work: Path, specs: Sequence[Dict[str, Any]],
+                            device: str) -> Dict[str, Any]:
+    """A ranged bundle: `deploy push` (verify runs MIN, OPT and MAX on the agent), then `deploy run` at MIN, OPT,
+    MAX and 5 random shapes in range, each compared with onnxruntime on the original file."""
+    out: Dict[str, Any] = {"ok": False, "error": None, "verify_rel_err": None, "max_rel_err": None, "shapes": []}
+    res = _deploy(["push", str(work / "out"), "--device", device, "--json"], 900)
+    if res.returncode != 0:
+        out["error"] = f"push (exit {res.returncode}): {one_line(res.stderr or res.stdout)}"
+        return out
+    out["ok"] = True
+    out["verify_rel_err"] = (json.loads(res.stdout).get("verify") or {}).get("max_rel_err")
+    worst = 0.0
+    for i, (label, shapes) in enumerate(cm.range_shapes(entry)):
+        at = [{**s, "shape": list(shapes.get(s["name"], s["shape"]))} for s in specs]
+        samples = cm.make_inputs(at, entry, seed=i)
+        files = []
+        for j, (name, arr) in enumerate(samples.items()):
+            np.save(work / f"in{j}.npy", arr, allow_pickle=False)
+            files += ["--input", f"{name}={work / f'in{j}.npy'}"]
+        got = work / f"got{i}.npz"
+        res = _deploy(["run", str(work / "out"), "--device", device, *files, "-o", str(got), "--json"], 900)
+        row: Dict[str, Any] = {"label": label, "shape": {k: list(v) for k, v in shapes.items()}}
+        if res.returncode != 0:
+            row["error"] = f"run (exit {res.returncode}): {one_line(res.stderr or res.stdout)}"
+            out["run_error"] = f"{label}: {row['error']}"
+        else:
+            try:
+                row.update(compare(model, samples, got))
+                worst = max(worst, row["max_rel_err"])
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"compare: {one_line(e)}"
+                out["run_error"] = f"{label}: {row['error']}"
+        out["shapes"].append(row)
+    out["max_rel_err"] = worst
+    return out
 
 
 def _deploy(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
@@ -372,6 +415,64 @@ def _commit() -> str:
         return "unknown"
 
 
+RANGED_HEADING = "## Ranged entries (`--shape-range`)"
+
+
+def ranged_table(rows: List[Dict[str, Any]]) -> str:
+    """One row per ranged entry: its range, segments per TensorRT version, what stays in TVM, the push and how many
+    of its shapes (MIN, OPT, MAX, 5 random) matched onnxruntime on the original file."""
+    head = ["model", "range (MIN / OPT / MAX)", "seg @8.2", "seg @8.5", "seg @10.3", "ops left to TVM",
+            "push (x86-cpu, verify at MIN/OPT/MAX)", "shapes matched", "max rel err"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        rec = r["profiles"].get("x86-cpu") or {}
+        push = rec.get("push") or {}
+        shapes = push.get("shapes") or []
+        matched = sum(1 for x in shapes if "error" not in x and x.get("max_rel_err", 1.0) <= 1e-3)
+        entry = cm.by_name([r["name"]])[0]
+        rng = "; ".join(f"`{k}` " + " / ".join("x".join(map(str, d)) for d in v)
+                        for k, v in list(entry.ranges.items())[:1])
+        ok, err = _push_cells(r)
+        lines.append("| " + " | ".join([
+            r["name"], rng, *(_seg_cell(r["profiles"].get(p)) for p in JETSON), _ops_cell(r), ok,
+            f"{matched}/{len(shapes)}" if shapes else "-", err]) + " |")
+    return "\n".join(lines)
+
+
+def ranged_markdown(rows: List[Dict[str, Any]], argv: Sequence[str], wall: float) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        RANGED_HEADING, "",
+        "The same files compiled with one optimization profile over a range (PaddleOCR's ranges for the OCR models;",
+        "entries and ranges: `corpus_models.RANGED`), for 8.2 (Nano), 8.5 (Xavier NX) and 10.3 (Orin); the x86-cpu",
+        "bundle is pushed with the range to an agent (verify runs the bundle's reference at MIN, OPT and MAX there),",
+        "then run at MIN, OPT, MAX and 5 seeded random shapes in range and compared with onnxruntime on the original",
+        "file (matched: max rel err <= 1e-3).", "",
+        f"- command: `python scripts/bench/corpus.py {' '.join(argv)}`",
+        f"- date: {when}; commit: {_commit()}; wall time {wall / 60:.1f} min", "",
+        ranged_table(rows), "", ranged_summary(rows), "",
+        "Failures (one line each):", "", *(failures(rows) or ["none"]), "",
+        "Why ops stayed in TVM (first node of each op):", "", *(tvm_reasons(rows) or ["none"]), ""])
+
+
+def ranged_summary(rows: List[Dict[str, Any]]) -> str:
+    """How many entries stay one TensorRT segment (no TVM part) per version with their range."""
+    parts = []
+    for prof, ver in JETSON.items():
+        one = sum(1 for r in rows if (r["profiles"].get(prof) or {}).get("ok")
+                  and r["profiles"][prof]["segments"] == 1 and not r["profiles"][prof]["tvm"])
+        parts.append(f"{one} of {len(rows)} at {ver}")
+    return ("One TensorRT segment with the range (no TVM part): " + ", ".join(parts) + ". Each failed compile below "
+            "is a model whose remainder at that version cannot take the range (docs/compiler.md says which ops).")
+
+
+def write_ranged_section(path: Path, text: str) -> None:
+    """Replace the ranged section of `path` (from its heading to the end), or append it."""
+    old = path.read_text() if path.is_file() else ""
+    keep = old.split(RANGED_HEADING)[0].rstrip("\n")
+    path.write_text((keep + "\n\n" if keep else "") + text)
+
+
 def markdown(rows: List[Dict[str, Any]], argv: Sequence[str], wall: float) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -412,6 +513,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--markdown", type=Path, default=None, help="write the table here (e.g. docs/corpus.md)")
     ap.add_argument("--json", action="store_true", help="print all results as one JSON object")
     ap.add_argument("--keep", action="store_true", help="keep the work directories (bundles)")
+    ap.add_argument("--ranged", action="store_true", help="the ranged entries (corpus_models.RANGED) instead; "
+                    "--markdown then replaces only their section of the file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-profile", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -422,7 +525,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.profiles = [p for p in args.profiles.split(",") if p]
     cache = (args.cache or default_cache()).resolve()
     (cache / "work").mkdir(parents=True, exist_ok=True)
-    entries = cm.by_name([n for n in args.models.split(",") if n])
+    names = [n for n in args.models.split(",") if n]
+    entries = cm.by_name(names) if names or not args.ranged else list(cm.RANGED)
     t0 = time.perf_counter()
     agent, agent_dir = None, None
     if args.push and args.device == "own":  # not the shared `local` agent, which may run other code than ours
@@ -440,13 +544,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if agent_dir is not None:
             shutil.rmtree(agent_dir, ignore_errors=True)
     wall = time.perf_counter() - t0
-    if args.markdown:
+    if args.markdown and args.ranged:
+        write_ranged_section(args.markdown, ranged_markdown(rows, argv, wall))
+    elif args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(rows, argv, wall))
+        old = args.markdown.read_text() if args.markdown.is_file() else ""
+        kept = RANGED_HEADING + old.split(RANGED_HEADING, 1)[1] if RANGED_HEADING in old else ""
+        args.markdown.write_text(markdown(rows, argv, wall) + ("\n" + kept if kept else ""))  # keeps --ranged's
     if args.json:
         print(json.dumps({"rows": rows, "wall_s": round(wall, 1), "commit": _commit()}, indent=1))
     else:
-        print(table(rows))
+        print(ranged_table(rows) if args.ranged else table(rows))
         print("\n".join(["", "failures:", *(failures(rows) or ["none"])]))
 
 

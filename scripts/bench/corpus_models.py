@@ -46,6 +46,9 @@ class Entry:
     sdist: bool = False             # the model is only in the source distribution
     extra: Sequence[str] = ()       # members that must sit beside the model (external data)
     note: str = ""
+    #: ranged entries (`--shape-range`): input -> (MIN, OPT, MAX) full shapes; `shapes` then holds OPT
+    ranges: Mapping[str, Tuple[Tuple[int, ...], ...]] = field(default_factory=dict)
+    range_step: int = 1             # random shapes in range are multiples of this (a detector's stride)
 
     @property
     def requirement(self) -> str:
@@ -196,6 +199,50 @@ SHA256: Dict[str, str] = {
     "open-nsfw": "fb29e60f4b224afa2a4a16d5f3e5993375efe15f88b4c591311eb3a6e5b251d8",
 }
 
+def _ranged(base: str, name: str, ranges: Mapping[str, Tuple[Tuple[int, ...], ...]], step: int = 1,
+            note: str = "") -> Entry:
+    """A corpus entry compiled with shape ranges: the same file, `shapes` at OPT."""
+    from dataclasses import replace
+
+    entry = next(e for e in CORPUS if e.name == base)
+    SHA256[name] = SHA256[base]
+    return replace(entry, name=name, shapes={k: tuple(v[1]) for k, v in ranges.items()}, ranges=ranges,
+                   range_step=step, note=note or entry.note)
+
+
+# PaddleOCR's own ranges as FastDeploy copied them (issue 25): rec 1x3x48x10 / 320 / 2304, cls 10 / 320 / 1024;
+# det 1x3x50x50 / 640 / 1536 becomes 64 / 640 / 1536 in steps of 32: DBNet's FPN concatenates upsampled maps, so
+# onnxruntime itself refuses sides that are not multiples of 32 (PaddleOCR resizes to them before the model).
+RANGED: List[Entry] = [
+    _ranged("ppocr4-rec", "ppocr4-rec~", {"x": ((1, 3, 48, 10), (1, 3, 48, 320), (1, 3, 48, 2304))}),
+    _ranged("ppocr6-rec", "ppocr6-rec~", {"x": ((1, 3, 48, 10), (1, 3, 48, 320), (1, 3, 48, 2304))}),
+    _ranged("ppocr-cls", "ppocr-cls~", {"x": ((1, 3, 48, 10), (1, 3, 48, 320), (1, 3, 48, 1024))}),
+    _ranged("ppocr4-det", "ppocr4-det~", {"x": ((1, 3, 64, 64), (1, 3, 640, 640), (1, 3, 1536, 1536))}, step=32),
+    _ranged("ppocr6-det", "ppocr6-det~", {"x": ((1, 3, 64, 64), (1, 3, 640, 640), (1, 3, 1536, 1536))}, step=32),
+    _ranged("minilm-l6", "minilm-l6~", {n: ((1, 1), (1, 128), (1, 512))
+                                        for n in ("input_ids", "attention_mask", "token_type_ids")}),
+    _ranged("silero-vad-v6-fw", "silero-vad-v6-fw~", {"input": ((1, 576), (4, 576), (64, 576))},
+            note="frames of 576 samples: 1..64 per call"),
+    _ranged("nudenet-320n", "nudenet-320n~", {"images": ((1, 3, 320, 320), (1, 3, 640, 640), (1, 3, 1280, 1280))},
+            step=32, note="YOLOv8n, image sides 320..1280 in steps of 32"),
+]
+
+
+def range_shapes(entry: Entry, n_random: int = 5, seed: int = 0) -> List[Tuple[str, Dict[str, Tuple[int, ...]]]]:
+    """(label, input -> shape) at MIN, OPT, MAX and `n_random` seeded shapes in range (multiples of the step;
+    inputs that share a range share the shape, as token ids and their mask must)."""
+    rng = np.random.default_rng(seed)
+    out = [(p, {k: tuple(v[i]) for k, v in entry.ranges.items()}) for i, p in enumerate(("min", "opt", "max"))]
+    first = next(iter(entry.ranges.values()))
+    for i in range(n_random):
+        dims = []
+        for lo, hi in zip(first[0], first[2]):
+            step = entry.range_step if hi - lo >= entry.range_step else 1
+            dims.append(lo + step * int(rng.integers(0, (hi - lo) // step + 1)) if hi > lo else lo)
+        out.append((f"random {i + 1}", {k: tuple(dims) for k in entry.ranges}))
+    return out
+
+
 _NP = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
        11: np.float64, 12: np.uint32, 13: np.uint64}
 
@@ -204,11 +251,11 @@ def by_name(names: Optional[Sequence[str]]) -> List[Entry]:
     """The entries named (all when none), in corpus order; an unknown name is an error, not a silent skip."""
     if not names:
         return list(CORPUS)
-    known = {e.name: e for e in CORPUS}
+    known = {e.name: e for e in CORPUS + RANGED}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown --models {unknown}; known: {', '.join(known)}")
-    return [e for e in CORPUS if e.name in set(names)]
+    return [e for e in CORPUS + RANGED if e.name in set(names)]
 
 
 def input_specs(model_path: Path, entry: Entry) -> List[Dict[str, object]]:

@@ -40,7 +40,8 @@ class _Memory:
         self.kind, self.stream = "fake", 0
 
     def malloc(self, nbytes):
-        ptr = 0x1000 * (len(self.buffers) + 1)
+        self.allocated = getattr(self, "allocated", 0) + 1  # a freed pointer is never handed out again
+        ptr = 0x1000 * self.allocated
         self.buffers[ptr] = bytearray(max(nbytes, 1))
         return ptr, ptr
 
@@ -145,3 +146,29 @@ def test_without_declared_types_the_binding_dtype_is_the_engine_dtype(monkeypatc
     assert [(m.name, m.dtype) for m in e.inputs + e.outputs] == [("x", "int32"), ("y", "int32")]
     out = e.run({"x": np.zeros((1, 3), np.int32)})
     assert out["y"].dtype == np.int32 and out["y"].tolist() == [[1, 1, 1]]
+
+
+class _TwoProfileEngine(_Engine):
+    """Profile 0 takes 1..2 rows, profile 1 takes 1..8: an input of 2 rows fits both, the narrow one is taken."""
+
+    num_optimization_profiles = 2
+
+    def __init__(self, memory: _Memory) -> None:
+        super().__init__(memory)
+        self.ctx.profiles_set = []
+        self.ctx.set_optimization_profile_async = lambda k, stream: self.ctx.profiles_set.append(k)
+
+    def get_tensor_profile_shape(self, name, k):
+        return [(1, 3), (2, 3), (2, 3)] if k == 0 else [(1, 3), (4, 3), (8, 3)]
+
+
+def test_each_run_takes_the_tightest_optimization_profile_that_holds_its_shapes(monkeypatch):
+    memory = _Memory()
+    monkeypatch.setattr(trt_backend, "_CudaRt", lambda: memory)
+    fake = _TwoProfileEngine(memory)
+    e = trt_backend.TrtEngine(_fake_trt("10.3.0"), fake, logger=types.SimpleNamespace(messages=[]))
+    for rows in (2, 1, 5, 8, 2):
+        assert e.run({"x": np.zeros((rows, 3), np.int32)})["y"].shape == (rows, 3)
+    assert fake.ctx.profiles_set == [0, 1, 0]  # set when it changes, not on every run
+    with pytest.raises(InvalidInput, match="fit none of the engine's optimization profiles"):
+        e.run({"x": np.zeros((9, 3), np.int32)})

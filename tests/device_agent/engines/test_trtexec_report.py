@@ -55,3 +55,19 @@ def test_no_summary_gives_nothing():
 def test_version_numbers_as_trtexec_prints_them(number, version):
     assert decode_version(number) == version
     assert parse_version(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{number}] # trtexec --help") == version
+
+
+def test_profile_flags_one_group_per_optimization_profile():
+    from device_agent.engines.base import ProfileShape
+    from device_agent.engines.trtexec import profile_args
+    from device_agent.errors import InvalidInput
+
+    narrow = [ProfileShape("x", (1, 3, 48, 10), (1, 3, 48, 160), (1, 3, 48, 320))]
+    wide = [ProfileShape("x", (1, 3, 48, 320), (1, 3, 48, 960), (1, 3, 48, 2304))]
+    assert profile_args([narrow], (8, 2)) == ["--minShapes=x:1x3x48x10", "--optShapes=x:1x3x48x160",
+                                              "--maxShapes=x:1x3x48x320"]
+    assert profile_args([narrow, wide], (10, 3)) == [
+        "--profile=0", "--minShapes=x:1x3x48x10", "--optShapes=x:1x3x48x160", "--maxShapes=x:1x3x48x320",
+        "--profile=1", "--minShapes=x:1x3x48x320", "--optShapes=x:1x3x48x960", "--maxShapes=x:1x3x48x2304"]
+    with pytest.raises(InvalidInput, match="trtexec of TensorRT 8.5 builds one optimization profile"):
+        profile_args([narrow, wide], (8, 5))

@@ -14,10 +14,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 
-def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1) -> Path:
+def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1, size: tuple = (32, 32)) -> Path:
     """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm on a Bx3x32x32 input: one TensorRT segment.
 
-    `batch` may be a name ("N") for a symbolic batch dim."""
+    `batch` may be a name ("N") for a symbolic batch dim, `size` names ("H", "W") for symbolic height and width."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -35,7 +35,7 @@ def tiny_conv_net(path: Path, seed: int = 0, batch: object = 1) -> Path:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 32, 32])],
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, *size])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tests")

@@ -74,7 +74,8 @@ def test_unknown_profile(tiny, save_model, tmp_path):
 
 def test_unresolvable_symbolic_shape(tiny, save_model, tmp_path):
     p = save_model(_relu(tiny, ("n", 4)))
-    _assert_refused(p, tmp_path / "out", "input 'x' dim 0 is symbolic \\('n'\\); pass --input-shape")
+    _assert_refused(p, tmp_path / "out", "input 'x' dim 0 is symbolic \\('n'\\) and has no size: fix it with "
+                                         "--input-shape x=Dx... or give its range with --shape-range x=MIN:OPT:MAX")
     _assert_refused(p, tmp_path / "out2", "does not fit the model's shape", input_shapes={"x": [2, 5]})
     # the two documented ways out both work
     assert compile_model(p, tmp_path / "ok1", input_shapes={"x": [2, 4]}).manifest.inputs[0].shape == [2, 4]

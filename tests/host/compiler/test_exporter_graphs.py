@@ -59,7 +59,7 @@ def test_minus_one_dims_take_any_input_shape_and_without_one_say_which_dim(tmp_p
     onnx.save(model, str(path))  # the checker takes -1 dims; written as Paddle writes them
     r = compile_model(path, tmp_path / "out", input_shapes={"x": [1, 3, 48, 192]})
     assert r.manifest.inputs[0].shape == [1, 3, 48, 192] and r.manifest.outputs[0].shape == [1, 3, 48, 192]
-    with pytest.raises(ShapeError, match=r"input 'x' dim 0 is symbolic \('-1'\); pass --input-shape x=Dx"):
+    with pytest.raises(ShapeError, match=r"input 'x' dim 0 is symbolic \('-1'\) and has no size: fix it with --input-shape x=Dx"):
         compile_model(path, tmp_path / "out2")
     with pytest.raises(ShapeError, match=r"does not fit the model's shape \['-1', 3, '-1', '-1'\]"):
         compile_model(path, tmp_path / "out3", input_shapes={"x": [1, 4, 48, 192]})
