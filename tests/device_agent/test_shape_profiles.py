@@ -11,7 +11,7 @@ from host.client.errors import AgentError
 from host.compiler.api import compile_model
 from protos import agent_pb2
 from tests.device_agent.test_engine_rpcs import build, client_for, output, tensor
-from tests.host.cli.helpers import tiny_conv_net
+from tests.host.cli.helpers import check_schema, tiny_conv_net
 
 NARROW = [[1, 3, 16, 16], [1, 3, 24, 24], [1, 3, 32, 32]]
 WIDE = [[1, 3, 16, 16], [1, 3, 48, 48], [1, 3, 64, 64]]
@@ -92,6 +92,7 @@ def test_bench_at_min_and_max_gives_one_row_per_shape_with_the_first_call_apart(
 
     _, narrow, _ = bundles
     data = api.bench(narrow, [agent.address], bench_points="min,max", iterations=5, warmup=1)
+    check_schema("bench", data)  # what `deploy bench --json` prints
     rows = data["devices"][0]["shapes"]
     assert [(r["shape"], r["shapes"]["input"]) for r in rows] == [("p0 min", [1, 3, 16, 16]),
                                                                   ("p0 max", [1, 3, 32, 32])]
