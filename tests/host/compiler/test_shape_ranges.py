@@ -147,3 +147,16 @@ def test_a_size_the_range_computes_that_crosses_into_tvm_is_bound_at_run_time(tm
         x = np.random.default_rng(hw[1]).standard_normal((1, 3) + hw).astype(np.float32)
         got = run_bundle(bundle, onnxruntime_runners(bundle), {"x": x})["y"]
         np.testing.assert_allclose(got, sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_compile_and_inspect_json_of_a_ranged_bundle_name_its_profiles_and_symbolic_dims(model, tmp_path):
+    from tests.host.cli.helpers import parse_json
+
+    out = tmp_path / "out"
+    parse_json(subprocess.run(DEPLOY + ["compile", str(model), "-o", str(out), "--shape-range", RANGE, "--json"],
+                              capture_output=True, text=True, timeout=300))
+    data = parse_json(subprocess.run(DEPLOY + ["inspect", str(out), "--json"], capture_output=True, text=True,
+                                     timeout=120))
+    assert data["options"]["shape_profiles"] == [
+        {"input": {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [1, 3, 64, 64]}}]
+    assert data["inputs"][0]["shape"] == [1, 3, "H", "W"]
