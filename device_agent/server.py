@@ -112,7 +112,8 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
 
         result = self.store.receive(header.digest, header.size, header.offset, chunks())
         limit = int(self.settings.store_max_bytes)
-        if limit > 0 and not result.already_present:
+        # a part waits for its manifest: pruning then could take the parts of the bundle still arriving
+        if limit > 0 and not result.already_present and header.kind != "part":
             pruned = self._store_usage().bound(limit, keep=result.digest)
             if pruned.removed:
                 log.info("store over --store-max-bytes %d: removed %d least recently used entr(ies), %d bytes",
@@ -126,6 +127,16 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         state = self.store.query(request.digest)
         return agent_pb2.QueryUploadReply(digest=state.digest, complete=state.complete,
                                           committed_offset=state.committed_offset, size=state.size)
+
+    @unary_edge
+    def FindMissingBlobs(self, request: agent_pb2.FindMissingBlobsRequest,
+                         context: grpc.ServicerContext) -> agent_pb2.FindMissingBlobsReply:
+        from .parts import MAX_FIND_DIGESTS, missing
+
+        if len(request.digests) > MAX_FIND_DIGESTS:
+            raise InvalidInput(f"FindMissingBlobs asks about {len(request.digests)} digests; at most "
+                               f"{MAX_FIND_DIGESTS} per call")
+        return agent_pb2.FindMissingBlobsReply(missing=missing(self.store, request.digests))
 
     # ------------------------------------------------ engines (device_agent/engine_service.py, cache_rpcs.py)
     @stream_edge

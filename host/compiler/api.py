@@ -19,7 +19,8 @@ from device_agent.bundle import (
     REMAINDER_PATH, Bundle, Manifest, Remainder, Segment, Target, sha256_file, write_archive, write_manifest,
 )
 from device_agent.errors import BuildFailed, InvalidInput
-from host.compiler import emit, frontend, lower, reference
+from device_agent.parts import file_entries
+from host.compiler import emit, frontend, lower, reference, weights
 from host.compiler.options import CompileOptions  # declared there; re-exported here for callers of compile_model
 from host.compiler.partition import partition
 from host.compiler.patterns import Context
@@ -211,6 +212,7 @@ def _write_bundle(bdir: Path, name: str, front: _Front, part: Any, emitted: Dict
     remainder, module = _write_remainder(bdir, front, part, profile, opts)
     ref = _write_reference(bdir, front.loaded, opts, front.samples)
     manifest = _manifest(name, front, part, profile, opts, segments, remainder, ref)
+    manifest.file_list = file_entries(bdir)  # every file, weights included: the bundle's parts
     write_manifest(bdir, manifest)
     return manifest, module
 
@@ -220,7 +222,7 @@ def _write_segments(bdir: Path, front: _Front, part: Any, emitted: Dict[str, Any
     segments: List[Segment] = []
     for seg in part.segments:
         rel = f"segments/{seg.id}.onnx"
-        (bdir / rel).write_bytes(emit.serialize(emitted[seg.id]))
+        weights.write_segment(emitted[seg.id], bdir / rel)
         segments.append(Segment(
             id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
             inputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.inputs],
