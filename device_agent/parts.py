@@ -68,15 +68,18 @@ def assemble(store: Store, digest: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
+        damaged = [(rel, part) for rel, part in manifest.files() if sha256_file(store.path_of(part)) != part]
+        if damaged:
+            for _rel, part in damaged:
+                store.remove(part)
+            rel, part = damaged[0]
+            raise DataLoss(f"{len(damaged)} part(s) of bundle {digest[:19]}... changed on this device's disk (first "
+                           f"{part[:19]}..., {rel}); removed from the store: push again (deploy push sends them)")
         for rel, part in manifest.files():
             blob = store.path_of(part)
-            if blob is None or sha256_file(blob) != part:
-                store.remove(part)
-                raise DataLoss(f"part {part[:19]}... ({rel}) of bundle {digest[:19]}... changed on this device's "
-                               "disk; it was removed from the store: push again (deploy push sends that part)")
             out = tmp / rel
             out.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(blob, out)
+            _link_or_copy(blob, out)  # type: ignore[arg-type]
         shutil.copyfile(store.path_of(digest), tmp / MANIFEST_NAME)  # type: ignore[arg-type]
         Bundle.open(tmp)
         fsync_dir(tmp)

@@ -38,6 +38,7 @@ class PartsSummary:
     parts_sent: int
     seconds: float
     resent: int = 0  # parts sent again after the agent found them corrupt on arrival
+    resumed_bytes: int = 0  # bytes the agent had committed of parts cut off earlier (not sent again)
 
 
 def find_missing(client: AgentClient, digests: list[str]) -> list[str]:
@@ -67,7 +68,7 @@ def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[Progre
     todo = [d for d in order if d in lacking]
     total_todo = sum(sizes[d] for d in todo)
     done = [0]
-    sent = resent = 0
+    sent = resent = resumed = 0
     for part in todo:
         def part_progress(position: int, _size: int, base: int = done[0]) -> None:
             if progress:
@@ -84,11 +85,12 @@ def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[Progre
                 resent += 1
                 client.retrier.announce(f"part {part[:19]}... arrived corrupt ({err.detail}); sending it again")
         sent += summary.bytes_sent
+        resumed += 0 if summary.already_present else summary.resumed_from
         done[0] += sizes[part]
     if progress and not todo:
         progress(0, 0)
     return PartsSummary(digest, sum(sizes.values()), sent, len(order), len(todo), time.perf_counter() - started,
-                        resent)
+                        resent, resumed)
 
 
 def whole_archive(bundle_dir: Path, out_dir: Path) -> Path:

@@ -32,7 +32,8 @@ ARCHIVE_NAME = "bundle.tar"
 
 @dataclass
 class CompileResult:
-    """A bundle written by `compile_model`: its digest, where it is, its manifest and how long it took."""
+    """A bundle written by `compile_model`: its digest (its manifest's: the bundle's identity), where it is, its
+    manifest and how long it took; `archive_digest` is the export archive's own."""
 
     digest: str
     bundle_dir: Path
@@ -40,6 +41,7 @@ class CompileResult:
     manifest: Manifest
     seconds: float
     parts: List[Dict[str, Any]]
+    archive_digest: str = ""
 
     def to_json(self) -> Dict[str, Any]:
         m = self.manifest
@@ -47,6 +49,7 @@ class CompileResult:
             "digest": self.digest,
             "bundle_dir": str(self.bundle_dir),
             "archive": str(self.archive),
+            "archive_digest": self.archive_digest,
             "seconds": round(self.seconds, 3),
             "profile": m.target.profile,
             "trt_version": m.target.trt_version,
@@ -127,13 +130,15 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         bundle.verify()
         if opts.host_check and remainder_module is not None:
             _check_remainder_on_host(bundle, remainder_module, profile, work)
-        digest = write_archive(bdir, work / ARCHIVE_NAME)
+        archive_digest = write_archive(bdir, work / ARCHIVE_NAME)
+        digest = bundle.manifest_digest
         _replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return CompileResult(digest=digest, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
-                         manifest=manifest, seconds=time.perf_counter() - t0, parts=_parts(part))
+                         manifest=manifest, seconds=time.perf_counter() - t0, parts=_parts(part),
+                         archive_digest=archive_digest)
 
 
 @dataclass

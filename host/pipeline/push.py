@@ -284,7 +284,7 @@ def _compile_into(source: Path, options: CompileOptions) -> bundle_cache.Compile
         from host.compiler.api import compile_model
 
         result = compile_model(source, tmp / "out", options)
-        return Path(result.bundle_dir), Path(result.archive), str(result.digest)
+        return Path(result.bundle_dir), Path(result.archive), str(result.archive_digest)
 
     return run
 
@@ -392,7 +392,8 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
             observer.log(f"upload: the agent at {client.address} predates bundles by parts; sending the whole "
                          "bundle as one archive (upgrade it: deploy agent install)")
         else:
-            result = UploadResult(parts.bytes_total, parts.bytes_sent, parts.seconds, parts.parts_sent == 0, 0,
+            result = UploadResult(parts.bytes_total, parts.bytes_sent, parts.seconds, parts.parts_sent == 0,
+                                  parts.resumed_bytes,
                                   parts.bytes_total, parts.parts_total, parts.parts_sent, "parts", parts.digest)
             observer.phase_done("upload", parts.seconds, sent_text(parts.bytes_sent, parts.bytes_total,
                                                                    parts.parts_sent, parts.parts_total))
