@@ -83,6 +83,7 @@ def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[Progre
                 if err.code != grpc.StatusCode.DATA_LOSS or attempt + 1 == PART_ATTEMPTS:
                     raise
                 resent += 1
+                sent += sizes[part]  # the damaged attempt carried the whole part: its digest is checked at the end
                 client.retrier.announce(f"part {part[:19]}... arrived corrupt ({err.detail}); sending it again")
         sent += summary.bytes_sent
         resumed += 0 if summary.already_present else summary.resumed_from

@@ -116,6 +116,7 @@ class UploadResult:
     parts_sent: int = 0
     transport: str = "parts"  # "parts" | "archive" (an agent before parts) | "registry"
     bundle_digest: str = ""  # what the agent knows the bundle by (its manifest's digest by parts)
+    parts_resent: int = 0  # parts the agent found corrupt on arrival, sent again
 
 
 @dataclass
@@ -394,7 +395,8 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
         else:
             result = UploadResult(parts.bytes_total, parts.bytes_sent, parts.seconds, parts.parts_sent == 0,
                                   parts.resumed_bytes,
-                                  parts.bytes_total, parts.parts_total, parts.parts_sent, "parts", parts.digest)
+                                  parts.bytes_total, parts.parts_total, parts.parts_sent, "parts", parts.digest,
+                                  parts.resent)
             observer.phase_done("upload", parts.seconds, sent_text(parts.bytes_sent, parts.bytes_total,
                                                                    parts.parts_sent, parts.parts_total))
             return result
