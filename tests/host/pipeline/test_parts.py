@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_an_agent_killed_mid_bundle_keeps_the_parts_it_committed_and_the_next_pu
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     blobs = agent.store_dir / "blobs"
     while proc.poll() is None and not (blobs.is_dir() and len(list(blobs.iterdir())) >= 3):
-        pass
+        time.sleep(0.001)
     agent.kill()
     proc.communicate(timeout=60)
     assert proc.returncode != 0, "the push finished before the agent was killed"
