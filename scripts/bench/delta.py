@@ -1,0 +1,177 @@
+"""Bytes an update sends by parts against today's whole archive, per kind of change, and the store it leaves.
+
+    python scripts/bench/delta.py [--model resnet50] [--runs 3] [--versions 5] [--work DIR]
+
+The model is made by scripts/make_models.py (seeded weights, no download). Each run starts a fresh agent and pushes
+the model, then the updates below, each with `deploy push --json` as a user would; the table gives medians over the
+runs of the bytes the push sent (`upload.bytes_sent`) and of its wall time, against what the whole-archive
+transport sent before bundles travelled by parts: the whole archive of the new bundle whenever its archive differs
+from the one on the device (the archive digest was the bundle's identity), nothing when it is the same.
+
+- samples: `deploy run MODEL --input other samples`, then `deploy push MODEL` (the reference data differ)
+- max-rel-err: the same push again with another --max-rel-err (a verify option: the bundle is unchanged)
+- retrained-fc: the model with its last Gemm's weights and bias drawn again (a re-trained classifier head)
+- one-op: the partition moved by one op (`--no-offload Flatten`: the head runs in TVM; the backbone's weights stay)
+
+Then `--versions` fine-tuned versions (last Gemm re-drawn, each its own seed) pushed to one fresh agent: the bytes
+of the agent's store against as many whole archives. The host compile cache under --work is kept between
+invocations, so a second invocation pays no compile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+DEPLOY = Path(sys.executable).parent / "deploy"
+
+from scripts.bench._agent import median, start_agent, stop_agent  # noqa: E402
+
+
+def _env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(XDG_CACHE_HOME=str(work / "cache"), XDG_CONFIG_HOME=str(work / "config"),
+               XDG_DATA_HOME=str(work / "data"))
+    env.pop("DEPLOY_INVENTORY", None)
+    return env
+
+
+def deploy(env: dict[str, str], *args: str) -> dict[str, Any]:
+    proc = subprocess.run([str(DEPLOY), *args, "--json"], capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"deploy {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def make_models(name: str, work: Path, versions: int) -> tuple[Path, list[Path], int]:
+    """The model, its fine-tuned versions (last Gemm re-drawn, seeds 1..versions), and that layer's bytes."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    import make_models
+
+    base = work / "models" / f"{name}.onnx"
+    if not base.is_file():
+        base.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(make_models.MODELS[name](), str(base))
+    model = onnx.load(str(base))
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    inits = {t.name: t for t in model.graph.initializer}
+    layer = [inits[i] for i in gemm.input[1:] if i in inits]
+    out = []
+    for seed in range(1, versions + 1):
+        path = work / "models" / f"{name}-ft{seed}" / f"{name}.onnx"  # one file name, as checkpoints would be
+        if not path.is_file():
+            rng = np.random.default_rng(1000 + seed)
+            for t in layer:
+                arr = numpy_helper.to_array(t)
+                t.CopyFrom(numpy_helper.from_array((rng.standard_normal(arr.shape) * arr.std()).astype(arr.dtype),
+                                                   t.name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            onnx.save(model, str(path))
+        out.append(path)
+    return base, out, sum(numpy_helper.to_array(t).nbytes for t in layer)
+
+
+def _archive_sent(data: dict[str, Any], on_device: set[str]) -> int:
+    """What the whole-archive transport sent for this push: the archive, unless that same archive was there."""
+    archive = Path(data["compile"]["archive"])
+    from host.client.digests import digest_of
+
+    digest = digest_of(archive)
+    sent = 0 if digest in on_device else archive.stat().st_size
+    on_device.add(digest)
+    return sent
+
+
+def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, sample: Path) -> dict[str, dict]:
+    store = work / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    proc, address = start_agent(store, extra=["--backend", "onnxruntime"])
+    rows: dict[str, dict] = {}
+    on_device: set[str] = set()
+    try:
+        def push(label: str, source: Path, *extra: str) -> None:
+            started = time.perf_counter()
+            data = deploy(env, "push", str(source), "--device", address, "--no-verify", *extra)
+            up = data["upload"]
+            rows[label] = {"bytes_sent": up["bytes_sent"], "bytes_total": up["bytes_total"],
+                           "parts": f"{up['parts_sent']}/{up['parts_total']}", "archive": _archive_sent(data, on_device),
+                           "wall_s": time.perf_counter() - started}
+
+        push("first push", model)
+        deploy(env, "run", str(model), "--device", address, "--input", f"input={sample}")
+        push("samples", model)
+        push("max-rel-err", model, "--max-rel-err", "0.5")
+        push("retrained-fc", retrained)
+        push("one-op", model, "--no-offload", "Flatten")
+    finally:
+        stop_agent(proc)
+    return rows
+
+
+def store_of_versions(env: dict[str, str], work: Path, versions: list[Path]) -> tuple[int, int]:
+    """(bytes in the agent's store, bytes of as many whole archives) after pushing every version."""
+    store = work / "store-versions"
+    shutil.rmtree(store, ignore_errors=True)
+    proc, address = start_agent(store, extra=["--backend", "onnxruntime"])
+    archives = 0
+    try:
+        for path in versions:
+            data = deploy(env, "push", str(path), "--device", address, "--no-verify", "--name", "ft")
+            archives += Path(data["compile"]["archive"]).stat().st_size
+    finally:
+        stop_agent(proc)
+    return sum(p.stat().st_size for p in (store / "blobs").iterdir()), archives
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=REPO / ".bench" / "delta")
+    args = parser.parse_args()
+    import numpy as np
+
+    work = args.work.resolve()
+    env = _env(work)
+    model, versions, fc_bytes = make_models(args.model, work, args.versions)
+    import onnx
+
+    shape = [d.dim_value or 1 for d in onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type
+             .shape.dim]
+    sample = work / "sample.npy"
+    np.save(sample, np.random.default_rng(7).standard_normal(shape).astype(np.float32))
+    runs = [run_once(env, work, model, versions[0], sample) for _ in range(args.runs)]
+    mib = 2 ** 20
+    print(f"model {args.model}; last Gemm (weights + bias) {fc_bytes / mib:.2f} MiB; medians of {args.runs} runs; "
+          "onnxruntime agent on loopback")
+    print(f"{'update':<14}{'parts':>10}{'sent MiB':>11}{'of MiB':>9}{'share':>8}{'archive MiB':>13}{'ratio':>8}"
+          f"{'wall s':>8}")
+    for label in runs[0]:
+        sent = median([r[label]["bytes_sent"] for r in runs])
+        total = median([r[label]["bytes_total"] for r in runs])
+        archive = median([r[label]["archive"] for r in runs])
+        ratio = f"{sent / archive:.4f}" if archive else "-"
+        print(f"{label:<14}{runs[0][label]['parts']:>10}{sent / mib:>11.3f}{total / mib:>9.1f}"
+              f"{sent / total:>8.2%}{archive / mib:>13.1f}{ratio:>8}{median([r[label]['wall_s'] for r in runs]):>8.2f}")
+    if args.versions:
+        stored, archives = store_of_versions(env, work, versions)
+        print(f"store after {args.versions} fine-tuned versions: {stored / mib:.1f} MiB by parts, "
+              f"{archives / mib:.1f} MiB as {args.versions} archives (ratio {stored / archives:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
