@@ -27,6 +27,8 @@ from protos import agent_pb2
 class PublishingWarmer(Warmer):
     """A `Warmer` (gRPC copies) that also publishes each class's bundle, engines and timing cache to `registry`."""
 
+    by_parts = False  # the registry's artifacts name the bundle by its archive's digest
+
     def __init__(self, devices: Sequence[Device], plan_for: PlanFor, *, registry: RegistryClient,
                  **kwargs: Any) -> None:
         super().__init__(devices, plan_for, **kwargs)
