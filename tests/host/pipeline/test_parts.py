@@ -213,3 +213,37 @@ def test_an_agent_killed_mid_bundle_keeps_the_parts_it_committed_and_the_next_pu
     up = again["upload"]
     assert len([d for d in committed if d in parts]) >= 3 and up["parts_sent"] < up["parts_total"]
     assert up["bytes_sent"] == up["bytes_total"] - kept, (up, kept)
+
+
+def test_fleet_warm_of_a_fine_tuned_version_sends_each_device_only_the_changed_parts(agent_factory, deploy, versions,
+                                                                                     tmp_path):
+    import os
+
+    import tomli_w
+
+    agents = [agent_factory(backend="onnxruntime") for _ in range(2)]
+    inventory = tmp_path / "deploy.toml"
+    inventory.write_text(tomli_w.dumps({"devices": {f"d{i}": {"address": a.address, "tags": ["lab"]}
+                                                    for i, a in enumerate(agents)}}))
+    env = dict(os.environ, DEPLOY_INVENTORY=str(inventory))
+
+    def warm(model: Path) -> dict:
+        proc = deploy("fleet", "warm", str(model), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    first, second = warm(versions[0]), warm(versions[1])
+    parts = len(Bundle.open(_bundle_dir_of(versions[0])).manifest.file_list) + 1  # and the manifest
+    assert first["parts_sent"] == 2 * parts, first  # each device gets every part once (a second offer: none)
+    # then each device is sent the head's weights, the graph naming them, the reference outputs and the manifest
+    assert second["parts_sent"] == 2 * 4 and second["bytes_sent"] < 0.3 * second["bytes_total"], second
+    human = deploy("fleet", "warm", str(versions[1]), env=env)
+    assert "bundles to devices" not in human.stdout and "already warm" in human.stdout, human.stdout
+
+
+def _bundle_dir_of(model: Path) -> Path:
+    """The host compile cache's bundle of `model` for the loopback agents' x86-cpu target."""
+    from host.pipeline import bundle_cache
+
+    entries = [e for e in bundle_cache.entries() if e.get("model") == str(model.resolve())]
+    return bundle_cache.root() / entries[0]["key"] / entries[0]["bundle_dir"]
