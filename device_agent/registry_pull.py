@@ -16,8 +16,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from .incoming_engine import EngineSource, IncomingEngine, check_incoming
-from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
-                       TIMING_CACHE_LAYER, Credentials, RegistryClient, RegistryRef, check_digest)
+from .registry import (ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER,
+                       BUNDLE_MANIFEST_LAYER, BUNDLE_PART_LAYER, ENGINE_LAYER, TIMING_CACHE_LAYER, Credentials,
+                       RegistryClient, RegistryRef, check_digest)
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,19 @@ class Puller:
         return res
 
     def _bundle(self, digest: str, res: PullResult) -> None:
+        """The bundle's archive layer, or (a bundle by parts) each part layer this store lacks, then its manifest."""
         res.bundle_digest = digest
         state = self.store.query(digest)
         if state.complete:
             res.bundle_present = True
             return
-        size = self._blob_size(digest)
+        for layer_digest, size in self._bundle_layers(digest):
+            if self.store.query(layer_digest).complete:
+                continue
+            self._blob(layer_digest, size, res)
+
+    def _blob(self, digest: str, size: int, res: PullResult) -> None:
+        """One blob into the store, resumed at the committed byte after a cut, its digest checked."""
         attempts = self.client.retry.attempts
         for attempt in range(1, attempts + 1):
             offset = self.store.query(digest).committed_offset
@@ -90,15 +98,24 @@ class Puller:
                 res.retries += 1
                 _sleep(attempt)
 
-    def _blob_size(self, digest: str) -> int:
-        """The bundle's size from its artifact manifest (`bundle-<hex>`), which names it as its one layer."""
+    def _bundle_layers(self, digest: str) -> List[tuple]:
+        """(digest, size) to fetch for the bundle, from its artifact manifest (`bundle-<hex>`): its one archive
+        layer, or its part layers and then its manifest layer (whose digest is the bundle's)."""
+        from .parts import MAX_FIND_DIGESTS
         from .registry import bundle_tag
 
         doc, _ = self.client.manifest(bundle_tag(digest))
-        for layer in doc.get("layers", []):
-            if layer.get("mediaType") == BUNDLE_LAYER and layer.get("digest") == digest:
-                return int(layer.get("size", 0))
-        raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} layer")
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list) or len(layers) > MAX_FIND_DIGESTS:
+            raise InvalidInput(f"artifact {bundle_tag(digest)} has no list of at most {MAX_FIND_DIGESTS} layers")
+        for layer in layers:
+            if layer.get("mediaType") in (BUNDLE_LAYER, BUNDLE_MANIFEST_LAYER) and layer.get("digest") == digest:
+                parts = [(check_digest(str(p.get("digest", ""))), int(p.get("size", 0))) for p in layers
+                         if layer.get("mediaType") == BUNDLE_MANIFEST_LAYER
+                         and p.get("mediaType") == BUNDLE_PART_LAYER]
+                return parts + [(digest, int(layer.get("size", 0)))]  # the manifest last
+        raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} or "
+                           f"{BUNDLE_MANIFEST_LAYER} layer")
 
     def _engines(self, reference: str, res: PullResult) -> None:
         doc, _ = self.client.manifest(reference)

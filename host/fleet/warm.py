@@ -233,10 +233,6 @@ class Warmer:
     cache and store are only ever added to, and each addition is atomic.
     """
 
-    #: bundles go to devices as parts, known by their manifest's digest; the registry warmers (via_registry.py)
-    #: keep the archive, which is what the registry's artifacts name
-    by_parts = True
-
     def __init__(self, devices: Sequence[Device], plan_for: PlanFor, *,
                  concurrency: int = DEFAULT_CONCURRENCY, policy: Optional[RetryPolicy] = None,
                  on_event: Optional[EventFn] = None, workdir: Optional[Path] = None, retry_for: float = 0.0,
@@ -310,7 +306,7 @@ class Warmer:
             if path not in self._manifests:
                 self._manifests[path] = (archive_digest(path), read_manifest_from_archive(path))
             digest, manifest = self._manifests[path]
-        if self.by_parts and plan.bundle_dir is not None:
+        if plan.bundle_dir is not None:  # by parts (and through a registry, as part layers): the manifest's digest
             return _Bundle(path, Bundle.open(plan.bundle_dir).manifest_digest, manifest, plan.options,
                            plan.bundle_dir)
         return _Bundle(path, digest, manifest, plan.options)

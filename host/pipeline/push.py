@@ -379,12 +379,14 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
 
         observer.phase("upload", f"{size} bytes")
         t = time.perf_counter()
-        via = bundle_via_registry(client, registry, prepared.archive, archive_digest)
+        by_parts = prepared.bundle_dir is not None
+        digest = prepared.digest if by_parts else archive_digest
+        via = bundle_via_registry(client, registry, prepared.archive, digest, prepared.bundle_dir)
         seconds = time.perf_counter() - t
         observer.phase_done("upload", seconds, "already on the device" if via.already_present else
                             f"pulled from {registry.ref} ({via.bytes_sent} bytes sent to it)")
         return UploadResult(size, via.bytes_sent, seconds, via.already_present, 0, size, 1,
-                            int(not via.already_present), "registry", archive_digest)
+                            int(not via.already_present), "registry", digest)
     if prepared.bundle_dir is not None:
         observer.phase("upload", "parts the device lacks")
         try:
