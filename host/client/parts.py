@@ -51,6 +51,13 @@ def find_missing(client: AgentClient, digests: list[str]) -> list[str]:
         raise
 
 
+def bundle_bytes(bundle_dir: Path) -> tuple[int, int]:
+    """(bytes, parts) of a bundle by parts: each distinct part once, and the manifest."""
+    bundle = Bundle.open(bundle_dir)
+    sizes = {part: bundle.path_of(rel).stat().st_size for rel, part in bundle.manifest.files()}
+    return sum(sizes.values()) + (bundle.root / MANIFEST_NAME).stat().st_size, len(sizes) + 1
+
+
 def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[ProgressFn] = None) -> PartsSummary:
     """Upload what the agent lacks of the bundle in `bundle_dir`; its identity (manifest digest) is returned."""
     started = time.perf_counter()

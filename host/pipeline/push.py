@@ -369,7 +369,7 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
     """Put the bundle on the device: by parts (only those it lacks), else as one archive (registry, old agent).
 
     The result's `bundle_digest` is what the device knows the bundle by from now on."""
-    from host.client.parts import NoParts, send_bundle, whole_archive
+    from host.client.parts import NoParts, bundle_bytes, send_bundle, whole_archive
 
     observer = observer or Observer()
     size = prepared.archive.stat().st_size
@@ -385,7 +385,8 @@ def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer]
         seconds = time.perf_counter() - t
         observer.phase_done("upload", seconds, "already on the device" if via.already_present else
                             f"pulled from {registry.ref} ({via.bytes_sent} bytes sent to it)")
-        return UploadResult(size, via.bytes_sent, seconds, via.already_present, 0, size, 1,
+        total, parts = bundle_bytes(prepared.bundle_dir) if by_parts else (size, 1)
+        return UploadResult(total, via.bytes_sent, seconds, via.already_present, 0, total, parts,
                             int(not via.already_present), "registry", digest)
     if prepared.bundle_dir is not None:
         observer.phase("upload", "parts the device lacks")

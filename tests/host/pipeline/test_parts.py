@@ -247,3 +247,23 @@ def _bundle_dir_of(model: Path) -> Path:
 
     entries = [e for e in bundle_cache.entries() if e.get("model") == str(model.resolve())]
     return bundle_cache.root() / entries[0]["key"] / entries[0]["bundle_dir"]
+
+
+def test_through_a_registry_a_fine_tuned_version_sends_and_pulls_only_its_changed_parts(agent_factory, registry,
+                                                                                         deploy, versions):
+    from device_agent.registry import RegistryClient, RegistryRef
+    from host.client.agent import AgentClient
+    from host.inventory import Device
+
+    ref = f"{registry.address}/lab/net"
+    a, b = agent_factory(backend="onnxruntime", registry=ref), agent_factory(backend="onnxruntime", registry=ref)
+    first = push(deploy, versions[0], a.address, "--registry", ref, "--no-verify")
+    with AgentClient(Device(name="b", address=b.address)) as client:
+        assert client.pull(first["bundle_digest"]).bytes_pulled == first["upload"]["bytes_total"]
+        second = push(deploy, versions[1], a.address, "--registry", ref, "--no-verify")
+        pulled = client.pull(second["bundle_digest"]).bytes_pulled
+    total = second["upload"]["bytes_total"]
+    # the registry received the changed parts (and the artifact manifests), b pulled only those
+    assert 0 < second["upload"]["bytes_sent"] < 0.3 * total and 0 < pulled < 0.3 * total, (second["upload"], pulled)
+    layers = RegistryClient(RegistryRef.parse(ref)).manifest(f"bundle-{second['bundle_digest'].split(':')[1]}")[0]
+    assert sum(layer["size"] for layer in layers["layers"]) == total
