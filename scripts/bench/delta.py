@@ -1,6 +1,6 @@
 """Bytes an update sends by parts against today's whole archive, per kind of change, and the store it leaves.
 
-    python scripts/bench/delta.py [--model resnet50] [--runs 3] [--versions 5] [--work DIR]
+    python scripts/bench/delta.py [--model resnet50] [--runs 3] [--versions 5] [--work DIR] [--link]
 
 The model is made by scripts/make_models.py (seeded weights, no download). Each run starts a fresh agent and pushes
 the model, then the updates below, each with `deploy push --json` as a user would; the table gives medians over the
@@ -13,6 +13,11 @@ from the one on the device (the archive digest was the bundle's identity), nothi
 - max-rel-err: the same push again with another --max-rel-err (a verify option: the bundle is unchanged)
 - retrained-fc: the model with its last Gemm's weights and bias drawn again (a re-trained classifier head)
 - one-op: the partition moved by one op (`--no-offload Flatten`: the head runs in TVM; the backbone's weights stay)
+
+With --link (root, iproute2) the agent runs in a network namespace behind a veth pair shaped by netem to 10 Mbit/s
+and 50 ms delay each way (scripts/bench/upload.py makes the namespaces, as scripts/bench/faults.py does), and the
+host's `deploy` in the other; the archive column's wall time is then the first push's (a whole bundle: what every
+update cost before).
 
 Then `--versions` fine-tuned versions (last Gemm re-drawn, each its own seed) pushed to one fresh agent: the bytes
 of the agent's store against as many whole archives. The host compile cache under --work is kept between
@@ -33,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scripts" / "bench"))
 DEPLOY = Path(sys.executable).parent / "deploy"
 
 from scripts.bench._agent import median, start_agent, stop_agent  # noqa: E402
@@ -46,8 +52,9 @@ def _env(work: Path) -> dict[str, str]:
     return env
 
 
-def deploy(env: dict[str, str], *args: str) -> dict[str, Any]:
-    proc = subprocess.run([str(DEPLOY), *args, "--json"], capture_output=True, text=True, env=env, timeout=3600)
+def deploy(env: dict[str, str], *args: str, prefix: Any = ()) -> dict[str, Any]:
+    proc = subprocess.run([*prefix, str(DEPLOY), *args, "--json"], capture_output=True, text=True, env=env,
+                          timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"deploy {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)
@@ -103,20 +110,36 @@ def _archive_of(env: dict[str, str], model: Path, sample: Path) -> str:
     return str(caches[-1].parent / entry["archive"])
 
 
-def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, sample: Path) -> dict[str, dict]:
+LINK = ("netem", "delay", "50ms", "rate", "10mbit", "limit", "10000")
+#: where the kernel lacks sch_netem (this machine's): the rate alone, no added delay (only netem delays packets)
+LINK_FALLBACK = ("tbf", "rate", "10mbit", "burst", "32kb", "latency", "400ms")
+NAMES = ("ddelta_a", "ddelta_b", "ddv_a", "ddv_b")
+
+
+def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, sample: Path,
+             link: bool = False) -> dict[str, dict]:
     store = work / "store"
     shutil.rmtree(store, ignore_errors=True)
-    proc, address = start_agent(store, extra=["--backend", "onnxruntime"])
+    host_prefix: list[str] = []
+    if link:
+        from upload import ADDR_B
+
+        proc, address = start_agent(store, listen=f"{ADDR_B}:7312", prefix=["ip", "netns", "exec", NAMES[1]],
+                                    extra=["--backend", "onnxruntime", "--insecure"])  # a bench link, no TLS
+        host_prefix = ["ip", "netns", "exec", NAMES[0]]
+    else:
+        proc, address = start_agent(store, extra=["--backend", "onnxruntime"])
     rows: dict[str, dict] = {}
     on_device: set[str] = set()
     try:
         def push(label: str, source: Path, *extra: str, command: str = "push") -> None:
             started = time.perf_counter()
             if command == "run":
-                data = deploy(env, "run", str(source), "--device", address, *extra)
+                data = deploy(env, "run", str(source), "--device", address, *extra, prefix=host_prefix)
                 data["compile"] = {"archive": _archive_of(env, source, sample)}
             else:
-                data = deploy(env, "push", str(source), "--device", address, "--no-verify", *extra)
+                data = deploy(env, "push", str(source), "--device", address, "--no-verify", *extra,
+                              prefix=host_prefix)
             up = data["upload"]
             rows[label] = {"bytes_sent": up["bytes_sent"], "bytes_total": up["bytes_total"],
                            "parts": f"{up['parts_sent']}/{up['parts_total']}", "archive": _archive_sent(data, on_device),
@@ -153,6 +176,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "delta")
+    parser.add_argument("--link", action="store_true", help="10 Mbit/s, 50 ms netem link between host and agent")
     args = parser.parse_args()
     import numpy as np
 
@@ -165,19 +189,35 @@ def main() -> int:
              .shape.dim]
     sample = work / "sample.npy"
     np.save(sample, np.random.default_rng(7).standard_normal(shape).astype(np.float32))
-    runs = [run_once(env, work, model, versions[0], sample) for _ in range(args.runs)]
+    link_text = "10 Mbit/s, 50 ms delay each way (netem)"
+    if args.link:
+        from upload import make_namespaces, teardown_namespaces
+
+        why = make_namespaces(LINK, NAMES)
+        if why and "qdisc kind is unknown" in why:
+            why, link_text = make_namespaces(LINK_FALLBACK, NAMES), "10 Mbit/s (tbf; no sch_netem here: no delay)"
+        if why:
+            raise SystemExit(f"--link: {why}")
+    try:
+        runs = [run_once(env, work, model, versions[0], sample, args.link) for _ in range(args.runs)]
+    finally:
+        if args.link:
+            teardown_namespaces(NAMES[:2])
     mib = 2 ** 20
+    where = f"over {link_text}" if args.link else "on loopback"
     print(f"model {args.model}; last Gemm (weights + bias) {fc_bytes / mib:.2f} MiB; medians of {args.runs} runs; "
-          "onnxruntime agent on loopback")
+          f"onnxruntime agent {where}")
+    whole_s = median([r["first: run"]["wall_s"] for r in runs])  # a whole bundle moved: every update's cost before
     print(f"{'update':<14}{'parts':>10}{'sent MiB':>11}{'of MiB':>9}{'share':>8}{'archive MiB':>13}{'ratio':>8}"
-          f"{'wall s':>8}")
+          f"{'wall s':>8}{'archive wall s':>16}")
     for label in runs[0]:
         sent = median([r[label]["bytes_sent"] for r in runs])
         total = median([r[label]["bytes_total"] for r in runs])
         archive = median([r[label]["archive"] for r in runs])
         ratio = f"{sent / archive:.4f}" if archive else "-"
         print(f"{label:<14}{runs[0][label]['parts']:>10}{sent / mib:>11.3f}{total / mib:>9.1f}"
-              f"{sent / total:>8.2%}{archive / mib:>13.1f}{ratio:>8}{median([r[label]['wall_s'] for r in runs]):>8.2f}")
+              f"{sent / total:>8.2%}{archive / mib:>13.1f}{ratio:>8}{median([r[label]['wall_s'] for r in runs]):>8.2f}"
+              f"{(f'{whole_s:.2f}' if archive else '-'):>16}")
     if args.versions:
         stored, archives = store_of_versions(env, work, versions)
         print(f"store after {args.versions} fine-tuned versions: {stored / mib:.1f} MiB by parts, "
