@@ -1,6 +1,7 @@
 """Bytes an update sends by parts against today's whole archive, per kind of change, and the store it leaves.
 
     python scripts/bench/delta.py [--model resnet50] [--runs 3] [--versions 5] [--work DIR] [--link]
+                                  [--registry-agents 8]
 
 The model is made by scripts/make_models.py (seeded weights, no download). Each run starts a fresh agent and pushes
 the model, then the updates below, each with `deploy push --json` as a user would; the table gives medians over the
@@ -18,6 +19,11 @@ With --link (root, iproute2) the agent runs in a network namespace behind a veth
 and 50 ms delay each way (scripts/bench/upload.py makes the namespaces, as scripts/bench/faults.py does), and the
 host's `deploy` in the other; the archive column's wall time is then the first push's (a whole bundle: what every
 update cost before).
+
+With --registry-agents N (needs docker-registry): a registry process and N agents on loopback; the model's bundle
+and then the re-trained one are published by parts (host/registry/publish.py) and every agent pulls each (`Pull`,
+as `fleet warm --via-registry` has them do): the bytes the registry received and all agents pulled for the
+re-trained bundle, against the whole archive once to the registry and once to each agent.
 
 Then `--versions` fine-tuned versions (last Gemm re-drawn, each its own seed) pushed to one fresh agent: the bytes
 of the agent's store against as many whole archives. The host compile cache under --work is kept between
@@ -155,6 +161,53 @@ def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, samp
     return rows
 
 
+def registry_bytes(work: Path, env: dict[str, str], model: Path, retrained: Path, agents: int) -> dict[str, int]:
+    """Bundle bytes through a registry to `agents` agents: the model's, then the re-trained one's (by parts)."""
+    import socket
+
+    from device_agent.registry import RegistryClient, RegistryRef
+    from host.client.agent import AgentClient
+    from host.inventory import Device
+    from host.registry.publish import publish_bundle_parts
+    from tests.conftest import RegistryHandle
+
+    dirs = []
+    for path in (model, retrained):  # the compiled bundles (host compile cache, loopback agents' x86-cpu target)
+        out = work / "registry-bundles" / path.parent.name
+        if not (out / "bundle" / "manifest.json").is_file():
+            deploy(env, "compile", str(path), "-o", str(out), "--profile", "x86-cpu")
+        dirs.append(out / "bundle")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = work / "registry"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    registry = RegistryHandle(root / "data", port, root / "registry.log").start()
+    ref = f"{registry.address}/bench/delta"
+    procs, clients = [], []
+    out: dict[str, int] = {}
+    try:
+        for i in range(agents):
+            proc, address = start_agent(root / f"agent{i}", extra=["--registry", ref, "--backend", "onnxruntime"])
+            procs.append(proc)
+            clients.append(AgentClient(Device(name=f"a{i}", address=address)))
+        client = RegistryClient(RegistryRef.parse(ref))
+        for label, bundle_dir in zip(("model", "retrained"), dirs):
+            published = publish_bundle_parts(client, bundle_dir)
+            digest = "sha256:" + published.reference.split("-", 1)[1]
+            out[f"{label}_registry"] = published.bytes_sent
+            out[f"{label}_pulled"] = sum(c.pull(digest).bytes_pulled for c in clients)
+            out[f"{label}_archive"] = (bundle_dir.parent / "bundle.tar").stat().st_size
+    finally:
+        for c in clients:
+            c.close()
+        for proc in procs:
+            stop_agent(proc)
+        registry.stop()
+    return out
+
+
 def store_of_versions(env: dict[str, str], work: Path, versions: list[Path]) -> tuple[int, int]:
     """(bytes in the agent's store, bytes of as many whole archives) after pushing every version."""
     store = work / "store-versions"
@@ -177,6 +230,7 @@ def main() -> int:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--work", type=Path, default=REPO / ".bench" / "delta")
     parser.add_argument("--link", action="store_true", help="10 Mbit/s, 50 ms netem link between host and agent")
+    parser.add_argument("--registry-agents", type=int, default=0, help="bundle bytes through a registry to N agents")
     args = parser.parse_args()
     import numpy as np
 
@@ -207,17 +261,27 @@ def main() -> int:
     where = f"over {link_text}" if args.link else "on loopback"
     print(f"model {args.model}; last Gemm (weights + bias) {fc_bytes / mib:.2f} MiB; medians of {args.runs} runs; "
           f"onnxruntime agent {where}")
-    whole_s = median([r["first: run"]["wall_s"] for r in runs])  # a whole bundle moved: every update's cost before
-    print(f"{'update':<14}{'parts':>10}{'sent MiB':>11}{'of MiB':>9}{'share':>8}{'archive MiB':>13}{'ratio':>8}"
-          f"{'wall s':>8}{'archive wall s':>16}")
-    for label in runs[0]:
-        sent = median([r[label]["bytes_sent"] for r in runs])
-        total = median([r[label]["bytes_total"] for r in runs])
-        archive = median([r[label]["archive"] for r in runs])
-        ratio = f"{sent / archive:.4f}" if archive else "-"
-        print(f"{label:<14}{runs[0][label]['parts']:>10}{sent / mib:>11.3f}{total / mib:>9.1f}"
-              f"{sent / total:>8.2%}{archive / mib:>13.1f}{ratio:>8}{median([r[label]['wall_s'] for r in runs]):>8.2f}"
-              f"{(f'{whole_s:.2f}' if archive else '-'):>16}")
+    if runs:  # --runs 0: only the registry and store figures
+        whole_s = median([r["first: run"]["wall_s"] for r in runs])  # a whole bundle: every update's cost before
+        print(f"{'update':<14}{'parts':>10}{'sent MiB':>11}{'of MiB':>9}{'share':>8}{'archive MiB':>13}{'ratio':>8}"
+              f"{'wall s':>8}{'archive wall s':>16}")
+        for label in runs[0]:
+            sent = median([r[label]["bytes_sent"] for r in runs])
+            total = median([r[label]["bytes_total"] for r in runs])
+            archive = median([r[label]["archive"] for r in runs])
+            ratio = f"{sent / archive:.4f}" if archive else "-"
+            wall = median([r[label]["wall_s"] for r in runs])
+            print(f"{label:<14}{runs[0][label]['parts']:>10}{sent / mib:>11.3f}{total / mib:>9.1f}"
+                  f"{sent / total:>8.2%}{archive / mib:>13.1f}{ratio:>8}{wall:>8.2f}"
+                  f"{(f'{whole_s:.2f}' if archive else '-'):>16}")
+    if args.registry_agents:
+        r = registry_bytes(work, env, model, versions[0], args.registry_agents)
+        n = args.registry_agents
+        print(f"registry, {n} agents, re-trained bundle after the model's: the registry received "
+              f"{r['retrained_registry'] / mib:.2f} MiB (whole archive: {r['retrained_archive'] / mib:.1f} MiB), "
+              f"the agents pulled {r['retrained_pulled'] / mib:.2f} MiB in all (whole archives: "
+              f"{n * r['retrained_archive'] / mib:.1f} MiB); the model's first: {r['model_registry'] / mib:.1f} MiB "
+              f"received, {r['model_pulled'] / mib:.1f} MiB pulled")
     if args.versions:
         stored, archives = store_of_versions(env, work, versions)
         print(f"store after {args.versions} fine-tuned versions: {stored / mib:.1f} MiB by parts, "
