@@ -148,7 +148,8 @@ def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, samp
                               prefix=host_prefix)
             up = data["upload"]
             rows[label] = {"bytes_sent": up["bytes_sent"], "bytes_total": up["bytes_total"],
-                           "parts": f"{up['parts_sent']}/{up['parts_total']}", "archive": _archive_sent(data, on_device),
+                           "parts": f"{up['parts_sent']}/{up['parts_total']}",
+                           "archive": _archive_sent(data, on_device),
                            "wall_s": time.perf_counter() - started}
 
         push("first: run", model, "--input", f"input={sample}", command="run")  # a new user's first contact
