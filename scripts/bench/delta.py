@@ -141,7 +141,8 @@ def run_once(env: dict[str, str], work: Path, model: Path, retrained: Path, samp
         def push(label: str, source: Path, *extra: str, command: str = "push") -> None:
             started = time.perf_counter()
             if command == "run":
-                data = deploy(env, "run", str(source), "--device", address, *extra, prefix=host_prefix)
+                data = deploy(env, "run", str(source), "--device", address, "-o", str(work / "out.npz"), *extra,
+                              prefix=host_prefix)
                 data["compile"] = {"archive": _archive_of(env, source, sample)}
             else:
                 data = deploy(env, "push", str(source), "--device", address, "--no-verify", *extra,

@@ -107,7 +107,8 @@ def test_push_after_run_with_other_samples_sends_only_the_reference_and_builds_n
     agent = agent_factory(backend="onnxruntime")
     sample = tmp_path / "x.npy"
     np.save(sample, np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32))
-    ran = deploy("run", str(versions[0]), "--device", agent.address, "--input", f"input={sample}", "--json")
+    ran = deploy("run", str(versions[0]), "--device", agent.address, "--input", f"input={sample}", "--json",
+                 "-o", str(tmp_path / "out.npz"))
     assert ran.returncode == 0, ran.stderr
     pushed = push(deploy, versions[0], agent.address)
     up = pushed["upload"]
