@@ -96,3 +96,35 @@ server.stop(0.1)
         pytest.skip("no permission to make a network namespace here")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "refused PERMISSION_DENIED"
+
+
+def test_a_bundle_by_parts_pulled_from_the_registry_is_verified_on_its_manifest_and_an_unsigned_one_fetches_nothing(
+        agent_factory, registry, tmp_path, monkeypatch):
+    from device_agent.bundle import Bundle
+    from host.registry.publish import publish_bundle_parts
+
+    fleet = keys.init(tmp_path / "keys").path
+    trust_root = shutil.copy(fleet / keys.TRUST_ROOT, tmp_path / "trust_root.json")
+    ref = f"{registry.address}/fleet/parts"
+    rc = RegistryClient(RegistryRef.parse(ref))
+    make_bundle(tmp_path, "good", seed=43)
+    good = Bundle.open(tmp_path / "good")
+    monkeypatch.setenv("DEPLOY_KEYS_DIR", str(fleet))
+    published = publish_bundle_parts(rc, good.root)  # one layer per part, the manifest last, and its signature
+    assert [d["artifactType"] for d in referrers(rc, published.manifest_digest)] == \
+        ["application/vnd.jetson-deploy.tuf.v1+json"]
+    agent = agent_factory(registry=ref, trust_root=trust_root, backend="onnxruntime")
+    c = AgentClient(Device(name="t", address=agent.address), retry_for=0)
+    assert c.pull(good.manifest_digest).bundle_digest == good.manifest_digest
+    events = list(c.build(good.manifest_digest, agent_pb2.BuildOptions(backend="onnxruntime")))
+    assert events[-1].summary.failed == 0
+
+    monkeypatch.setenv("DEPLOY_KEYS_DIR", str(tmp_path / "no-keys"))  # an attacker who can write to the registry
+    garbage_onnx_bundle(tmp_path, "evil")
+    evil = Bundle.open(tmp_path / "evil")
+    publish_bundle_parts(rc, evil.root)
+    with pytest.raises(AgentError) as unsigned:
+        c.pull(evil.manifest_digest)
+    assert unsigned.value.code == grpc.StatusCode.PERMISSION_DENIED and "unsigned" in str(unsigned.value)
+    for digest in [evil.manifest_digest] + [part for _rel, part in evil.manifest.files()]:  # not a byte fetched
+        assert not c.query_upload(digest).complete and c.query_upload(digest).committed_offset == 0
