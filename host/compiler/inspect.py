@@ -6,8 +6,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-from device_agent.bundle import Bundle, Manifest, read_manifest_from_archive
+from device_agent.bundle import Bundle, Manifest, manifest_bytes_of_archive, read_manifest_from_archive
 from device_agent.errors import InvalidInput
+from device_agent.fileio import sha256_bytes
 
 
 def load_manifest(path: Union[str, os.PathLike]) -> tuple:
@@ -15,13 +16,8 @@ def load_manifest(path: Union[str, os.PathLike]) -> tuple:
     identity, its manifest's (docs/transport.md)."""
     p = Path(path)
     if p.is_file():
-        import hashlib
-        import tarfile
-
         manifest = read_manifest_from_archive(p)  # checked first: a bounded, regular manifest.json
-        with tarfile.open(p, mode="r:") as tar:
-            data = tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
-        return manifest, "sha256:" + hashlib.sha256(data).hexdigest()
+        return manifest, sha256_bytes(manifest_bytes_of_archive(p))  # the bytes signing covers, too
     for root in (p / "bundle", p):
         if (root / "manifest.json").is_file():
             bundle = Bundle.open(root)
