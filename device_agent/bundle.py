@@ -25,7 +25,8 @@ import numpy as np
 from device_agent.errors import DataLoss, InvalidInput, ResourceExhausted
 from device_agent.fileio import atomic_file, atomic_write, is_disk_full, sha256_bytes, sha256_file  # noqa: F401 - part of this module's API
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `files` pins every file (path, digest, size); segments may keep weights in weights/<hex>
+READABLE_SCHEMAS = (1, 2)  # 1: archives of hosts before bundles travelled by parts
 MANIFEST_NAME = "manifest.json"
 SEGMENT_DIR = "segments"
 REMAINDER_PATH = "remainder/remainder.so"
@@ -306,6 +307,32 @@ def _tensors(v: Any, where: str) -> List[TensorSpec]:
     return out
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the bundle and one part of its transport: stored and sent once per digest."""
+
+    path: str
+    digest: str
+    size: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "file") -> "FileEntry":
+        return cls(path=check_relpath(_req(d, "path", where), f"{where}.path"),
+                   digest=_digest(_req(d, "digest", where), f"{where}.digest"),
+                   size=_int(_req(d, "size", where), f"{where}.size", lo=0, hi=MAX_ARCHIVE_BYTES))
+
+
+def _file_entries(v: Any, where: str) -> List[FileEntry]:
+    out = [FileEntry.from_dict(e, f"{where}[{i}]") for i, e in enumerate(_list(v, where, MAX_ARCHIVE_MEMBERS))]
+    paths = [e.path for e in out]
+    if paths != sorted(set(paths)):
+        raise _fail(where, "paths must be unique and sorted")
+    return out
+
+
 def _ref_entries(v: Any, where: str) -> List[Dict[str, str]]:
     out = []
     for i, e in enumerate(_list(v, where, MAX_TENSORS)):
@@ -335,6 +362,8 @@ class Manifest:
     # {"seed": int, "inputs": [{"name","path","digest"}], "outputs": [...], "rtol": f, "atol": f}
     reference: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # schema 2: every file besides the manifest, sorted by path (empty: the files the fields above name)
+    file_list: List[FileEntry] = field(default_factory=list)
 
     # -- serialization
 
@@ -352,6 +381,7 @@ class Manifest:
             "remainder": None if self.remainder is None else self.remainder.to_dict(),
             "not_offloaded": list(self.not_offloaded),
             "reference": self.reference,
+            **({"files": [e.to_dict() for e in self.file_list]} if self.file_list else {}),
         }
 
     def to_json(self) -> str:
@@ -383,10 +413,12 @@ class Manifest:
         if not isinstance(d, dict):
             raise _fail(w, "expected a JSON object")
         version = _int(_req(d, "schema_version", w), "schema_version", lo=0, hi=10 ** 6)
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise InvalidInput(
                 f"bundle schema_version {version} is not supported (this agent reads {SCHEMA_VERSION}); "
                 "recompile the bundle with a matching host or upgrade the agent")
+        if "files" in d and version < 2:
+            raise _fail("files", "needs schema_version 2")
         compiler = _req(d, "compiler", w)
         if not isinstance(compiler, dict) or len(compiler) > 64:
             raise _fail("compiler", "expected an object of at most 64 string entries")
@@ -430,6 +462,7 @@ class Manifest:
             remainder=remainder,
             not_offloaded=not_off,
             reference=reference,
+            file_list=_file_entries(d["files"], "files") if "files" in d else [],
         )
         m._check_consistency()
         return m
@@ -449,14 +482,26 @@ class Manifest:
                     [t.name for t in seg.outputs] != [t.name for t in self.outputs]:
                 raise _fail("segments[0]", "without a remainder the segment's inputs/outputs must be "
                                            "the model's inputs/outputs")
-        paths = [p for p, _ in self.files()]
+        named = self._named_files()
+        paths = [p for p, _ in named]
         if len(set(paths)) != len(paths):
             raise _fail("manifest", "two entries name the same file")
+        if self.file_list:
+            listed = {e.path: e.digest for e in self.file_list}
+            for path, digest in named:
+                if listed.get(path) != digest:
+                    raise _fail("files", f"{path} ({digest[:19]}...) is not listed with that digest")
 
     # -- convenience
 
     def files(self) -> List[Tuple[str, str]]:
         """(relative path, digest) of every file besides the manifest."""
+        if self.file_list:
+            return [(e.path, e.digest) for e in self.file_list]
+        return self._named_files()
+
+    def _named_files(self) -> List[Tuple[str, str]]:
+        """The files the segments, the remainder and the reference name (schema 1: all of them)."""
         out = [(s.path, s.digest) for s in self.segments]
         if self.remainder is not None:
             out.append((self.remainder.path, self.remainder.digest))
@@ -514,6 +559,11 @@ class Bundle:
             got = sha256_file(p)
             if got != digest:
                 raise DataLoss(f"bundle file {rel} is corrupt: digest {got}, manifest says {digest}")
+
+    @property
+    def manifest_digest(self) -> str:
+        """The bundle's identity when it travels by parts: the digest of its canonical manifest's bytes."""
+        return sha256_file(self.root / MANIFEST_NAME)
 
     def read_reference(self, ref: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, np.ndarray],
                                                                              Dict[str, np.ndarray]]:

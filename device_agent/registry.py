@@ -27,6 +27,10 @@ EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 BUNDLE_ARTIFACT = "application/vnd.jetson-deploy.bundle.v1"
 BUNDLE_LAYER = "application/vnd.jetson-deploy.bundle.v1.tar"
+# a bundle by parts (device_agent/parts.py): one layer per part, stored once per repository across versions, and
+# the bundle's manifest (whose digest is the bundle's) as the last layer
+BUNDLE_PART_LAYER = "application/vnd.jetson-deploy.bundle.part.v1"
+BUNDLE_MANIFEST_LAYER = "application/vnd.jetson-deploy.bundle.manifest.v1+json"
 ENGINES_ARTIFACT = "application/vnd.jetson-deploy.engines.v1"
 ENGINE_LAYER = "application/vnd.jetson-deploy.engine.v1"
 TIMING_CACHE_LAYER = "application/vnd.jetson-deploy.timing-cache.v1"  # absent when the builder has none

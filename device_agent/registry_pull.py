@@ -17,8 +17,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .errors import DataLoss, DeployError, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from .incoming_engine import EngineSource, IncomingEngine, check_incoming
-from .registry import (ANN_BUILDER, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER, ENGINE_LAYER,
-                       TIMING_CACHE_LAYER, Credentials, RegistryClient, RegistryRef, check_digest)
+from .registry import (ANN_BUILDER, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_LAYER,
+                       BUNDLE_MANIFEST_LAYER, BUNDLE_PART_LAYER, ENGINE_LAYER, TIMING_CACHE_LAYER, Credentials,
+                       RegistryClient, RegistryRef, check_digest)
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +66,34 @@ class Puller:
         return res
 
     def _bundle(self, digest: str, res: PullResult) -> None:
+        """The bundle's archive layer, or (a bundle by parts) each part layer this store lacks, then its manifest."""
         res.bundle_digest = digest
         trust = getattr(getattr(self.engines, "unpacked", None), "trust", None)  # device_agent/trust.py
         state = self.store.query(digest)
         if state.complete and (trust is None or trust.verified(digest)):
             res.bundle_present = True
             return
-        size, subject = self._blob_size(digest)
+        layers, subject = self._bundle_layers(digest)
         verify = None
         if trust is not None:  # the signature artifact referring to the bundle's, verified before it is stored
             from .registry_trust import signing_metadata
 
             wire = signing_metadata(self.client, subject)
-            verify = lambda path: trust.verify_bundle(digest, path, wire)  # noqa: E731
-            if not wire:  # unsigned: refused before a byte of the bundle is fetched
+            verify = lambda path: trust.verify_bundle(digest, path, wire, self.store)  # noqa: E731
+            if not wire:  # unsigned: refused before a byte of the bundle (or of any part) is fetched
                 trust.verify_bundle(digest, Path(), wire)
-            if state.complete:  # stored before, unverified: verified now, in place
-                verify(self.store.path_of(digest))
+        for layer_digest, size in layers:  # parts first (inert data, never parsed), the manifest or archive last
+            if layer_digest != digest and self.store.query(layer_digest).complete:
+                continue
+            if layer_digest == digest and state.complete:  # stored before, unverified: verified now, in place
+                verify(self.store.path_of(digest))  # type: ignore[misc]
                 res.bundle_present = True
                 return
+            self._blob(layer_digest, size, res, verify if layer_digest == digest else None)
+
+    def _blob(self, digest: str, size: int, res: PullResult, verify: Optional[Callable[[Path], Any]] = None) -> None:
+        """One blob into the store, resumed at the committed byte after a cut, its digest checked (and for the
+        bundle's own blob, its signature: `verify` sees it before the store publishes it)."""
         attempts = self.client.retry.attempts
         for attempt in range(1, attempts + 1):
             offset = self.store.query(digest).committed_offset
@@ -104,16 +114,25 @@ class Puller:
                 res.retries += 1
                 _sleep(attempt)
 
-    def _blob_size(self, digest: str) -> Tuple[int, str]:
-        """The bundle's size from its artifact manifest (`bundle-<hex>`), which names it as its one layer, and that
+    def _bundle_layers(self, digest: str) -> Tuple[List[Tuple[str, int]], str]:
+        """(digest, size) to fetch for the bundle, from its artifact manifest (`bundle-<hex>`): its one archive
+        layer, or its part layers and then its manifest layer (whose digest is the bundle's); and that artifact
         manifest's digest (what signatures refer to)."""
+        from .parts import MAX_FIND_DIGESTS
         from .registry import bundle_tag
 
         doc, manifest_digest = self.client.manifest(bundle_tag(digest))
-        for layer in doc.get("layers", []):
-            if layer.get("mediaType") == BUNDLE_LAYER and layer.get("digest") == digest:
-                return int(layer.get("size", 0)), manifest_digest
-        raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} layer")
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list) or len(layers) > MAX_FIND_DIGESTS:
+            raise InvalidInput(f"artifact {bundle_tag(digest)} has no list of at most {MAX_FIND_DIGESTS} layers")
+        for layer in layers:
+            if layer.get("mediaType") in (BUNDLE_LAYER, BUNDLE_MANIFEST_LAYER) and layer.get("digest") == digest:
+                parts = [(check_digest(str(p.get("digest", ""))), int(p.get("size", 0))) for p in layers
+                         if layer.get("mediaType") == BUNDLE_MANIFEST_LAYER
+                         and p.get("mediaType") == BUNDLE_PART_LAYER]
+                return parts + [(digest, int(layer.get("size", 0)))], manifest_digest  # the manifest last
+        raise InvalidInput(f"artifact {bundle_tag(digest)} does not hold bundle {digest} as a {BUNDLE_LAYER} or "
+                           f"{BUNDLE_MANIFEST_LAYER} layer")
 
     def _engines(self, reference: str, res: PullResult) -> None:
         doc, _ = self.client.manifest(reference)

@@ -43,6 +43,7 @@ class SegmentBuilder:
               heartbeat_s: float) -> Steps[BuiltEngine]:
         """Build and commit (the caller holds the key's lock), yielding progress while the backend builds."""
         onnx = self.unpacked.segment_bytes(digest, bundle, seg)  # never build changed bytes
+        onnx = self.unpacked.inline_weights(digest, bundle, seg, onnx)  # weights kept beside the graph, checked
         # the workspace is TensorRT's builder scratch; onnxruntime's builds take none
         workspace = opts.workspace if opts.backend.name in engines.TENSORRT_FAMILY else 0
         check_build_fits(seg.id, workspace, len(onnx), int(getattr(self.settings, "memory_limit_bytes", 0)))

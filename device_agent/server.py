@@ -118,11 +118,11 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
             raise InvalidInput("an upload must start with a header message carrying digest and size")
         header = first.header
         verify = None
-        if self.trust is not None:
-            trust, wire = self.trust, bytes(header.trust_metadata)
+        if self.trust is not None and header.kind != "part":  # a part is inert data until a verified manifest
+            trust, wire, store = self.trust, bytes(header.trust_metadata), self.store  # names it (parts.py)
             if not wire:  # refused before any payload is read
                 trust.verify_bundle(header.digest, Path(), wire)
-            verify = lambda path: trust.verify_bundle(header.digest, path, wire)  # noqa: E731
+            verify = lambda path: trust.verify_bundle(header.digest, path, wire, store)  # noqa: E731
 
         def chunks() -> Iterator[bytes]:
             for msg in request_iterator:
@@ -134,7 +134,8 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         if verify is not None and result.already_present:  # newer metadata (a rotated root), or stored unverified
             verify(self.store.path_of(result.digest))
         limit = int(self.settings.store_max_bytes)
-        if limit > 0 and not result.already_present:
+        # a part waits for its manifest: pruning then could take the parts of the bundle still arriving
+        if limit > 0 and not result.already_present and header.kind != "part":
             pruned = self._store_usage().bound(limit, keep=result.digest)
             if pruned.removed:
                 log.info("store over --store-max-bytes %d: removed %d least recently used entr(ies), %d bytes",
@@ -148,6 +149,16 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
         state = self.store.query(request.digest)
         return agent_pb2.QueryUploadReply(digest=state.digest, complete=state.complete,
                                           committed_offset=state.committed_offset, size=state.size)
+
+    @unary_edge
+    def FindMissingBlobs(self, request: agent_pb2.FindMissingBlobsRequest,
+                         context: grpc.ServicerContext) -> agent_pb2.FindMissingBlobsReply:
+        from .parts import MAX_FIND_DIGESTS, missing
+
+        if len(request.digests) > MAX_FIND_DIGESTS:
+            raise InvalidInput(f"FindMissingBlobs asks about {len(request.digests)} digests; at most "
+                               f"{MAX_FIND_DIGESTS} per call")
+        return agent_pb2.FindMissingBlobsReply(missing=missing(self.store, request.digests))
 
     # ------------------------------------------------ engines (device_agent/engine_service.py, cache_rpcs.py)
     @stream_edge
@@ -192,7 +203,8 @@ class DeviceAgentService(agent_pb2_grpc.DeviceAgentServicer):
 
         unpacked = getattr(self.engines, "unpacked", None)
         pinned = (lambda: self.models.repo.pinned()[0]) if self.models is not None else set
-        return StoreUsage(self.store, unpacked, self.settings.data_dir / "bundles", pinned)
+        readable = self.trust.verified if self.trust is not None else (lambda _d: True)
+        return StoreUsage(self.store, unpacked, self.settings.data_dir / "bundles", pinned, readable)
 
     # ---------------------------------------------------------------- models (device_agent/model_service.py)
     def _models(self) -> Any:

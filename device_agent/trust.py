@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from .errors import DeployError, InvalidInput, PermissionDenied, PreconditionFailed
+from .errors import DeployError, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
 from .fileio import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,15 @@ class _WireFetcher:
                 return iter([files[name]])
 
         return Fetcher()
+
+
+def _is_manifest_blob(path: Path) -> bool:
+    from .parts import is_manifest_blob  # a bundle by parts: its manifest is a blob of its own
+
+    try:
+        return is_manifest_blob(path)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -183,12 +192,16 @@ class Trust:
                 f"bundle {digest[:19]}... on this agent was never verified against the fleet's signatures (it "
                 "came before the trust root, or unsigned); push it again from a host with the fleet's keys"))
 
-    def verify_bundle(self, digest: str, archive: Path, wire: bytes) -> Verified:
+    def verify_bundle(self, digest: str, archive: Path, wire: bytes, store: Optional[Any] = None) -> Verified:
         """Verify `archive` (not yet published in the store) against `wire`; record it, or raise and change
         nothing. PERMISSION_DENIED: unsigned, bad or unknown signatures, a file that differs; FAILED_PRECONDITION:
         expired metadata, or metadata older than this device has seen. A bundle verified before has its files
         checked no more (its archive is content-addressed), but the metadata is: newer metadata, and a rotated
-        root, are taken from any signed upload."""
+        root, are taken from any signed upload.
+
+        `archive` may be a bundle's manifest blob (a bundle by parts, device_agent/parts.py): its bytes are then
+        the signed target itself, and every part it pins must be in `store` (each was digest-checked on receipt;
+        assembly links exactly those digests and checks them again), else NOT_FOUND and nothing recorded."""
         short = f"bundle {digest[:19]}..."
         if not wire:
             raise self.refuse("bundle", "unsigned", PermissionDenied(
@@ -201,7 +214,9 @@ class Trust:
             try:
                 with self._updating(files, refresh=True) as updater:
                     manifest = self._check_target(short, updater, target, archive)
-                    if not self.verified(digest):
+                    if _is_manifest_blob(archive):
+                        self._check_parts(short, manifest, store)
+                    elif not self.verified(digest):
                         self._check_files(short, archive, manifest)
                     self._note_versions(updater)
             except tx.ExpiredMetadataError as exc:
@@ -245,11 +260,16 @@ class Trust:
     @staticmethod
     def _check_target(short: str, updater: Any, target: str, archive: Path) -> bytes:
         """The manifest's bytes, once the signed targets vouch for exactly them."""
-        from .bundle import manifest_bytes_of_archive
+        from .bundle import MAX_MANIFEST_BYTES, manifest_bytes_of_archive
 
         try:
-            data = manifest_bytes_of_archive(archive)
-        except InvalidInput:
+            if _is_manifest_blob(archive):  # by parts: the blob is the manifest, its digest the bundle's
+                with open(archive, "rb") as f:
+                    data = f.read(MAX_MANIFEST_BYTES + 1)
+                data = b"" if len(data) > MAX_MANIFEST_BYTES else data
+            else:
+                data = manifest_bytes_of_archive(archive)
+        except (InvalidInput, OSError):
             data = b""
         name = TARGET_PREFIX + hashlib.sha256(data).hexdigest()
         info = updater.get_targetinfo(name)
@@ -300,6 +320,20 @@ class Trust:
         missing = sorted(set(pinned) - seen)
         if missing:
             raise PermissionDenied(f"{short} refused: {missing[0]}, pinned by the signed manifest, is missing")
+
+    @staticmethod
+    def _check_parts(short: str, manifest_bytes: bytes, store: Optional[Any]) -> None:
+        """A bundle by parts: every part the signed manifest pins is in the store (content-addressed, its digest
+        checked when it arrived), so the bundle assembled from them is the signed one."""
+        from .bundle import Manifest
+        from .parts import manifest_parts, missing
+
+        if store is None:
+            raise PermissionDenied(f"{short} refused: a manifest without a store of parts to check it against")
+        lacking = missing(store, manifest_parts(Manifest.from_json(manifest_bytes)))  # signed bytes: safe to read
+        if lacking:
+            raise NotFound(f"{short} lacks {len(lacking)} of the parts its signed manifest pins (first "
+                           f"{lacking[0][:19]}...); push it again, which sends them before the manifest")
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> Dict[str, int]:

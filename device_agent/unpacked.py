@@ -1,4 +1,5 @@
-"""The agent's unpacked bundles: a stored bundle archive unpacked once into `<data>/bundles/<hex>`, and trusted
+"""The agent's unpacked bundles: a stored bundle archive unpacked (or a stored manifest's parts linked, parts.py)
+once into `<data>/bundles/<hex>`, and trusted
 only while its bytes still match their digests.
 
 A Jetson's SD card or eMMC can change bytes at rest. An engine built from a changed segment would be cached under
@@ -19,6 +20,8 @@ from typing import Any, Dict, Optional
 from .bundle import MANIFEST_NAME, Bundle, Segment, extract_archive
 from .errors import DataLoss, DeployError, NotFound
 from .fileio import sha256_bytes, sha256_file
+from .onnx_weights import inline_weights
+from .parts import assemble, is_manifest_blob
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,15 @@ class UnpackedBundles:
                            "copy was removed: build again (deploy push does it once by itself)")
         return data
 
+    def inline_weights(self, digest: str, bundle: Bundle, seg: Segment, graph: bytes) -> bytes:
+        """The segment with the weight files it names inline (onnx_weights.py); a changed file drops the copy."""
+        try:
+            return inline_weights(graph, bundle.segment_path(seg.id).parent)
+        except DataLoss as exc:
+            self.forget(digest)
+            raise DataLoss(f"segment {seg.id} of bundle {digest[:19]}...: {exc.args[0]}; the unpacked copy was "
+                           "removed: build again (deploy push does it once by itself)") from None
+
     def forget(self, digest: str) -> None:
         """Drop the open bundle and its unpacked copy; the next `get` unpacks the stored archive again."""
         with self._lock:
@@ -101,6 +113,9 @@ class UnpackedBundles:
             raise DataLoss(f"the stored bundle {digest[:19]}... changed on this device's disk (its sha256 is now "
                            f"{got[:19]}...); it was removed from the store: upload it again (deploy push does it "
                            "once by itself)")
+        if is_manifest_blob(archive):  # a bundle that came by parts: linked from the store, each part checked
+            assemble(self.store, digest, dest)
+            return
         # atomic: complete and verified, or absent; files checked against the manifest here unless the trust check
         # already did so for this very archive (its digest was checked just above)
         extract_archive(archive, dest, verify_files=self.trust is None or not self.trust.verified(digest))

@@ -7,6 +7,8 @@ layers over these functions and add only progress views and output formatting.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -141,7 +143,7 @@ def run_once(source: Path, device: str, inputs: dict[str, "np.ndarray"], options
         observer.phase_done("run", reply.latency_ms / 1e3, f"{reply.latency_ms:.2f} ms on {reply.backend}")
     outputs = to_arrays(reply.outputs)
     data = {"device": device, "address": client.address, "bundle_digest": ready.prepared.digest,
-            "latency_ms": reply.latency_ms, "backend": reply.backend,
+            "latency_ms": reply.latency_ms, "backend": reply.backend, "upload": asdict(ready.upload),
             "outputs": [{"name": k, "dtype": v.dtype.name, "shape": list(v.shape)} for k, v in outputs.items()]}
     return data, outputs
 

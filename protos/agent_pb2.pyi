@@ -168,6 +168,18 @@ class QueryUploadReply(_message.Message):
     size: int
     def __init__(self, digest: _Optional[str] = ..., complete: _Optional[bool] = ..., committed_offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
+class FindMissingBlobsRequest(_message.Message):
+    __slots__ = ("digests",)
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FindMissingBlobsReply(_message.Message):
+    __slots__ = ("missing",)
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class BuildOptions(_message.Message):
     __slots__ = ("backend", "fp16", "max_workspace_bytes", "multi_engine_mode", "batch", "force_rebuild")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -608,18 +620,20 @@ class ListStoreRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StoreEntry(_message.Message):
-    __slots__ = ("digest", "size", "complete", "last_used", "unpacked_bytes")
+    __slots__ = ("digest", "size", "complete", "last_used", "unpacked_bytes", "parts")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_FIELD_NUMBER: _ClassVar[int]
     UNPACKED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     digest: str
     size: int
     complete: bool
     last_used: float
     unpacked_bytes: int
-    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., complete: _Optional[bool] = ..., last_used: _Optional[float] = ..., unpacked_bytes: _Optional[int] = ...) -> None: ...
+    parts: int
+    def __init__(self, digest: _Optional[str] = ..., size: _Optional[int] = ..., complete: _Optional[bool] = ..., last_used: _Optional[float] = ..., unpacked_bytes: _Optional[int] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class ListStoreReply(_message.Message):
     __slots__ = ("entries", "total_bytes", "free_bytes")

@@ -49,6 +49,11 @@ class DeviceAgentStub:
                 request_serializer=protos_dot_agent__pb2.QueryUploadRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.QueryUploadReply.FromString,
                 _registered_method=True)
+        self.FindMissingBlobs = channel.unary_unary(
+                '/deploy.v1.DeviceAgent/FindMissingBlobs',
+                request_serializer=protos_dot_agent__pb2.FindMissingBlobsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.FindMissingBlobsReply.FromString,
+                _registered_method=True)
         self.Build = channel.unary_stream(
                 '/deploy.v1.DeviceAgent/Build',
                 request_serializer=protos_dot_agent__pb2.BuildRequest.SerializeToString,
@@ -152,6 +157,12 @@ class DeviceAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryUpload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindMissingBlobs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,6 +288,11 @@ def add_DeviceAgentServicer_to_server(servicer, server):
                     servicer.QueryUpload,
                     request_deserializer=protos_dot_agent__pb2.QueryUploadRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.QueryUploadReply.SerializeToString,
+            ),
+            'FindMissingBlobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMissingBlobs,
+                    request_deserializer=protos_dot_agent__pb2.FindMissingBlobsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.FindMissingBlobsReply.SerializeToString,
             ),
             'Build': grpc.unary_stream_rpc_method_handler(
                     servicer.Build,
@@ -445,6 +461,33 @@ class DeviceAgent:
             '/deploy.v1.DeviceAgent/QueryUpload',
             protos_dot_agent__pb2.QueryUploadRequest.SerializeToString,
             protos_dot_agent__pb2.QueryUploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMissingBlobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/deploy.v1.DeviceAgent/FindMissingBlobs',
+            protos_dot_agent__pb2.FindMissingBlobsRequest.SerializeToString,
+            protos_dot_agent__pb2.FindMissingBlobsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/onnx_graph.proto\x12\x11\x64\x65ploy.onnx_graph\"I\n\tNodeProto\x12\r\n\x05input\x18\x01 \x03(\t\x12\x0e\n\x06output\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07op_type\x18\x04 \x01(\t\"8\n\nGraphProto\x12*\n\x04node\x18\x01 \x03(\x0b\x32\x1c.deploy.onnx_graph.NodeProto\":\n\nModelProto\x12,\n\x05graph\x18\x07 \x01(\x0b\x32\x1d.deploy.onnx_graph.GraphProtob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/onnx_graph.proto\x12\x11\x64\x65ploy.onnx_graph\"I\n\tNodeProto\x12\r\n\x05input\x18\x01 \x03(\t\x12\x0e\n\x06output\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07op_type\x18\x04 \x01(\t\"4\n\x16StringStringEntryProto\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x86\x01\n\x0bTensorProto\x12\x0c\n\x04name\x18\x08 \x01(\t\x12\x10\n\x08raw_data\x18\t \x01(\x0c\x12@\n\rexternal_data\x18\r \x03(\x0b\x32).deploy.onnx_graph.StringStringEntryProto\x12\x15\n\rdata_location\x18\x0e \x01(\x05\"m\n\nGraphProto\x12*\n\x04node\x18\x01 \x03(\x0b\x32\x1c.deploy.onnx_graph.NodeProto\x12\x33\n\x0binitializer\x18\x05 \x03(\x0b\x32\x1e.deploy.onnx_graph.TensorProto\":\n\nModelProto\x12,\n\x05graph\x18\x07 \x01(\x0b\x32\x1d.deploy.onnx_graph.GraphProtob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEPROTO']._serialized_start=46
   _globals['_NODEPROTO']._serialized_end=119
-  _globals['_GRAPHPROTO']._serialized_start=121
-  _globals['_GRAPHPROTO']._serialized_end=177
-  _globals['_MODELPROTO']._serialized_start=179
-  _globals['_MODELPROTO']._serialized_end=237
+  _globals['_STRINGSTRINGENTRYPROTO']._serialized_start=121
+  _globals['_STRINGSTRINGENTRYPROTO']._serialized_end=173
+  _globals['_TENSORPROTO']._serialized_start=176
+  _globals['_TENSORPROTO']._serialized_end=310
+  _globals['_GRAPHPROTO']._serialized_start=312
+  _globals['_GRAPHPROTO']._serialized_end=421
+  _globals['_MODELPROTO']._serialized_start=423
+  _globals['_MODELPROTO']._serialized_end=481
 # @@protoc_insertion_point(module_scope)

@@ -117,6 +117,11 @@ def _render_warm(data: dict[str, Any], console: Console, verbose: bool = False) 
         table.add_row("(unknown: not reachable)", "-", "-", "-", u["device"], "-", *(("-",) if stopped else ()))
         reasons.append(f"{u['device']}: {_why(u, verbose)}")
     console.print(table)
+    if data.get("parts_total"):
+        from host.pipeline.push import sent_text
+
+        moved = sent_text(data["bytes_sent"], data["bytes_total"], data["parts_sent"], data["parts_total"])
+        console.print(f"bundles to devices: {moved}", markup=False)
     for line in reasons:
         console.print(f"  {line}", markup=False)
     if reasons and not verbose:

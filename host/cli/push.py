@@ -233,7 +233,7 @@ def run(
                                     on_retry=retry_lines(out))
     write_npz(output, outputs)
     data = {**{k: ran[k] for k in ("device", "address", "bundle_digest")}, "output": str(output),
-            **{k: ran[k] for k in ("latency_ms", "backend", "outputs")}}
+            **{k: ran[k] for k in ("latency_ms", "backend", "outputs", "upload")}}
     out.result(data, lambda c: c.print(
         f"wrote {output}: " + ", ".join(f"{o['name']} {o['dtype']}{o['shape']}" for o in data["outputs"])
         + f"  ({data['latency_ms']:.2f} ms on {data['backend']})"))

@@ -282,8 +282,12 @@ def render_push(data: dict[str, Any], console: Console) -> None:
     console.print(parts)
     up = data["upload"]
     rate = up["bytes_sent"] / up["seconds"] / 2**20 if up["seconds"] > 0 else 0.0
-    console.print(f"upload: {mib(up['bytes_sent'])} of {mib(up['size'])} sent in {up['seconds']:.2f} s"
-                  + (" (already on the device)" if up["already_present"] else f" ({rate:.0f} MiB/s)"))
+    from host.pipeline.push import sent_text
+
+    moved = sent_text(up["bytes_sent"], up.get("bytes_total") or up["size"], up.get("parts_sent", 0),
+                      up.get("parts_total", 1))
+    console.print(f"upload: {moved} in {up['seconds']:.2f} s" + (" (already on the device)" if up["already_present"]
+                                                                  else f" ({rate:.0f} MiB/s)"))
     b = data["build"]
     console.print(f"build: {b['seconds']:.2f} s, {b['cache_hits']}/{len(b['segments'])} cache hits, "
                   f"backend {b['backend']} {b['backend_version']}")

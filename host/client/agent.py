@@ -127,6 +127,12 @@ class AgentClient:
         return self._retried("QueryUpload", self.stub.QueryUpload, agent_pb2.QueryUploadRequest(digest=digest),
                              timeout=UNARY_TIMEOUT_S)
 
+    def find_missing_blobs(self, digests: list[str]) -> list[str]:
+        """Which of `digests` the agent holds no complete blob of (one call for a whole bundle's parts)."""
+        reply = self._retried("FindMissingBlobs", self.stub.FindMissingBlobs,
+                              agent_pb2.FindMissingBlobsRequest(digests=digests), timeout=UNARY_TIMEOUT_S)
+        return list(reply.missing)
+
     def upload(self, path: Path, *, digest: Optional[str] = None, chunk_bytes: int = CHUNK_BYTES,
                progress: Optional[ProgressFn] = None, kind: str = "blob",
                trust: Optional[bytes] = None) -> UploadSummary:

@@ -19,7 +19,8 @@ from device_agent.bundle import (
     REMAINDER_PATH, Bundle, Manifest, Remainder, Segment, Target, sha256_file, write_archive, write_manifest,
 )
 from device_agent.errors import BuildFailed, InvalidInput
-from host.compiler import emit, frontend, lower, reference
+from device_agent.parts import file_entries
+from host.compiler import emit, frontend, lower, reference, weights
 from host.compiler.options import CompileOptions  # declared there; re-exported here for callers of compile_model
 from host.compiler.partition import partition
 from host.compiler.patterns import Context
@@ -31,7 +32,8 @@ ARCHIVE_NAME = "bundle.tar"
 
 @dataclass
 class CompileResult:
-    """A bundle written by `compile_model`: its digest, where it is, its manifest and how long it took."""
+    """A bundle written by `compile_model`: its digest (its manifest's: the bundle's identity), where it is, its
+    manifest and how long it took; `archive_digest` is the export archive's own."""
 
     digest: str
     bundle_dir: Path
@@ -39,6 +41,7 @@ class CompileResult:
     manifest: Manifest
     seconds: float
     parts: List[Dict[str, Any]]
+    archive_digest: str = ""
 
     def to_json(self) -> Dict[str, Any]:
         m = self.manifest
@@ -46,6 +49,7 @@ class CompileResult:
             "digest": self.digest,
             "bundle_dir": str(self.bundle_dir),
             "archive": str(self.archive),
+            "archive_digest": self.archive_digest,
             "seconds": round(self.seconds, 3),
             "profile": m.target.profile,
             "trt_version": m.target.trt_version,
@@ -126,13 +130,15 @@ def compile_model(model_path: Union[str, os.PathLike], out_dir: Union[str, os.Pa
         bundle.verify()
         if opts.host_check and remainder_module is not None:
             _check_remainder_on_host(bundle, remainder_module, profile, work)
-        digest = write_archive(bdir, work / ARCHIVE_NAME)
+        archive_digest = write_archive(bdir, work / ARCHIVE_NAME)
+        digest = bundle.manifest_digest
         _replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return CompileResult(digest=digest, bundle_dir=out / BUNDLE_DIRNAME, archive=out / ARCHIVE_NAME,
-                         manifest=manifest, seconds=time.perf_counter() - t0, parts=_parts(part))
+                         manifest=manifest, seconds=time.perf_counter() - t0, parts=_parts(part),
+                         archive_digest=archive_digest)
 
 
 @dataclass
@@ -228,6 +234,7 @@ def _write_bundle(bdir: Path, name: str, front: _Front, part: Any, emitted: Dict
     remainder, module = _write_remainder(bdir, front, part, profile, opts)
     ref = _write_reference(bdir, front.loaded, opts, front.samples)
     manifest = _manifest(name, front, part, profile, opts, segments, remainder, ref)
+    manifest.file_list = file_entries(bdir)  # every file, weights included: the bundle's parts
     write_manifest(bdir, manifest)
     return manifest, module
 
@@ -237,7 +244,7 @@ def _write_segments(bdir: Path, front: _Front, part: Any, emitted: Dict[str, Any
     segments: List[Segment] = []
     for seg in part.segments:
         rel = f"segments/{seg.id}.onnx"
-        (bdir / rel).write_bytes(emit.serialize(emitted[seg.id]))
+        weights.write_segment(emitted[seg.id], bdir / rel)
         segments.append(Segment(
             id=seg.id, path=rel, digest=sha256_file(bdir / rel), ops=seg.ops,
             inputs=[emit.spec_of(t, front.loaded.value_types) for t in seg.inputs],

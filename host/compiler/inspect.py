@@ -6,21 +6,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-from device_agent.bundle import Bundle, Manifest, archive_digest, read_manifest_from_archive
+from device_agent.bundle import Bundle, Manifest, manifest_bytes_of_archive, read_manifest_from_archive
 from device_agent.errors import InvalidInput
+from device_agent.fileio import sha256_bytes
 
 
 def load_manifest(path: Union[str, os.PathLike]) -> tuple:
-    """(manifest, digest or None) from a compile output dir, a bundle dir, or a bundle archive."""
+    """(manifest, digest) from a compile output dir, a bundle dir, or a bundle archive; the digest is the bundle's
+    identity, its manifest's (docs/transport.md)."""
     p = Path(path)
     if p.is_file():
-        return read_manifest_from_archive(p), archive_digest(p)
-    if (p / "bundle" / "manifest.json").is_file():
-        archive = p / "bundle.tar"
-        return Bundle.open(p / "bundle").manifest, (archive_digest(archive) if archive.is_file() else None)
-    if (p / "manifest.json").is_file():
-        sibling = p.with_name(p.name + ".tar")
-        return Bundle.open(p).manifest, (archive_digest(sibling) if sibling.is_file() else None)
+        manifest = read_manifest_from_archive(p)  # checked first: a bounded, regular manifest.json
+        return manifest, sha256_bytes(manifest_bytes_of_archive(p))  # the bytes signing covers, too
+    for root in (p / "bundle", p):
+        if (root / "manifest.json").is_file():
+            bundle = Bundle.open(root)
+            return bundle.manifest, bundle.manifest_digest
     raise InvalidInput(f"{p} is not a bundle (expected a compile output dir, a bundle dir, or a .tar archive)")
 
 

@@ -20,7 +20,7 @@ from host.fleet.classes import DeviceClass
 from host.fleet.timing import TimingCopy
 from host.fleet.warm import ClassResult, PlanFor, Warmer, _Bundle, _Member
 from host.inventory import Device
-from host.registry.publish import class_of, publish_bundle, publish_class, publish_engines
+from host.registry.publish import class_of, publish_bundle, publish_bundle_parts, publish_class, publish_engines
 from protos import agent_pb2
 
 
@@ -42,7 +42,9 @@ class PublishingWarmer(Warmer):
         with lock:
             if bundle.digest in self._done:
                 return
-            self._count(publish_bundle(self.registry, bundle.path, bundle.digest).bytes_sent)
+            published = publish_bundle_parts(self.registry, bundle.bundle_dir) if bundle.bundle_dir is not None \
+                else publish_bundle(self.registry, bundle.path, bundle.digest)
+            self._count(published.bytes_sent)
             with self._lock:
                 self._done.add(bundle.digest)
                 self.payload_bytes += bundle.path.stat().st_size

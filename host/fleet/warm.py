@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import grpc
 
-from device_agent.bundle import Manifest, archive_digest, read_manifest_from_archive
-from device_agent.errors import BuildFailed, InvalidInput, ResourceExhausted
+from device_agent import __version__ as host_version_text
+from device_agent.bundle import Bundle, Manifest, archive_digest, read_manifest_from_archive
+from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, ResourceExhausted
 from host.client.agent import AgentClient, upload_timeout
 from host.client.errors import AgentError
 from host.fleet import engine_fetch
@@ -116,12 +117,17 @@ class ClassResult:
         }
 
 
+MOVED_KEYS = ("bytes_total", "bytes_sent", "parts_total", "parts_sent")
+
+
 @dataclass
 class WarmResult:
     classes: list[ClassResult] = field(default_factory=list)
     unreachable: list[Failure] = field(default_factory=list)   # not even queried: class unknown
     wall_s: float = 0.0
     stopped: Optional[str] = None  # why devices were left not started (--max-failures), or None
+    # what moved to devices as bundles (host/client/parts.py): the bundles' bytes and parts, what travelled
+    moved: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MOVED_KEYS, 0))
 
     @property
     def builds(self) -> int:
@@ -144,6 +150,7 @@ class WarmResult:
             "wall_s": round(self.wall_s, 3),
             "stopped": self.stopped,
             "ok": self.ok,
+            **self.moved,
         }
 
 
@@ -163,6 +170,7 @@ class ClassPlan:
 
     archive: Path
     options: agent_pb2.BuildOptions = field(default_factory=agent_pb2.BuildOptions)
+    bundle_dir: Optional[Path] = None  # the bundle's directory: it goes to each device as parts (host/client/parts.py)
 
 
 EventFn = Callable[[WarmEvent], None]
@@ -189,6 +197,7 @@ class _Bundle:
     digest: str
     manifest: Manifest
     options: agent_pb2.BuildOptions
+    bundle_dir: Optional[Path] = None  # set: sent as parts, `digest` is the manifest's; None: the archive's
 
     @property
     def segment_digests(self) -> list[str]:
@@ -246,6 +255,7 @@ class Warmer:
         self._lock = threading.Lock()
         self._manifests: dict[Path, tuple[str, Manifest]] = {}
         self.bytes_sent = 0  # payload bytes the host sent (bundles, engines), for scripts/bench/fleet.py
+        self.moved = dict.fromkeys(MOVED_KEYS, 0)  # bundles sent to devices: totals against what travelled
 
     # -- plumbing
     def _emit(self, kind: str, device: str, cls: Optional[DeviceClass] = None, detail: str = "") -> None:
@@ -296,6 +306,9 @@ class Warmer:
             if path not in self._manifests:
                 self._manifests[path] = (archive_digest(path), read_manifest_from_archive(path))
             digest, manifest = self._manifests[path]
+        if plan.bundle_dir is not None:  # by parts (and through a registry, as part layers): the manifest's digest
+            return _Bundle(path, Bundle.open(plan.bundle_dir).manifest_digest, manifest, plan.options,
+                           plan.bundle_dir)
         return _Bundle(path, digest, manifest, plan.options)
 
     # -- the run
@@ -326,6 +339,7 @@ class Warmer:
         if any(c.not_started for c in result.classes):
             result.stopped = self._stopped()
         result.wall_s = time.perf_counter() - started
+        result.moved = dict(self.moved)
         return result
 
     def _warm_class(self, cls: DeviceClass, members: list[_Member]) -> ClassResult:
@@ -537,11 +551,31 @@ class Warmer:
         return [found[bare(d)] for d in bundle.segment_digests]
 
     def _send_bundle(self, m: _Member, bundle: _Bundle) -> None:
-        """The bundle onto one device (host/fleet/via_registry.py sends it through the registry instead)."""
+        """The bundle onto one device: the parts it lacks (host/fleet/via_registry.py: through the registry)."""
         from host.security.signing import metadata_for
 
-        self._count(self._client(m.device).upload(bundle.path, digest=bundle.digest, kind="bundle",
-                                                  trust=metadata_for(bundle.path)).bytes_sent)
+        client = self._client(m.device)
+        if bundle.bundle_dir is None:
+            summary = client.upload(bundle.path, digest=bundle.digest, kind="bundle", trust=metadata_for(bundle.path))
+            self._count(summary.bytes_sent)
+            self._moved(summary.size, summary.bytes_sent, 1, int(summary.bytes_sent > 0))
+            return
+        from host.client.parts import NoParts, send_bundle
+
+        try:
+            parts = send_bundle(client, bundle.bundle_dir, trust=metadata_for(bundle.bundle_dir))  # signed by parts
+        except NoParts:
+            raise PreconditionFailed(
+                f"the agent of {m.name} (deploy-agent {m.info.agent_version}) predates bundles by parts, which "
+                f"this host (deploy {host_version_text}) sends to a fleet; upgrade it (deploy agent install "
+                "USER@HOST) or warm through a registry (--via-registry)") from None
+        self._count(parts.bytes_sent)
+        self._moved(parts.bytes_total, parts.bytes_sent, parts.parts_total, parts.parts_sent)
+
+    def _moved(self, bytes_total: int, bytes_sent: int, parts_total: int, parts_sent: int) -> None:
+        with self._lock:
+            for key, n in zip(MOVED_KEYS, (bytes_total, bytes_sent, parts_total, parts_sent)):
+                self.moved[key] += n
 
     def _publish(self, res: ClassResult, bundle: _Bundle, plans: list[tuple[agent_pb2.EngineEntry, Path]],
                  timing: Optional[TimingCopy] = None) -> None:
@@ -644,6 +678,6 @@ def model_plans(source: Path, options: Any = None) -> PlanFor:
         target = choose_target(info, device, opts.compile.profile, opts.compile.trt_version, opts.backend)
         with lock:
             prepared = prepare(Path(source), target, opts)
-        return ClassPlan(Path(prepared.archive), opts.build_options(target))
+        return ClassPlan(Path(prepared.archive), opts.build_options(target), prepared.bundle_dir)
 
     return plan

@@ -86,23 +86,27 @@ class StreamedBuild:
     built_s: float = 0.0   # their parse + build seconds, as the device measured them
     resent: bool = False   # the bundle was sent again after DATA_LOSS
 
+RESENDS = 2
+
 
 def build_bundle(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
                  hooks: Optional[BuildHooks] = None, device: str = "the device") -> StreamedBuild:
     """Build `digest` on `client`'s agent under the one deadline; a failed segment, a summary that counts failures,
     or a stream without a summary raise `BuildFailed` (`device` names the builder in its message). When the agent
-    answers DATA_LOSS (it dropped its damaged copy of the bundle) `hooks.resend` sends the bundle once more and the
-    build is asked once more."""
+    answers DATA_LOSS (it dropped its damaged copy of the bundle) `hooks.resend` sends the bundle again and the
+    build is asked again, up to `RESENDS` times (a bundle by parts finds its damaged manifest, then a damaged part,
+    one at a time)."""
     hooks = hooks or BuildHooks()
-    try:
-        return _check(_stream(client, digest, options, hooks), device)
-    except AgentError as exc:
-        if exc.code != grpc.StatusCode.DATA_LOSS or hooks.resend is None:
-            raise
-        hooks.resend(exc)
-    result = _check(_stream(client, digest, options, hooks), device)
-    result.resent = True
-    return result
+    for attempt in range(RESENDS + 1):
+        try:
+            result = _check(_stream(client, digest, options, hooks), device)
+            result.resent = attempt > 0
+            return result
+        except AgentError as exc:
+            if exc.code != grpc.StatusCode.DATA_LOSS or hooks.resend is None or attempt == RESENDS:
+                raise
+            hooks.resend(exc)
+    raise AssertionError("unreachable")
 
 
 @dataclass

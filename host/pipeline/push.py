@@ -111,6 +111,14 @@ class UploadResult:
     seconds: float
     already_present: bool
     resumed_from: int
+    # what moved, by parts (host/client/parts.py): the whole bundle against what travelled; a whole archive (an
+    # agent before parts, or through a registry) is one part
+    bytes_total: int = 0
+    parts_total: int = 1
+    parts_sent: int = 0
+    transport: str = "parts"  # "parts" | "archive" (an agent before parts) | "registry"
+    bundle_digest: str = ""  # what the agent knows the bundle by (its manifest's digest by parts)
+    parts_resent: int = 0  # parts the agent found corrupt on arrival, sent again
 
 
 @dataclass
@@ -178,7 +186,7 @@ class BenchResult:
 
 @dataclass
 class Prepared:
-    """A bundle on the host, ready for one device: its digest, archive and where it came from."""
+    """A bundle on the host, ready for one device: its digest (its manifest's), archive and where it came from."""
 
     digest: str
     archive: Path
@@ -186,6 +194,7 @@ class Prepared:
     target: Optional[TargetChoice]
     compile: CompilePhase
     manifest: Manifest
+    archive_digest: str = ""  # the archive's own digest: what a registry and agents before parts know it by
 
 
 @dataclass
@@ -278,7 +287,7 @@ def _compile_into(source: Path, options: CompileOptions) -> bundle_cache.Compile
         from host.compiler.api import compile_model
 
         result = compile_model(source, tmp / "out", options)
-        return Path(result.bundle_dir), Path(result.archive), str(result.digest)
+        return Path(result.bundle_dir), Path(result.archive), str(result.archive_digest)
 
     return run
 
@@ -314,11 +323,22 @@ def _prepare_given(source: Path, kind: str, target: Optional[TargetChoice], obse
         bundle_dir: Optional[Path] = source
     else:
         manifest = read_manifest_from_archive(source)
-        archive, digest, bundle_dir = source, digest_of(source), None
-    result = CompilePhase("none", time.perf_counter() - started, None if bundle_dir is None else str(bundle_dir),
+        archive, digest = source, digest_of(source)
+        bundle_dir = _unpacked_archive(source, digest)
+    result = CompilePhase("none", time.perf_counter() - started, None if kind == "archive" else str(bundle_dir),
                           str(archive))
     observer.phase_done("compile", result.seconds, "given bundle")
-    return Prepared(digest, archive, bundle_dir, target, result, manifest)
+    return Prepared(Bundle.open(bundle_dir).manifest_digest, archive, bundle_dir, target, result, manifest, digest)
+
+
+def _unpacked_archive(archive: Path, digest: str) -> Path:
+    """A given archive unpacked (checked) once into the host cache, so its parts can travel one by one."""
+    from device_agent.bundle import MANIFEST_NAME, extract_archive
+
+    dest = bundle_cache.root() / "unpacked" / digest.split(":", 1)[1][:32]
+    if not (dest / MANIFEST_NAME).is_file():
+        extract_archive(archive, dest)
+    return dest
 
 
 def _prepare_compiled(source: Path, target: TargetChoice, options: PushOptions, observer: Observer) -> Prepared:
@@ -342,32 +362,70 @@ def _prepare_compiled(source: Path, target: TargetChoice, options: PushOptions, 
     seconds = time.perf_counter() - started
     result = CompilePhase("hit" if cached.hit else "miss", seconds, str(cached.bundle_dir), str(cached.archive), key)
     observer.phase_done("compile", seconds, "host cache hit" if cached.hit else "compiled")
-    return Prepared(cached.digest, cached.archive, cached.bundle_dir, target, result, manifest)
+    return Prepared(Bundle.open(cached.bundle_dir).manifest_digest, cached.archive, cached.bundle_dir, target, result,
+                    manifest, cached.digest)
 
 
 def upload(client: AgentClient, prepared: Prepared, observer: Optional[Observer] = None,
            registry: Optional[Any] = None) -> UploadResult:
+    """Put the bundle on the device: by parts (only those it lacks), else as one archive (registry, old agent).
+
+    The result's `bundle_digest` is what the device knows the bundle by from now on."""
+    from host.client.parts import NoParts, bundle_bytes, send_bundle, whole_archive
+
     observer = observer or Observer()
     size = prepared.archive.stat().st_size
-    observer.phase("upload", f"{size} bytes")
+    archive_digest = prepared.archive_digest or prepared.digest
     if registry is not None:  # through the registry: publish once, the agent pulls (host/registry/from_agent.py)
         from host.registry.from_agent import bundle_via_registry
 
+        observer.phase("upload", f"{size} bytes")
         t = time.perf_counter()
-        via = bundle_via_registry(client, registry, prepared.archive, prepared.digest)
+        by_parts = prepared.bundle_dir is not None
+        digest = prepared.digest if by_parts else archive_digest
+        via = bundle_via_registry(client, registry, prepared.archive, digest, prepared.bundle_dir)
         seconds = time.perf_counter() - t
         observer.phase_done("upload", seconds, "already on the device" if via.already_present else
                             f"pulled from {registry.ref} ({via.bytes_sent} bytes sent to it)")
-        return UploadResult(size, via.bytes_sent, seconds, via.already_present, 0)
+        total, parts = bundle_bytes(prepared.bundle_dir) if by_parts else (size, 1)
+        return UploadResult(total, via.bytes_sent, seconds, via.already_present, 0, total, parts,
+                            int(not via.already_present), "registry", digest)
     from host.security.signing import metadata_for
 
-    summary = client.upload(prepared.archive, digest=prepared.digest, progress=observer.upload_progress,
-                            kind="bundle", trust=metadata_for(prepared.archive))
+    if prepared.bundle_dir is not None:
+        observer.phase("upload", "parts the device lacks")
+        try:  # signed by parts: the metadata goes with the manifest (its digest is the signed target)
+            parts = send_bundle(client, prepared.bundle_dir, progress=observer.upload_progress,
+                                trust=metadata_for(prepared.bundle_dir))
+        except NoParts:
+            observer.log(f"upload: the agent at {client.address} predates bundles by parts; sending the whole "
+                         "bundle as one archive (upgrade it: deploy agent install)")
+        else:
+            result = UploadResult(parts.bytes_total, parts.bytes_sent, parts.seconds, parts.parts_sent == 0,
+                                  parts.resumed_bytes,
+                                  parts.bytes_total, parts.parts_total, parts.parts_sent, "parts", parts.digest,
+                                  parts.resent)
+            observer.phase_done("upload", parts.seconds, sent_text(parts.bytes_sent, parts.bytes_total,
+                                                                   parts.parts_sent, parts.parts_total))
+            return result
+        archive = whole_archive(prepared.bundle_dir, bundle_cache.root() / "archives")
+        archive_digest, size = "", archive.stat().st_size
+    else:
+        archive = prepared.archive
+    observer.phase("upload", f"{size} bytes")
+    summary = client.upload(archive, digest=archive_digest or None, progress=observer.upload_progress,
+                            kind="bundle", trust=metadata_for(archive))
     result = UploadResult(summary.size, summary.bytes_sent, summary.seconds, summary.already_present,
-                          summary.resumed_from)
-    observer.phase_done("upload", summary.seconds,
-                        "already on the device" if summary.already_present else f"sent {summary.bytes_sent} bytes")
+                          summary.resumed_from, summary.size, 1, int(summary.bytes_sent > 0), "archive",
+                          summary.digest)
+    observer.phase_done("upload", summary.seconds, sent_text(summary.bytes_sent, summary.size, result.parts_sent, 1))
     return result
+
+
+def sent_text(bytes_sent: int, bytes_total: int, parts_sent: int, parts_total: int) -> str:
+    """'sent 1.2 MiB of 98.1 MiB (3 of 214 parts)': what moved against the whole bundle."""
+    return (f"sent {bytes_sent / 2**20:.1f} MiB of {bytes_total / 2**20:.1f} MiB "
+            f"({parts_sent} of {parts_total} part{'s' if parts_total != 1 else ''})")
 
 
 def build(client: AgentClient, digest: str, options: agent_pb2.BuildOptions,
@@ -545,6 +603,7 @@ def make_ready(client: AgentClient, source: Path, options: PushOptions,
 
         registry = registry_client(options.registry)
     uploaded = upload(client, prepared, observer, registry)
+    prepared = replace(prepared, digest=uploaded.bundle_digest or prepared.digest)  # what the device knows it by
     timings["upload"] = time.perf_counter() - t
     build_options = options.build_options(target)
     t = time.perf_counter()

@@ -15,7 +15,7 @@ from device_agent.registry import RegistryClient
 from host.client.agent import AgentClient
 from host.fleet import engine_fetch
 from host.fleet.timing import fetch as fetch_timing
-from host.registry.publish import Published, class_of, publish_bundle, publish_engines
+from host.registry.publish import Published, class_of, publish_bundle, publish_bundle_parts, publish_engines
 from protos import agent_pb2
 
 
@@ -27,9 +27,11 @@ class RegistryUpload:
 
 
 def bundle_via_registry(client: AgentClient, registry: RegistryClient, archive: Path,
-                        digest: str) -> RegistryUpload:
-    """Publish the bundle (nothing is sent when the registry has it), then the agent pulls it itself."""
-    published = publish_bundle(registry, archive, digest)
+                        digest: str, bundle_dir: Optional[Path] = None) -> RegistryUpload:
+    """Publish the bundle (by parts when `bundle_dir` is given, `digest` then its manifest's; nothing is sent that
+    the registry has), then the agent pulls it itself (only the parts it lacks)."""
+    published = publish_bundle_parts(registry, bundle_dir) if bundle_dir is not None else \
+        publish_bundle(registry, archive, digest)
     reply = client.pull(digest)
     return RegistryUpload(published.bytes_sent, reply.bundle_present, published.reference)
 

@@ -16,8 +16,9 @@ from typing import Optional, Sequence, Tuple
 
 from device_agent.cache import canonical_json
 from device_agent.errors import InvalidInput
-from device_agent.registry import (ANN_BUILDER, ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS, ANN_TIMING_CLASS_DIGEST,
-                                   ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
+from device_agent.registry import (ANN_BUILDER, ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS,
+                                   ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER,
+                                   BUNDLE_MANIFEST_LAYER, BUNDLE_PART_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
                                    EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER, ModelTarget,
                                    RegistryClient, artifact_manifest, bundle_tag, check_digest, class_tag,
                                    engines_tag, sha256_hex)
@@ -42,14 +43,44 @@ def publish_bundle(client: RegistryClient, archive: Path, digest: Optional[str] 
     manifest = artifact_manifest(BUNDLE_ARTIFACT, [{"mediaType": BUNDLE_LAYER, "digest": digest, "size": size}],
                                  {ANN_BUNDLE: digest})
     manifest_digest, n = client.push_manifest(tag, manifest)
+    return Published(tag, manifest_digest, sent + n + _sign(client, manifest_digest, n, Path(archive)))
+
+
+def _sign(client: RegistryClient, manifest_digest: str, manifest_size: int, bundle: Path) -> int:
+    """With the host's keys: the bundle's signature as an artifact referring to its artifact; bytes sent."""
     from host.security.signing import metadata_for
 
-    wire = metadata_for(Path(archive))  # with the host's keys: the signature as an artifact referring to it
-    if wire is not None:
-        from device_agent.registry_trust import publish_signature
+    wire = metadata_for(bundle)  # an archive or a bundle directory: the same manifest bytes are signed
+    if wire is None:
+        return 0
+    from device_agent.registry_trust import publish_signature
 
-        n += publish_signature(client, manifest_digest, n, wire)
-    return Published(tag, manifest_digest, sent + n)
+    return publish_signature(client, manifest_digest, manifest_size, wire)
+
+
+def publish_bundle_parts(client: RegistryClient, bundle_dir: Path) -> Published:
+    """A bundle by parts as an artifact: one layer per part (a part the repository holds, from any version or
+    model, is not sent again: a HEAD), its manifest last; agents `Pull` it by the manifest's digest and fetch only
+    the layers their store lacks."""
+    from device_agent.bundle import MANIFEST_NAME, Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    digest = bundle.manifest_digest
+    sent = _sent(client.push_bytes(EMPTY_CONFIG))
+    layers, seen = [], set()
+    for rel, part in sorted(bundle.manifest.files(), key=lambda f: f[1]):
+        if part in seen:
+            continue
+        seen.add(part)
+        _digest, size, pushed = client.push_file(bundle.path_of(rel), part)
+        sent += size if pushed else 0
+        layers.append({"mediaType": BUNDLE_PART_LAYER, "digest": part, "size": size})
+    _digest, size, pushed = client.push_file(bundle.root / MANIFEST_NAME, digest)
+    sent += size if pushed else 0
+    layers.append({"mediaType": BUNDLE_MANIFEST_LAYER, "digest": digest, "size": size})
+    tag = bundle_tag(digest)
+    manifest_digest, n = client.push_manifest(tag, artifact_manifest(BUNDLE_ARTIFACT, layers, {ANN_BUNDLE: digest}))
+    return Published(tag, manifest_digest, sent + n + _sign(client, manifest_digest, n, bundle.root))
 
 
 def publish_engines(client: RegistryClient, bundle_digest: str, device_class: str,

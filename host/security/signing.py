@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from device_agent.bundle import manifest_bytes_of_archive
+from device_agent.bundle import MANIFEST_NAME, manifest_bytes_of_archive
 
 from .keys import KeyDir, default_dir, expiry, now_utc
 
@@ -97,7 +97,10 @@ def sign_manifest(manifest_bytes: bytes, directory: Optional[Path] = None, *, no
 
 
 def manifest_of_archive(archive: Path) -> bytes:
-    """The bytes of `manifest.json` in a bundle archive, as the agent will hash them."""
+    """The bytes of `manifest.json` in a bundle archive, or of a bundle directory (a bundle by parts, whose
+    identity they are: device_agent/parts.py), as the agent will hash them."""
+    if Path(archive).is_dir():
+        return (Path(archive) / MANIFEST_NAME).read_bytes()
     return manifest_bytes_of_archive(archive)
 
 
@@ -106,7 +109,8 @@ def keys_present(directory: Optional[Path] = None) -> bool:
 
 
 def metadata_for(archive: Path, directory: Optional[Path] = None) -> Optional[bytes]:
-    """The signing metadata to send with a bundle archive, or None when this host has no keys (signing off).
+    """The signing metadata to send with a bundle archive, or with the manifest of a bundle directory sent by parts
+    (host/client/parts.py), or None when this host has no keys (signing off).
 
     A manifest already listed by valid metadata is not signed again: a fleet warm or rollout signs once and sends
     the same metadata to every device."""

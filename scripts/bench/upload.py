@@ -115,31 +115,34 @@ def sh(*cmd: str) -> None:
 SHAPE_1GBIT = ("tbf", "rate", "1gbit", "burst", "256kb", "latency", "50ms")
 
 
-def make_namespaces(qdisc: tuple[str, ...] = SHAPE_1GBIT) -> str | None:
+def make_namespaces(qdisc: tuple[str, ...] = SHAPE_1GBIT,
+                    names: tuple[str, str, str, str] = (NS_A, NS_B, "dbv_a", "dbv_b")) -> str | None:
     """Two namespaces joined by a veth pair, each end shaped by `qdisc` (`tc qdisc add dev D root ...`; default
-    1 Gbit/s); returns why not, or None. scripts/bench/faults.py uses it with netem."""
+    1 Gbit/s); returns why not, or None. scripts/bench/faults.py uses it with netem, scripts/bench/delta.py with
+    names of its own (namespace a, namespace b, veth a, veth b), so it never tears down another bench's."""
+    ns_a, ns_b, veth_a, veth_b = names
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         return "needs root and iproute2 (ip, tc)"
-    teardown_namespaces()
+    teardown_namespaces((ns_a, ns_b))
     try:
-        sh("ip", "netns", "add", NS_A)
-        sh("ip", "netns", "add", NS_B)
-        sh("ip", "link", "add", "dbv_a", "type", "veth", "peer", "name", "dbv_b")
-        sh("ip", "link", "set", "dbv_a", "netns", NS_A)
-        sh("ip", "link", "set", "dbv_b", "netns", NS_B)
-        for ns, dev, addr in ((NS_A, "dbv_a", ADDR_A), (NS_B, "dbv_b", ADDR_B)):
+        sh("ip", "netns", "add", ns_a)
+        sh("ip", "netns", "add", ns_b)
+        sh("ip", "link", "add", veth_a, "type", "veth", "peer", "name", veth_b)
+        sh("ip", "link", "set", veth_a, "netns", ns_a)
+        sh("ip", "link", "set", veth_b, "netns", ns_b)
+        for ns, dev, addr in ((ns_a, veth_a, ADDR_A), (ns_b, veth_b, ADDR_B)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", *qdisc)
     except subprocess.CalledProcessError as exc:
-        teardown_namespaces()
+        teardown_namespaces((ns_a, ns_b))
         return f"could not make namespaces: {exc.stderr.decode(errors='replace').strip() or exc}"
     return None
 
 
-def teardown_namespaces() -> None:
-    for ns in (NS_A, NS_B):
+def teardown_namespaces(names: tuple[str, str] = (NS_A, NS_B)) -> None:
+    for ns in names:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from device_agent.bundle import (
-    Bundle, Manifest, Remainder, Segment, Target, TensorSpec, archive_digest, extract_archive,
+    SCHEMA_VERSION, Bundle, Manifest, Remainder, Segment, Target, TensorSpec, archive_digest, extract_archive,
     read_manifest_from_archive, sha256_bytes, sha256_file, write_archive, write_manifest,
 )
 from device_agent.errors import DataLoss, InvalidInput
@@ -62,7 +62,7 @@ def test_manifest_round_trips_through_canonical_json(tmp_path):
     again = Manifest.from_json(text)
     assert again == m
     assert again.to_json() == text
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION == 2
     # canonical: sorted keys, no spaces
     assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n"
 
@@ -88,7 +88,7 @@ def test_verify_reports_corrupt_file_as_data_loss(tmp_path):
     "mutate, message",
     [
         (lambda d: d.pop("target"), "missing required key 'target'"),
-        (lambda d: d.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 is not supported"),
         (lambda d: d["segments"][0].update(path="../etc/passwd"), "relative path inside the bundle"),
         (lambda d: d["segments"][0].update(path="/abs/x.onnx"), "relative path inside the bundle"),
         (lambda d: d["segments"].append(dict(d["segments"][0])), "segment ids are not unique"),

@@ -25,14 +25,19 @@ from tests.conftest import REPO
 from tests.security.test_signed_bundles import garbage_onnx_bundle, make_bundle
 
 
-def test_a_pulled_bundle_is_verified_and_what_an_attacker_put_in_the_registry_is_refused(
-        agent_factory, registry, tmp_path, monkeypatch):
+def signing_host(tmp_path, registry, repo: str, monkeypatch):
+    """The fleet's keys on the operator's host ($DEPLOY_KEYS_DIR), the device's trust root, a registry repository."""
     fleet = keys.init(tmp_path / "keys").path
     trust_root = shutil.copy(fleet / keys.TRUST_ROOT, tmp_path / "trust_root.json")
-    ref = f"{registry.address}/fleet/signed"
-    rc = RegistryClient(RegistryRef.parse(ref))
+    ref = f"{registry.address}/fleet/{repo}"
+    monkeypatch.setenv("DEPLOY_KEYS_DIR", str(fleet))
+    return trust_root, ref, RegistryClient(RegistryRef.parse(ref))
+
+
+def test_a_pulled_bundle_is_verified_and_what_an_attacker_put_in_the_registry_is_refused(
+        agent_factory, registry, tmp_path, monkeypatch):
+    trust_root, ref, rc = signing_host(tmp_path, registry, "signed", monkeypatch)
     good = make_bundle(tmp_path, "good", seed=41)
-    monkeypatch.setenv("DEPLOY_KEYS_DIR", str(fleet))  # the operator's host, with the fleet's keys
     published = publish_bundle(rc, good)
     signatures = referrers(rc, published.manifest_digest)
     assert [d["artifactType"] for d in signatures] == ["application/vnd.jetson-deploy.tuf.v1+json"]
@@ -96,3 +101,31 @@ server.stop(0.1)
         pytest.skip("no permission to make a network namespace here")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "refused PERMISSION_DENIED"
+
+
+def test_a_bundle_by_parts_pulled_from_the_registry_is_verified_on_its_manifest_and_an_unsigned_one_fetches_nothing(
+        agent_factory, registry, tmp_path, monkeypatch):
+    from device_agent.bundle import Bundle
+    from host.registry.publish import publish_bundle_parts
+
+    trust_root, ref, rc = signing_host(tmp_path, registry, "parts", monkeypatch)
+    make_bundle(tmp_path, "good", seed=43)
+    good = Bundle.open(tmp_path / "good")
+    published = publish_bundle_parts(rc, good.root)  # one layer per part, the manifest last, and its signature
+    assert [d["artifactType"] for d in referrers(rc, published.manifest_digest)] == \
+        ["application/vnd.jetson-deploy.tuf.v1+json"]
+    agent = agent_factory(registry=ref, trust_root=trust_root, backend="onnxruntime")
+    c = AgentClient(Device(name="t", address=agent.address), retry_for=0)
+    assert c.pull(good.manifest_digest).bundle_digest == good.manifest_digest
+    events = list(c.build(good.manifest_digest, agent_pb2.BuildOptions(backend="onnxruntime")))
+    assert events[-1].summary.failed == 0
+
+    monkeypatch.setenv("DEPLOY_KEYS_DIR", str(tmp_path / "no-keys"))  # an attacker who can write to the registry
+    garbage_onnx_bundle(tmp_path, "evil")
+    evil = Bundle.open(tmp_path / "evil")
+    publish_bundle_parts(rc, evil.root)
+    with pytest.raises(AgentError) as unsigned:
+        c.pull(evil.manifest_digest)
+    assert unsigned.value.code == grpc.StatusCode.PERMISSION_DENIED and "unsigned" in str(unsigned.value)
+    for digest in [evil.manifest_digest] + [part for _rel, part in evil.manifest.files()]:  # not a byte fetched
+        assert not c.query_upload(digest).complete and c.query_upload(digest).committed_offset == 0

@@ -162,6 +162,7 @@ def test_only_aarch64_profiles_are_emulated():
 def test_killed_during_a_build_then_restarted_on_the_same_store_the_next_push_succeeds(emulation, model, tmp_path):
     from device_agent.cache import EngineCache
     from host.client.agent import AgentClient
+    from host.client.parts import send_bundle
     from host.inventory import Device
     from protos import agent_pb2
 
@@ -171,7 +172,7 @@ def test_killed_during_a_build_then_restarted_on_the_same_store_the_next_push_su
     try:
         killed_at = None
         with AgentClient(Device(name="emu", address=agent.address)) as client:
-            digest = client.upload(out / "bundle.tar").digest
+            digest = send_bundle(client, out / "bundle").digest  # by parts, as deploy push sends it
             for ev in client.build(digest, agent_pb2.BuildOptions()):
                 if ev.WhichOneof("event") == "segment" and ev.segment.stage == agent_pb2.SegmentEvent.CACHE_MISS:
                     time.sleep(0.05)

@@ -43,7 +43,10 @@ def test_this_host_pushes_to_a_previous_release_agent_and_says_it_keeps_no_versi
         model = tiny_conv_net(tmp_path / "det.onnx")
         plain = deploy("push", str(model), "--device", old.address, "--json")
         assert plain.returncode == 0, plain.stderr
-        assert json.loads(plain.stdout)["model"] is None  # pushed, built and verified as before; no version
+        pushed = json.loads(plain.stdout)
+        assert pushed["model"] is None  # pushed, built and verified as before; no version
+        # that agent takes no FindMissingBlobs: the whole bundle went as one archive of schema 1, weights inline
+        assert pushed["upload"]["transport"] == "archive" and pushed["upload"]["parts_total"] == 1
         named = deploy("push", str(model), "--device", old.address, "--name", "det")
         assert named.returncode != 0
         errors = [line for line in named.stderr.splitlines() if line.startswith("error")]  # progress lines before it

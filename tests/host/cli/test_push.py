@@ -102,14 +102,18 @@ def test_push_of_a_deploy_compile_output_directory_pushes_that_bundle(agent_fact
 
 
 def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, deploy, resnet18):
+    """A push cut off inside its largest part (a weight tensor) resumes that part at the committed offset."""
+    from device_agent.bundle import Bundle
     from host.client.agent import AgentClient
-    from host.client.digests import digest_of
     from host.inventory import Device
     from protos import agent_pb2
 
     a, b = agent_factory(), agent_factory()
-    archive = parse_json(deploy("push", str(resnet18), "--device", a.address, "--no-verify", "--json"))["compile"]["archive"]
-    digest, size = digest_of(archive), os.path.getsize(archive)
+    bundle_dir = parse_json(deploy("push", str(resnet18), "--device", a.address, "--no-verify",
+                                   "--json"))["compile"]["bundle_dir"]
+    bundle = Bundle.open(bundle_dir)
+    largest = max(bundle.manifest.file_list, key=lambda e: e.size)
+    archive, digest, size = bundle.path_of(largest.path), largest.digest, largest.size
     chunk = 1024 * 1024
 
     partial = b.store_dir / "partial" / digest.split(":", 1)[1]
@@ -141,9 +145,10 @@ def test_push_resumes_a_cut_off_upload_and_sends_only_the_rest(agent_factory, de
             time.sleep(0.05)
     assert 0 < committed < size
     pushed = parse_json(deploy("push", str(resnet18), "--device", b.address, "--no-verify", "--json"))
-    assert pushed["upload"]["resumed_from"] == committed
-    assert pushed["upload"]["bytes_sent"] == size - committed
-    assert pushed["bundle_digest"] == digest
+    up = pushed["upload"]
+    assert up["resumed_from"] == committed and up["parts_sent"] == up["parts_total"]
+    assert up["bytes_sent"] == up["bytes_total"] - committed
+    assert pushed["bundle_digest"] == bundle.manifest_digest
 
 
 def test_push_of_a_model_partly_beyond_the_target_tensorrt_runs_segments_and_tvm_remainder_and_verifies(
@@ -225,5 +230,6 @@ def test_push_sends_a_bundle_again_by_itself_when_the_devices_copy_rotted(agent_
 
     assert again.returncode == 0, again.stderr
     data = parse_json(again)
-    assert data["upload"]["bytes_sent"] == data["upload"]["size"] > 0  # sent again after the agent dropped it
+    up = data["upload"]  # the damaged parts (manifest, segment graph) sent again after the agent dropped them
+    assert 0 < up["bytes_sent"] < up["bytes_total"] and 0 < up["parts_sent"] < up["parts_total"], up
     assert data["build"]["built"] == 1 and data["verify"]["passed"]

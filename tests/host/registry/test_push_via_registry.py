@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from device_agent.registry import RegistryClient, RegistryRef, bundle_tag
+from device_agent.registry import (BUNDLE_MANIFEST_LAYER, BUNDLE_PART_LAYER, RegistryClient, RegistryRef,
+                                   bundle_tag)
 from host.client.agent import AgentClient
 from host.inventory import Device
 from protos import agent_pb2
@@ -23,8 +24,10 @@ def test_push_through_a_registry_publishes_bundle_and_engines_that_another_agent
     data = json.loads(proc.stdout)
     digest = data["bundle_digest"]
     rc = RegistryClient(RegistryRef.parse(ref))
-    (layer,) = rc.manifest(bundle_tag(digest))[0]["layers"]
-    assert layer["digest"] == digest  # the artifact's layer digest is the bundle's digest
+    layers = rc.manifest(bundle_tag(digest))[0]["layers"]
+    # one layer per part, the manifest (whose digest is the bundle's) last
+    assert layers[-1]["digest"] == digest and layers[-1]["mediaType"] == BUNDLE_MANIFEST_LAYER
+    assert len(layers) > 2 and {la["mediaType"] for la in layers[:-1]} == {BUNDLE_PART_LAYER}
     with urllib.request.urlopen(f"http://{registry.address}/v2/lab/convnet/tags/list", timeout=10) as r:
         (engines,) = [t for t in json.loads(r.read())["tags"] if t.startswith("engines-")]
     with AgentClient(Device(name="b", address=second.address)) as c:
