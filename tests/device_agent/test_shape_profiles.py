@@ -81,6 +81,9 @@ def test_verify_runs_the_reference_at_min_opt_and_max_of_each_profile(agent, bun
         path = src / entry["path"]
         np.save(path, np.load(path) + 1.0, allow_pickle=False)
         entry["digest"] = sha256_file(path)
+        for pinned in manifest.get("files", []):  # the manifest's list of every file pins it too
+            if pinned["path"] == entry["path"]:
+                pinned.update(digest=entry["digest"], size=path.stat().st_size)
         (src / "manifest.json").write_text(json.dumps(manifest))
         bad = client.upload(write_archive(src, tmp_path / "bad.tar") and tmp_path / "bad.tar").digest
         reply = client.run(agent_pb2.RunRequest(bundle_digest=bad, verify=True))
