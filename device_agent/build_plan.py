@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import engines
-from .bundle import Bundle, Segment
+from .bundle import Bundle
 from .cache import SCHEMA, CacheEntry, EngineCache, cache_key
 from .engines.base import Backend, BuildSpec, ProfileShape, TensorMeta
 from .engines.model import batch_of, has_dynamic_batch, profile_max_batch, profiles_for
 from .errors import InvalidInput
+from .manifest import Segment
 from .shape_profiles import bundle_bounds, check_feeds
 from .timing_cache import TimingCaches
 

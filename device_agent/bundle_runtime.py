@@ -19,8 +19,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from device_agent.bundle import Bundle, sha256_file
+from device_agent.bundle import Bundle
 from device_agent.errors import InvalidInput, Unavailable
+from device_agent.fileio import sha256_file
 from device_agent.shape_profiles import check_feeds
 
 Runner = Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]

@@ -31,12 +31,13 @@ import numpy as np
 
 from . import engines
 from .build_plan import Options, Planner, SegmentPlan, feeds_batch
-from .bundle import Bundle, Segment, TensorSpec
+from .bundle import Bundle
 from .cache import CacheEntry, EngineCache
 from .compat import check_target
 from .engines.base import Backend, BuildSpec, Engine
 from .engines.model import ModelRunner, compose
 from .errors import Aborted, EngineMissing
+from .manifest import Segment, TensorSpec
 from .timing_cache import TimingCaches
 from .unpacked import UnpackedBundles
 

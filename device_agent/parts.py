@@ -15,9 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List
 
-from .bundle import MANIFEST_NAME, Bundle, FileEntry, Manifest
+from .bundle import Bundle
 from .errors import DataLoss, NotFound
 from .fileio import fsync_dir, sha256_file
+from .manifest import MANIFEST_NAME, FileEntry, Manifest
 from .store import Store
 
 #: How many digests one FindMissingBlobs call may ask about (a bundle has at most MAX_ARCHIVE_MEMBERS files).

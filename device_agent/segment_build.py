@@ -12,9 +12,10 @@ from typing import Any, Callable, Tuple
 from . import engines
 from .build_plan import Options, Planner, SegmentPlan
 from .build_progress import Steps, finish, run_with_progress
-from .bundle import Bundle, Segment
+from .bundle import Bundle
 from .cache import CacheEntry, EngineCache
 from .engines.base import BuildOutput
+from .manifest import Segment
 from .memory_guard import check_build_fits
 from .timing_cache import build_note
 from .unpacked import UnpackedBundles

@@ -19,8 +19,8 @@ from typing import Callable, Dict, List, Optional, Set
 
 from protos import agent_pb2
 
-from .bundle import Manifest
 from .errors import DeployError, InvalidInput
+from .manifest import Manifest
 from .parts import is_manifest_blob, manifest_parts
 from .store import Store, parse_digest
 

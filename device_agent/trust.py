@@ -260,7 +260,8 @@ class Trust:
     @staticmethod
     def _check_target(short: str, updater: Any, target: str, archive: Path) -> bytes:
         """The manifest's bytes, once the signed targets vouch for exactly them."""
-        from .bundle import MAX_MANIFEST_BYTES, manifest_bytes_of_archive
+        from .archive import manifest_bytes_of_archive
+        from .manifest import MAX_MANIFEST_BYTES
 
         try:
             if _is_manifest_blob(archive):  # by parts: the blob is the manifest, its digest the bundle's
@@ -288,7 +289,7 @@ class Trust:
     @staticmethod
     def _check_files(short: str, archive: Path, manifest_bytes: bytes) -> None:
         """Every member of the archive is the manifest or a file it pins, with the pinned digest; none missing."""
-        from .bundle import MANIFEST_NAME, MAX_ARCHIVE_MEMBERS, Manifest
+        from .manifest import MANIFEST_NAME, MAX_ARCHIVE_MEMBERS, Manifest
 
         pinned = dict(Manifest.from_json(manifest_bytes).files())  # signed bytes: safe to read now
         seen = set()
@@ -325,7 +326,7 @@ class Trust:
     def _check_parts(short: str, manifest_bytes: bytes, store: Optional[Any]) -> None:
         """A bundle by parts: every part the signed manifest pins is in the store (content-addressed, its digest
         checked when it arrived), so the bundle assembled from them is the signed one."""
-        from .bundle import Manifest
+        from .manifest import Manifest
         from .parts import manifest_parts, missing
 
         if store is None:

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .bundle import MANIFEST_NAME, Bundle, Segment, extract_archive
+from .archive import extract_archive
+from .bundle import Bundle
 from .errors import DataLoss, DeployError, NotFound
 from .fileio import sha256_bytes, sha256_file
+from .manifest import MANIFEST_NAME, Segment
 from .onnx_weights import inline_weights
 from .parts import assemble, is_manifest_blob
 from .store import Store

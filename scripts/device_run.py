@@ -271,7 +271,8 @@ def hybrid_sm80(agent: Agent, archive: Path) -> Dict[str, Any]:
 def hybrid_sm90(agent: Agent, archive: Path, original: Path) -> Dict[str, Any]:
     import onnxruntime as ort
 
-    from device_agent.bundle import read_manifest_from_archive, sha256_file
+    from device_agent.archive import read_manifest_from_archive
+    from device_agent.fileio import sha256_file
 
     manifest = read_manifest_from_archive(archive)
     digest = agent.upload(archive)

@@ -11,10 +11,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from device_agent.bundle import Bundle, TensorSpec
+from device_agent.bundle import Bundle
 from device_agent.engines.base import Engine, ProfileShape
 from device_agent.engines.layers import LayerProfile
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, ResourceExhausted
+from device_agent.manifest import TensorSpec
 
 MAX_TENSORS = 256
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",

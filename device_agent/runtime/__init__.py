@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
-from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
+from device_agent.manifest import TensorSpec
 from device_agent.models import ModelRepository, VersionRecord
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from typing import Optional
 
 import grpc
 
-from device_agent.bundle import MANIFEST_NAME, Bundle
+from device_agent.bundle import Bundle
+from device_agent.manifest import MANIFEST_NAME
 
 from .agent import AgentClient, ProgressFn
 from .errors import AgentError
@@ -122,8 +123,9 @@ def whole_archive(bundle_dir: Path, out_dir: Path) -> Path:
 
     import onnx
 
-    from device_agent.bundle import write_archive, write_manifest
+    from device_agent.archive import write_archive
     from device_agent.fileio import sha256_file
+    from device_agent.manifest import write_manifest
     from host.compiler.weights import WEIGHTS_DIR
 
     bundle = Bundle.open(bundle_dir)

@@ -15,10 +15,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from device_agent.bundle import (
-    REMAINDER_PATH, Bundle, Manifest, Remainder, Segment, Target, sha256_file, write_archive, write_manifest,
-)
+from device_agent.archive import write_archive
+from device_agent.bundle import Bundle
 from device_agent.errors import BuildFailed, InvalidInput
+from device_agent.fileio import sha256_file
+from device_agent.manifest import REMAINDER_PATH, Manifest, Remainder, Segment, Target, write_manifest
 from device_agent.parts import file_entries
 from host.compiler import emit, frontend, lower, reference, weights
 from host.compiler.options import CompileOptions  # declared there; re-exported here for callers of compile_model

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, version_converter
 
-from device_agent.bundle import TensorSpec
+from device_agent.manifest import TensorSpec
 from host.compiler.graphs import subgraphs
 from host.compiler.partition import Part, node_inputs
 

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
 from device_agent.fileio import sha256_file as file_digest
+from device_agent.manifest import TensorSpec
 from host.compiler.profiles import MAX_SOURCE_OPSET, MIN_SOURCE_OPSET
 from host.compiler.shape_ranges import ProfileRanges, check_against_model, parse_input_shape, ranged_dims  # noqa: F401
 from host.compiler.simplify import SimplifyReport, decompose_layer_norm, simplify

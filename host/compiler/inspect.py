@@ -6,9 +6,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-from device_agent.bundle import Bundle, Manifest, manifest_bytes_of_archive, read_manifest_from_archive
+from device_agent.archive import manifest_bytes_of_archive, read_manifest_from_archive
+from device_agent.bundle import Bundle
 from device_agent.errors import InvalidInput
 from device_agent.fileio import sha256_bytes
+from device_agent.manifest import Manifest
 
 
 def load_manifest(path: Union[str, os.PathLike]) -> tuple:

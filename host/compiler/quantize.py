@@ -22,8 +22,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from device_agent.bundle import TensorSpec
 from device_agent.errors import InvalidInput
+from device_agent.manifest import TensorSpec
 
 _log = logging.getLogger(__name__)
 CALIBRATORS = ("minmax", "entropy", "percentile")

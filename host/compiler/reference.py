@@ -6,9 +6,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import onnx
 
-from device_agent.bundle import TensorSpec
 from device_agent.engines.model import output_error
 from device_agent.errors import InvalidInput
+from device_agent.manifest import TensorSpec
 
 
 class SampleError(InvalidInput):

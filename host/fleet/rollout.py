@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import grpc
 
-from device_agent.bundle import read_manifest_from_archive
+from device_agent.archive import read_manifest_from_archive
 from device_agent.errors import InvalidInput, PreconditionFailed
 from host.client.agent import AgentClient
 from host.client.errors import AgentError

@@ -19,8 +19,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import grpc
 
 from device_agent import __version__ as host_version_text
-from device_agent.bundle import Bundle, Manifest, archive_digest, read_manifest_from_archive
+from device_agent.archive import archive_digest, read_manifest_from_archive
+from device_agent.bundle import Bundle
 from device_agent.errors import BuildFailed, InvalidInput, PreconditionFailed, ResourceExhausted
+from device_agent.manifest import Manifest
 from host.client.agent import AgentClient, upload_timeout
 from host.client.errors import AgentError
 from host.fleet import engine_fetch

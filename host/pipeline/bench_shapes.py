@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from device_agent.bundle import Bundle, Manifest
+from device_agent.bundle import Bundle
 from device_agent.errors import InvalidInput
+from device_agent.manifest import Manifest
 from protos import agent_pb2
 
 POINTS = ("min", "opt", "max")

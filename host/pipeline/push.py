@@ -26,7 +26,7 @@ from .target import TargetChoice, choose_target
 from .version import VersionResult, default_name, record_version
 
 if TYPE_CHECKING:
-    from device_agent.bundle import Manifest
+    from device_agent.manifest import Manifest
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -258,7 +258,7 @@ def _archive_bundle_dir(bundle_dir: Path) -> tuple[Path, str]:
     """The deterministic archive of a bundle directory, kept in the host cache by the manifest's digest."""
     import hashlib
 
-    from device_agent.bundle import write_archive
+    from device_agent.archive import write_archive
 
     # the manifest names every file with its digest, so it fixes the archive, except stray extra files
     h = hashlib.sha256((bundle_dir / MANIFEST).read_bytes())
@@ -312,7 +312,8 @@ def prepare(source: Path, target: Optional[TargetChoice], options: PushOptions,
 
 def _prepare_given(source: Path, kind: str, target: Optional[TargetChoice], observer: Observer) -> Prepared:
     """A bundle directory (archived into the host cache) or a bundle archive, as it is."""
-    from device_agent.bundle import Bundle, read_manifest_from_archive
+    from device_agent.archive import read_manifest_from_archive
+    from device_agent.bundle import Bundle
     from host.client.digests import digest_of
 
     started = time.perf_counter()
@@ -333,7 +334,8 @@ def _prepare_given(source: Path, kind: str, target: Optional[TargetChoice], obse
 
 def _unpacked_archive(archive: Path, digest: str) -> Path:
     """A given archive unpacked (checked) once into the host cache, so its parts can travel one by one."""
-    from device_agent.bundle import MANIFEST_NAME, extract_archive
+    from device_agent.archive import extract_archive
+    from device_agent.manifest import MANIFEST_NAME
 
     dest = bundle_cache.root() / "unpacked" / digest.split(":", 1)[1][:32]
     if not (dest / MANIFEST_NAME).is_file():

@@ -62,7 +62,8 @@ def publish_bundle_parts(client: RegistryClient, bundle_dir: Path) -> Published:
     """A bundle by parts as an artifact: one layer per part (a part the repository holds, from any version or
     model, is not sent again: a HEAD), its manifest last; agents `Pull` it by the manifest's digest and fetch only
     the layers their store lacks."""
-    from device_agent.bundle import MANIFEST_NAME, Bundle
+    from device_agent.bundle import Bundle
+    from device_agent.manifest import MANIFEST_NAME
 
     bundle = Bundle.open(bundle_dir)
     digest = bundle.manifest_digest

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from device_agent.bundle import MANIFEST_NAME, manifest_bytes_of_archive
+from device_agent.archive import manifest_bytes_of_archive
+from device_agent.manifest import MANIFEST_NAME
 
 from .keys import KeyDir, default_dir, expiry, now_utc
 

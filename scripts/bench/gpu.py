@@ -119,7 +119,8 @@ def bundle_in_process(tar: Path, iterations: int, warmup: int) -> Optional[Dict[
     without a TVM part."""
     import tempfile
 
-    from device_agent.bundle import Bundle, extract_archive
+    from device_agent.archive import extract_archive
+    from device_agent.bundle import Bundle
     from device_agent.engines.base import BuildSpec
     from device_agent.engines.onnxruntime import OnnxRuntimeCudaBackend
     from device_agent.engines.tvm import TvmModel

@@ -256,7 +256,7 @@ def bench_oip(b: Bench, kind: str) -> Dict[str, Any]:
     name = b.names[kind]
     v = b.active(kind)
     meta = b.triton.get_model_metadata(name)
-    from device_agent.bundle import TensorSpec
+    from device_agent.manifest import TensorSpec
 
     dtypes = {v: k for k, v in DATATYPES.items()}
     specs = [TensorSpec(i.name, dtypes[i.datatype], [int(d) if d >= 0 else "n" for d in i.shape])

@@ -84,7 +84,8 @@ def main() -> None:
 
         # 1. the parts
         sign_new, sign_listed, verify, unpack_check = [], [], [], []
-        from device_agent.bundle import Bundle, extract_archive
+        from device_agent.archive import extract_archive
+        from device_agent.bundle import Bundle
 
         unpacked = extract_archive(archive, work / "unpacked")
         wire = b""

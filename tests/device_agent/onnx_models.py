@@ -59,8 +59,9 @@ def single_segment_bundle(root, onnx_bytes: bytes, name: str = "convnet", profil
 
     import onnx
 
-    from device_agent.bundle import Manifest, Segment, Target, TensorSpec, sha256_bytes, sha256_file
-    from device_agent.bundle import write_archive, write_manifest
+    from device_agent.archive import write_archive
+    from device_agent.fileio import sha256_bytes, sha256_file
+    from device_agent.manifest import Manifest, Segment, Target, TensorSpec, write_manifest
 
     root = Path(root)
     d = root / name

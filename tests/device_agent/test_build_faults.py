@@ -11,8 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from device_agent import bundle as bundle_mod
-from device_agent.bundle import Bundle, extract_archive
+from device_agent import archive as archive_mod
+from device_agent.archive import extract_archive
+from device_agent.bundle import Bundle
 from device_agent.errors import ResourceExhausted
 from host.client.errors import AgentError
 from tests.device_agent.onnx_models import conv_net, single_segment_bundle, wide_mlp
@@ -73,7 +74,7 @@ def test_disk_full_part_way_through_unpacking_leaves_nothing_and_keeps_what_was_
     fill(filler)
     with open(filler, "r+b") as f:  # leave 1 MiB: the manifest and the first megabyte fit, the segment does not
         f.truncate(os.path.getsize(filler) - 1024 * 1024)
-    monkeypatch.setattr(bundle_mod, "_free_bytes", lambda path: 1 << 40)  # the check saw plenty
+    monkeypatch.setattr(archive_mod, "_free_bytes", lambda path: 1 << 40)  # the check saw plenty
     with pytest.raises(ResourceExhausted) as info:
         extract_archive(big, dest / "big")
     text = str(info.value)

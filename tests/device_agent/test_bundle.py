@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent.bundle import (
-    SCHEMA_VERSION, Bundle, Manifest, Remainder, Segment, Target, TensorSpec, archive_digest, extract_archive,
-    read_manifest_from_archive, sha256_bytes, sha256_file, write_archive, write_manifest,
-)
+from device_agent.archive import archive_digest, extract_archive, read_manifest_from_archive, write_archive
+from device_agent.bundle import Bundle
 from device_agent.errors import DataLoss, InvalidInput
+from device_agent.fileio import sha256_bytes, sha256_file
+from device_agent.manifest import SCHEMA_VERSION, Manifest, Remainder, Segment, Target, TensorSpec, write_manifest
 
 
 def _make_bundle(root: Path, *, remainder: bool = False) -> Manifest:
@@ -215,7 +215,7 @@ def test_extract_of_truncated_or_tampered_archive_fails_cleanly(tmp_path):
 
 def test_manifest_accepts_a_segment_of_more_than_4096_ops_in_its_options():
     """Large real models (thousands of nodes in one segment) must fit the manifest's bounds."""
-    from device_agent.bundle import _json_value
+    from device_agent.manifest import _json_value
 
     value = {"parts": [{"ops": ["MatMul"] * 5000}]}
     assert _json_value(value, "options") == value

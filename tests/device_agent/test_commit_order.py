@@ -47,8 +47,9 @@ DRIVER = textwrap.dedent("""
     (root / "xdg" / "deploy").mkdir(parents=True)
     local.write_state(local.LocalAgent(12345, "127.0.0.1:7311"))
 
-    from device_agent.bundle import Manifest, Segment, Target, TensorSpec, write_archive, write_manifest
+    from device_agent.archive import write_archive
     from device_agent.fileio import atomic_file, atomic_write, sha256_bytes
+    from device_agent.manifest import Manifest, Segment, Target, TensorSpec, write_manifest
     bdir = root / "bundle"
     (bdir / "segments").mkdir(parents=True)
     (bdir / "segments" / "seg0.onnx").write_bytes(b"segment")

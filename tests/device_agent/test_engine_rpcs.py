@@ -160,7 +160,9 @@ def test_a_segment_the_backend_cannot_load_is_reported_per_segment(agent, tmp_pa
     d = tmp_path / "b"
     bad_bytes = model.SerializeToString()
     # the reference cannot be computed for an op nobody runs: write the bundle by hand without samples
-    from device_agent.bundle import Manifest, Segment, Target, TensorSpec, sha256_bytes, write_archive, write_manifest
+    from device_agent.archive import write_archive
+    from device_agent.fileio import sha256_bytes
+    from device_agent.manifest import Manifest, Segment, Target, TensorSpec, write_manifest
 
     (d / "bad" / "segments").mkdir(parents=True)
     (d / "bad" / "segments" / "seg0.onnx").write_bytes(bad_bytes)

@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from device_agent.bundle import Bundle, Manifest, write_manifest
+from device_agent.bundle import Bundle
 from device_agent.errors import DataLoss, InvalidInput
 from device_agent.fileio import sha256_file
+from device_agent.manifest import Manifest, write_manifest
 from device_agent.onnx_weights import inline_weights
 from device_agent.parts import file_entries
 from tests.device_agent.test_bundle import _make_bundle

@@ -64,7 +64,8 @@ def test_verify_runs_the_reference_at_min_opt_and_max_of_each_profile(agent, bun
     import json
     import shutil
 
-    from device_agent.bundle import sha256_file, write_archive
+    from device_agent.archive import write_archive
+    from device_agent.fileio import sha256_file
 
     _, narrow, _ = bundles
     src = tmp_path / "b"

@@ -1,4 +1,4 @@
-"""Malicious bundle archives against `device_agent.bundle.extract_archive`: each refused with InvalidInput,
+"""Malicious bundle archives against `device_agent.archive.extract_archive`: each refused with InvalidInput,
 nothing left in the destination's directory, nothing planted outside it. (Basic cases live in
 tests/device_agent/test_bundle.py; these are the trickier ones.)"""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agent.bundle import extract_archive
+from device_agent.archive import extract_archive
 from device_agent.errors import InvalidInput
 
 MARK = "planted-by-test"

@@ -17,8 +17,9 @@ from typing import Iterator
 import grpc
 import pytest
 
-from device_agent.bundle import MANIFEST_NAME, Manifest, write_archive, write_manifest
+from device_agent.archive import write_archive
 from device_agent.fileio import sha256_bytes, sha256_file
+from device_agent.manifest import MANIFEST_NAME, Manifest, write_manifest
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from host.inventory import Device

@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from device_agent.bundle import MANIFEST_NAME, Bundle
+from device_agent.bundle import Bundle
+from device_agent.manifest import MANIFEST_NAME
 from device_agent.parts import manifest_parts
 from host.client.errors import AgentError
 from host.client.parts import send_bundle

@@ -4,9 +4,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from device_agent.bundle import Target
 from device_agent.compat import check_target_facts
 from device_agent.errors import PreconditionFailed
+from device_agent.manifest import Target
 
 
 def target(profile="jetson-orin", trt="10.3.0", cc="8.7", device="cuda"):

@@ -43,7 +43,7 @@ def test_exit_1_when_verification_exceeds_the_tolerance(agent_factory, deploy, t
 
     import numpy as np
 
-    from device_agent.bundle import sha256_file
+    from device_agent.fileio import sha256_file
 
     agent = agent_factory()
     # a bundle whose reference output is off by 1 (its manifest digest updated, so it is a valid bundle that is
