@@ -52,11 +52,19 @@ def find_missing(client: AgentClient, digests: list[str]) -> list[str]:
         raise
 
 
+def _blobs(bundle: Bundle) -> dict[str, Path]:
+    """What travels of a bundle by parts, by digest: each distinct part once, then the manifest (last)."""
+    blobs: dict[str, Path] = {}
+    for rel, part in sorted(bundle.manifest.files(), key=lambda f: f[1]):
+        blobs.setdefault(part, bundle.path_of(rel))
+    blobs[bundle.manifest_digest] = bundle.root / MANIFEST_NAME
+    return blobs
+
+
 def bundle_bytes(bundle_dir: Path) -> tuple[int, int]:
     """(bytes, parts) of a bundle by parts: each distinct part once, and the manifest."""
-    bundle = Bundle.open(bundle_dir)
-    sizes = {part: bundle.path_of(rel).stat().st_size for rel, part in bundle.manifest.files()}
-    return sum(sizes.values()) + (bundle.root / MANIFEST_NAME).stat().st_size, len(sizes) + 1
+    blobs = _blobs(Bundle.open(bundle_dir))
+    return sum(p.stat().st_size for p in blobs.values()), len(blobs)
 
 
 def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[ProgressFn] = None,
@@ -69,14 +77,9 @@ def send_bundle(client: AgentClient, bundle_dir: Path, progress: Optional[Progre
     started = time.perf_counter()
     bundle = Bundle.open(bundle_dir)
     digest = bundle.manifest_digest
-    manifest_path = bundle.root / MANIFEST_NAME
-    by_digest: dict[str, Path] = {}
-    for rel, part in bundle.manifest.files():
-        by_digest.setdefault(part, bundle.path_of(rel))
+    by_digest = _blobs(bundle)
     sizes = {d: p.stat().st_size for d, p in by_digest.items()}
-    sizes[digest] = manifest_path.stat().st_size
-    by_digest[digest] = manifest_path
-    order = sorted(d for d in by_digest if d != digest) + [digest]  # the manifest last
+    order = list(by_digest)  # the parts by digest, the manifest last
     lacking = set(find_missing(client, order))
     todo = [d for d in order if d in lacking]
     if trust is not None and digest not in lacking:  # held, maybe unverified or by older metadata: verified anew
