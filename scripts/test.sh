@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python scripts/gen_protos.py --check
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Two workers (CI has two cores), each taking whole test files: a file's module fixtures (agents, compiled models)
+# are made once, and files that start agents on fixed ports (the tutorial pages) stay on one worker.
+# DEPLOY_TEST_WORKERS=0 runs everything in this one process.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "${DEPLOY_TEST_WORKERS:-2}" --dist loadfile "$@"
