@@ -22,6 +22,7 @@ import pytest
 from device_agent.cache import EngineCache
 from device_agent.errors import DataLoss
 from device_agent.registry import ANN_KEY, ANN_PARTS, ENGINE_LAYER, RegistryClient, RegistryRef
+from device_agent.timing_cache import MAX_TIMING_CACHE_BYTES
 from host.client.agent import AgentClient
 from host.client.digests import digest_of
 from host.inventory import Device
@@ -30,6 +31,7 @@ from host.pipeline.push import PushOptions, push
 from host.registry.from_agent import publish_built_engines
 from protos import agent_pb2
 from tests.device_agent.onnx_models import conv_net, single_segment_bundle
+from tests.device_agent.test_timing_cache import chunks, class_facts
 
 
 class AnotherUserBuildsFp32(Observer):
@@ -127,3 +129,29 @@ def tags(address: str, repository: str) -> list[str]:
         if exc.code == 404:
             return []
         raise
+
+
+def test_publish_leaves_out_a_timing_cache_no_agent_would_take_and_publishes_the_engines(agent_factory, registry,
+                                                                                         tmp_path):
+    """The builder's timing cache grew past MAX_TIMING_CACHE_BYTES: an artifact carrying it would make every
+    agent's Pull fail, so the engines are published without it (before: the whole cache was read and published)."""
+    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=93), "bigtiming")
+    handle = agent_factory()
+    device = Device(name="d", address=handle.address, profile="x86-cpu")
+    digest = digest_of(archive)
+    with AgentClient(device) as client:
+        client.upload(archive)
+        summary = list(client.build(digest))[-1].summary
+        [listed] = client.list_engines().engines
+        client.put_timing_cache(chunks(class_facts(client), b"small"))
+    [cache] = (handle.store_dir.parent / "engines" / "timing").glob("*.cache")
+    with open(cache, "r+b") as f:
+        f.truncate(MAX_TIMING_CACHE_BYTES + 1)
+    ref = RegistryRef.parse(f"{registry.address}/lab/bigtiming")
+
+    with AgentClient(device) as client:
+        published = publish_built_engines(client, RegistryClient(ref), digest, [listed.segment_digest],
+                                          summary.backend, summary.backend_version)
+
+    layers = RegistryClient(ref).manifest(published.manifest_digest)[0]["layers"]
+    assert [layer["mediaType"] for layer in layers] == [ENGINE_LAYER], layers
