@@ -10,7 +10,7 @@ from host.client.agent import AgentClient
 from host.fleet.warm import WarmEvent, model_plans, warm
 from host.inventory import Device
 from tests.device_agent.onnx_models import conv_net
-from tests.device_agent.test_timing_cache import chunks, class_facts
+from tests.device_agent.test_timing_cache import chunks, class_facts, grow_timing_cache
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,12 +57,8 @@ def test_a_timing_cache_above_what_agents_take_is_not_fetched_whole_and_the_engi
     model.write_bytes(conv_net(seed=23))
     handles = [agent_factory(), agent_factory()]
     devices = [Device(name=n, address=h.address, profile="x86-cpu") for n, h in zip("ab", handles)]
-    for d, h in zip(devices, handles):  # a small cache put properly, then grown on the device's own disk
-        with AgentClient(d) as client:
-            client.put_timing_cache(chunks(class_facts(client), b"small"))
-        [cache] = (h.store_dir.parent / "engines" / "timing").glob("*.cache")
-        with open(cache, "r+b") as f:
-            f.truncate(MAX_TIMING_CACHE_BYTES + 1)
+    for d, h in zip(devices, handles):
+        grow_timing_cache(h, d, MAX_TIMING_CACHE_BYTES + 1)
     events: list[WarmEvent] = []
 
     result = warm(devices, model_plans(model), on_event=events.append)

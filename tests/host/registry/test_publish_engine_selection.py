@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -31,7 +32,7 @@ from host.pipeline.push import PushOptions, push
 from host.registry.from_agent import publish_built_engines
 from protos import agent_pb2
 from tests.device_agent.onnx_models import conv_net, single_segment_bundle
-from tests.device_agent.test_timing_cache import chunks, class_facts
+from tests.device_agent.test_timing_cache import grow_timing_cache
 
 
 class AnotherUserBuildsFp32(Observer):
@@ -95,9 +96,23 @@ class RebuiltAfterListing(AgentClient):
         return reply
 
 
-def test_publish_cuts_off_an_engine_that_grew_after_it_was_listed_and_publishes_nothing(
-        agent_factory, registry, tmp_path):
-    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=92), "grown")
+@dataclass
+class Built:
+    """A one-segment bundle uploaded to a real agent and built there, with its one engine as ListEngines lists it."""
+
+    handle: Any
+    device: Device
+    digest: str
+    summary: agent_pb2.BuildSummary
+    listed: agent_pb2.EngineEntry
+
+    def publish(self, client: AgentClient, ref: RegistryRef):  # noqa: ANN201 - host.registry.publish.Published
+        return publish_built_engines(client, RegistryClient(ref), self.digest, [self.listed.segment_digest],
+                                     self.summary.backend, self.summary.backend_version)
+
+
+def built(agent_factory, tmp_path: Path, seed: int) -> Built:
+    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=seed), f"m{seed}")
     handle = agent_factory()
     device = Device(name="d", address=handle.address, profile="x86-cpu")
     digest = digest_of(archive)
@@ -106,12 +121,18 @@ def test_publish_cuts_off_an_engine_that_grew_after_it_was_listed_and_publishes_
         summary = list(client.build(digest))[-1].summary
         [listed] = client.list_engines().engines
     assert summary.built == 1, summary
+    return Built(handle, device, digest, summary, listed)
+
+
+def test_publish_cuts_off_an_engine_that_grew_after_it_was_listed_and_publishes_nothing(
+        agent_factory, registry, tmp_path):
+    b = built(agent_factory, tmp_path, seed=92)
+    device, listed = b.device, b.listed
     ref = RegistryRef.parse(f"{registry.address}/lab/grown")
 
-    with RebuiltAfterListing(device, handle.store_dir.parent / "engines", grow_by=3 << 20) as client, \
+    with RebuiltAfterListing(device, b.handle.store_dir.parent / "engines", grow_by=3 << 20) as client, \
             pytest.raises(DataLoss) as caught:
-        publish_built_engines(client, RegistryClient(ref), digest, [listed.segment_digest], summary.backend,
-                              summary.backend_version)
+        b.publish(client, ref)
 
     assert f"sends more than the {listed.size} bytes it was listed with" in str(caught.value), caught.value
     with AgentClient(device) as client:
@@ -135,23 +156,12 @@ def test_publish_leaves_out_a_timing_cache_no_agent_would_take_and_publishes_the
                                                                                          tmp_path):
     """The builder's timing cache grew past MAX_TIMING_CACHE_BYTES: an artifact carrying it would make every
     agent's Pull fail, so the engines are published without it (before: the whole cache was read and published)."""
-    archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=93), "bigtiming")
-    handle = agent_factory()
-    device = Device(name="d", address=handle.address, profile="x86-cpu")
-    digest = digest_of(archive)
-    with AgentClient(device) as client:
-        client.upload(archive)
-        summary = list(client.build(digest))[-1].summary
-        [listed] = client.list_engines().engines
-        client.put_timing_cache(chunks(class_facts(client), b"small"))
-    [cache] = (handle.store_dir.parent / "engines" / "timing").glob("*.cache")
-    with open(cache, "r+b") as f:
-        f.truncate(MAX_TIMING_CACHE_BYTES + 1)
+    b = built(agent_factory, tmp_path, seed=93)
+    grow_timing_cache(b.handle, b.device, MAX_TIMING_CACHE_BYTES + 1)
     ref = RegistryRef.parse(f"{registry.address}/lab/bigtiming")
 
-    with AgentClient(device) as client:
-        published = publish_built_engines(client, RegistryClient(ref), digest, [listed.segment_digest],
-                                          summary.backend, summary.backend_version)
+    with AgentClient(b.device) as client:
+        published = b.publish(client, ref)
 
     layers = RegistryClient(ref).manifest(published.manifest_digest)[0]["layers"]
     assert [layer["mediaType"] for layer in layers] == [ENGINE_LAYER], layers
