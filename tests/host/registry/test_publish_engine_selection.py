@@ -7,7 +7,8 @@ copy in host/registry/from_agent.py had no precision filter and published the FP
 
 The fetch's size cap on the same path: an engine rebuilt larger between the listing and the fetch (written by the
 agent's own cache code into its cache directory) is cut off at the listed size, and nothing is published (the old
-copy read every byte the agent sent, then compared digests).
+copy read every byte the agent sent, then compared digests). And a timing cache larger than any agent takes is
+left out of the published artifact, whose Pull it would fail.
 """
 from __future__ import annotations
 
