@@ -17,7 +17,7 @@ from typing import List, Tuple, Union
 
 from device_agent.bundle import Bundle
 from device_agent.errors import InvalidInput, ResourceExhausted
-from device_agent.fileio import atomic_file, is_disk_full, sha256_file
+from device_agent.fileio import atomic_file, is_disk_full, place_dir, sha256_file
 from device_agent.manifest import (
     MANIFEST_NAME, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, MAX_MANIFEST_BYTES, Manifest, check_relpath,
 )
@@ -156,14 +156,7 @@ def extract_archive(archive_path: Union[str, os.PathLike], dest_dir: Union[str, 
         bundle = Bundle.open(tmp)
         if verify_files:
             bundle.verify()
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if (dest / MANIFEST_NAME).is_file():
-                shutil.rmtree(tmp, ignore_errors=True)
-                return dest
-            raise
-        return dest
+        return place_dir(tmp, dest, lambda d: (d / MANIFEST_NAME).is_file())  # or another extraction's, first
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(exc):  # ENOSPC part-way (the space went to someone else): nothing of this one is left

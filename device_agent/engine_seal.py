@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
+from .bounded_json import loads_bounded
 from .errors import PermissionDenied, PreconditionFailed
 from .fileio import atomic_write
 
@@ -95,12 +96,13 @@ class EngineSeal:
         if not record:
             raise PermissionDenied(f"{what} carries no builder signature; this agent takes only engines signed "
                                    "by the fleet agent that built them")
+        malformed = lambda why: PermissionDenied(f"{what}: its builder record is malformed ({why})")
+        doc = loads_bounded(record, MAX_RECORD_BYTES, malformed)
         try:
-            doc = json.loads(record[:MAX_RECORD_BYTES + 1]) if len(record) <= MAX_RECORD_BYTES else None
             signature = base64.b64decode(doc["signature"], validate=True)
             local, pem = bool(doc.get("local")), str(doc.get("builder", "")).encode()
         except (ValueError, KeyError, TypeError) as exc:
-            raise PermissionDenied(f"{what}: its builder record is malformed ({exc})") from None
+            raise malformed(exc) from None
         data = _payload(key, digest, size)
         if local:
             if foreign:

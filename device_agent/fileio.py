@@ -5,9 +5,10 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import threading
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 _BUFSIZE = 4 * 1024 * 1024
@@ -86,6 +87,19 @@ def atomic_file(path: PathLike, mode: Optional[int] = None) -> Iterator[BinaryIO
         except FileNotFoundError:
             pass
         raise
+
+
+def place_dir(tmp: Path, dest: Path, complete: Callable[[Path], bool]) -> Path:
+    """Rename the finished directory `tmp` onto `dest`, so `dest` appears whole or not at all. When another writer
+    placed `dest` first (the rename fails and `complete(dest)` holds), theirs is kept and `tmp` removed; any other
+    failure is raised. The one way an unpacked or assembled bundle directory appears (archive.py, parts.py)."""
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        if not complete(dest):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def atomic_write(path: PathLike, data: bytes, mode: Optional[int] = None) -> None:

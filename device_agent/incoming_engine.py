@@ -7,10 +7,10 @@ before any byte of the plan is read; the bytes' size and digest are checked as t
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
+from .bounded_json import loads_bounded
 from .cache import EngineCache
 from .errors import InvalidInput, ResourceExhausted
 
@@ -44,12 +44,10 @@ def check_incoming(key: str, raw_parts: str, size: int, digest: str, cache: Engi
     limit = min(MAX_ENGINE_BYTES, cache.max_bytes or MAX_ENGINE_BYTES)
     if size <= 0 or size > limit:
         raise ResourceExhausted(f"{source.label} of {size} bytes is outside this cache's limit of 1..{limit} bytes")
-    if not raw_parts or len(raw_parts) > MAX_PARTS_CHARS:
+    if not raw_parts:
         raise InvalidInput(f"{source.label} lacks its key parts ({source.parts_field}){source.hint}")
-    try:
-        parts = json.loads(raw_parts)
-    except ValueError as exc:
-        raise InvalidInput(f"{source.label}'s key parts ({source.parts_field}) are not JSON: {exc}") from None
+    parts = loads_bounded(raw_parts, MAX_PARTS_CHARS,
+                          lambda why: InvalidInput(f"{source.label}'s key parts ({source.parts_field}) are {why}"))
     if not isinstance(parts, dict):
         raise InvalidInput(f"{source.label}'s key parts must be a JSON object")
     expected = device_parts(str(parts.get("backend", "")))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from device_agent.bounded_json import loads_bounded
 from device_agent.errors import InvalidInput
 from device_agent.fileio import atomic_write
 
@@ -387,20 +388,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: Union[str, bytes]) -> "Manifest":
-        if isinstance(text, bytes):
-            if len(text) > MAX_MANIFEST_BYTES:
-                raise InvalidInput(f"invalid bundle manifest: larger than {MAX_MANIFEST_BYTES} bytes")
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InvalidInput(f"invalid bundle manifest: not UTF-8 ({e})") from None
-        if len(text) > MAX_MANIFEST_BYTES:
-            raise InvalidInput(f"invalid bundle manifest: larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            d = json.loads(text)
-        except ValueError as e:
-            raise InvalidInput(f"invalid bundle manifest: not JSON ({e})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(loads_bounded(text, MAX_MANIFEST_BYTES,
+                                           lambda why: InvalidInput(f"invalid bundle manifest: {why}")))
 
     @classmethod
     def from_dict(cls, d: Any) -> "Manifest":

@@ -17,7 +17,7 @@ from typing import Iterable, List
 
 from .bundle import Bundle
 from .errors import DataLoss, NotFound
-from .fileio import fsync_dir, sha256_file
+from .fileio import fsync_dir, place_dir, sha256_file
 from .manifest import MANIFEST_NAME, FileEntry, Manifest
 from .store import Store
 
@@ -84,14 +84,7 @@ def assemble(store: Store, digest: str, dest: Path) -> Path:
         shutil.copyfile(store.path_of(digest), tmp / MANIFEST_NAME)  # type: ignore[arg-type]
         Bundle.open(tmp)
         fsync_dir(tmp)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if (dest / MANIFEST_NAME).is_file():  # another request assembled it meanwhile
-                shutil.rmtree(tmp, ignore_errors=True)
-                return dest
-            raise
-        return dest
+        return place_dir(tmp, dest, lambda d: (d / MANIFEST_NAME).is_file())  # or another request's, first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

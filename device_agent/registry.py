@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar
 
+from .bounded_json import loads_bounded
 from .errors import DataLoss, DeployError, InvalidInput, NotFound, Unauthenticated, Unavailable
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -52,6 +53,7 @@ MODEL_OPTION_FIELDS = {"backend": str, "fp16": bool, "max_workspace_bytes": int,
                        "batch": int}  # BuildOptions' fields a target may set (absent: the agent's default)
 
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_TOKEN_REPLY_BYTES = 1 << 20
 MAX_LAYERS = 256
 CHUNK = 1 << 20
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -146,6 +148,10 @@ class RegistryClient:
     def _auth_header(self) -> Dict[str, str]:
         if self._bearer:
             return {"Authorization": f"Bearer {self._bearer}"}
+        return self._basic_header()
+
+    def _basic_header(self) -> Dict[str, str]:
+        """HTTP basic auth with the registry user, for the registry and its token service alike (none without)."""
         if self.credentials.username:
             raw = f"{self.credentials.username}:{self.credentials.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
@@ -163,21 +169,18 @@ class RegistryClient:
         # the token request names only what the spec defines (service, scope); `error=` etc. stay out
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(
             {k: v for k, v in params.items() if k in ("service", "scope")})
-        headers = {}
-        if self.credentials.username:
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        where = f"registry token service {urllib.parse.urlsplit(url).netloc}"
         try:
-            with self._urlopen(urllib.request.Request(url, headers=headers)) as r:
-                body = json.loads(r.read(1 << 20))
+            with self._urlopen(urllib.request.Request(url, headers=self._basic_header())) as r:
+                raw_body = r.read(MAX_TOKEN_REPLY_BYTES + 1)
         except urllib.error.HTTPError as exc:
-            where = f"registry token service {urllib.parse.urlsplit(url).netloc}"
             if exc.code in (401, 403):
                 raise Unauthenticated(f"{where}: HTTP {exc.code}; check the registry credentials "
                                       "(--registry-user and --registry-password-file)") from None
             raise Unavailable(f"{where}: HTTP {exc.code}") from None
-        except ValueError:
-            raise Unavailable(f"registry token service {urllib.parse.urlsplit(url).netloc} answered no JSON") from None
+        body = loads_bounded(raw_body, MAX_TOKEN_REPLY_BYTES, lambda why: Unavailable(f"{where} answered {why}"))
+        if not isinstance(body, dict):
+            raise Unavailable(f"{where} answered no JSON object")
         self._bearer = body.get("token") or body.get("access_token") or ""
         return bool(self._bearer)
 
@@ -249,10 +252,7 @@ class RegistryClient:
         expected = reference if reference.startswith("sha256:") else header
         if expected and expected != digest:
             raise DataLoss(f"manifest {reference} hashes to {digest}, not {expected}; refused")
-        try:
-            doc = json.loads(body)
-        except ValueError as exc:
-            raise InvalidInput(f"manifest {reference} is not JSON: {exc}") from None
+        doc = loads_bounded(body, MAX_MANIFEST_BYTES, lambda why: InvalidInput(f"manifest {reference} is {why}"))
         if not isinstance(doc, dict) or not isinstance(doc.get("layers", []), list) or \
                 len(doc.get("layers", [])) > MAX_LAYERS:
             raise InvalidInput(f"manifest {reference} is not an OCI image manifest of at most {MAX_LAYERS} layers")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
+from .bounded_json import loads_bounded
 from .errors import DataLoss, InvalidInput, NotFound
 from .registry import MANIFEST_TYPE, RegistryClient, check_digest, sha256_hex
 
@@ -33,12 +34,7 @@ def _get_index(client: RegistryClient, path: str) -> Dict[str, Any]:
             return r.read(MAX_INDEX_BYTES + 1)
 
     body = client.retried(f"GET {path}", once)
-    if len(body) > MAX_INDEX_BYTES:
-        raise InvalidInput(f"registry index {path} is larger than {MAX_INDEX_BYTES} bytes")
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInput(f"registry index {path} is not JSON: {exc}") from None
+    doc = loads_bounded(body, MAX_INDEX_BYTES, lambda why: InvalidInput(f"registry index {path} is {why}"))
     if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
         raise InvalidInput(f"registry index {path} is not an OCI image index")
     return doc

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from .bounded_json import loads_bounded
 from .errors import DeployError, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
 from .fileio import atomic_write, fsync_dir
 
@@ -242,12 +243,7 @@ class Trust:
     @staticmethod
     def _parse_wire(short: str, wire: bytes) -> Tuple[Dict[str, bytes], str]:
         bad = lambda why: PermissionDenied(f"{short} refused: its signing metadata is malformed ({why})")
-        if len(wire) > MAX_WIRE_BYTES:
-            raise bad(f"{len(wire)} bytes, above {MAX_WIRE_BYTES}")
-        try:
-            doc = json.loads(wire)
-        except ValueError as exc:
-            raise bad(f"not JSON: {exc}") from None
+        doc = loads_bounded(wire, MAX_WIRE_BYTES, bad)
         if not isinstance(doc, dict) or doc.get("format") != WIRE_FORMAT:
             raise bad(f"expected an object of format {WIRE_FORMAT!r}")
         meta, target = doc.get("metadata"), doc.get("target")

@@ -155,19 +155,12 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     inputs, fed to the runs that read shapes the graph computes (a VAD's sample rate picks its branch).
     ``profiles``: shape ranges (`shape_ranges`); each dim they vary stays symbolic, the rest is bound.
     """
-    opset = model_opset(model)
-    if not MIN_SOURCE_OPSET <= opset <= MAX_SOURCE_OPSET:
-        raise ModelError(f"model opset {opset} is outside the supported range {MIN_SOURCE_OPSET}..{MAX_SOURCE_OPSET}; "
-                         "convert it with onnx.version_converter")
-    try:
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 - ValidationError and friends
-        raise ModelError(f"the ONNX checker refuses the model: {str(e).splitlines()[0][:200]}") from None
+    opset = _check_source(model)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _fold_constants(model)
     init_names = {i.name for i in model.graph.initializer}
-    input_shapes = dict(input_shapes or {})
     graph_inputs = [vi for vi in model.graph.input if vi.name not in init_names]
+    input_shapes = dict(input_shapes or {})
     for name in input_shapes:
         if name not in {vi.name for vi in graph_inputs}:
             raise ShapeError(f"--input-shape names {name!r}, but the model's inputs are "
@@ -181,44 +174,8 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
     declared: List[TensorSpec] = []
     concrete: Dict[str, List[int]] = {}
     for vi in graph_inputs:
-        dtype = _dtype_name(vi.type.tensor_type.elem_type)
-        shape = _shape_of(vi)
-        if shape is None:
-            raise ShapeError(f"input {vi.name!r} has no shape; pass --input-shape {vi.name}=Dx...")
-        if profiles and vi.name in profiles[0]:
-            conc = list(profiles[0][vi.name][1])  # OPT of the first profile: reference data, shape runs
-            shape_decl = [symbols.get((vi.name, i), d) for i, d in enumerate(conc)]
-        elif vi.name in input_shapes:
-            given = list(input_shapes[vi.name])
-            if len(given) != len(shape) or any(isinstance(d, int) and d != g for d, g in zip(shape, given)):
-                raise ShapeError(f"--input-shape {vi.name}={'x'.join(map(str, given))} does not fit the model's "
-                                 f"shape {shape}")
-            shape_decl: List[Union[int, str]] = list(given)
-            conc = list(given)
-        else:
-            shape_decl, conc = [], []
-            for i, d in enumerate(shape):
-                if isinstance(d, int) and d > 0:
-                    shape_decl.append(d)
-                    conc.append(d)
-                elif i == 0 and batch is not None:
-                    shape_decl.append("batch")
-                    conc.append(batch.opt)
-                else:
-                    raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}) and has no size: fix it with "
-                                     f"--input-shape {vi.name}=Dx... or give its range with --shape-range "
-                                     f"{vi.name}=MIN:OPT:MAX (full shapes; --batch-range MIN:OPT:MAX for the "
-                                     "batch dim alone)")
-        declared.append(TensorSpec(vi.name, dtype, shape_decl))
-        concrete[vi.name] = conc
-        # write the resolved dims back so shape inference can propagate them
-        dims = vi.type.tensor_type.shape.dim
-        for i, d in enumerate(shape_decl):
-            dims[i].Clear()
-            if isinstance(d, int):
-                dims[i].dim_value = d
-            else:
-                dims[i].dim_param = d
+        spec, concrete[vi.name] = _bind_input(vi, input_shapes, profiles, symbols, batch)
+        declared.append(spec)
     report = None
     if fold:
         model, report = simplify(model)
@@ -226,14 +183,7 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
             n = decompose_layer_norm(model)
             if n:
                 report.rewrites["LayerNormalization -> ReduceMean/Sub/Mul/Add/Sqrt/Div (TensorRT < 8.6)"] = n
-    # declared output/intermediate shapes may still carry the old symbols: infer them afresh
-    del model.graph.value_info[:]
-    for vi in model.graph.output:
-        vi.type.tensor_type.ClearField("shape")
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as e:  # noqa: BLE001
-        raise ShapeError(f"shape inference failed: {str(e).splitlines()[0][:200]}") from None
+    model = _infer_shapes(model)
     types = tensor_types(model)
     unknown = [t for n in model.graph.node for t in n.output
                if t and (t not in types or any(isinstance(d, str) and not is_batch_dim(d) for d in types[t][1]))]
@@ -246,6 +196,86 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         types.update(_shapes_by_running(model, declared, concrete, unknown, samples))
     elif unknown:
         types.update(_batch_shapes_by_running(model, declared, concrete, unknown, batch, samples))
+    outputs = _output_specs(model, types, ranged=bool(profiles))
+    for s in declared:
+        if s.dtype.startswith("onnx:"):
+            raise ModelError(f"input {s.name!r} has unsupported element type {s.dtype[5:]}")
+    return LoadedModel(model=model, source_digest=source_digest, opset=opset, inputs=declared, outputs=outputs,
+                       concrete_inputs=concrete, batch=batch, value_types=types, simplified=report,
+                       profiles=profiles, range_points=points)
+
+
+def _check_source(model: onnx.ModelProto) -> int:
+    """The model's opset, when in the range the compiler takes and the ONNX checker passes the model."""
+    opset = model_opset(model)
+    if not MIN_SOURCE_OPSET <= opset <= MAX_SOURCE_OPSET:
+        raise ModelError(f"model opset {opset} is outside the supported range {MIN_SOURCE_OPSET}..{MAX_SOURCE_OPSET}; "
+                         "convert it with onnx.version_converter")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - ValidationError and friends
+        raise ModelError(f"the ONNX checker refuses the model: {str(e).splitlines()[0][:200]}") from None
+    return opset
+
+
+def _bind_input(vi: onnx.ValueInfoProto, input_shapes: Dict[str, Sequence[int]], profiles: List[ProfileRanges],
+                symbols: Dict[Tuple[str, int], str], batch: Optional[BatchRange]) -> Tuple[TensorSpec, List[int]]:
+    """One graph input's declared spec (ranged dims symbolic, a `--batch-range` batch "batch") and the concrete
+    shape for reference data and shape runs; the resolved dims are written back into `vi` for shape inference."""
+    dtype = _dtype_name(vi.type.tensor_type.elem_type)
+    shape = _shape_of(vi)
+    if shape is None:
+        raise ShapeError(f"input {vi.name!r} has no shape; pass --input-shape {vi.name}=Dx...")
+    shape_decl: List[Union[int, str]]
+    if profiles and vi.name in profiles[0]:
+        conc = list(profiles[0][vi.name][1])  # OPT of the first profile: reference data, shape runs
+        shape_decl = [symbols.get((vi.name, i), d) for i, d in enumerate(conc)]
+    elif vi.name in input_shapes:
+        given = list(input_shapes[vi.name])
+        if len(given) != len(shape) or any(isinstance(d, int) and d != g for d, g in zip(shape, given)):
+            raise ShapeError(f"--input-shape {vi.name}={'x'.join(map(str, given))} does not fit the model's "
+                             f"shape {shape}")
+        shape_decl = list(given)
+        conc = list(given)
+    else:
+        shape_decl, conc = [], []
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d > 0:
+                shape_decl.append(d)
+                conc.append(d)
+            elif i == 0 and batch is not None:
+                shape_decl.append("batch")
+                conc.append(batch.opt)
+            else:
+                raise ShapeError(f"input {vi.name!r} dim {i} is symbolic ({d!r}) and has no size: fix it with "
+                                 f"--input-shape {vi.name}=Dx... or give its range with --shape-range "
+                                 f"{vi.name}=MIN:OPT:MAX (full shapes; --batch-range MIN:OPT:MAX for the "
+                                 "batch dim alone)")
+    dims = vi.type.tensor_type.shape.dim
+    for i, d in enumerate(shape_decl):
+        dims[i].Clear()
+        if isinstance(d, int):
+            dims[i].dim_value = d
+        else:
+            dims[i].dim_param = d
+    return TensorSpec(vi.name, dtype, shape_decl), conc
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every tensor's shape inferred afresh from the bound inputs (declared output and intermediate shapes may
+    still carry the old symbols, so they are dropped first)."""
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:  # noqa: BLE001
+        raise ShapeError(f"shape inference failed: {str(e).splitlines()[0][:200]}") from None
+
+
+def _output_specs(model: onnx.ModelProto, types: Dict[str, Tuple[str, List]], ranged: bool) -> List[TensorSpec]:
+    """The graph outputs as the bundle declares them: computed by a node, of a known type, every dim resolved
+    (a batch dim, or with shape ranges a dynamic one, may stay symbolic)."""
     produced = {t for n in model.graph.node for t in n.output}
     outputs: List[TensorSpec] = []
     for vi in model.graph.output:
@@ -258,17 +288,12 @@ def prepare(model: onnx.ModelProto, source_digest: str, *, input_shapes: Optiona
         if shape is None:
             raise ShapeError(f"the shape of output {vi.name!r} cannot be inferred; pass --input-shape")
         unresolved = [d for d in shape if isinstance(d, str) and not is_batch_dim(d)
-                      and not (profiles and is_dynamic_dim(d))]
+                      and not (ranged and is_dynamic_dim(d))]
         if unresolved:
             raise ShapeError(f"output {vi.name!r} has unresolved dims {unresolved}; pass --input-shape with "
                              "concrete sizes")
         outputs.append(TensorSpec(vi.name, dtype, shape))
-    for s in declared:
-        if s.dtype.startswith("onnx:"):
-            raise ModelError(f"input {s.name!r} has unsupported element type {s.dtype[5:]}")
-    return LoadedModel(model=model, source_digest=source_digest, opset=opset, inputs=declared, outputs=outputs,
-                       concrete_inputs=concrete, batch=batch, value_types=types, simplified=report,
-                       profiles=profiles, range_points=points)
+    return outputs
 
 
 def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[str, List]]:

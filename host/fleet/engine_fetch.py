@@ -6,18 +6,15 @@ both paths.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from device_agent.errors import DataLoss
+from device_agent.incoming_engine import MAX_ENGINE_BYTES
 from host.client.agent import AgentClient, upload_timeout
 from host.fleet.fanout import RetryPolicy, retrying
 from protos import agent_pb2
-
-#: The most bytes taken from an entry that names no size: a faulty agent cannot fill the host's disk.
-MAX_ENGINE_BYTES = 8 << 30
 
 
 def bare(digest: str) -> str:
@@ -73,29 +70,41 @@ def fetch(client: AgentClient, entry: agent_pb2.EngineEntry, directory: Path, so
     def once() -> tuple[agent_pb2.EngineEntry, Path]:
         # the key comes from the agent: never let it name a path ("../.."); hash it into a file name
         path = Path(directory) / hashlib.sha256(entry.key.encode()).hexdigest()
-        h = hashlib.sha256()
-        head: Optional[agent_pb2.EngineEntry] = None
-        size = 0
-        with open(path, "wb") as f:
-            for msg in client.fetch_engine(entry.key, timeout=upload_timeout(entry.size)):
-                if msg.WhichOneof("msg") == "entry":
-                    head = msg.entry
-                else:
-                    h.update(msg.chunk)
-                    f.write(msg.chunk)
-                    size += len(msg.chunk)
-                    if size > (entry.size or MAX_ENGINE_BYTES):
-                        raise DataLoss(f"engine {entry.key[:16]}... from {source} sends more than "
-                                       f"its {entry.size} bytes")
-        head = head or entry
-        digest = "sha256:" + h.hexdigest()
-        if bare(digest) != bare(head.digest) or (head.size and size != head.size):
-            os.unlink(path)
-            raise DataLoss(f"engine {entry.key[:16]}... from {source} arrived with {size} bytes, digest "
-                           f"{digest}; its entry says {head.size} bytes, {head.digest}")
-        return head, path
+        try:
+            return _receive(client, entry, path, source)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a refused or cut-off engine leaves no bytes behind
+            raise
 
     return retrying(once, policy)[0]
+
+
+def _receive(client: AgentClient, entry: agent_pb2.EngineEntry, path: Path,
+             source: str) -> tuple[agent_pb2.EngineEntry, Path]:
+    """One FetchEngine stream into `path`: at most the listed entry's size (the agent's own bound on an engine
+    from elsewhere when it names none), then the bytes' size and sha256 against the entry sent with them."""
+    limit = entry.size or MAX_ENGINE_BYTES
+    h = hashlib.sha256()
+    head: Optional[agent_pb2.EngineEntry] = None
+    size = 0
+    with open(path, "wb") as f:
+        for msg in client.fetch_engine(entry.key, timeout=upload_timeout(entry.size)):
+            if msg.WhichOneof("msg") == "entry":
+                head = msg.entry
+                continue
+            size += len(msg.chunk)
+            if size > limit:
+                listed = f"the {limit} bytes it was listed with" if entry.size else f"{limit} bytes, the most"
+                raise DataLoss(f"engine {entry.key[:16]}... from {source} sends more than {listed} (rebuilt since?); "
+                               "nothing was kept: run the command again")
+            h.update(msg.chunk)
+            f.write(msg.chunk)
+    head = head or entry
+    digest = "sha256:" + h.hexdigest()
+    if bare(digest) != bare(head.digest) or (head.size and size != head.size):
+        raise DataLoss(f"engine {entry.key[:16]}... from {source} arrived with {size} bytes, digest "
+                       f"{digest}; its entry says {head.size} bytes, {head.digest}")
+    return head, path
 
 
 __all__ = ["MAX_ENGINE_BYTES", "Selection", "bare", "fetch", "precision_of", "select"]

@@ -6,12 +6,14 @@ class with FAILED_PRECONDITION, so a refusal here is a fact to report, never a r
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import grpc
 
-from device_agent.errors import DataLoss
+from device_agent.errors import DataLoss, ResourceExhausted
+from device_agent.timing_cache import MAX_TIMING_CACHE_BYTES
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
 from protos import agent_pb2
@@ -32,14 +34,21 @@ def timing_backend(backend: str) -> str:
 
 
 def fetch(client: AgentClient, backend: str) -> Optional[TimingCopy]:
-    """The class's timing cache from `client`'s agent, digest checked; None when it has none."""
+    """The class's timing cache from `client`'s agent, digest checked; None when it has none. No more bytes are
+    taken than its info says, nor than any agent accepts in a put (`MAX_TIMING_CACHE_BYTES`): a cache no device
+    would take is refused (RESOURCE_EXHAUSTED) before the host holds it."""
     info: Optional[agent_pb2.TimingCacheInfo] = None
     parts: list[bytes] = []
+    received = 0
     try:
-        for msg in client.fetch_timing_cache(timing_backend(backend)):
-            if msg.WhichOneof("msg") == "info":
-                info = msg.info
-            else:
+        with closing(client.fetch_timing_cache(timing_backend(backend))) as stream:
+            for msg in stream:
+                if msg.WhichOneof("msg") == "info":
+                    info = msg.info
+                    _check_size(info.size)
+                    continue
+                received += len(msg.chunk)
+                _check_size(received, info.size if info is not None else None)
                 parts.append(msg.chunk)
     except AgentError as exc:
         if exc.code == grpc.StatusCode.NOT_FOUND:
@@ -51,6 +60,14 @@ def fetch(client: AgentClient, backend: str) -> Optional[TimingCopy]:
         raise DataLoss(f"timing cache arrived as {len(data)} bytes, {digest}; its info says "
                        f"{info.size if info else '?'} bytes, {info.digest if info else '?'}")
     return TimingCopy(info, data)
+
+
+def _check_size(size: int, declared: Optional[int] = None) -> None:
+    if size > MAX_TIMING_CACHE_BYTES:
+        raise ResourceExhausted(f"the builder's timing cache has more than {MAX_TIMING_CACHE_BYTES} bytes, the most "
+                                "an agent takes; it is not copied (builds on the other devices time their own)")
+    if declared is not None and size > declared:
+        raise DataLoss(f"timing cache sends more than the {declared} bytes its info says; not copied")
 
 
 def _chunks(copy: TimingCopy) -> Iterator[agent_pb2.TimingCacheChunk]:

@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Optional
 
 import grpc
 
+from device_agent.cache import LOCK_WAIT_S
 from device_agent.errors import BuildFailed, InvalidInput
 from host.client.agent import AgentClient
 from host.client.errors import AgentError
@@ -27,8 +28,8 @@ from .observer import SegmentState
 log = logging.getLogger(__name__)
 
 ENV_BUILD_TIMEOUT = "DEPLOY_BUILD_TIMEOUT_S"
-#: How long one Build call may stream; the same as the agent's wait for another build of the same key.
-DEFAULT_BUILD_TIMEOUT_S = 3 * 3600.0
+#: How long one Build call may stream: the agent's own wait for another build of the same key, one number.
+DEFAULT_BUILD_TIMEOUT_S = LOCK_WAIT_S
 _STAGES = {
     agent_pb2.SegmentEvent.STARTED: "started",
     agent_pb2.SegmentEvent.CACHE_HIT: "hit",

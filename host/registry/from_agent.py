@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from device_agent.errors import NotFound
+from device_agent.errors import NotFound, ResourceExhausted
 from device_agent.registry import RegistryClient
 from host.client.agent import AgentClient
 from host.fleet import engine_fetch
@@ -41,7 +41,7 @@ def publish_built_engines(client: AgentClient, registry: RegistryClient, bundle_
                           options: Optional[agent_pb2.BuildOptions] = None) -> Published:
     """The agent's engines for the bundle's segments (of the build's precision, most recently used per segment),
     fetched as fleet warm fetches them (host/fleet/engine_fetch.py: size-capped, digest-checked, retried), as the
-    class's engines artifact, with the agent's timing cache for the class when it has one."""
+    class's engines artifact, with the agent's timing cache for the class when it has one that agents take."""
     precision = engine_fetch.precision_of(options) if options is not None else None
     selection = engine_fetch.select(client.list_engines().engines, segment_digests, backend, backend_version,
                                     precision)
@@ -49,5 +49,8 @@ def publish_built_engines(client: AgentClient, registry: RegistryClient, bundle_
         raise NotFound(f"the agent lists no engine for segment(s) {selection.missing}; nothing was published")
     with tempfile.TemporaryDirectory(prefix="deploy-publish-") as tmp:
         plans = [engine_fetch.fetch(client, entry, Path(tmp), client.address) for entry in selection.in_order()]
-        timing = fetch_timing(client, backend)  # the class's timing cache rides along as one more layer
+        try:
+            timing = fetch_timing(client, backend)  # the class's timing cache rides along as one more layer
+        except ResourceExhausted:
+            timing = None  # larger than any agent takes (a Pull would refuse the artifact): the engines go alone
         return publish_engines(registry, bundle_digest, class_of([e for e, _ in plans]), plans, timing)

@@ -19,7 +19,8 @@ from device_agent.errors import InvalidInput
 from device_agent.registry import (ANN_BUILDER, ANN_BUNDLE, ANN_CLASS, ANN_ENGINES, ANN_KEY, ANN_PARTS,
                                    ANN_TIMING_CLASS_DIGEST, ANN_TIMING_FACTS, BUNDLE_ARTIFACT, BUNDLE_LAYER,
                                    BUNDLE_MANIFEST_LAYER, BUNDLE_PART_LAYER, CLASS_ARTIFACT, EMPTY_CONFIG,
-                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, TIMING_CACHE_LAYER, ModelTarget,
+                                   EMPTY_CONFIG_TYPE, ENGINE_LAYER, ENGINES_ARTIFACT, MODEL_OPTION_FIELDS,
+                                   TIMING_CACHE_LAYER, ModelTarget,
                                    RegistryClient, artifact_manifest, bundle_tag, check_digest, class_tag,
                                    engines_tag, sha256_hex)
 from device_agent.timing_cache import class_digest, class_facts
@@ -162,14 +163,19 @@ def _publish_target(client: RegistryClient, engines_reference: str, bundle_diges
 
 
 def target_options(options: Optional[agent_pb2.BuildOptions]) -> dict:
-    """The BuildOptions fields a model target carries: those set (force_rebuild never)."""
+    """The BuildOptions fields a model target carries (`MODEL_OPTION_FIELDS`, the list the agent checks it
+    against): those set; force_rebuild never."""
     if options is None:
         return {}
-    out: dict = {"backend": options.backend} if options.backend else {}
-    for f in ("fp16", "max_workspace_bytes", "multi_engine_mode", "batch"):
-        if options.HasField(f):
-            out[f] = getattr(options, f)
-    return out
+    return {f: getattr(options, f) for f in MODEL_OPTION_FIELDS if _is_set(options, f)}
+
+
+def _is_set(options: agent_pb2.BuildOptions, name: str) -> bool:
+    """An `optional` field when present; a plain one (backend) when not empty."""
+    try:
+        return options.HasField(name)
+    except ValueError:  # no presence: proto3 scalar without `optional`
+        return bool(getattr(options, name))
 
 
 def timing_layer(timing: TimingCopy) -> dict:

@@ -125,16 +125,13 @@ def upload_all(devices: list[Device], plans: dict[str, ClassPlan], concurrency: 
 
 def build_everywhere(devices: list[Device], plans: dict[str, ClassPlan], concurrency: int) -> dict:
     from host.client.digests import digest_of
+    from host.pipeline.build_stream import build_bundle
 
     def one(d: Device) -> tuple[int, float]:
         plan = plans[d.name]
-        built, seconds = 0, 0.0
-        with AgentClient(d) as c:
-            for ev in c.build(digest_of(plan.archive), plan.options):
-                if ev.WhichOneof("event") == "segment" and ev.segment.stage == agent_pb2.SegmentEvent.BUILT:
-                    built += 1
-                    seconds += ev.segment.parse_s + ev.segment.build_s
-        return built, seconds
+        with AgentClient(d) as c:  # read as every host build reads the stream (host/pipeline/build_stream.py)
+            streamed = build_bundle(c, digest_of(plan.archive), plan.options, device=d.name)
+        return streamed.built, streamed.built_s
 
     t = time.perf_counter()
     outs = fan_out(devices, one, concurrency=concurrency)

@@ -166,3 +166,30 @@ def test_bundle_files_keys_and_atomic_file_fsync_then_rename_then_fsync_the_dire
         assert Path(rename.rename[0]).parent == Path(dst).parent, "the temp file is not beside its destination"
         assert_commit(calls, [rename.rename[0]], dst, [directory])
     assert (tmp_path / "root" / "keys" / "agent.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_place_dir_puts_a_finished_directory_in_place_keeps_one_placed_first_and_refuses_a_partial_one(tmp_path):
+    from device_agent.fileio import place_dir
+
+    complete = lambda d: (d / "manifest.json").is_file()
+
+    def finished(name: str, text: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "manifest.json").write_text(text)
+        return d
+
+    dest = tmp_path / "bundle"
+    assert place_dir(finished("ours", "first"), dest, complete) == dest
+    assert (dest / "manifest.json").read_text() == "first" and not (tmp_path / "ours").exists()
+
+    late = finished("late", "second")  # another writer's, finished after ours was placed
+    assert place_dir(late, dest, complete) == dest
+    assert (dest / "manifest.json").read_text() == "first" and not late.exists()
+
+    partial = tmp_path / "partial"
+    (partial / "segments").mkdir(parents=True)  # a directory in the way that is not a finished bundle
+    (partial / "segments" / "x").write_text("x")
+    with pytest.raises(OSError):
+        place_dir(finished("third", "third"), partial, complete)
+    assert (tmp_path / "third").is_dir()  # left for the caller, whose error path removes it

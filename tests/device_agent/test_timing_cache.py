@@ -38,6 +38,16 @@ def chunks(facts: dict, data: bytes, digest: str = "") -> Iterator[agent_pb2.Tim
         yield agent_pb2.TimingCacheChunk(chunk=data[off:off + 50_000])
 
 
+def grow_timing_cache(handle, device, size: int) -> None:  # noqa: ANN001 - AgentHandle, Device
+    """A timing cache put on the agent properly, then grown to `size` bytes on its own disk (as TensorRT builds grow
+    one), past what a put would take."""
+    with AgentClient(device) as client:
+        client.put_timing_cache(chunks(class_facts(client), b"small"))
+    [cache] = (handle.store_dir.parent / "engines" / "timing").glob("*.cache")
+    with open(cache, "r+b") as f:
+        f.truncate(size)
+
+
 def test_put_timing_cache_is_listed_fetched_byte_exact_and_reported_by_the_next_build(agent, tmp_path):
     archive, _, _ = single_segment_bundle(tmp_path, conv_net(seed=11), "tc")
     with client_for(agent) as client:

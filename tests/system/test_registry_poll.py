@@ -189,6 +189,19 @@ def test_a_model_target_for_engines_that_are_not_there_is_refused_on_the_host(re
             publish_model_target(reg, engines_tag(digest, "x"), name, digest, tolerance)
 
 
+def test_a_model_target_carries_every_build_option_the_agent_accepts_in_one_and_nothing_else():
+    """The host writes the target's options from the list the agent checks them against (MODEL_OPTION_FIELDS), so
+    a build option added there travels without a second list on the host to update."""
+    from device_agent.registry import MODEL_OPTION_FIELDS
+    from host.registry.publish import target_options
+
+    every = agent_pb2.BuildOptions(backend="onnxruntime", fp16=False, max_workspace_bytes=1 << 20,
+                                   multi_engine_mode=0, batch=2, force_rebuild=True)
+    options = target_options(every)
+    assert set(options) == set(MODEL_OPTION_FIELDS), options
+    assert all(type(options[k]) is t for k, t in MODEL_OPTION_FIELDS.items()), options
+
+
 def test_model_target_annotations_round_trip_and_what_does_not_parse_is_one_clear_error():
     from device_agent.errors import InvalidInput
     from device_agent.registry import ModelTarget
