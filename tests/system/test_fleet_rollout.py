@@ -3,7 +3,9 @@
 The classes differ by the profile each agent reports (`--profile`), so each class gets its own bundle. Every agent
 runs one health command that appends "NAME VERSION" to its own log at each activation (the count of activations
 the tests check) and fails, like a camera pipeline that is down, when the test drops a `fail-NAME-VERSION` file
-into its class's directory (a `slow-NAME` file makes it take a second). The agents are shared by the tests of this module; each test uses its own model name.
+into its class's directory (a `slow-NAME` file makes it take a second). Each device has the tags `lab` and its
+profile, so a test can roll out over one class. The agents are shared by the tests of this module; each test uses
+its own model name.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 import tomli_w
 
 from host.client.agent import AgentClient
+from host.client.errors import AgentError
 from host.fleet.rollout_db import RolloutDB
 from host.inventory import Device
 from tests.conftest import REPO, AgentHandle, agent_flags, deploy_bin
@@ -59,6 +62,17 @@ class Fleet:
         m = models[0]
         return (m.active if m.HasField("active") else None), (m.previous if m.HasField("previous") else None)
 
+    def serving(self, device: str, name: str) -> tuple:
+        """(active, previous) of NAME on `device`; (None, None) while the device never recorded NAME."""
+        try:
+            return self.active(device, name)
+        except AgentError as exc:
+            assert exc.code.name == "NOT_FOUND", exc
+            return None, None
+
+    def of_class(self, profile: str) -> list[str]:
+        return [d for d in self.handles if self.profile[d] == profile]
+
     def deploy(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([deploy_bin(), *args], capture_output=True, text=True, timeout=timeout, env=self.env)
 
@@ -86,7 +100,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: h.start(), handles))
-        entries = {n: {"address": h.address, "tags": ["lab"]} for n, h in fl.handles.items()}
+        entries = {n: {"address": h.address, "tags": ["lab", fl.profile[n]]} for n, h in fl.handles.items()}
         fl.inventory.write_text(tomli_w.dumps({"devices": entries}))
         yield fl
     finally:
@@ -301,3 +315,64 @@ def test_ctrl_c_exits_130_once_the_steps_in_flight_are_recorded_and_resume_finis
     resumed = parse_json(fleet.deploy("fleet", "rollout", "--resume", str(rid), "--json"))
     assert resumed["state"] == "done" and len(resumed["activated"]) == 24
     assert all(fleet.activations(d, "seg") == [1] for d in fleet.handles)
+
+
+def test_a_bound_in_percent_lets_failures_up_to_it_pass_and_devices_that_had_no_version_go_back_to_none(
+        fleet, models):
+    bad_class = PROFILES[2]
+    (fleet.class_dir(bad_class) / "fail-cold-1").touch()  # "cold" is new: no device has a version of it
+    proc = fleet.deploy("fleet", "rollout", str(models["good"]), "--name", "cold", "--max-failures", "10%",
+                        "--health-timeout", "30", "--json")
+    data = parse_json(proc, exit_code=1)
+    # 10% of 24 is 2: the failure of wave 2 (sizes 1, 2, 9, 12) is within it, so wave 3 starts and passes it
+    assert data["state"] == "rolled_back" and "more than --max-failures 10% (2 of 24)" in data["detail"], data
+    waves = {d["device"]: d["wave"] for d in data["devices"]}
+    assert {waves[d] for d in data["failed"]} == {2, 3} and len(data["failed"]) >= 3
+    assert all(fleet.profile[d] == bad_class for d in data["failed"])
+    assert {waves[d] for d in data["not_started"]} >= {4}
+    assert all(d["last_step"] is None for d in data["devices"] if d["wave"] == 4)
+    assert data["rolled_back"] and all(waves[d] <= 3 for d in data["rolled_back"])
+    for d in data["devices"]:
+        if d["outcome"] == "rolled_back":
+            assert d["last_step"]["step"] == "rollback" and d["last_step"]["version"] is None, d
+    for d in fleet.handles:  # every device switched is back to no version active, as it was before
+        assert fleet.serving(d, "cold")[0] is None, d
+
+
+def test_an_activation_past_health_timeout_is_a_failure_and_the_device_is_put_back(fleet, models):
+    profile = PROFILES[1]
+    (fleet.class_dir(profile) / "slow-hang").touch()  # the health check takes 1 s, the host waits 0.5 s
+    proc = fleet.deploy("fleet", "rollout", str(models["good"]), "--name", "hang", "--tag", profile,
+                        "--waves", "1,100%", "--health-timeout", "0.5", "--json")
+    data = parse_json(proc, exit_code=1)
+    [failed] = data["failed"]
+    assert data["state"] == "rolled_back" and data["rolled_back"] == [], data
+    assert len(data["not_started"]) == PER_CLASS - 1
+    row = next(d for d in data["devices"] if d["device"] == failed)
+    assert row["last_step"]["step"] == "rollback" and row["last_step"]["state"] == "done", row
+    with RolloutDB() as db:
+        act = next(s for s in db.steps(data["id"]) if s.device == failed and s.step == "activate")
+    assert act.state == "failed" and act.detail.startswith("no answer within --health-timeout 0.5 s"), act
+    # the agent passed its own check after the host gave up; the rollout took that switch back
+    assert fleet.activations(failed, "hang") == [1]
+    assert fleet.serving(failed, "hang") == (None, None)
+    assert all(fleet.activations(d, "hang") == [] for d in fleet.of_class(profile) if d != failed)
+
+
+def test_fleet_status_shows_a_device_switched_by_hand_as_drift(fleet, models):
+    profile = PROFILES[0]
+    done = rollout_json(fleet, str(models["good"]), "--name", "drift", "--tag", profile, "--waves", "100%")
+    assert done["state"] == "done" and sorted(done["activated"]) == sorted(fleet.of_class(profile)), done
+    moved = sorted(done["activated"])[0]
+    with AgentClient(Device(name=moved, address=fleet.handles[moved].address)) as client:
+        client.deactivate("drift")  # someone on the device, not a rollout
+
+    status = parse_json(fleet.deploy("fleet", "status", "drift", "--tag", profile, "--json"), exit_code=1)
+    assert status["drifted"] == [moved] and status["expected_from"] == done["id"], status
+    assert sorted(r["device"] for r in status["devices"]) == sorted(fleet.of_class(profile))
+    row = next(r for r in status["devices"] if r["device"] == moved)
+    assert row["active"] is None and row["previous"] is None and row["expected_bundle"] in done["bundles"].values()
+    plain = fleet.deploy("fleet", "status", "drift", "--tag", profile)
+    lines = plain.stdout.splitlines()
+    assert plain.returncode == 1 and len(lines) == PER_CLASS + 2 and all(len(line) <= 80 for line in lines)
+    assert [line.split()[0] for line in lines if "DRIFT" in line] == [moved] and "1 drifted" in lines[-1]
