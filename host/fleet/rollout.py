@@ -275,6 +275,7 @@ class Rollout:
         self._interrupted = False
         self._published: list[dict[str, Any]] = []  # the model targets published (with --registry)
         self._registry: Any = None
+        self._failed = self._failed_in_record()  # kept in memory: the bound is checked before every device
 
     # -- starting
     @classmethod
@@ -305,21 +306,22 @@ class Rollout:
                 c.close()
             self._clients.clear()
 
-    def _failures(self) -> tuple[int, int]:
-        """(devices failed, devices unreachable) per the record."""
-        failed = unreachable = 0
-        for steps in self.db.device_steps(self.id).values():
-            states = {s.step: s.state for s in steps.values()}
-            if rdb.FAILED in (states.get(rdb.REGISTER), states.get(rdb.ACTIVATE)):
-                failed += 1
-            elif rdb.UNREACHABLE in (states.get(rdb.REGISTER), states.get(rdb.ACTIVATE)):
-                unreachable += 1
-        return failed, unreachable
+    def _failed_in_record(self) -> set[str]:
+        """Devices whose register or activation failed, per the record (read once a run; `_step` adds to it)."""
+        return {device for device, steps in self.db.device_steps(self.id).items()
+                if rdb.FAILED in (getattr(steps.get(rdb.REGISTER), "state", None),
+                                  getattr(steps.get(rdb.ACTIVATE), "state", None))}
+
+    def _count_failure(self, device: str, step: str) -> None:
+        if step in (rdb.REGISTER, rdb.ACTIVATE):
+            with self._lock:
+                self._failed.add(device)
 
     def _past_bound(self) -> Optional[str]:
         if self.bound is None:
             return None
-        failed, _ = self._failures()
+        with self._lock:
+            failed = len(self._failed)
         if failed <= self.bound:
             return None
         spec = self.options.max_failures
@@ -428,6 +430,8 @@ class Rollout:
         if errors and isinstance(errors[0], InvalidInput):
             raise errors[0]  # the model itself is bad: nothing activated anywhere
         recorded = self.db.rollout(self.id).bundles
+        placed = {t.device: t.wave for t in self.db.targets(self.id) if t.wave}
+        placements: list[tuple[str, int, str, str]] = []
         for u in result.unreachable:
             self._warm_failed[u.device] = (f"warm: {u.reason}", u.unreachable)
         for c in result.classes:
@@ -452,11 +456,11 @@ class Rollout:
             self.db.set_bundle(self.id, label, c.bundle_digest)
             for d in c.devices:
                 self._classes[d] = info
-                for t in self.db.targets(self.id):
-                    if t.device == d and t.wave:
-                        self.db.place(self.id, d, t.wave, label, c.bundle_digest)
+                if d in placed:
+                    placements.append((d, placed[d], label, c.bundle_digest))
             self.on_class_warmed(ClassTarget(self.id, self.name, c.device_class, c.bundle_digest, options,
                                              tolerance, list(c.devices)))
+        self.db.place_all(self.id, placements)
 
     def _plan(self) -> None:
         """Waves over the fleet: classes interleaved, devices whose class is unknown (not reached) last."""
@@ -469,11 +473,13 @@ class Rollout:
         order += [d for d in targets if d not in order]
         sizes = wave_sizes(parse_waves(self.options.waves), len(order))
         pos = 0
+        placements = []
         for wave, size in enumerate(sizes, start=1):
             for d in order[pos:pos + size]:
                 info = self._classes.get(d)
-                self.db.place(self.id, d, wave, info.label if info else "", info.digest if info else "")
+                placements.append((d, wave, info.label if info else "", info.digest if info else ""))
             pos += size
+        self.db.place_all(self.id, placements)
 
     # -- the registry: devices the host cannot reach follow the reachable ones
     def _registry_client(self) -> Any:
@@ -556,6 +562,8 @@ class Rollout:
             state = rdb.UNREACHABLE if unreachable else rdb.FAILED
             reason = _reason(exc, step, self.options.health_timeout_s)
             self.db.end_step(self.id, device, step, state, detail=reason)
+            if state == rdb.FAILED:
+                self._count_failure(device, step)
             self._emit(RolloutEvent("step", device, wave, step, state, version, previous, reason,
                                     time.perf_counter() - t0))
             raise _StepFailed(reason, unreachable) from exc
@@ -568,6 +576,8 @@ class Rollout:
         self.db.start_step(self.id, device, wave, step)
         state = rdb.UNREACHABLE if unreachable else rdb.FAILED
         self.db.end_step(self.id, device, step, state, detail=reason)
+        if state == rdb.FAILED:
+            self._count_failure(device, step)
         self._emit(RolloutEvent("step", device, wave, step, state, detail=reason))
         raise _StepFailed(reason, unreachable)
 
@@ -581,7 +591,7 @@ class Rollout:
         if info is None:
             self._record_failure(wave, device, rdb.REGISTER, "its class was not warmed (not reached)", True)
         client = self._client(device)
-        mine = self.db.device_steps(self.id).get(device, {})
+        mine = self.db.steps_of(self.id, device)
         reg = mine.get(rdb.REGISTER)
         version = reg.version if reg is not None and reg.state == rdb.STEP_DONE else None
         if version is None:
@@ -648,7 +658,7 @@ class Rollout:
 
     def _take_back_if_switched(self, wave: int, device: str) -> None:
         """An activation that failed by the host's deadline may still pass on the agent: put the device back."""
-        step = self.db.device_steps(self.id).get(device, {}).get(rdb.ACTIVATE)
+        step = self.db.steps_of(self.id, device).get(rdb.ACTIVATE)
         if step is None or not step.detail.startswith("no answer within"):
             return  # the agent's own health failure already took it back
         try:
@@ -689,7 +699,7 @@ class Rollout:
             pass
 
     def _roll_back_device(self, device: str) -> None:
-        act = self.db.device_steps(self.id)[device][rdb.ACTIVATE]
+        act = self.db.steps_of(self.id, device)[rdb.ACTIVATE]
         version, previous = act.version, act.previous
         client = self._client(device)
 

@@ -84,6 +84,16 @@ def default_path() -> Path:
 
 
 @dataclass
+class _Pending:
+    """A write waiting for the group commit: done once its transaction committed (or failed: error)."""
+
+    sql: str
+    args: tuple[Any, ...]
+    done: bool = False
+    error: Optional[BaseException] = None
+
+
+@dataclass
 class RolloutRow:
     id: int
     name: str
@@ -130,12 +140,16 @@ class Step:
 
 
 class RolloutDB:
-    """One connection, shared by a rollout's worker threads under a lock; every write is its own transaction."""
+    """One connection, shared by a rollout's worker threads under a lock; a write is durable when it returns, and
+writes made at the same time share a transaction (group commit)."""
 
     def __init__(self, path: Optional[Path] = None) -> None:
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._cv = threading.Condition(threading.Lock())  # the group commit's queue (`_write`)
+        self._queue: list[_Pending] = []
+        self._committing = False
         self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -155,10 +169,51 @@ class RolloutDB:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """One statement, durable (committed and fsync'd) when this returns. Writes that threads make at the same
+        time share one transaction and so one fsync (group commit): a wave of 8 devices queueing on the lock for
+        an fsync each was the record's whole cost. A statement that fails fails only its own write."""
+        entry = _Pending(sql, args)
+        with self._cv:
+            self._queue.append(entry)
+            while not entry.done:
+                if self._committing:
+                    self._cv.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._cv.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cv.acquire()
+                    self._committing = False
+                    self._cv.notify_all()
+        if entry.error is not None:
+            raise entry.error
+
+    def _commit(self, batch: "list[_Pending]") -> None:
+        """Run `batch` in one transaction; each statement in a savepoint, so one that fails is undone alone."""
         with self._lock:
-            cur = self._conn.execute(sql, args)
-            return int(cur.lastrowid or 0)
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for entry in batch:
+                    self._conn.execute("SAVEPOINT one")
+                    try:
+                        self._conn.execute(entry.sql, entry.args)
+                    except sqlite3.Error as exc:
+                        self._conn.execute("ROLLBACK TO one")
+                        entry.error = exc
+                    self._conn.execute("RELEASE one")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                for entry in batch:
+                    entry.error = entry.error or exc
+            finally:
+                for entry in batch:
+                    entry.done = True
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -237,9 +292,20 @@ class RolloutDB:
         rows = self._read("SELECT * FROM targets WHERE rollout_id = ? ORDER BY wave, rowid", (rid,))
         return [Target(r["device"], r["wave"], r["class"], r["bundle_digest"]) for r in rows]
 
-    def place(self, rid: int, device: str, wave: int, class_label: str, digest: str) -> None:
-        self._write("UPDATE targets SET wave = ?, class = ?, bundle_digest = ? WHERE rollout_id = ? AND device = ?",
-                    (wave, class_label, digest, rid, device))
+    def place_all(self, rid: int, rows: "list[tuple[str, int, str, str]]") -> None:
+        """(device, wave, class label, bundle digest) of many devices in one transaction."""
+        if not rows:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "UPDATE targets SET wave = ?, class = ?, bundle_digest = ? WHERE rollout_id = ? AND device = ?",
+                    [(wave, label, digest, rid, device) for device, wave, label, digest in rows])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     # ---------------------------------------------------------------- steps
     def start_step(self, rid: int, device: str, wave: int, step: str, version: Optional[int] = None,
@@ -264,6 +330,11 @@ class RolloutDB:
 
     def steps(self, rid: int) -> list[Step]:
         return [_step(r) for r in self._read("SELECT * FROM steps WHERE rollout_id = ? ORDER BY id", (rid,))]
+
+    def steps_of(self, rid: int, device: str) -> dict[str, Step]:
+        """{step kind: its row} of one device (the UNIQUE index finds them: no scan of the rollout's steps)."""
+        rows = self._read("SELECT * FROM steps WHERE rollout_id = ? AND device = ?", (rid, device))
+        return {r["step"]: _step(r) for r in rows}
 
     def device_steps(self, rid: int) -> dict[str, dict[str, Step]]:
         """{device: {step kind: its row}}."""
