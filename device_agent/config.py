@@ -59,6 +59,7 @@ class AgentSettings:
     registry_password_file: Optional[Path] = None
     registry_ca: Optional[Path] = None
     cudnn_conv_algo_search: str = "EXHAUSTIVE"  # onnxruntime-cuda: how cuDNN picks convolution algorithms
+    onnxruntime_spin: bool = False  # onnxruntime's intra-op threads busy-wait after each run (its own default: on)
     registry_poll_s: float = 0.0  # > 0: poll the registry for this class's artifact (device_agent/registry_poll.py)
     keep_versions: int = 3  # model versions kept (with their bundles and engines) per name (device_agent/models.py)
     health_cmd: str = ""  # run after each activation; a failure or a hang rolls back (Mender's commit script)
@@ -132,6 +133,10 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "cudnn_conv_algo_search": ("onnxruntime-cuda: EXHAUSTIVE (benchmark cuDNN's algorithms when a session "
                                "loads; onnxruntime's default), HEURISTIC (cuDNN's pick: the same every load) "
                                "or DEFAULT", str),
+    "onnxruntime_spin": ("onnxruntime: let its intra-op threads busy-wait for the next run (onnxruntime's own "
+                         "default; about 30 ms of a core after every run, e.g. each verify): lower latency for "
+                         "back-to-back runs of small models; off, the agent leaves the CPU to the device's "
+                         "application", bool),
     "registry_poll_s": ("every this many seconds, pull what the registry says this device's class should hold "
                         "(for devices the host cannot reach); 0: only when told (Pull)", float),
     "keep_versions": ("model versions kept per name, with their bundles and engines (pruning and the size bounds "

@@ -54,6 +54,8 @@ def configure_backends(settings: Any) -> None:
     """Backend settings of the agent's configuration, applied to the process-wide backends before any load."""
     # checked by config.from_namespace; settings made in code (tests) fall back to onnxruntime's default
     engines.get("onnxruntime-cuda").conv_algo_search = getattr(settings, "cudnn_conv_algo_search", "EXHAUSTIVE")
+    for name in ("onnxruntime", "onnxruntime-cuda"):
+        engines.get(name).spin = bool(getattr(settings, "onnxruntime_spin", False))
 
 
 @dataclass

@@ -202,6 +202,9 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, threads: int = 0) -> None:
         super().__init__()
         self.threads = threads
+        # intra-op threads busy-wait after a run (onnxruntime's default). A run the agent makes once (a verify)
+        # then costs ~30 ms of a core for nothing; `configure_backends` sets this from --onnxruntime-spin
+        self.spin = True
 
     def probe_impl(self) -> ProbeResult:
         ort = _ort()
@@ -213,6 +216,8 @@ class OnnxRuntimeBackend(Backend):
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         if self.threads:
             so.intra_op_num_threads = self.threads
+        if not self.spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         return so
 
