@@ -300,6 +300,9 @@ class Rollout:
                 self._clients[device] = AgentClient(self.devices[device])
             return self._clients[device]
 
+    def _device_client(self, device: Device) -> AgentClient:
+        return self._client(device.name or device.address)
+
     def _close(self) -> None:
         with self._lock:
             for c in self._clients.values():
@@ -422,9 +425,11 @@ class Rollout:
             from host.fleet.via_registry import PublishingWarmer
 
             warmer: Warmer = PublishingWarmer(reached, plan_for, registry=self._registry_client(),
-                                              concurrency=self.options.concurrency, on_event=warm_event)
-        else:
-            warmer = Warmer(reached, plan_for, concurrency=self.options.concurrency, on_event=warm_event)
+                                              concurrency=self.options.concurrency, on_event=warm_event,
+                                              client_for=self._device_client)
+        else:  # one channel per device for the whole rollout: warming's clients are the waves' clients
+            warmer = Warmer(reached, plan_for, concurrency=self.options.concurrency, on_event=warm_event,
+                            client_for=self._device_client)
         result = warmer.run()
         errors = [c.plan_error for c in result.classes if c.plan_error is not None]
         if errors and isinstance(errors[0], InvalidInput):

@@ -238,7 +238,8 @@ class Warmer:
     def __init__(self, devices: Sequence[Device], plan_for: PlanFor, *,
                  concurrency: int = DEFAULT_CONCURRENCY, policy: Optional[RetryPolicy] = None,
                  on_event: Optional[EventFn] = None, workdir: Optional[Path] = None, retry_for: float = 0.0,
-                 max_failures: Optional[str] = None) -> None:
+                 max_failures: Optional[str] = None,
+                 client_for: Optional[Callable[[Device], AgentClient]] = None) -> None:
         names = [d.name or d.address for d in devices]
         if len(set(names)) != len(names):
             raise ValueError("device names must be unique")
@@ -254,6 +255,8 @@ class Warmer:
         self.bound = failure_bound(self.max_failures, len(self.devices))
         self._failed_devices: set[str] = set()
         self._clients: dict[str, AgentClient] = {}
+        # the caller's clients (a rollout goes on with the same channels after warming); it closes them
+        self._client_for = client_for
         self._lock = threading.Lock()
         self._manifests: dict[Path, tuple[str, Manifest]] = {}
         self.bytes_sent = 0  # payload bytes the host sent (bundles, engines), for scripts/bench/fleet.py
@@ -265,6 +268,8 @@ class Warmer:
             self.on_event(WarmEvent(kind, device, cls, detail))
 
     def _client(self, device: Device) -> AgentClient:
+        if self._client_for is not None:
+            return self._client_for(device)
         name = device.name or device.address
         with self._lock:
             if name not in self._clients:
