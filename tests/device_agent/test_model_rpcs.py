@@ -197,3 +197,62 @@ def test_deactivate_leaves_no_version_active_and_the_runtime_says_so(agent_with_
     with pytest.raises(PreconditionFailed, match="no active version"):
         open_model("det", store=handle.store_dir)
     assert client.activate("det").active.version == 1  # and back, no rebuild
+
+
+def test_a_version_that_failed_verify_is_refused_by_name_and_the_active_one_keeps_serving(agent_with_bundles,
+                                                                                          tmp_path):
+    """The bundle's reference outputs are another model's: the agent's own verify fails, and activating it is one
+    FAILED_PRECONDITION line that says so; the version active before stays active and serving."""
+    handle, client, bundles = agent_with_bundles
+    good, feeds, want = bundles[0]
+    _build(client, good)
+    _register(client, good)
+    client.activate("det")
+    archive, _feeds, _want = single_segment_bundle(tmp_path / "bad", conv_net(seed=1), "bad",
+                                                   reference_from=conv_net(seed=9))
+    bad = client.upload(archive).digest
+    _build(client, bad)
+    v = _register(client, bad).version
+    assert v.version == 2 and v.state == "failed_verify" and not v.verify_passed and v.max_rel_err > v.tolerance
+    assert "failed verify on this device" in v.why
+    state = handle.store_dir.parent / "models" / "det" / "state.json"
+    before = state.read_bytes()
+    with pytest.raises(AgentError) as refused:
+        client.activate("det", 2)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "version 2 cannot be activated: failed verify on this device (max rel err" in refused.value.message
+    assert "\n" not in refused.value.message
+    assert state.read_bytes() == before, "nothing changed on the device"
+    with open_model("det", store=handle.store_dir) as m:
+        out = m.run_versioned(feeds)
+        assert out.version == 1
+        (name, ref), = want.items()
+        assert np.allclose(out.outputs[name], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rollback_switches_at_once_with_no_build_and_the_runtime_finds_the_store_as_the_agent_does(
+        agent_with_bundles, monkeypatch):
+    """Rollback only rewrites the active pointer: the engines in the cache are the very files they were (no entry
+    added, none rewritten). The runtime opened without store= finds the agent's store through DEPLOY_AGENT_STORE,
+    as `deploy-agent` itself reads it."""
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    client.activate("det", 2)
+    entries = handle.store_dir.parent / "engines" / "entries"
+
+    def engines() -> dict:
+        return {p.parent.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entries.glob("*/plan")}
+
+    before = engines()
+    reply = client.rollback("det")
+    assert (reply.active.version, reply.previous) == (1, 2) and reply.seconds < 1.0
+    assert engines() == before, "a rollback builds nothing and rewrites no engine"
+    monkeypatch.setenv("DEPLOY_AGENT_STORE", str(handle.store_dir))
+    with open_model("det") as m:
+        feeds, want = bundles[0][1], bundles[0][2]
+        (name, ref), = want.items()
+        assert m.version == 1 and np.allclose(m.run(feeds)[name], ref, rtol=1e-4, atol=1e-5)
+    assert engines() == before, "opening the model builds nothing either"
