@@ -256,3 +256,31 @@ def test_rollback_switches_at_once_with_no_build_and_the_runtime_finds_the_store
         (name, ref), = want.items()
         assert m.version == 1 and np.allclose(m.run(feeds)[name], ref, rtol=1e-4, atol=1e-5)
     assert engines() == before, "opening the model builds nothing either"
+
+
+def test_the_size_bounds_never_remove_a_kept_versions_bundle_or_engine(agent_factory, tmp_path):
+    """--store-max-bytes and --cache-max-bytes of 1 byte: every upload and every build prunes all it may. The
+    kept versions' bundles and engines stay; a released version's go at the next upload and build."""
+    handle = agent_factory(backend="onnxruntime", keep_versions=2, store_max_bytes=1, cache_max_bytes=1)
+    client = AgentClient(Device(name="a", address=handle.address))
+    try:
+        pushed = []
+        for seed in (1, 2, 3, 4):
+            archive, feeds, want = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+            digest = client.upload(archive).digest
+            _build(client, digest)
+            key = _register(client, digest).version.engine_keys[0] if seed < 4 else None  # 4: only bounds
+            pushed.append((digest, key, feeds, want))
+        kept = [v.version for v in client.list_models("det").models[0].versions]
+        assert kept == [2, 3], "version 1 was released when version 3 came"
+        store = {e.digest for e in client.list_store().entries}
+        engines = {e.key for e in client.list_engines().engines}
+        assert pushed[1][0] in store and pushed[2][0] in store, "kept versions' bundles stay under the bound"
+        assert pushed[1][1] in engines and pushed[2][1] in engines, "kept versions' engines stay under the bound"
+        assert pushed[0][0] not in store and pushed[0][1] not in engines, "a released version's files are bounded"
+        client.activate("det", 2)
+        with open_model("det", store=handle.store_dir) as m:
+            (name, ref), = pushed[1][3].items()
+            assert m.version == 2 and np.allclose(m.run(pushed[1][2])[name], ref, rtol=1e-4, atol=1e-5)
+    finally:
+        client.close()
