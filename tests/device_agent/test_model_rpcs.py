@@ -284,3 +284,43 @@ def test_the_size_bounds_never_remove_a_kept_versions_bundle_or_engine(agent_fac
             assert m.version == 2 and np.allclose(m.run(pushed[1][2])[name], ref, rtol=1e-4, atol=1e-5)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("policy, order", [
+    ("availability", ["load 1", "load 2", "close 1"]),  # TF Serving's: the new version in before the old goes
+    ("resource", ["load 1", "close 1", "load 2"]),      # where two do not fit: the old one released first
+])
+def test_a_swap_loads_the_new_version_before_releasing_the_old_unless_policy_resource(agent_with_bundles, policy,
+                                                                                      order):
+    """The real loader of open_model, with each load and release written down in the order they happen."""
+    from pathlib import Path
+
+    from device_agent.models import ModelRepository
+    from device_agent.runtime import Loaded, Model
+    from device_agent.runtime.load import settings_for, version_loader
+
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    settings = settings_for(handle.store_dir)
+    load = version_loader(settings)
+    seen: list = []
+
+    def logged(record) -> Loaded:
+        loaded = load(record)
+        seen.append(f"load {record.version}")
+        close = loaded.close
+
+        def closing() -> None:
+            seen.append(f"close {record.version}")
+            close()
+
+        loaded.close = closing
+        return loaded
+
+    with Model("det", ModelRepository(Path(settings.data_dir) / "models"), logged, policy) as m:
+        client.activate("det", 2)
+        assert m.run_versioned(bundles[1][1]).version == 2
+        assert seen == order
