@@ -9,10 +9,10 @@ No gRPC and nothing from the host: the same bundle runtime the agent's Run uses 
 fed only from engines already in the cache, so opening a model never builds (a missing engine is one clear
 error: push or activate first). Calls are safe from many threads. The model follows activations by itself: each
 ``run`` reads the counter the agent bumps after each commit of the name's state (a shared mapping, no system call),
-and the first call after ``deploy activate`` loads the new version, swaps it in and answers with it; calls already running finish on the old one, which is released when the
-last of them returns (``policy="availability"``, TF Serving's default). ``policy="resource"`` releases the old
-version before loading the new one, for devices where two versions do not fit (a Jetson Nano); calls wait while
-it loads.
+and the first call after ``deploy activate`` loads the new version, swaps it in and answers with it; calls already
+running finish on the old one, which is released when the last of them returns (``policy="availability"``, TF
+Serving's default). ``policy="resource"`` releases the old version before loading the new one, for devices where
+two versions do not fit (a Jetson Nano); calls wait while it loads.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 (Pillai et al., OSDI 2014) found it must be: the data fsynced, then the rename, then the directory fsynced.
 
 Commits checked: a blob published by the store, an engine-cache entry (built and imported), the local agent's state,
-a model version's record and each activation's state.json (issue 23), a bundle's manifest and archive, a private key written with mode 0600, and `atomic_file` itself.
+a model version's record and each activation's state.json (issue 23), a bundle's manifest and archive, a private key
+written with mode 0600, and `atomic_file` itself.
 """
 from __future__ import annotations
 
