@@ -65,26 +65,26 @@ Loader = Callable[[VersionRecord], Loaded]
 
 class _Watch:
     """Whether the name's state changed since a stamp was taken: the repository bumps an 8-byte counter after each
-    commit of state.json, read here through a shared mapping (no system call per run, and no Python frame: `stamp`
-    is the mapping's own slice call); where the counter file is missing, state.json's inode and mtime (one stat per
-    run)."""
+    commit of state.json, read here through a shared mapping as one integer (`counter[0]`: no system call per run,
+    and no call at all); where the counter file is missing, state.json's inode and mtime (one stat per run)."""
 
     def __init__(self, counter: Path, state: Path) -> None:
-        import functools
         import mmap
 
         self._state = state
         self._map: Optional[Any] = None
-        self.stamp: Callable[[], Any] = self._stat
+        self.counter: Optional[memoryview] = None
         try:
             with open(counter, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
             self._map = None
         if self._map is not None:
-            self.stamp = functools.partial(self._map.__getitem__, slice(0, 8))
+            self.counter = memoryview(self._map).cast("Q")  # only compared for a change: byte order is moot
 
-    def _stat(self) -> Any:
+    def stamp(self) -> Any:
+        if self.counter is not None:
+            return self.counter[0]
         try:
             st = os.stat(self._state)
         except FileNotFoundError:
@@ -92,7 +92,9 @@ class _Watch:
         return (st.st_ino, st.st_mtime_ns)  # every commit renames a new file in: a new inode
 
     def close(self) -> None:
-        self.stamp = self._stat
+        if self.counter is not None:
+            self.counter.release()
+            self.counter = None
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -132,6 +134,7 @@ class Model:
         self._repo = repo
         self._loader = loader
         self._watch = _Watch(repo.generation_file(name), repo.state_file(name))
+        self._counter = self._watch.counter  # read inline on every run (None: the watch stats state.json)
         self._mutex = threading.Lock()  # guards _slot, and the call counts where there is no GIL
         self._changed = threading.Condition(self._mutex)  # signalled when either changes
         self._swap = threading.Lock()  # one load at a time
@@ -188,7 +191,8 @@ class Model:
         the call on its version (a list append and pop), and run. Inputs are checked once, by the engines
         (device_agent/engines/base.py); a refusal is put in the model's terms only when one happens."""
         slot = self._slot
-        if slot is None or slot.stamp != self._watch.stamp():
+        counter = self._counter
+        if slot is None or slot.stamp != (counter[0] if counter is not None else self._watch.stamp()):
             self._follow()
             slot = self._slot
         if _LOCK_FREE and slot is not None:
@@ -294,6 +298,7 @@ class Model:
                 self._closed = True
                 slot, self._slot = self._slot, None
                 self._changed.notify_all()
+            self._counter = None
             self._watch.close()
             if slot is not None:
                 self._retire(slot)

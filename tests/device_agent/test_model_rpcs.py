@@ -324,3 +324,21 @@ def test_a_swap_loads_the_new_version_before_releasing_the_old_unless_policy_res
         client.activate("det", 2)
         assert m.run_versioned(bundles[1][1]).version == 2
         assert seen == order
+
+
+def test_the_runtime_follows_activations_without_the_counter_file_through_state_json(agent_with_bundles):
+    """A repository an older agent wrote has no `generation` counter: the runtime then stats state.json on each run
+    (each commit renames a new file in) and still answers with each new version right after its activation."""
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    (handle.store_dir.parent / "models" / "det" / "generation").unlink()
+    with open_model("det", store=handle.store_dir) as m:
+        for version in (2, 1, 2):
+            client.activate("det", version)
+            feeds, want = bundles[version - 1][1], bundles[version - 1][2]
+            (name, ref), = want.items()
+            out = m.run_versioned(feeds)
+            assert out.version == version and np.allclose(out.outputs[name], ref, rtol=1e-4, atol=1e-5)
