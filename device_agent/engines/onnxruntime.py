@@ -51,8 +51,11 @@ class OrtEngine(Engine):
         self.reopen = reopen
 
     def run_impl(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self.session.run(self._names, feeds)
-        return dict(zip(self._names, values))
+        names = self._names
+        values = self.session.run(names, feeds)
+        if len(names) == 1:  # the common case, without zip's and dict's calls (a run of a small model counts them)
+            return {names[0]: values[0]}
+        return dict(zip(names, values))
 
     def _layer_profiler_impl(self, segment: str, source: Optional[bytes]) -> Optional[LayerProfiler]:
         return OrtLayerProfiler(self, segment, source) if self.reopen is not None else None

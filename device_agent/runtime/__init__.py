@@ -8,16 +8,17 @@
 No gRPC and nothing from the host: the same bundle runtime the agent's Run uses (``device_agent/loaded.py``),
 fed only from engines already in the cache, so opening a model never builds (a missing engine is one clear
 error: push or activate first). Calls are safe from many threads. The model follows activations by itself: each
-``run`` looks at the name's state file (one ``stat``), and the first call after ``deploy activate`` loads the new
-version, swaps it in and answers with it; calls already running finish on the old one, which is released when the
-last of them returns (``policy="availability"``, TF Serving's default). ``policy="resource"`` releases the old
-version before loading the new one, for devices where two versions do not fit (a Jetson Nano); calls wait while
-it loads.
+``run`` reads the counter the agent bumps after each commit of the name's state (a shared mapping, no system call),
+and the first call after ``deploy activate`` loads the new version, swaps it in and answers with it; calls already
+running finish on the old one, which is released when the last of them returns (``policy="availability"``, TF
+Serving's default). ``policy="resource"`` releases the old version before loading the new one, for devices where
+two versions do not fit (a Jetson Nano); calls wait while it loads.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,11 @@ from device_agent.models import ModelRepository, VersionRecord
 log = logging.getLogger(__name__)
 POLICIES = ("availability", "resource")
 PathLike = Union[str, "os.PathLike[str]"]
+#: A call counts itself on its version with a list append and pop, which the GIL makes atomic and orders with the
+#: swapper's flag: a call appends, then reads `retired`; a swap sets `retired`, then reads the count, so either the
+#: call sees the flag and goes to the new version or the swap sees the call and leaves the release to it. Without a
+#: GIL (a free-threaded build) calls count themselves under the model's lock instead.
+_LOCK_FREE = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 @dataclass
@@ -59,23 +65,26 @@ Loader = Callable[[VersionRecord], Loaded]
 
 class _Watch:
     """Whether the name's state changed since a stamp was taken: the repository bumps an 8-byte counter after each
-    commit of state.json, read here through a shared mapping (no system call per run); where the counter file is
-    missing, state.json's inode and mtime (one stat per run)."""
+    commit of state.json, read here through a shared mapping as one integer (`counter[0]`: no system call per run,
+    and no call at all); where the counter file is missing, state.json's inode and mtime (one stat per run)."""
 
     def __init__(self, counter: Path, state: Path) -> None:
         import mmap
 
         self._state = state
         self._map: Optional[Any] = None
+        self.counter: Optional[memoryview] = None
         try:
             with open(counter, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
             self._map = None
+        if self._map is not None:
+            self.counter = memoryview(self._map).cast("Q")  # only compared for a change: byte order is moot
 
     def stamp(self) -> Any:
-        if self._map is not None:
-            return self._map[:8]
+        if self.counter is not None:
+            return self.counter[0]
         try:
             st = os.stat(self._state)
         except FileNotFoundError:
@@ -83,6 +92,9 @@ class _Watch:
         return (st.st_ino, st.st_mtime_ns)  # every commit renames a new file in: a new inode
 
     def close(self) -> None:
+        if self.counter is not None:
+            self.counter.release()
+            self.counter = None
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -93,29 +105,22 @@ class _Slot:
 
     def __init__(self, loaded: Loaded, stamp: Any) -> None:
         self.loaded = loaded
+        self.run = loaded.run  # the engines' own call: they check every feed (device_agent/engines/base.py)
         self.version = loaded.record.version
         self.stamp = stamp
-        # what each input must be, as objects compared without Python-level numpy code (dtype.name is)
-        self._want = [(s.name, np.dtype(s.dtype), tuple(d if isinstance(d, int) else None for d in s.shape))
-                      for s in loaded.inputs]
-        self.users = 0
+        self.calls: List[None] = []  # one entry per call running on this version (see _LOCK_FREE)
         self.retired = False
         self.closing = False  # claimed by the one thread that releases it (under the model's lock)
         self.closed = False  # released: its memory is free
 
-    def check(self, model: str, feeds: Mapping[str, np.ndarray]) -> None:
-        """Wrong name, dtype or shape is one line naming what the version takes, before any engine sees it."""
-        if len(feeds) == len(self._want):
-            for name, dtype, shape in self._want:
-                arr = feeds.get(name)
-                if arr is None or arr.dtype != dtype or len(arr.shape) != len(shape):
-                    break
-                if any(d is not None and d != n for d, n in zip(shape, arr.shape)):
-                    break
-            else:
-                return
-        _check_feeds(model, self.loaded, feeds)
-        raise InvalidInput(f"model {model!r} version {self.version} takes {[w[0] for w in self._want]}")
+    def refusal(self, model: str, feeds: Mapping[str, np.ndarray]) -> Optional[InvalidInput]:
+        """After the engines refused `feeds`: a wrong name, dtype or shape as one line naming the model, its version
+        and what it takes; None when the inputs fit the version (the engines' own refusal then stands)."""
+        try:
+            _check_feeds(model, self.loaded, feeds)
+        except InvalidInput as exc:
+            return exc
+        return None
 
 
 class Model:
@@ -129,7 +134,8 @@ class Model:
         self._repo = repo
         self._loader = loader
         self._watch = _Watch(repo.generation_file(name), repo.state_file(name))
-        self._mutex = threading.Lock()  # guards _slot and the users counts
+        self._counter = self._watch.counter  # read inline on every run (None: the watch stats state.json)
+        self._mutex = threading.Lock()  # guards _slot, and the call counts where there is no GIL
         self._changed = threading.Condition(self._mutex)  # signalled when either changes
         self._swap = threading.Lock()  # one load at a time
         self._slot: Optional[_Slot] = None
@@ -173,30 +179,66 @@ class Model:
     # ---------------------------------------------------------------- running
     def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         """Outputs by name, from the version active when the call began (or the one activated just before)."""
-        return self.run_versioned(feeds).outputs
+        return self._call(feeds)[1]
 
     def run_versioned(self, feeds: Mapping[str, Any]) -> Result:
+        """`run`, with the version that answered."""
+        version, outputs = self._call(feeds)
+        return Result(version, outputs)
+
+    def _call(self, feeds: Mapping[str, Any]) -> "tuple[int, Dict[str, np.ndarray]]":
+        """The per-call path, kept to what it must do: follow an activation (one read of the mapped counter), count
+        the call on its version (a list append and pop), and run. Inputs are checked once, by the engines
+        (device_agent/engines/base.py); a refusal is put in the model's terms only when one happens."""
         slot = self._slot
-        if slot is None or slot.stamp != self._watch.stamp():
+        counter = self._counter
+        if slot is None or slot.stamp != (counter[0] if counter is not None else self._watch.stamp()):
             self._follow()
+            slot = self._slot
+        if _LOCK_FREE and slot is not None:
+            slot.calls.append(None)
+            if slot.retired:  # replaced since it was read: count the call on the new version
+                self._leave(slot)
+                slot = self._enter()
+        else:
+            slot = self._enter()
+        try:
+            try:
+                return slot.version, slot.run(feeds)  # type: ignore[arg-type]
+            except (InvalidInput, KeyError, AttributeError, TypeError, ValueError):
+                arrays = {k: v if type(v) is np.ndarray else np.asarray(v) for k, v in feeds.items()}
+                refusal = slot.refusal(self.name, arrays)
+                if refusal is not None:
+                    raise refusal from None
+                if any(arrays[k] is not v for k, v in feeds.items()):  # lists or scalars: as arrays, once
+                    return slot.version, slot.run(arrays)
+                raise
+        finally:
+            if _LOCK_FREE:
+                slot.calls.pop()
+                if slot.retired and not slot.calls:
+                    self._release_if_idle(slot)
+            else:
+                self._leave(slot)
+
+    def _enter(self) -> _Slot:
+        """Count a call on the current version (waiting for one during a policy "resource" swap), under the lock."""
         with self._mutex:
             slot = self._slot if self._slot is not None else self._wait_for_slot()
-            slot.users += 1
-        try:
-            arrays = {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in feeds.items()}
-            slot.check(self.name, arrays)
-            return Result(slot.version, slot.loaded.run(arrays))
-        finally:
-            with self._mutex:
-                slot.users -= 1
-                idle = slot.retired and not slot.users
-            if idle:
-                self._release_if_idle(slot)
+            slot.calls.append(None)
+            return slot
+
+    def _leave(self, slot: _Slot) -> None:
+        with self._mutex:
+            slot.calls.pop()
+            idle = slot.retired and not slot.calls
+        if idle:
+            self._release_if_idle(slot)
 
     def _release_if_idle(self, slot: _Slot) -> None:
         """Release a replaced version once no call uses it; exactly one thread does it."""
         with self._mutex:
-            if not slot.retired or slot.users or slot.closing:
+            if not slot.retired or slot.calls or slot.closing:
                 return
             slot.closing = True
         slot.loaded.close()
@@ -256,6 +298,7 @@ class Model:
                 self._closed = True
                 slot, self._slot = self._slot, None
                 self._changed.notify_all()
+            self._counter = None
             self._watch.close()
             if slot is not None:
                 self._retire(slot)
@@ -268,7 +311,7 @@ class Model:
 
 
 def _check_feeds(name: str, loaded: Loaded, feeds: Mapping[str, np.ndarray]) -> None:
-    """Wrong name, dtype or rank is one line naming what the version takes, before any engine sees it."""
+    """Wrong name, dtype or shape is one line naming what the version takes (asked once an engine refused)."""
     want = {s.name: s for s in loaded.inputs}
     unknown = [k for k in feeds if k not in want]
     if unknown:

@@ -36,8 +36,10 @@ class VersionResult:
 
 
 def default_name(source: Path) -> str:
-    """The model file's stem ("resnet50.onnx" -> "resnet50"), made a valid name."""
-    stem = source.name.split(".", 1)[0] if source.name[:1] != "." else source.name
+    """The model file's stem, its name less the last suffix ("resnet50.onnx" -> "resnet50", "det.v2.onnx" ->
+    "det.v2", a directory's own name), made a valid name. Only the last suffix goes: two files that differ before
+    it ("det.v1.onnx", "det.v2.onnx") are two models, not two versions of one."""
+    stem = source.name if source.is_dir() else source.stem
     return (_NOT_NAME.sub("-", stem).strip("-.") or "model")[:64]
 
 

@@ -49,9 +49,11 @@ def max_rel_err(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def single_segment_bundle(root, onnx_bytes: bytes, name: str = "convnet", profile: str = "x86-cpu",
-                          trt_version: str = "10.3.0", compute_capability=None, batch: int = 1, seed: int = 0):
+                          trt_version: str = "10.3.0", compute_capability=None, batch: int = 1, seed: int = 0,
+                          reference_from: "bytes | None" = None):
     """A bundle as the compiler writes one when every op is offloaded: one segment, reference samples.
 
+    `reference_from`: another model's bytes whose outputs become the reference (a bundle that fails verify).
     Returns (archive path, reference inputs, reference outputs). Built with device_agent.bundle itself.
     """
     import platform
@@ -83,7 +85,7 @@ def single_segment_bundle(root, onnx_bytes: bytes, name: str = "convnet", profil
     rng = np.random.default_rng(seed)
     feeds = {t.name: rng.standard_normal([batch if isinstance(x, str) else x for x in t.shape]).astype(t.dtype)
              for t in inputs}
-    want = reference_run(onnx_bytes, feeds)
+    want = reference_run(onnx_bytes if reference_from is None else reference_from, feeds)
     ref = {"seed": seed, "inputs": [], "outputs": [], "rtol": 1e-4, "atol": 1e-5}
     for key, arrays in (("inputs", feeds), ("outputs", want)):
         for i, (tname, arr) in enumerate(arrays.items()):

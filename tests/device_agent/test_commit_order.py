@@ -2,7 +2,8 @@
 (Pillai et al., OSDI 2014) found it must be: the data fsynced, then the rename, then the directory fsynced.
 
 Commits checked: a blob published by the store, an engine-cache entry (built and imported), the local agent's state,
-a bundle's manifest and archive, a private key written with mode 0600, and `atomic_file` itself.
+a model version's record and each activation's state.json (issue 23), a bundle's manifest and archive, a private key
+written with mode 0600, and `atomic_file` itself.
 """
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ DRIVER = textwrap.dedent("""
     with atomic_file(root / "streamed.bin") as f:
         f.write(data[:1000])
         f.write(data[1000:2000])
+
+    from device_agent.models import VERIFIED, EngineRef, ModelRepository
+    repo = ModelRepository(root / "models", engine_path=lambda key: root / "engines" / "entries" / key / "plan")
+    repo.add_version("det", "sha256:" + "4" * 64, [EngineRef("seg0", cache_key(parts))], {}, {}, {"passed": True})
+    repo.activate("det", 1, lambda rec: (VERIFIED, ""))
     print(hashlib.sha256(data).hexdigest(), cache_key(parts), cache_key(other))
 """)
 
@@ -153,6 +159,21 @@ def test_every_commit_fsyncs_data_then_renames_then_fsyncs_the_directory(tmp_pat
     state = f"{root}/xdg/deploy/local-agent.json"
     rename = renames(calls, state)
     assert_commit(calls, [rename.rename[0]], state, [f"{root}/xdg/deploy"])
+
+    # a model version's record, then each commit of its name's state.json (the version number taken, then the
+    # activation): temp file written, fsynced, renamed, the directory fsynced; the stable active/ link after it
+    det = f"{root}/models/det"
+    record = renames(calls, f"{det}/versions/1.json")
+    assert_commit(calls, [record.rename[0]], f"{det}/versions/1.json", [f"{det}/versions"])
+    states = [c for c in calls if c.name.startswith("rename") and c.rename[1] == f"{det}/state.json"]
+    assert len(states) == 2 and record.n < states[0].n, "the record is durable before its number is taken"
+    for commit in states:
+        tmp = commit.rename[0]
+        w, s = writes(calls, tmp), fsyncs(calls, tmp)
+        assert w and s and max(w) < min(s) < commit.n, (tmp, w, s, commit.n)
+        assert any(commit.n < x for x in fsyncs(calls, det)), f"{det} not fsynced after the rename onto state.json"
+    link = renames(calls, f"{det}/active")
+    assert states[-1].n < link.n and any(x > link.n for x in fsyncs(calls, det)), "active/ follows state.json"
 
 
 def test_bundle_files_keys_and_atomic_file_fsync_then_rename_then_fsync_the_directory(tmp_path):

@@ -197,3 +197,148 @@ def test_deactivate_leaves_no_version_active_and_the_runtime_says_so(agent_with_
     with pytest.raises(PreconditionFailed, match="no active version"):
         open_model("det", store=handle.store_dir)
     assert client.activate("det").active.version == 1  # and back, no rebuild
+
+
+def test_a_version_that_failed_verify_is_refused_by_name_and_the_active_one_keeps_serving(agent_with_bundles,
+                                                                                          tmp_path):
+    """The bundle's reference outputs are another model's: the agent's own verify fails, and activating it is one
+    FAILED_PRECONDITION line that says so; the version active before stays active and serving."""
+    handle, client, bundles = agent_with_bundles
+    good, feeds, want = bundles[0]
+    _build(client, good)
+    _register(client, good)
+    client.activate("det")
+    archive, _feeds, _want = single_segment_bundle(tmp_path / "bad", conv_net(seed=1), "bad",
+                                                   reference_from=conv_net(seed=9))
+    bad = client.upload(archive).digest
+    _build(client, bad)
+    v = _register(client, bad).version
+    assert v.version == 2 and v.state == "failed_verify" and not v.verify_passed and v.max_rel_err > v.tolerance
+    assert "failed verify on this device" in v.why
+    state = handle.store_dir.parent / "models" / "det" / "state.json"
+    before = state.read_bytes()
+    with pytest.raises(AgentError) as refused:
+        client.activate("det", 2)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "version 2 cannot be activated: failed verify on this device (max rel err" in refused.value.message
+    assert "\n" not in refused.value.message
+    assert state.read_bytes() == before, "nothing changed on the device"
+    with open_model("det", store=handle.store_dir) as m:
+        out = m.run_versioned(feeds)
+        assert out.version == 1
+        (name, ref), = want.items()
+        assert np.allclose(out.outputs[name], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rollback_switches_at_once_with_no_build_and_the_runtime_finds_the_store_as_the_agent_does(
+        agent_with_bundles, monkeypatch):
+    """Rollback only rewrites the active pointer: the engines in the cache are the very files they were (no entry
+    added, none rewritten). The runtime opened without store= finds the agent's store through DEPLOY_AGENT_STORE,
+    as `deploy-agent` itself reads it."""
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    client.activate("det", 2)
+    entries = handle.store_dir.parent / "engines" / "entries"
+
+    def engines() -> dict:
+        return {p.parent.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in entries.glob("*/plan")}
+
+    before = engines()
+    reply = client.rollback("det")
+    assert (reply.active.version, reply.previous) == (1, 2) and reply.seconds < 1.0
+    assert engines() == before, "a rollback builds nothing and rewrites no engine"
+    monkeypatch.setenv("DEPLOY_AGENT_STORE", str(handle.store_dir))
+    with open_model("det") as m:
+        feeds, want = bundles[0][1], bundles[0][2]
+        (name, ref), = want.items()
+        assert m.version == 1 and np.allclose(m.run(feeds)[name], ref, rtol=1e-4, atol=1e-5)
+    assert engines() == before, "opening the model builds nothing either"
+
+
+def test_the_size_bounds_never_remove_a_kept_versions_bundle_or_engine(agent_factory, tmp_path):
+    """--store-max-bytes and --cache-max-bytes of 1 byte: every upload and every build prunes all it may. The
+    kept versions' bundles and engines stay; a released version's go at the next upload and build."""
+    handle = agent_factory(backend="onnxruntime", keep_versions=2, store_max_bytes=1, cache_max_bytes=1)
+    client = AgentClient(Device(name="a", address=handle.address))
+    try:
+        pushed = []
+        for seed in (1, 2, 3, 4):
+            archive, feeds, want = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+            digest = client.upload(archive).digest
+            _build(client, digest)
+            key = _register(client, digest).version.engine_keys[0] if seed < 4 else None  # 4: only bounds
+            pushed.append((digest, key, feeds, want))
+        kept = [v.version for v in client.list_models("det").models[0].versions]
+        assert kept == [2, 3], "version 1 was released when version 3 came"
+        store = {e.digest for e in client.list_store().entries}
+        engines = {e.key for e in client.list_engines().engines}
+        assert pushed[1][0] in store and pushed[2][0] in store, "kept versions' bundles stay under the bound"
+        assert pushed[1][1] in engines and pushed[2][1] in engines, "kept versions' engines stay under the bound"
+        assert pushed[0][0] not in store and pushed[0][1] not in engines, "a released version's files are bounded"
+        client.activate("det", 2)
+        with open_model("det", store=handle.store_dir) as m:
+            (name, ref), = pushed[1][3].items()
+            assert m.version == 2 and np.allclose(m.run(pushed[1][2])[name], ref, rtol=1e-4, atol=1e-5)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("policy, order", [
+    ("availability", ["load 1", "load 2", "close 1"]),  # TF Serving's: the new version in before the old goes
+    ("resource", ["load 1", "close 1", "load 2"]),      # where two do not fit: the old one released first
+])
+def test_a_swap_loads_the_new_version_before_releasing_the_old_unless_policy_resource(agent_with_bundles, policy,
+                                                                                      order):
+    """The real loader of open_model, with each load and release written down in the order they happen."""
+    from pathlib import Path
+
+    from device_agent.models import ModelRepository
+    from device_agent.runtime import Loaded, Model
+    from device_agent.runtime.load import settings_for, version_loader
+
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    settings = settings_for(handle.store_dir)
+    load = version_loader(settings)
+    seen: list = []
+
+    def logged(record) -> Loaded:
+        loaded = load(record)
+        seen.append(f"load {record.version}")
+        close = loaded.close
+
+        def closing() -> None:
+            seen.append(f"close {record.version}")
+            close()
+
+        loaded.close = closing
+        return loaded
+
+    with Model("det", ModelRepository(Path(settings.data_dir) / "models"), logged, policy) as m:
+        client.activate("det", 2)
+        assert m.run_versioned(bundles[1][1]).version == 2
+        assert seen == order
+
+
+def test_the_runtime_follows_activations_without_the_counter_file_through_state_json(agent_with_bundles):
+    """A repository an older agent wrote has no `generation` counter: the runtime then stats state.json on each run
+    (each commit renames a new file in) and still answers with each new version right after its activation."""
+    handle, client, bundles = agent_with_bundles
+    for digest, _feeds, _want in bundles[:2]:
+        _build(client, digest)
+        _register(client, digest)
+    client.activate("det", 1)
+    (handle.store_dir.parent / "models" / "det" / "generation").unlink()
+    with open_model("det", store=handle.store_dir) as m:
+        for version in (2, 1, 2):
+            client.activate("det", version)
+            feeds, want = bundles[version - 1][1], bundles[version - 1][2]
+            (name, ref), = want.items()
+            out = m.run_versioned(feeds)
+            assert out.version == version and np.allclose(out.outputs[name], ref, rtol=1e-4, atol=1e-5)

@@ -35,6 +35,17 @@ def test_version_numbers_only_grow_and_old_versions_are_released(tmp_path: Path)
     assert _add(ModelRepository(tmp_path, keep_versions=2)).version == 5
 
 
+def test_an_agent_keeps_the_last_3_versions_of_each_name_unless_told(tmp_path: Path) -> None:
+    from device_agent.config import parse_args
+
+    assert parse_args(["--store", str(tmp_path / "store")]).keep_versions == 3
+    assert parse_args(["--store", str(tmp_path / "store"), "--keep-versions", "5"]).keep_versions == 5
+    repo = ModelRepository(tmp_path / "models")
+    for _ in range(5):
+        _add(repo)
+    assert repo.versions("det") == [3, 4, 5]
+
+
 def test_active_and_previous_versions_are_kept_past_keep_versions(tmp_path: Path) -> None:
     repo = ModelRepository(tmp_path, keep_versions=1)
     _add(repo)

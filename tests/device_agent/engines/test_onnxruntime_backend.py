@@ -20,7 +20,6 @@ def test_plan_runs_with_the_original_models_result(small_model):
     got = engine.run({"x": x})["y"]
     want = reference_run(small_model, {"x": x})["y"]
     assert max_rel_err(got, want) < 1e-5
-    assert engine.last_run_s > 0
 
 
 def test_dynamic_batch_plan_runs_every_batch(dynamic_model):
@@ -43,6 +42,23 @@ def test_bad_inputs_are_refused_with_what_was_wrong(small_model, feeds, words):
     engine = backend.load(backend.build(small_model, BuildSpec()).plan, BuildSpec())
     with pytest.raises(InvalidInput, match=words.replace("[", r"\[").replace("]", r"\]")):
         engine.run(feeds)
+
+
+def test_feeds_the_fast_path_does_not_take_are_made_arrays_and_give_the_same_outputs(small_model):
+    """A run whose feeds are C-contiguous arrays of the right dtype and shape skips the full check
+    (engines/base.py); a strided view, a Fortran-ordered copy and a float32 nested list take the checked path, a
+    read-only array passes as it is, and every one answers as the plain array does."""
+    backend = OnnxRuntimeBackend()
+    engine = backend.load(backend.build(small_model, BuildSpec()).plan, BuildSpec())
+    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    want = engine.run({"x": x})["y"]
+    wide = np.zeros((1, 3, 16, 32), np.float32)
+    wide[..., ::2] = x
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for given in (wide[..., ::2], np.asfortranarray(x), [[[list(map(np.float32, r)) for r in c] for c in x[0]]],
+                  frozen):
+        assert np.array_equal(engine.run({"x": given})["y"], want)
 
 
 def test_inputs_above_the_size_bound_are_refused(small_model):

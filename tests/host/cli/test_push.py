@@ -5,6 +5,8 @@ import os
 import subprocess
 import time
 
+import numpy as np
+
 from tests.conftest import deploy_bin
 from tests.host.cli.helpers import interrupt_after, parse_json
 
@@ -156,7 +158,7 @@ def test_push_of_a_model_partly_beyond_the_target_tensorrt_runs_segments_and_tvm
     agent = agent_factory()
     # TensorRT 6.0.1 cannot take erf (7.0.0), so part of the encoder stays in TVM
     data = parse_json(deploy("push", str(transformer), "--device", agent.address, "--trt-version", "6.0.1", "--json",
-                             "--bench", "-n", "5"))
+                             "--bench", "-n", "5", "--activate"))
     kinds = [p["kind"] for p in data["parts"]]
     assert "tvm" in kinds and kinds.count("tensorrt") == len(data["build"]["segments"]) >= 1
     assert data["target"]["trt_version"] == "6.0.1"
@@ -165,6 +167,20 @@ def test_push_of_a_model_partly_beyond_the_target_tensorrt_runs_segments_and_tvm
     assert remainder["runs_on"] == "tvm (llvm)"
     # the benchmark of a hybrid bundle keeps its inputs in the VM's tensors between iterations
     assert data["bench"]["iterations"] == 5 and 0 < data["bench"]["p50_ms"] <= data["bench"]["max_ms"]
+    # the device runtime runs the same hybrid (segments and the TVM part) from the cache, as the agent did
+    import onnxruntime as ort
+
+    from device_agent.runtime import open_model
+
+    with open_model("transformer", store=agent.store_dir) as m:
+        rng = np.random.default_rng(3)
+        feeds = {s.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in s.shape]).astype(s.dtype)
+                 for s in m.inputs}
+        got = m.run(feeds)
+        assert m.version == 1 and [o.name for o in m.outputs] == list(got)
+    want = ort.InferenceSession(str(transformer), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for out, ref in zip(got.values(), want):
+        assert np.allclose(out, ref, rtol=1e-3, atol=1e-4)
 
 
 def test_push_on_a_terminal_shows_live_phases_and_per_segment_status(agent_factory, deploy, tiny_model):

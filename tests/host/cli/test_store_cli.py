@@ -8,6 +8,7 @@ def test_store_prune_all_frees_the_bundle_and_the_next_push_sends_it_again_with_
         agent_factory, deploy, tiny_model, tmp_path):
     agent = agent_factory(keep_versions=1)  # each push records a version; the one kept is pinned (docs/models.md)
     pushed = parse_json(deploy("push", str(tiny_model), "--device", agent.address, "--json"))
+    assert pushed["model"]["name"] == tiny_model.stem, "without --name the version is recorded under the file's stem"
     listing = parse_json(deploy("store", "ls", "--device", agent.address, "--json"))
     [entry] = listing["entries"]
     assert entry["digest"] == pushed["bundle_digest"] and entry["complete"] and entry["unpacked_bytes"] > 0
