@@ -360,7 +360,7 @@ class Warmer:
             return res
         res.bundle_digest = bundle.digest
         # 1. one query per device: which engines it holds (and whether it has the bundle)
-        states = fan_out(members, lambda m: self._state(m, cls, bundle), limiter=self.limiter,
+        states = fan_out(members, lambda m: self._held(m, cls, bundle), limiter=self.limiter,
                          concurrency=self.concurrency, policy=self.policy, stopped=self._stopped,
                          on_done=self._noted)
         pending: list[_Member] = []
@@ -463,6 +463,18 @@ class Warmer:
         if not found.complete:
             return None, False
         return found.found, client.query_upload(bundle.digest).complete
+
+    def _held(self, m: _Member, cls: DeviceClass,
+              bundle: _Bundle) -> tuple[Optional[dict[str, agent_pb2.EngineEntry]], bool]:
+        """`_state`; and where the device holds everything while this host signs, its manifest sent again with the
+        fleet's metadata: an agent given its trust root after it got the bundle never verified it and would refuse
+        to use it, though it holds every byte (send_bundle sends a held manifest anew when it carries metadata)."""
+        from host.security.signing import keys_present
+
+        engines, has_bundle = self._state(m, cls, bundle)
+        if engines is not None and has_bundle and bundle.bundle_dir is not None and keys_present():
+            self._send_bundle(m, bundle)
+        return engines, has_bundle
 
     def _source(self, res: ClassResult, bundle: _Bundle, holders: dict[str, dict[str, agent_pb2.EngineEntry]],
                 members: list[_Member], candidates: list[_Member],

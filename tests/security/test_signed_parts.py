@@ -119,3 +119,37 @@ def test_a_signed_manifest_whose_parts_are_not_on_the_agent_is_not_found_and_not
     assert not (trusting_agent.store_dir.parent / "trust" / "bundles" /
                 bundle.manifest_digest.split(":", 1)[1]).exists()
     assert_no_bundle(trusting_agent, bundle)
+
+
+def test_fleet_warm_with_keys_has_a_device_verify_the_bundle_it_held_from_before_its_trust_root(agent_factory, deploy,
+                                                                                                tmp_path):
+    """A device that got the bundle and its engines unsigned, then its trust root, holds every byte but may not use
+    them; a signed warm must not call it warm on its bytes alone: it sends the manifest again with the metadata."""
+    import json
+    import os
+
+    import tomli_w
+
+    from tests.device_agent.onnx_models import conv_net
+
+    store = tmp_path / "device" / "store"
+    model = tmp_path / "convnet.onnx"
+    model.write_bytes(conv_net(seed=35))
+    inventory = tmp_path / "deploy.toml"
+
+    def warm(agent: AgentHandle, keys_dir: Path) -> dict:
+        inventory.write_text(tomli_w.dumps({"devices": {"dev": {"address": agent.address, "profile": "x86-cpu"}}}))
+        proc = deploy("fleet", "warm", str(model), "--json", timeout=240,
+                      env={**os.environ, "DEPLOY_INVENTORY": str(inventory), "DEPLOY_KEYS_DIR": str(keys_dir)})
+        assert proc.returncode == 0, proc.stderr
+        (cls,) = json.loads(proc.stdout)["classes"]
+        return cls
+
+    before = agent_factory(store=store, backend="onnxruntime")
+    digest = warm(before, tmp_path / "no-keys")["bundle_digest"]  # no key directory: signing off
+    before.stop()
+    fleet = keys.init(tmp_path / "keys").path
+    after = agent_factory(store=store, backend="onnxruntime", trust_root=fleet / keys.TRUST_ROOT, require_signed=True)
+    warm(after, fleet)
+    reply = client(after).run(agent_pb2.RunRequest(bundle_digest=digest, verify=True))  # refused if never verified
+    assert reply.max_rel_err < 1e-3
