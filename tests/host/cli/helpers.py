@@ -91,15 +91,19 @@ def check_schema(command: str, data: dict) -> None:
         ".json:\n" + "\n".join(f"  {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:20])
 
 
-def default_sigint() -> None:
-    """Ctrl-C as a user at a terminal has it: a test run from a background job inherits SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def default_sigint(cmd: list[str]) -> list[str]:
+    """`cmd` with Ctrl-C as a user at a terminal has it (a test run from a background job inherits SIGINT ignored).
+
+    Through coreutils' `env --default-signal`, not a `preexec_fn`: that makes Python fork() instead of vfork(), and
+    gRPC's fork handler then starts a poller thread in the child that can crash it on the descriptors closed before
+    exec ("epoll_wait error: Bad file descriptor", grpc/grpc#43055), before the command ever runs."""
+    return ["env", "--default-signal=INT", *cmd]
 
 
 def interrupt_after(cmd: list[str], marker: str, wait_s: float = 120, exit_s: float = 30) -> tuple[int, str, str, float]:
     """Run `cmd`, send SIGINT once a stderr line holds `marker`; (exit code, stderr before, stderr after, seconds
     from the signal to the exit). The process never outlives the call."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen(default_sigint(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         seen = ""

@@ -88,9 +88,8 @@ def test_devices_watch_redraws_in_place_on_a_terminal_and_ctrl_c_exits_with_the_
 
     env = _inventory(tmp_path, {"gone": f"127.0.0.1:{_closed_port()}"})
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([deploy_path, "devices", "--watch", "--interval", "0.5", "--timeout", "0.5"],
-                            stdin=follower, stdout=follower, stderr=follower, env={**env, "LINES": "24"},
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(default_sigint([deploy_path, "devices", "--watch", "--interval", "0.5", "--timeout", "0.5"]),
+                            stdin=follower, stdout=follower, stderr=follower, env={**env, "LINES": "24"})
     os.close(follower)
     screen = b""
     deadline = time.monotonic() + 30
