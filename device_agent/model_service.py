@@ -182,7 +182,7 @@ class ModelService:
     def Activate(self, request: agent_pb2.ActivateRequest, context: Any) -> agent_pb2.ActivateReply:
         t0 = time.perf_counter()
         version = request.version if request.HasField("version") else None
-        rec, before = self.repo.activate(request.name, version, self.state_of)
+        rec, before = self.repo.activate(request.name, version, self.state_of, wanted=context.is_active)
         return self._activation(rec, before, time.perf_counter() - t0)
 
     def Rollback(self, request: agent_pb2.RollbackRequest, context: Any) -> agent_pb2.ActivateReply:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
-from device_agent.errors import InvalidInput, NotFound, PreconditionFailed
+from device_agent.errors import DeadlineExceeded, InvalidInput, NotFound, PreconditionFailed
 from device_agent.fileio import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -309,9 +309,13 @@ class ModelRepository:
                     os.unlink(self._dir(name) / "versions" / f"{v}.json")
         fsync_dir(self._dir(name) / "versions")
 
-    def activate(self, name: str, version: Optional[int], state_of: StateOf) -> "tuple[VersionRecord, Optional[int]]":
+    def activate(self, name: str, version: Optional[int], state_of: StateOf,
+                 wanted: Callable[[], bool] = lambda: True) -> "tuple[VersionRecord, Optional[int]]":
         """Make `version` (default: the newest) active, gated on verified engines; with a health command, roll back
-        by itself when it fails or hangs. Returns (the record now active, the version active before)."""
+        by itself when it fails or hangs. Returns (the record now active, the version active before).
+
+        `wanted` is asked once the switch is about to be written: an Activate whose caller gave up while it waited
+        for this lock (a rollout past its deadline, which then puts the device back) must not switch it later."""
         with self._lock:
             versions = self.versions(name)
             if not versions:
@@ -325,6 +329,9 @@ class ModelRepository:
             before = st.active
             if before == rec.version and st.pending is None:
                 return rec, before
+            if not wanted():
+                raise DeadlineExceeded(f"activation of {name!r} version {rec.version} not made: its caller gave up "
+                                       "while it waited for another switch of this name; nothing changed")
             new = ModelState([*st.history, rec.version], st.last_version, rec.version if self.health_cmd else None)
             self._write_state(name, new)
             self._link_active(name, rec)

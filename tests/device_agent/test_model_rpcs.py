@@ -342,3 +342,34 @@ def test_the_runtime_follows_activations_without_the_counter_file_through_state_
             (name, ref), = want.items()
             out = m.run_versioned(feeds)
             assert out.version == version and np.allclose(out.outputs[name], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_an_activate_whose_caller_gave_up_while_it_waited_for_another_switch_never_switches(agent_factory, tmp_path):
+    """A rollout's deadline can pass while its Activate waits behind another switch of the name (whose health check
+    holds the name); the host then puts the device back, so the late request must not switch the device after."""
+    import threading
+    import time
+
+    handle = agent_factory(backend="onnxruntime", health_cmd=f"touch {tmp_path}/checked.$DEPLOY_MODEL_VERSION; sleep 2")
+    client = AgentClient(Device(name="a", address=handle.address))
+    for seed in (1, 2):
+        archive, _feeds, _want = single_segment_bundle(tmp_path / f"b{seed}", conv_net(seed=seed), f"det{seed}")
+        digest = client.upload(archive).digest
+        _build(client, digest)
+        assert _register(client, digest).version.version == seed
+    first = threading.Thread(target=client.activate, args=("det", 1))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "checked.1").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first switch is in its health check, holding the name
+    with pytest.raises(AgentError) as late:
+        client.activate("det", 2, timeout=0.5)
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    first.join(30)
+    end = time.monotonic() + 1.5  # the queued request runs as soon as the first ends: it would switch within ms
+    while time.monotonic() < end:
+        assert not (tmp_path / "checked.2").exists(), "the abandoned activation ran its health check"
+        time.sleep(0.05)
+    (model,) = client.list_models("det").models
+    assert model.active == 1
+    client.close()
