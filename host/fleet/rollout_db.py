@@ -194,26 +194,35 @@ writes made at the same time share a transaction (group commit)."""
 
     def _commit(self, batch: "list[_Pending]") -> None:
         """Run `batch` in one transaction; each statement in a savepoint, so one that fails is undone alone."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            with self._transaction() as conn:
                 for entry in batch:
-                    self._conn.execute("SAVEPOINT one")
+                    conn.execute("SAVEPOINT one")
                     try:
-                        self._conn.execute(entry.sql, entry.args)
+                        conn.execute(entry.sql, entry.args)
                     except sqlite3.Error as exc:
-                        self._conn.execute("ROLLBACK TO one")
+                        conn.execute("ROLLBACK TO one")
                         entry.error = exc
-                    self._conn.execute("RELEASE one")
+                    conn.execute("RELEASE one")
+        except BaseException as exc:
+            for entry in batch:
+                entry.error = entry.error or exc
+        finally:
+            for entry in batch:
+                entry.done = True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; anything raised inside rolls the whole transaction back."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
                 self._conn.execute("COMMIT")
-            except BaseException as exc:
+            except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-                for entry in batch:
-                    entry.error = entry.error or exc
-            finally:
-                for entry in batch:
-                    entry.done = True
+                raise
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -240,19 +249,13 @@ writes made at the same time share a transaction (group commit)."""
     def create(self, name: str, source: str, options: dict[str, Any], devices: list[str]) -> int:
         """A new rollout in state `planning`, its devices not yet placed in waves."""
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._conn.execute(
-                    "INSERT INTO rollouts (name, source, bundles, options, state, detail, created, updated) "
-                    "VALUES (?, ?, '{}', ?, ?, '', ?, ?)", (name, source, json.dumps(options), PLANNING, now, now))
-                rid = int(cur.lastrowid or 0)
-                self._conn.executemany("INSERT INTO targets (rollout_id, device, wave) VALUES (?, ?, 0)",
-                                       [(rid, d) for d in devices])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO rollouts (name, source, bundles, options, state, detail, created, updated) "
+                "VALUES (?, ?, '{}', ?, ?, '', ?, ?)", (name, source, json.dumps(options), PLANNING, now, now))
+            rid = int(cur.lastrowid or 0)
+            conn.executemany("INSERT INTO targets (rollout_id, device, wave) VALUES (?, ?, 0)",
+                             [(rid, d) for d in devices])
         return rid
 
     def rollout(self, rid: int) -> RolloutRow:
@@ -274,18 +277,12 @@ writes made at the same time share a transaction (group commit)."""
                         (state, detail, time.time(), rid))
 
     def set_bundle(self, rid: int, class_label: str, digest: str) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._conn.execute("SELECT bundles FROM rollouts WHERE id = ?", (rid,)).fetchone()
-                bundles = json.loads(row["bundles"])
-                bundles[class_label] = digest
-                self._conn.execute("UPDATE rollouts SET bundles = ?, updated = ? WHERE id = ?",
-                                   (json.dumps(bundles, sort_keys=True), time.time(), rid))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            row = conn.execute("SELECT bundles FROM rollouts WHERE id = ?", (rid,)).fetchone()
+            bundles = json.loads(row["bundles"])
+            bundles[class_label] = digest
+            conn.execute("UPDATE rollouts SET bundles = ?, updated = ? WHERE id = ?",
+                         (json.dumps(bundles, sort_keys=True), time.time(), rid))
 
     # ---------------------------------------------------------------- targets (the plan)
     def targets(self, rid: int) -> list[Target]:
@@ -296,16 +293,10 @@ writes made at the same time share a transaction (group commit)."""
         """(device, wave, class label, bundle digest) of many devices in one transaction."""
         if not rows:
             return
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "UPDATE targets SET wave = ?, class = ?, bundle_digest = ? WHERE rollout_id = ? AND device = ?",
-                    [(wave, label, digest, rid, device) for device, wave, label, digest in rows])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE targets SET wave = ?, class = ?, bundle_digest = ? WHERE rollout_id = ? AND device = ?",
+                [(wave, label, digest, rid, device) for device, wave, label, digest in rows])
 
     # ---------------------------------------------------------------- steps
     def start_step(self, rid: int, device: str, wave: int, step: str, version: Optional[int] = None,
